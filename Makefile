@@ -1,0 +1,30 @@
+# walsmf: `make run` sets up and runs the lab end to end on the embedded
+# sample; `make test` sets up and runs the tests.  See README.md.
+PY := .venv/bin/python
+DATA_DIR ?= data
+OUTPUT_DIR ?= wals_trained
+SCALE ?= 1
+NUM_EPOCHS ?= 5
+
+.PHONY: setup data run test bench notebook clean
+
+setup:
+	@scripts/setup-env
+
+data: setup
+	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE)
+
+run: data
+	$(PY) -m walsmf.task --input_path $(DATA_DIR) --output_dir $(OUTPUT_DIR) --num_epochs $(NUM_EPOCHS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/bench_pipeline.py
+
+notebook: setup
+	.venv/bin/jupyter notebook notebooks/wals.ipynb
+
+clean:
+	rm -rf $(DATA_DIR) $(OUTPUT_DIR) samples

@@ -1,0 +1,15 @@
+"""One error type for what the user must fix, and the CLI wrapper that shows it."""
+import sys
+
+
+class DataError(Exception):
+    """Bad input or a failed external call, described in one line for the user."""
+
+
+def run_cli(main, argv=None):
+    """Run ``main(argv)``; turn a DataError into one line on stderr and exit 1."""
+    try:
+        main(argv)
+    except DataError as err:
+        print("error: {}".format(err), file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,257 @@
+"""Extract (visitorId, contentId, session_duration) from GA360 sessions.
+
+One SQL text, the lab's standard SQL, runs on two engines:
+
+* BigQuery (``--source bigquery --project P``), through google-cloud-bigquery;
+* DuckDB (``--source local``, the default), over a local file in the GA360
+  export schema -- the embedded sample from :mod:`walsmf.sample` unless the
+  user names another file.  The SQL is transpiled with sqlglot and then
+  rewritten on its syntax tree where DuckDB's reading of BigQuery's UNNEST
+  differs (see :func:`to_duckdb_sql`).
+"""
+import argparse
+import os
+import sys
+
+from walsmf.errors import DataError, run_cli
+
+DEFAULT_TABLE = "cloud-training-demos.GA360_test.ga_sessions_sample"
+COLUMNS = ["visitorId", "contentId", "session_duration"]
+
+# The lab's query.  Its only parameter is the table: ``{table}``.
+SQL_TEMPLATE = """
+WITH visitor_page_content AS (
+  SELECT
+    fullVisitorID,
+    (SELECT MAX(IF(index = 10, value, NULL)) FROM UNNEST(hits.customDimensions)) AS latestContentId,
+    (LEAD(hits.time, 1) OVER (PARTITION BY fullVisitorId ORDER BY hits.time ASC) - hits.time) AS session_duration
+  FROM `{table}`, UNNEST(hits) AS hits
+  WHERE
+    # only include hits on pages
+    hits.type = "PAGE"
+  GROUP BY
+    fullVisitorId, latestContentId, hits.time
+)
+-- aggregate web stats
+SELECT
+  fullVisitorID AS visitorId,
+  latestContentId AS contentId,
+  SUM(session_duration) AS session_duration
+FROM visitor_page_content
+WHERE latestContentId IS NOT NULL
+GROUP BY fullVisitorID, latestContentId
+HAVING session_duration > 0
+ORDER BY latestContentId
+"""
+
+LOCAL_VIEW = "ga_sessions"
+# Names the DuckDB rewrite gives to what BigQuery leaves implicit.
+_HIT_ALIAS = "hit"
+_DIMENSION_ALIAS = "dimension"
+
+
+def lab_sql(table=DEFAULT_TABLE):
+    """Return the lab's standard SQL reading ``table`` (project.dataset.table)."""
+    if "`" in table or not table.strip():
+        raise DataError("table name {!r} is not a BigQuery table reference "
+                        "(project.dataset.table)".format(table))
+    return SQL_TEMPLATE.format(table=table)
+
+
+def to_duckdb_sql(sql, local_table=LOCAL_VIEW):
+    """Transpile the lab's BigQuery SQL to DuckDB, reading ``local_table``.
+
+    sqlglot translates the dialect; three things it cannot know are fixed on
+    the syntax tree:
+
+    * every table reference is remapped to ``local_table``;
+    * ``UNNEST(hits) AS hits`` gives a column the same name as the table's
+      ``hits`` column, which DuckDB calls ambiguous: the unnested column is
+      renamed and the references through it follow;
+    * an unaliased ``UNNEST(array of struct)`` exposes the struct's fields
+      as columns in BigQuery but not in DuckDB: it gets an alias and the
+      bare field names in its SELECT are qualified with it.
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in list(tree.find_all(exp.Table)):
+        if table.name in cte_names and not table.args.get("db"):
+            continue
+        table.replace(exp.to_table(local_table))
+
+    for unnest in list(tree.find_all(exp.Unnest)):
+        alias = unnest.args.get("alias")
+        if alias is not None and alias.columns:
+            _rename_unnested_column(tree, alias)
+        elif alias is None:
+            _alias_struct_unnest(unnest)
+    return tree.sql(dialect="duckdb")
+
+
+def _rename_unnested_column(tree, alias):
+    from sqlglot import exp
+
+    old = alias.columns[0].name
+    alias.set("columns", [exp.to_identifier(_HIT_ALIAS)])
+    for column in tree.find_all(exp.Column):
+        if column.table == old:
+            column.set("table", exp.to_identifier(_HIT_ALIAS))
+
+
+def _alias_struct_unnest(unnest):
+    from sqlglot import exp
+
+    unnest.set("alias", exp.TableAlias(
+        this=exp.to_identifier("_" + _DIMENSION_ALIAS),
+        columns=[exp.to_identifier(_DIMENSION_ALIAS)]))
+    select = unnest.find_ancestor(exp.Select)
+    for column in select.find_all(exp.Column):
+        if not column.table and column.find_ancestor(exp.Select) is select:
+            column.set("table", exp.to_identifier(_DIMENSION_ALIAS))
+
+
+def run_bigquery(sql, project, client=None):
+    """Run ``sql`` on BigQuery as ``project``; return the rows as a DataFrame.
+
+    Credentials come from the environment as google-cloud-bigquery finds
+    them.  Failures become one-line DataErrors that say what to do.
+    """
+    from google.api_core import exceptions as api_errors
+    from google.auth import exceptions as auth_errors
+    from google.cloud import bigquery
+
+    try:
+        client = client or bigquery.Client(project=project)
+        job = client.query(sql)
+        return job.to_dataframe(create_bqstorage_client=False)
+    except auth_errors.DefaultCredentialsError:
+        raise DataError("no Google credentials for BigQuery project {!r}: run "
+                        "'gcloud auth application-default login' or set "
+                        "GOOGLE_APPLICATION_CREDENTIALS".format(project))
+    except api_errors.NotFound as err:
+        raise DataError("BigQuery project {!r}: not found: {} (check --project and --table)".format(
+            project, _first_line(err.message)))
+    except api_errors.Forbidden as err:
+        raise DataError("BigQuery project {!r}: access denied: {} (check the account's "
+                        "BigQuery roles and that billing is enabled)".format(project, _first_line(err.message)))
+    except api_errors.GoogleAPICallError as err:
+        raise DataError("BigQuery project {!r}: query failed: {}".format(project, _first_line(err.message)))
+
+
+def _first_line(text):
+    return str(text).strip().splitlines()[0] if str(text).strip() else "no message"
+
+
+def run_local(sql, sessions_file):
+    """Run the lab's BigQuery ``sql`` with DuckDB over a local GA360 export file.
+
+    ``sessions_file`` is Parquet, or newline-delimited JSON as BigQuery
+    exports it (``.json``/``.ndjson``/``.jsonl``).
+    """
+    import duckdb
+
+    if not os.path.isfile(sessions_file):
+        raise DataError("sessions file {} does not exist (run 'python -m walsmf.sample' "
+                        "or leave --sessions_file out to use the embedded sample)".format(sessions_file))
+    reader = "read_json_auto" if sessions_file.endswith((".json", ".ndjson", ".jsonl")) else "read_parquet"
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE VIEW {} AS SELECT * FROM {}('{}')".format(
+            LOCAL_VIEW, reader, sessions_file.replace("'", "''")))
+        return con.execute(to_duckdb_sql(sql)).df()
+    except duckdb.Error as err:
+        raise DataError("{} is not a GA360 sessions export the lab's query can read: {}".format(
+            sessions_file, _first_line(err)))
+    finally:
+        con.close()
+
+
+def normalize_extracted(df):
+    """Check the extracted rows and give them the lab's types.
+
+    Keeps what the query guarantees (contentId not null, duration
+    > 0) true for any engine: such rows are dropped as the lab does; a
+    missing column, an empty result or a non-numeric duration is an error.
+    """
+    import pandas as pd
+
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError("extracted rows lack column(s) {} (expected {})".format(
+            ", ".join(missing), ", ".join(COLUMNS)))
+    duration = pd.to_numeric(df["session_duration"], errors="coerce")
+    bad = duration.isna() & df["session_duration"].notna()
+    if bad.any():
+        raise DataError("session_duration is not numeric (e.g. {!r})".format(
+            df["session_duration"][bad].iloc[0]))
+    keep = df["contentId"].notna() & df["visitorId"].notna() & (duration > 0)
+    out = pd.DataFrame({
+        "visitorId": df["visitorId"][keep].astype(str).values,
+        "contentId": df["contentId"][keep].astype(str).values,
+        "session_duration": duration[keep].astype("int64").values,
+    })
+    # The query orders by contentId only and engines return ties in any
+    # order, which would change the lab's ids (order of appearance) from run
+    # to run: order fully so the same input always gives the same files.
+    out = out.sort_values(["contentId", "visitorId"], kind="mergesort").reset_index(drop=True)
+    if out.empty:
+        raise DataError("the query returned no (visitor, article) rows with a positive duration")
+    return out
+
+
+def extract(source="local", project=None, table=DEFAULT_TABLE, sessions_file=None,
+            scale=1.0, seed=0):
+    """Run the lab's query on ``source`` ('bigquery' or 'local'); return checked rows."""
+    from walsmf.sample import ensure_sample
+
+    sql = lab_sql(table)
+    if source == "bigquery":
+        if not project:
+            raise DataError("--source bigquery needs --project (the GCP project billed for the query)")
+        df = run_bigquery(sql, project)
+    elif source == "local":
+        df = run_local(sql, sessions_file or ensure_sample(scale=scale, seed=seed))
+    else:
+        raise DataError("unknown source {!r}: use 'local' or 'bigquery'".format(source))
+    return normalize_extracted(df)
+
+
+def add_source_arguments(parser):
+    """Add the flags that choose where the sessions come from."""
+    parser.add_argument("--source", choices=["local", "bigquery"], default="local",
+                        help="'local': DuckDB over the embedded GA360-shaped sample (or --sessions_file); "
+                             "'bigquery': the lab's table on BigQuery (needs --project)")
+    parser.add_argument("--project", help="GCP project that runs (and pays for) the BigQuery query")
+    parser.add_argument("--table", default=DEFAULT_TABLE,
+                        help="GA360 sessions table, project.dataset.table (default: the lab's)")
+    parser.add_argument("--sessions_file",
+                        help="local GA360 export (Parquet or newline-delimited JSON) to query "
+                             "instead of the embedded sample")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="embedded sample size relative to the lab's data (1 = 82,802 visitors)")
+    parser.add_argument("--seed", type=int, default=0, help="embedded sample seed")
+
+
+def main(argv=None):
+    """CLI: print the lab's SQL, or run it and write the rows as CSV."""
+    parser = argparse.ArgumentParser(prog="python -m walsmf.extract",
+                                     description="Run the lab's GA360 query; write visitorId,contentId,"
+                                                 "session_duration as CSV.")
+    add_source_arguments(parser)
+    parser.add_argument("--print_sql", action="store_true", help="print the SQL (and its DuckDB form) and stop")
+    parser.add_argument("--output", default="-", help="CSV file to write (default: stdout)")
+    args = parser.parse_args(argv)
+    if args.print_sql:
+        sql = lab_sql(args.table)
+        print(sql)
+        print("-- DuckDB form:\n" + to_duckdb_sql(sql))
+        return
+    df = extract(args.source, args.project, args.table, args.sessions_file, args.scale, args.seed)
+    df.to_csv(sys.stdout if args.output == "-" else args.output, index=False)
+
+
+if __name__ == "__main__":
+    run_cli(main)
