@@ -9,6 +9,7 @@ Every file is read and written through ``tf.io.gfile``, so ``input_path``
 and ``output_dir`` may be ``gs://`` paths, and factors are always read as
 a list of shards.
 """
+import json
 import os
 
 import numpy as np
@@ -31,6 +32,8 @@ USER_ID, ITEM_ID = "userId", "itemId"
 ROWS_FILE, COLS_FILE = "items_for_user", "users_for_item"
 BATCH_PRED_FILE = "batch_pred.txt"
 ORIGINAL_IDS_PRED_FILE = "batch_pred_original_ids.txt"
+# Copied into each export's assets.extra/: what a client must know of the model.
+SERVING_INFO_FILE = "serving_info.json"
 _SCAN_BATCH = 8192
 
 
@@ -511,7 +514,8 @@ def train_and_evaluate(args):
         # Checkpoint as often as the Experiment evaluates, so each
         # evaluation sees the model as trained so far, not the step-0 one.
         config = tf.contrib.learn.RunConfig(save_checkpoints_steps=steps_in_epoch,
-                                            save_checkpoints_secs=None)
+                                            save_checkpoints_secs=None,
+                                            tf_random_seed=args.get("seed"))
         return tf.contrib.learn.Experiment(
             build_estimator(dict(args, output_dir=output_dir), config),
             train_input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args),
@@ -520,7 +524,12 @@ def train_and_evaluate(args):
             eval_steps=1,
             min_eval_frequency=steps_in_epoch,
             export_strategies=saved_model_export_utils.make_export_strategy(
-                serving_input_fn=create_serving_input_fn(args)))
+                serving_input_fn=create_serving_input_fn(args),
+                assets_extra={SERVING_INFO_FILE: serving_info}))
+
+    serving_info = os.path.join(args["output_dir"], SERVING_INFO_FILE)
+    tf.io.gfile.makedirs(args["output_dir"])
+    atomic_write_text(serving_info, json.dumps({key: args[key] for key in ("nusers", "nitems", "topk", "n_embeds")}))
 
     learn_runner.run(experiment_fn, args["output_dir"])
     return batch_predict(args)

@@ -92,7 +92,8 @@ def write_tfrecord(path, groups):
                 "indices": feature(int64_list=tf.train.Int64List(value=indices)),
                 "values": feature(float_list=tf.train.FloatList(value=values)),
             }))
-            writer.write(example.SerializeToString())
+            # deterministic: Features is a proto map, whose order otherwise varies per process
+            writer.write(example.SerializeToString(deterministic=True))
 
 
 def write_tfrecords(mapped, data_dir):

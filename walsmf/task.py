@@ -50,6 +50,8 @@ def build_parser():
     parser.add_argument("--num_col_shards", type=int, default=1, help="shards of the item factors")
     parser.add_argument("--exclude_seen", action="store_true",
                         help="leave items a user already read out of batch_pred.txt (lab: kept)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed of the factors' initialization (default: none, as the lab)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="lab",
                         help="named set of the settings above; explicit flags override it")
     return parser

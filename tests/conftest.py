@@ -1,0 +1,94 @@
+"""Shared fixtures: small GA360 tables, a small data directory, a small trained model."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HIT_SCHEMA = None
+
+
+def session_schema():
+    """The GA360 export schema subset the lab's query reads."""
+    import pyarrow as pa
+
+    dimension = pa.struct([("index", pa.int64()), ("value", pa.string())])
+    hit = pa.struct([("hitNumber", pa.int64()), ("time", pa.int64()), ("type", pa.string()),
+                     ("customDimensions", pa.list_(dimension))])
+    return pa.schema([("fullVisitorId", pa.string()), ("visitNumber", pa.int64()),
+                      ("visitStartTime", pa.int64()), ("hits", pa.list_(hit))])
+
+
+def page(time, content=None, kind="PAGE", extra=()):
+    """One hit; ``content`` becomes custom dimension 10."""
+    dims = [{"index": 4, "value": "news"}] + list(extra)
+    if content is not None:
+        dims.append({"index": 10, "value": content})
+    return {"hitNumber": 0, "time": time, "type": kind, "customDimensions": dims}
+
+
+def write_sessions(path, visitors):
+    """Write {visitorId: [hits]} as a GA360-shaped Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for visitor, hits in visitors.items():
+        for number, hit in enumerate(hits, 1):
+            hit["hitNumber"] = number
+        rows.append({"fullVisitorId": visitor, "visitNumber": 1, "visitStartTime": 1500000000, "hits": hits})
+    pq.write_table(pa.Table.from_pylist(rows, schema=session_schema()), str(path))
+    return str(path)
+
+
+# The hand-built table and the rows the lab's query must return for it.
+HAND_SESSIONS = {
+    "1": [page(0, "100"), page(500, "100", kind="EVENT"), page(1000, "200", extra=[{"index": 3, "value": "x"}]),
+          page(3000, "100"), page(3500), page(4000, "300")],
+    "2": [page(10, "400"), page(10, "400"), page(70, "500"), page(100)],
+    # ties at one time: one row gets duration 0, the other none: both dropped
+    "3": [page(0, "800"), page(0, "900")],
+    # a single page: no next hit, no duration
+    "4": [page(0, "100")],
+}
+HAND_EXPECTED = [("1", "100", 1500), ("1", "200", 2000), ("2", "400", 60), ("2", "500", 30)]
+
+
+def run_module(module, *args, env=None, cwd=None):
+    """Run ``python -m module args`` in the project's interpreter; return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module] + [str(a) for a in args], cwd=cwd or ROOT,
+                          env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True)
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_path_factory):
+    """The embedded sample at 1/100 of the lab's size."""
+    from walsmf.sample import write_sample
+
+    return write_sample(str(tmp_path_factory.mktemp("samples") / "sample.parquet"), scale=0.01, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory, small_sample):
+    """A data directory preprocessed from the small sample; returns (path, metadata)."""
+    from walsmf.extract import extract
+    from walsmf.preprocess import write_data_dir
+
+    data_dir = str(tmp_path_factory.mktemp("data") / "data")
+    metadata = write_data_dir(extract(sessions_file=small_sample), data_dir, log=lambda _: None)
+    return data_dir, metadata
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, small_data):
+    """The small data trained with the lab's defaults (batch 64 so it sweeps several times)."""
+    from walsmf import model
+
+    data_dir, metadata = small_data
+    args = dict(input_path=data_dir, output_dir=str(tmp_path_factory.mktemp("model") / "wals_trained"),
+                num_epochs=4, batch_size=64, n_embeds=10, nusers=metadata["nusers"],
+                nitems=metadata["nitems"], topk=3, seed=1)
+    model.train_and_evaluate(args)
+    return args

@@ -1,0 +1,146 @@
+"""The lab's SQL: its semantics on a hand-built table, the DuckDB rewrite, the BigQuery client path."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pandas as pd
+import pytest
+
+from conftest import HAND_EXPECTED, HAND_SESSIONS, write_sessions
+from walsmf import extract
+from walsmf.errors import DataError
+
+
+def rows_of(df):
+    return sorted(zip(df["visitorId"], df["contentId"], df["session_duration"].astype(int)))
+
+
+def test_sql_semantics_on_hand_built_table(tmp_path):
+    path = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
+    df = extract.normalize_extracted(extract.run_local(extract.lab_sql(), path))
+    assert rows_of(df) == sorted(HAND_EXPECTED)
+    assert list(df.columns) == extract.COLUMNS
+
+
+def test_newline_delimited_json_export_reads_the_same(tmp_path):
+    parquet = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
+    ndjson = tmp_path / "s.json"
+    pd.read_parquet(parquet).to_json(ndjson, orient="records", lines=True)
+    df = extract.normalize_extracted(extract.run_local(extract.lab_sql(), str(ndjson)))
+    assert rows_of(df) == sorted(HAND_EXPECTED)
+
+
+def test_duckdb_rewrite_is_on_the_syntax_tree():
+    sql = extract.to_duckdb_sql(extract.lab_sql("other-project.other_dataset.sessions"))
+    assert "other-project" not in sql and extract.LOCAL_VIEW in sql
+    assert "AS _t0(hit)" in sql and "dimension.index = 10" in sql
+    # the string "hits" in a comment or literal is not touched: only column references are
+    assert "UNNEST(hits)" in sql
+
+
+def test_table_name_with_backtick_is_refused():
+    with pytest.raises(DataError, match="not a BigQuery table reference"):
+        extract.lab_sql("a`; DROP TABLE x")
+
+
+def test_normalize_drops_what_the_lab_drops_and_refuses_the_rest():
+    df = pd.DataFrame({"visitorId": ["1", "2", "3", "4"], "contentId": ["9", None, "9", "8"],
+                       "session_duration": [10, 5, 0, -3]})
+    assert rows_of(extract.normalize_extracted(df)) == [("1", "9", 10)]
+    with pytest.raises(DataError, match="lack column"):
+        extract.normalize_extracted(df.drop(columns=["contentId"]))
+    with pytest.raises(DataError, match="not numeric"):
+        extract.normalize_extracted(df.assign(session_duration=["10", "abc", "1", "2"]))
+    with pytest.raises(DataError, match="no \\(visitor, article\\) rows"):
+        extract.normalize_extracted(df.iloc[2:])
+
+
+class FakeBigQuery(BaseHTTPRequestHandler):
+    """Answers jobs.insert and jobs.getQueryResults in BigQuery's REST JSON."""
+
+    rows = []
+    requests = []
+    fail_with = None
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body):
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("POST", self.path, body))
+        if self.fail_with:
+            return self.reply(self.fail_with[0], {"error": {"code": self.fail_with[0], "message": self.fail_with[1],
+                                                            "errors": [{"reason": "notFound",
+                                                                        "message": self.fail_with[1]}]}})
+        job = dict(body, status={"state": "DONE"}, statistics={"creationTime": "1", "startTime": "1", "endTime": "2"})
+        job["jobReference"] = dict(body["jobReference"], location="US")
+        self.reply(200, job)
+
+    def do_GET(self):
+        self.requests.append(("GET", self.path, None))
+        job_id = self.path.split("/queries/")[1].split("?")[0]
+        result = {
+            "kind": "bigquery#getQueryResultsResponse", "jobComplete": True,
+            "jobReference": {"projectId": "p", "jobId": job_id, "location": "US"},
+            "schema": {"fields": [{"name": "visitorId", "type": "STRING", "mode": "NULLABLE"},
+                                  {"name": "contentId", "type": "STRING", "mode": "NULLABLE"},
+                                  {"name": "session_duration", "type": "INTEGER", "mode": "NULLABLE"}]},
+            "totalRows": str(len(self.rows)),
+        }
+        if "maxResults=0" not in self.path:
+            result["rows"] = [{"f": [{"v": v}, {"v": c}, {"v": str(d)}]} for v, c, d in self.rows]
+        self.reply(200, result)
+
+
+@pytest.fixture
+def fake_bigquery(tmp_path):
+    path = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
+    # the fake server computes its rows with the embedded engine
+    FakeBigQuery.rows = rows_of(extract.normalize_extracted(extract.run_local(extract.lab_sql(), path)))
+    FakeBigQuery.requests, FakeBigQuery.fail_with = [], None
+    server = HTTPServer(("127.0.0.1", 0), FakeBigQuery)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def client_for(server):
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(project="p", credentials=AnonymousCredentials(), client_options=ClientOptions(
+        api_endpoint="http://127.0.0.1:{}".format(server.server_address[1])))
+
+
+def test_bigquery_path_sends_the_lab_sql_and_returns_typed_rows(fake_bigquery):
+    df = extract.run_bigquery(extract.lab_sql(), "p", client=client_for(fake_bigquery))
+    method, path, body = FakeBigQuery.requests[0]
+    assert (method, path.split("?")[0]) == ("POST", "/bigquery/v2/projects/p/jobs")
+    query = body["configuration"]["query"]
+    assert query["query"] == extract.lab_sql() and query["useLegacySql"] is False
+    assert list(df.columns) == extract.COLUMNS
+    assert str(df["session_duration"].dtype) == "Int64"
+    assert rows_of(extract.normalize_extracted(df)) == sorted(HAND_EXPECTED)
+
+
+def test_bigquery_not_found_is_one_clear_line(fake_bigquery):
+    FakeBigQuery.fail_with = (404, "Not found: Table cloud-training-demos:GA360_test.nope was not found")
+    with pytest.raises(DataError) as err:
+        extract.run_bigquery(extract.lab_sql(), "p", client=client_for(fake_bigquery))
+    assert "not found" in str(err.value) and "\n" not in str(err.value) and "--table" in str(err.value)
+    assert len([r for r in FakeBigQuery.requests if r[0] == "POST"]) == 1  # not retried
+
+
+def test_bigquery_without_project_says_so():
+    with pytest.raises(DataError, match="needs --project"):
+        extract.extract(source="bigquery")
