@@ -35,6 +35,12 @@ ORIGINAL_IDS_PRED_FILE = "batch_pred_original_ids.txt"
 # Copied into each export's assets.extra/: what a client must know of the model.
 SERVING_INFO_FILE = "serving_info.json"
 _SCAN_BATCH = 8192
+# The lab's tf.train.Example: the row's id, its column ids and their ratings.
+EXAMPLE_FEATURES = {
+    "key": tf.io.FixedLenFeature([1], tf.int64),
+    "indices": tf.io.VarLenFeature(tf.int64),
+    "values": tf.io.VarLenFeature(tf.float32),
+}
 
 
 # ----------------------------------------------------------------- input --
@@ -50,11 +56,7 @@ def decode_example(protos, vocab_size):
     this takes the batch of protos at once (``tf.io.parse_example``), which
     gives the same tensor and is the cheaper half of a training step.
     """
-    parsed = tf.io.parse_example(protos, {
-        "key": tf.io.FixedLenFeature([1], tf.int64),
-        "indices": tf.io.VarLenFeature(tf.int64),
-        "values": tf.io.VarLenFeature(tf.float32),
-    })
+    parsed = tf.io.parse_example(protos, EXAMPLE_FEATURES)
     keys = parsed["key"][:, 0]
     entries = parsed["indices"]
     batch_size = tf.shape(keys, out_type=tf.int64)[0]
@@ -120,11 +122,12 @@ def parse_tfrecords(filename, vocab_size, mode, args):
     batch holds each key at most once: batch, then repeat.  Parsed batches
     are cached, so epochs after the first skip parsing.
     """
+    @tf.autograph.experimental.do_not_convert
+    def decode_batch(protos):
+        return remap_keys(decode_example(protos, vocab_size))
+
     files = tfrecord_files(args["input_path"], filename)
-    dataset = (tf.data.TFRecordDataset(files)
-               .batch(args["batch_size"])
-               .map(lambda protos: remap_keys(decode_example(protos, vocab_size)))
-               .cache())
+    dataset = tf.data.TFRecordDataset(files).batch(args["batch_size"]).map(decode_batch).cache()
     dataset = dataset.repeat(None if mode == tf.estimator.ModeKeys.TRAIN else 1).prefetch(1)
     return tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
 
@@ -150,13 +153,9 @@ def scan_tfrecords(input_path, filename):
     """
     keys, lengths, indices, values = [], [], [], []
     with tf.Graph().as_default():
-        batch = (tf.data.TFRecordDataset(tfrecord_files(input_path, filename))
-                 .batch(_SCAN_BATCH)
-                 .map(lambda protos: tf.io.parse_example(protos, {
-                     "key": tf.io.FixedLenFeature([1], tf.int64),
-                     "indices": tf.io.VarLenFeature(tf.int64),
-                     "values": tf.io.VarLenFeature(tf.float32)})))
-        parsed = tf.compat.v1.data.make_one_shot_iterator(batch).get_next()
+        protos = tf.data.TFRecordDataset(tfrecord_files(input_path, filename)).batch(_SCAN_BATCH)
+        parsed = tf.io.parse_example(tf.compat.v1.data.make_one_shot_iterator(protos).get_next(),
+                                     EXAMPLE_FEATURES)
         with tf.compat.v1.Session() as sess:
             while True:
                 try:
@@ -232,16 +231,19 @@ def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobse
 
     Minimizes Σ_obs (w0 + r·c_j)(a_j − x·v_j)² + w0 Σ_unobs (x·v_j)² + λ|x|²:
     x = (w0·G + λI + Σ_obs r·c_j v_j v_jᵀ)⁻¹ Σ_obs (w0 + r·c_j) a_j v_j,
-    with G = VᵀV over every column.
+    with G = VᵀV over every column (``gramian``, float64).
     """
+    # In float64: without regularization the system can be ill-conditioned
+    # enough for float32 to lose whole percents.
     dim = tf.shape(gramian)[0]
-    v = tf.gather(factors, ids)
-    observed_weight = own_weight * tf.gather(weights, ids)
+    v = tf.cast(tf.gather(factors, ids), tf.float64)
+    observed_weight = tf.cast(own_weight * tf.gather(weights, ids), tf.float64)
     lhs = unobserved_weight * gramian + tf.matmul(v * observed_weight[:, None], v, transpose_a=True)
     if regularization:
-        lhs += regularization * tf.eye(dim)
-    rhs = tf.matmul(v, ((unobserved_weight + observed_weight) * ratings)[:, None], transpose_a=True)
-    return tf.linalg.solve(lhs, rhs)[:, 0]
+        lhs += regularization * tf.eye(dim, dtype=tf.float64)
+    rhs = tf.matmul(v, ((unobserved_weight + observed_weight) * tf.cast(ratings, tf.float64))[:, None],
+                    transpose_a=True)
+    return tf.cast(tf.linalg.solve(lhs, rhs)[:, 0], tf.float32)
 
 
 def _serving_predictions(model, params, features):
@@ -257,8 +259,8 @@ def _serving_predictions(model, params, features):
     col_factors = tf.concat(model.col_factors, 0)
     row_weights = tf.concat(model.row_weights, 0)
     col_weights = tf.concat(model.col_weights, 0)
-    row_gramian = tf.matmul(row_factors, row_factors, transpose_a=True)
-    col_gramian = tf.matmul(col_factors, col_factors, transpose_a=True)
+    row_gramian = _gramian64(row_factors)
+    col_gramian = _gramian64(col_factors)
     ratings_by_user, ratings_by_item = features[INPUT_ROWS], features[INPUT_COLS]
     w0, reg, k = params["unobserved_weight"], params["regularization_coeff"], params["serving_top_k"]
 
@@ -284,6 +286,11 @@ def _serving_predictions(model, params, features):
     projection, top_ids, top_scores = tf.map_fn(
         instance, pairs, dtype=(tf.float32, tf.int64, tf.float32), back_prop=False)
     return {PROJECTION: projection, TOP_K_IDS: top_ids, TOP_K_SCORES: top_scores}
+
+
+def _gramian64(factors):
+    factors = tf.cast(factors, tf.float64)
+    return tf.matmul(factors, factors, transpose_a=True)
 
 
 def _checked_ids(pairs, nusers, nitems):

@@ -1,0 +1,267 @@
+"""The WALS model package against numpy: input pipeline, training, batch prediction, evaluation."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_module
+from walsmf import model
+from walsmf.errors import DataError
+from walsmf.preprocess import METADATA_FILE, write_tfrecord
+
+
+def run(fetch):
+    with tf.compat.v1.Session() as sess:
+        return sess.run(fetch)
+
+
+def random_rows(rng, n_rows, vocab, max_len):
+    """(key, indices, values) rows with jagged lengths: 1 entry, many entries, anything between."""
+    keys = rng.choice(10 * n_rows + 50, size=n_rows, replace=False)
+    lengths = rng.integers(1, max_len + 1, size=n_rows)
+    lengths[0], lengths[-1] = 1, max_len
+    return [(int(k), rng.choice(vocab, size=n, replace=False), rng.random(n).astype(np.float32))
+            for k, n in zip(keys, lengths)]
+
+
+def lab_batch(rows, vocab):
+    """The SparseTensor the lab's decode_example + batch produce: entries, then (key, 0) per row."""
+    indices, values = [], []
+    for b, (key, idx, val) in enumerate(rows):
+        indices += [(b, i) for i in idx] + [(b, key)]
+        values += list(val) + [0.0]
+    return tf.SparseTensor(np.array(indices, np.int64), np.array(values, np.float32), [len(rows), vocab])
+
+
+def truth(rows):
+    return sorted((key, int(i), float(v)) for key, idx, val in rows for i, v in zip(idx, val))
+
+
+def triples(sparse):
+    return sorted((int(r), int(c), float(v)) for (r, c), v in zip(sparse.indices, sparse.values))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_remap_keys_is_exact_on_random_jagged_batches(seed):
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, n_rows=int(rng.integers(1, 40)), vocab=500, max_len=300)
+    with tf.Graph().as_default():
+        out = run(model.remap_keys(lab_batch(rows, 500)))
+    assert triples(out) == truth(rows)
+    assert out.dense_shape[1] == 500 and out.dense_shape[0] > max(k for k, _, _ in rows)
+
+
+def serialized(rows):
+    return [tf.train.Example(features=tf.train.Features(feature={
+        "key": tf.train.Feature(int64_list=tf.train.Int64List(value=[k])),
+        "indices": tf.train.Feature(int64_list=tf.train.Int64List(value=idx)),
+        "values": tf.train.Feature(float_list=tf.train.FloatList(value=val))})).SerializeToString()
+        for k, idx, val in rows]
+
+
+def test_decode_example_builds_the_labs_batch_layout():
+    rows = random_rows(np.random.default_rng(7), n_rows=17, vocab=90, max_len=60)
+    with tf.Graph().as_default():
+        decoded, expected = run((model.decode_example(tf.constant(serialized(rows)), 90), lab_batch(rows, 90)))
+    np.testing.assert_array_equal(decoded.indices, expected.indices)
+    np.testing.assert_array_equal(decoded.values, expected.values)
+    np.testing.assert_array_equal(decoded.dense_shape, [17, 90])
+
+
+def write_matrix(data_dir, ratings):
+    """Write a dense ratings matrix (0 = unobserved) as the lab's TFRecords and metadata."""
+    os.makedirs(data_dir, exist_ok=True)
+    users, items = np.nonzero(ratings)
+
+    def groups(keys, others):
+        for key in np.unique(keys):
+            yield int(key), others[keys == key], ratings[users, items][keys == key].astype(np.float32)
+    write_tfrecord(os.path.join(data_dir, model.ROWS_FILE), groups(users, items))
+    write_tfrecord(os.path.join(data_dir, model.COLS_FILE), groups(items, users))
+    with open(os.path.join(data_dir, METADATA_FILE), "w") as f:
+        json.dump({"nusers": ratings.shape[0], "nitems": ratings.shape[1], "interactions": len(users)}, f)
+
+
+def low_rank_ratings(rng, nusers=120, nitems=40, clusters=3, density=0.5):
+    """Users of a cluster read about half of its items, nothing else."""
+    user_cluster = rng.integers(0, clusters, nusers)
+    item_cluster = np.arange(nitems) % clusters
+    reads = (user_cluster[:, None] == item_cluster[None, :]) & (rng.random((nusers, nitems)) < density)
+    reads[np.arange(nusers), np.flatnonzero(item_cluster == 0)[0]] |= user_cluster == 0
+    for c in range(clusters):  # every user reads at least one item
+        empty = (user_cluster == c) & ~reads.any(axis=1)
+        reads[empty, np.flatnonzero(item_cluster == c)[0]] = True
+    return np.where(reads, np.round(rng.uniform(0.3, 1.0, reads.shape), 2), 0.0)
+
+
+def test_pipeline_batches_hold_each_key_once_even_when_larger_than_the_data(tmp_path):
+    ratings = low_rank_ratings(np.random.default_rng(0), nusers=30, nitems=12)
+    write_matrix(str(tmp_path), ratings)
+    args = {"input_path": str(tmp_path), "batch_size": 50}
+    for mode, batches in ((tf.estimator.ModeKeys.TRAIN, 3), (tf.estimator.ModeKeys.EVAL, 1)):
+        with tf.Graph().as_default():
+            rows = model.parse_tfrecords(model.COLS_FILE, 30, mode, args)
+            with tf.compat.v1.Session() as sess:
+                for _ in range(batches):
+                    batch = sess.run(rows)
+                    keys = np.unique(batch.indices[:, 0])
+                    assert len(batch.indices) == np.count_nonzero(ratings)  # each entry once
+                    np.testing.assert_array_equal(keys, np.arange(12))
+                if mode == tf.estimator.ModeKeys.EVAL:
+                    with pytest.raises(tf.errors.OutOfRangeError):
+                        sess.run(rows)
+
+
+def test_training_schedule_matches_the_lab():
+    assert model.training_schedule({"num_epochs": 0.05, "nusers": 82802, "batch_size": 512}) == (8, 162)
+
+
+def closed_form(ratings, other, w0, own_weights, other_weights, reg=None, observed=None):
+    """numpy WALS solve of every row of ``ratings`` given the other side's factors.
+
+    ``observed`` marks the observed entries (default: the non-zero ones).
+    """
+    gram = other.T @ other
+    observed = ratings != 0 if observed is None else observed
+    out = np.zeros((ratings.shape[0], other.shape[1]))
+    for r, row in enumerate(ratings):
+        j = np.flatnonzero(observed[r])
+        c = own_weights[r] * other_weights[j]
+        lhs = w0 * gram + (other[j] * c[:, None]).T @ other[j] + (reg or 0) * np.eye(other.shape[1])
+        out[r] = np.linalg.solve(lhs, other[j].T @ ((w0 + c) * row[j]))
+    return out
+
+
+def objective(ratings, u, v, w0=0.1):
+    approx = u @ v.T
+    observed = ratings != 0
+    return ((w0 + 1) * (ratings - approx) ** 2 * observed).sum() + w0 * (approx ** 2 * ~observed).sum()
+
+
+def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_than_the_data(tmp_path):
+    ratings = low_rank_ratings(np.random.default_rng(1))
+    write_matrix(str(tmp_path / "data"), ratings)
+    # batch 500 > nusers 120 > nitems 40: each step is a whole sweep; 7 epochs = 2 steps = rows, then columns
+    args = dict(input_path=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), num_epochs=7,
+                batch_size=500, n_embeds=3, nusers=120, nitems=40, topk=5, seed=0)
+    model.train_and_evaluate(args)
+    u, v = model.load_factors(args["output_dir"], "row"), model.load_factors(args["output_dir"], "col")
+    # the last step was the column sweep: V is the exact solve for the final U (no key counted twice)
+    np.testing.assert_allclose(v, closed_form(ratings.T, u, 0.1, np.ones(40), np.ones(120)), rtol=2e-3, atol=2e-4)
+    start = tf.train.load_variable(os.path.join(args["output_dir"], "model.ckpt-0"), "col_factors_shard_0")
+    u0 = tf.train.load_variable(os.path.join(args["output_dir"], "model.ckpt-0"), "row_factors_shard_0")
+    assert objective(ratings, u, v) < 0.5 * objective(ratings, u0, start)
+    # observed entries rank far above chance among each user's items
+    scores = u @ v.T
+    ranks = (scores[:, None, :] > scores[:, :, None]).sum(axis=2) / (40 - 1)  # share of items ranked above
+    assert ranks[ratings != 0].mean() < 0.25
+
+
+def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):
+    u, v = model.load_factors(trained["output_dir"], "row"), model.load_factors(trained["output_dir"], "col")
+    expected = np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :3]
+    with tf.io.gfile.GFile(os.path.join(trained["output_dir"], model.BATCH_PRED_FILE)) as f:
+        lines = f.read().splitlines()
+    got = np.array([[int(x) for x in line.split(",")] for line in lines])
+    assert got.shape == (trained["nusers"], 3)
+    assert all(len(set(row)) == 3 for row in got) and got.min() >= 0 and got.max() < trained["nitems"]
+    assert (got == expected).mean() > 0.999  # float ties aside
+
+
+def test_batch_pred_in_original_ids_follows_the_mappings(trained):
+    data_dir = trained["input_path"]
+    visitors = [l.split(",")[0] for l in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
+    contents = [l.split(",")[0] for l in open(os.path.join(data_dir, "items.csv")).read().splitlines()]
+    mapped = open(os.path.join(trained["output_dir"], model.BATCH_PRED_FILE)).read().splitlines()
+    original = open(os.path.join(trained["output_dir"], model.ORIGINAL_IDS_PRED_FILE)).read().splitlines()
+    for user in (0, 5, len(mapped) - 1):
+        visitor, items = original[user].split("\t")
+        assert visitor == visitors[user]
+        assert items.split(",") == [contents[int(i)] for i in mapped[user].split(",")]
+
+
+def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
+    import shutil
+    args = dict(trained, output_dir=str(tmp_path / "m"), exclude_seen=True)
+    shutil.copytree(trained["output_dir"], args["output_dir"])
+    top = model.batch_predict(args)
+    offsets, items = model.seen_items(trained["input_path"], trained["nusers"])
+    for user in range(trained["nusers"]):
+        assert not set(top[user]) & set(items[offsets[user]:offsets[user + 1]])
+
+
+def test_runs_past_mid_training_evaluations_with_the_labs_defaults(trained):
+    """The lab's trap: evaluation every epoch (here 13 steps) of 52, no regularization."""
+    steps = set()
+    for path in tf.io.gfile.glob(os.path.join(trained["output_dir"], "eval", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if any(v.tag == "loss" and np.isfinite(v.simple_value) for v in event.summary.value):
+                steps.add(event.step)
+    # a mid-training evaluation (contrib checks for new checkpoints at most every 5 s) and the final one
+    assert min(steps) == 13 and max(steps) == 52
+
+
+def step0_checkpoint(small_data, model_dir, estimator_class):
+    data_dir, metadata = small_data
+    args = dict(input_path=data_dir, nusers=metadata["nusers"], nitems=metadata["nitems"], batch_size=64)
+    # Column factors of ±1 and ±0.5 make the rank-deficient solves exactly singular,
+    # as they happen to be in float rounding at the lab's size.
+    col_init = np.random.default_rng(0).choice([-1.0, -0.5, 0.5, 1.0], size=(metadata["nitems"], 10))
+    estimator = estimator_class(num_rows=metadata["nusers"], num_cols=metadata["nitems"],
+                                embedding_dimension=10, col_init=col_init.astype(np.float32),
+                                model_dir=model_dir)
+    estimator.fit(input_fn=model.read_dataset(tf.estimator.ModeKeys.TRAIN, args), steps=1)
+    return estimator.evaluate(input_fn=model.read_dataset(tf.estimator.ModeKeys.EVAL, args), steps=1,
+                              checkpoint_path=os.path.join(model_dir, "model.ckpt-0"))
+
+
+def test_step0_checkpoint_evaluates(small_data, tmp_path):
+    assert np.isfinite(step0_checkpoint(small_data, str(tmp_path / "w"), model.WALSRecommender)["loss"])
+    # what the lab's estimator does with the same checkpoint
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not invertible"):
+        step0_checkpoint(small_data, str(tmp_path / "c"), tf.contrib.factorization.WALSMatrixFactorization)
+
+
+def test_factor_shards_are_all_read(small_data, tmp_path):
+    data_dir, metadata = small_data
+    args = dict(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=128, n_embeds=4,
+                nusers=metadata["nusers"], nitems=metadata["nitems"], topk=2, num_row_shards=3,
+                num_col_shards=2, seed=0)
+    top = model.train_and_evaluate(args)
+    names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(args["output_dir"]))]
+    assert sum(n.startswith("row_factors_shard_") for n in names) == 3
+    u = np.concatenate([tf.train.load_variable(args["output_dir"], "row_factors_shard_%d" % i) for i in range(3)])
+    v = np.concatenate([tf.train.load_variable(args["output_dir"], "col_factors_shard_%d" % i) for i in range(2)])
+    assert u.shape == (metadata["nusers"], 4) and v.shape == (metadata["nitems"], 4)
+    assert (top == np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :2]).mean() > 0.999
+
+
+def test_item_weights_from_popularity():
+    np.testing.assert_allclose(model.item_weights([1, 3], 2.0, 0.0), [2, 2])
+    # mean count 2: weights 2·(1/2)^-1 = 4 and 2·(3/2)^-1 = 4/3
+    np.testing.assert_allclose(model.item_weights([1, 3], 2.0, 1.0), [4, 4 / 3], rtol=1e-6)
+    assert [len(s) for s in model.shard(np.arange(7), 3)] == [3, 2, 2]
+
+
+def test_missing_ids_and_small_vocabularies_stop_before_training(tmp_path):
+    ratings = low_rank_ratings(np.random.default_rng(2), nusers=20, nitems=9)
+    write_matrix(str(tmp_path / "d"), ratings)
+    base = ["--input_path", tmp_path / "d", "--output_dir", tmp_path / "out", "--batch_size", 8]
+    small = run_module("walsmf.task", *(base + ["--nusers", 20, "--nitems", 5]))
+    assert small.returncode == 1
+    assert small.stderr.strip().splitlines()[-1] == (
+        "error: items_for_user: items 8 is outside 0..4 (--nitems 5 is too small for this data)")
+    extra = run_module("walsmf.task", *(base + ["--nusers", 23]))
+    assert extra.returncode == 1 and "3 users of 0..22 have no record (20, 21, 22)" in extra.stderr
+    assert not (tmp_path / "out").exists()
+    missing = run_module("walsmf.task", "--input_path", tmp_path / "nothing", "--output_dir", tmp_path / "o2")
+    assert missing.returncode == 1 and "metadata.json does not exist" in missing.stderr
+
+
+def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path, monkeypatch):
+    from walsmf.task import resolve_args
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"task": {"type": "master", "trial": "7"}}))
+    args = resolve_args(["--input_path", "x", "--output_dir", str(tmp_path), "--nusers", "3", "--nitems", "2"])
+    assert args["output_dir"] == os.path.join(str(tmp_path), "7")

@@ -1,0 +1,163 @@
+"""The exported model: id-specific projections and top-k against numpy; local predict and gcloud."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_module
+from test_model import closed_form
+from walsmf import model, predict
+
+
+def export_dir(trained):
+    return predict.latest_export(os.path.join(trained["output_dir"], "export", "Servo"))
+
+
+def exported(trained, name):
+    return tf.train.load_variable(os.path.join(export_dir(trained), "variables", "variables"), name)
+
+
+def dense_ratings(trained):
+    """(ratings, observed) as dense matrices: a rating rounded to 0.00 is still observed."""
+    keys, offsets, indices, values = model.scan_tfrecords(trained["input_path"], model.ROWS_FILE)
+    ratings = np.zeros((trained["nusers"], trained["nitems"]))
+    observed = np.zeros(ratings.shape, bool)
+    for n, key in enumerate(keys):
+        ratings[key, indices[offsets[n]:offsets[n + 1]]] = values[offsets[n]:offsets[n + 1]]
+        observed[key, indices[offsets[n]:offsets[n + 1]]] = True
+    assert (observed & (ratings == 0)).any()  # the small sample has such ratings
+    return ratings, observed
+
+
+def test_export_lives_where_the_lab_puts_it(trained):
+    path = export_dir(trained)
+    assert os.path.dirname(path) == os.path.join(trained["output_dir"], "export", "Servo")
+    assert os.path.basename(path).isdigit()
+    assert predict.serving_info(path)["nusers"] == trained["nusers"]
+
+
+def test_projections_are_the_closed_form_solve_for_the_id_asked(trained):
+    users, items = [0, 4, 5, trained["nusers"] - 1], [0, 4, trained["nitems"] - 1]
+    out = predict.predict(export_dir(trained), [(u, -1) for u in users] + [(-1, i) for i in items])
+    u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
+    ratings, observed = dense_ratings(trained)
+    user_expected = closed_form(ratings, v, 0.1, np.ones(len(u)), np.ones(len(v)), observed=observed)
+    item_expected = closed_form(ratings.T, u, 0.1, np.ones(len(v)), np.ones(len(u)), observed=observed.T)
+    for n, user in enumerate(users):
+        projection = np.array(out[n]["projection"])
+        np.testing.assert_allclose(projection, user_expected[user], rtol=2e-3, atol=2e-4)
+        assert out[n]["top_k_ids"] == list(np.argsort(-(v @ projection), kind="stable")[:3])
+        np.testing.assert_allclose(out[n]["top_k_scores"], np.sort(v @ projection)[::-1][:3], rtol=1e-5)
+    for n, item in enumerate(items, len(users)):
+        projection = np.array(out[n]["projection"])
+        np.testing.assert_allclose(projection, item_expected[item], rtol=2e-3, atol=2e-4)
+        assert out[n]["top_k_ids"] == list(np.argsort(-(u @ projection), kind="stable")[:3])
+    # different ids, different answers (the lab's export gave every id the same)
+    assert not np.allclose(out[1]["projection"], out[2]["projection"])
+
+
+def test_closed_form_is_what_contribs_projection_computes_with_a_prepared_gramian(trained):
+    """Grounds the numpy reference in TF's own WALS code (walsmf's formula is tested against it)."""
+    u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
+    ratings, observed = dense_ratings(trained)
+    rows = np.array([3, 4, 5])
+    users, items = np.nonzero(observed[rows])
+    with tf.Graph().as_default():
+        wals = tf.contrib.factorization.WALSModel(len(u), len(v), u.shape[1], unobserved_weight=0.1,
+                                                  row_init=u, col_init=v, row_weights=1.0, col_weights=1.0,
+                                                  use_factors_weights_cache=False, use_gramian_cache=False)
+        sparse = tf.SparseTensor(np.stack([rows[users], items], 1).astype(np.int64),
+                                 ratings[rows][users, items].astype(np.float32), [len(u), len(v)])
+        projection = wals.project_row_factors(sp_input=sparse)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            sess.run(wals.row_update_prep_gramian_op)
+            contrib = sess.run(projection)
+    expected = closed_form(ratings, v, 0.1, np.ones(len(u)), np.ones(len(v)), observed=observed)[rows]
+    np.testing.assert_allclose(contrib, expected, rtol=2e-3, atol=2e-4)
+
+
+def write_instances(tmp_path, lines):
+    path = tmp_path / "input.json"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"userId": 4}', "missing key 'itemId'"),
+    ('{"userId": "4", "itemId": -1}', "userId must be an integer, got '4'"),
+    ('{"userId": 4.5, "itemId": -1}', "userId must be an integer, got 4.5"),
+    ('{"userId": 100000, "itemId": -1}', "userId 100000 out of range"),
+    ('{"userId": -1, "itemId": 100000}', "itemId 100000 out of range"),
+    ('[4, -1]', "must be a JSON object"),
+    ('{"userId": 4, ', "not JSON"),
+])
+def test_bad_instances_are_named(trained, tmp_path, line, message):
+    path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', line])
+    result = run_module("walsmf.predict", "--model-dir", export_dir(trained), "--json-instances", path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last and ("line 2" in last or "instance 2" in last)
+
+
+def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
+    """A client that skips walsmf.predict's checks (gcloud) gets the graph's assertion."""
+    from tensorflow.contrib import predictor
+    predict_fn = predictor.from_saved_model(export_dir(trained))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="userId out of range"):
+        predict_fn({"userId": np.array([trained["nusers"]]), "itemId": np.array([-1])})
+
+
+def test_predict_cli_prints_gclouds_table(trained, tmp_path):
+    path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}'])
+    result = run_module("walsmf.predict", "--model-dir", os.path.join(trained["output_dir"], "export", "Servo"),
+                        "--json-instances", path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.strip().splitlines()
+    assert header.split() == ["PROJECTION", "TOP_K_IDS", "TOP_K_SCORES"] and len(rows) == 2
+
+
+def gcloud_env(tmp_path):
+    return dict(os.environ, CLOUDSDK_CONFIG=str(tmp_path / "gcloud-config"),
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None,
+                                  reason="gcloud is not installed; walsmf.predict and python -m walsmf.task "
+                                         "are the offline equivalents tested here")
+
+
+@needs_gcloud
+def test_gcloud_local_predict_returns_what_walsmf_predict_returns(trained, tmp_path):
+    path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}',
+                                      '{"userId": 0, "itemId": -1}'])
+    gcloud = subprocess.run(["gcloud", "ai-platform", "local", "predict", "--model-dir", export_dir(trained),
+                             "--json-instances", str(path), "--format", "json"], env=gcloud_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert gcloud.returncode == 0, gcloud.stderr[-2000:]
+    ours = run_module("walsmf.predict", "--model-dir", export_dir(trained), "--json-instances", path,
+                      "--format", "json")
+    theirs, mine = json.loads(gcloud.stdout)["predictions"], json.loads(ours.stdout)["predictions"]
+    assert [p["top_k_ids"] for p in theirs] == [p["top_k_ids"] for p in mine]
+    for a, b in zip(theirs, mine):
+        np.testing.assert_allclose(a["projection"], b["projection"], rtol=1e-6)
+
+
+@needs_gcloud
+def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
+    data_dir, metadata = small_data
+    out = tmp_path / "job"
+    result = subprocess.run(
+        ["gcloud", "ai-platform", "local", "train", "--module-name", "walsmf.task", "--package-path", "walsmf",
+         "--", "--input_path", data_dir, "--output_dir", str(out), "--num_epochs", "1", "--batch_size", "256"],
+        cwd=ROOT, env=gcloud_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = (out / model.BATCH_PRED_FILE).read_text().splitlines()
+    assert len(lines) == metadata["nusers"] and all(len(l.split(",")) == 3 for l in lines)
