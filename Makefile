@@ -20,8 +20,9 @@ run: data
 test: setup
 	$(PY) -m pytest -q tests
 
-bench: setup
+bench: data
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_model.py --data_dir $(DATA_DIR)
 
 notebook: setup
 	.venv/bin/jupyter notebook notebooks/wals.ipynb

@@ -60,6 +60,14 @@ def _unique_ids(rng, n, low, high):
     return rng.permutation(ids)[:n]
 
 
+def _arrow(values, type=None):
+    """A pyarrow Array (pyarrow chunks large numpy string arrays; the schema wants one array)."""
+    import pyarrow as pa
+
+    array = pa.array(values, type)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def _durations(rng, n):
     """``n`` page reading times in ms, from the fitted quantile function."""
     log_ms = np.interp(rng.random(n), _DURATION_QUANTILES, np.log(_DURATION_MS))
@@ -172,19 +180,19 @@ def generate_sessions(scale=1.0, seed=0):
     dim_value[content_slot] = content_ids[hit_article[has_article]]
 
     dimensions = pa.ListArray.from_arrays(
-        pa.array(dim_offsets, pa.int32()),
-        pa.StructArray.from_arrays([pa.array(dim_index), pa.array(dim_value, pa.string())],
+        _arrow(dim_offsets, pa.int32()),
+        pa.StructArray.from_arrays([_arrow(dim_index), _arrow(dim_value, pa.string())],
                                    names=["index", "value"]))
     hits = pa.StructArray.from_arrays(
-        [pa.array(hit_number), pa.array(hit_time),
-         pa.array(np.where(hit_is_page, "PAGE", "EVENT")), dimensions],
+        [_arrow(hit_number), _arrow(hit_time),
+         _arrow(np.where(hit_is_page, "PAGE", "EVENT"), pa.string()), dimensions],
         names=["hitNumber", "time", "type", "customDimensions"])
     start = 1500000000 + rng.integers(0, 3 * 86400, size=n_visitors)
     return pa.table({
-        "fullVisitorId": pa.array(visitor_ids),
+        "fullVisitorId": _arrow(visitor_ids, pa.string()),
         "visitNumber": pa.array(rng.integers(1, 4, size=n_visitors)),
         "visitStartTime": pa.array(start),
-        "hits": pa.ListArray.from_arrays(pa.array(hit_offsets, pa.int32()), hits),
+        "hits": pa.ListArray.from_arrays(_arrow(hit_offsets, pa.int32()), hits),
     })
 
 

@@ -79,7 +79,15 @@ def resolve_args(argv=None):
     if trial:
         args["output_dir"] = os.path.join(args["output_dir"], trial)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+    tf.get_logger().addFilter(quiet_tensorflow_log)
     return args
+
+
+def quiet_tensorflow_log(record):
+    """Keep TensorFlow's progress log readable: drop contrib's deprecation notices and its
+    "Next fit step starting." line per step."""
+    message = record.getMessage()
+    return not ("is deprecated and will be removed" in message or message == "Next fit step starting.")
 
 
 def show_recommendations(args, users=5):

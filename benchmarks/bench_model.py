@@ -1,0 +1,156 @@
+"""Where WALS training and prediction time goes, on the lab-sized embedded sample.
+
+    .venv/bin/python benchmarks/bench_model.py [--data_dir data] [--batch_sizes 512 16384]
+
+Prints, for n_embeds 10: seconds per training step (first epoch, which
+parses, and later cached epochs) and per full sweep (rows + columns) through
+the estimator; remap_keys alone per batch (walsmf's gather form and the
+lab's while_loop form, checked equal); all-users top-3 and top-10 batch
+prediction; export; and one iteration of implicit's ALS (10 factors) on the
+same matrix, with the ratio sweep / implicit iteration.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from walsmf import model
+from walsmf.preprocess import read_metadata
+
+
+class StepTimer(tf.estimator.SessionRunHook):
+    """Wall time between the ends of consecutive training steps."""
+
+    def __init__(self):
+        self.ends = []
+
+    def after_run(self, run_context, run_values):
+        self.ends.append(time.perf_counter())
+
+
+def lab_remap_keys(sparse_tensor):
+    """The lab's remap_keys algorithm (segment_sum, cumsum, tiled mask, while_loop), for comparison."""
+    bad_indices, bad_values = sparse_tensor.indices, sparse_tensor.values
+    size = tf.math.segment_sum(tf.ones_like(bad_indices[:, 0]), bad_indices[:, 0]) - 1
+    length = tf.shape(size, out_type=tf.int64)[0]
+    cum = tf.cumsum(size)
+    cum_range = tf.range(length) + cum
+    keys = tf.gather(bad_indices[:, 1], cum_range)
+    x = tf.range(tf.shape(bad_indices, out_type=tf.int64)[0])
+    x_tile = tf.tile(tf.expand_dims(x, -1), tf.stack([tf.constant(1, tf.int64), length]))
+    keep = tf.logical_not(tf.reduce_any(tf.equal(x_tile, cum_range), axis=1))
+    kept_indices = tf.boolean_mask(bad_indices, keep)
+    kept_values = tf.boolean_mask(bad_values, keep)
+
+    def body(i, grown):
+        return i + 1, tf.concat([grown, tf.tile([keys[i]], [size[i]])], 0)
+    _, tiled = tf.while_loop(lambda i, _: i < length, body, [tf.constant(1, tf.int64), tf.tile([keys[0]], [size[0]])],
+                             shape_invariants=[tf.TensorShape([]), tf.TensorShape([None])])
+    fixed = tf.stack([tiled, kept_indices[:, 1]], axis=1)
+    return tf.SparseTensor(fixed, kept_values, sparse_tensor.dense_shape)
+
+
+def time_remap(data_dir, vocab, batch_size, repeats=50):
+    """Seconds per batch of each remap_keys form on the first batch of items_for_user."""
+    with tf.Graph().as_default():
+        protos = tf.data.TFRecordDataset(model.tfrecord_files(data_dir, model.ROWS_FILE)).batch(batch_size)
+        decoded = model.decode_example(tf.compat.v1.data.make_one_shot_iterator(protos).get_next(), vocab)
+        with tf.compat.v1.Session() as sess:
+            batch = sess.run(decoded)
+        fed = tf.compat.v1.sparse_placeholder(tf.float32)
+        ours, lab = model.remap_keys(fed), lab_remap_keys(fed)
+        results = {}
+        with tf.compat.v1.Session() as sess:
+            a, b = sess.run([ours, lab], {fed: batch})
+            assert sorted(map(tuple, a.indices)) == sorted(map(tuple, b.indices)), "remap forms differ"
+            for name, op in (("walsmf", ours), ("lab", lab)):
+                sess.run(op, {fed: batch})
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    sess.run(op, {fed: batch})
+                results[name] = (time.perf_counter() - start) / repeats
+    return results
+
+
+def time_training(data_dir, meta, batch_size, sweeps=3):
+    """Seconds per step in the first (parsing) epoch and later; seconds per full sweep."""
+    args = dict(input_path=data_dir, nusers=meta["nusers"], nitems=meta["nitems"], batch_size=batch_size,
+                n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"))
+    row_steps = -(-meta["nusers"] // batch_size)
+    col_steps = -(-meta["nitems"] // batch_size)
+    steps_per_sweep = row_steps + col_steps
+    estimator = model.build_estimator(args, tf.contrib.learn.RunConfig(save_checkpoints_secs=None,
+                                                                       save_checkpoints_steps=10 ** 9,
+                                                                       save_summary_steps=10 ** 9))
+    timer = StepTimer()
+    start = time.perf_counter()
+    estimator.fit(input_fn=model.read_dataset(tf.estimator.ModeKeys.TRAIN, args),
+                  steps=sweeps * steps_per_sweep, monitors=[timer])
+    total = time.perf_counter() - start
+    step = np.diff(timer.ends)
+    first = step[:steps_per_sweep - 1].mean()
+    later = step[steps_per_sweep:].mean()
+    start = time.perf_counter()
+    estimator.export_savedmodel(os.path.join(args["output_dir"], "export"), model.create_serving_input_fn(args))
+    export_s = time.perf_counter() - start
+    u, v = model.load_factors(args["output_dir"], "row"), model.load_factors(args["output_dir"], "col")
+    shutil.rmtree(args["output_dir"])
+    return dict(steps_per_sweep=steps_per_sweep, first_step=first, step=later, sweep=later * steps_per_sweep,
+                first_sweep=first * steps_per_sweep, fit_s=total, export_s=export_s, u=u, v=v)
+
+
+def time_implicit(data_dir, meta, iterations=10):
+    """Seconds per iteration of implicit's ALS (10 factors) on the same user x item matrix."""
+    import scipy.sparse as sp
+    from implicit.als import AlternatingLeastSquares
+
+    keys, offsets, indices, values = model.scan_tfrecords(data_dir, model.ROWS_FILE)
+    users = np.repeat(keys, np.diff(offsets))
+    matrix = sp.csr_matrix((1 + 40 * values, (users, indices)), shape=(meta["nusers"], meta["nitems"]))
+    from threadpoolctl import threadpool_limits
+
+    als = AlternatingLeastSquares(factors=10, regularization=0.1, iterations=iterations, random_state=0,
+                                  calculate_training_loss=False)
+    # implicit runs its own threads; a multi-threaded BLAS under them oversubscribes the cores
+    with threadpool_limits(1, "blas"):
+        start = time.perf_counter()
+        als.fit(matrix, show_progress=False)
+    return (time.perf_counter() - start) / iterations
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", default="data", help="lab-sized data (make data); generated if missing")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[512, 16384])
+    args = parser.parse_args()
+    if not os.path.exists(os.path.join(args.data_dir, "metadata.json")):
+        from walsmf.preprocess import main as preprocess
+        preprocess(["--data_dir", args.data_dir])
+    meta = read_metadata(args.data_dir)
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    print("data: {nusers} users, {nitems} items, {interactions} interactions; n_embeds 10".format(**meta))
+    implicit_s = time_implicit(args.data_dir, meta)
+    print("implicit 0.7.2 ALS, 10 factors: {:.3f} s per iteration".format(implicit_s))
+    print("batch  steps/sweep  step_ms(1st epoch)  step_ms(cached)  sweep_s(cached)  sweep/implicit  export_s")
+    for batch_size in args.batch_sizes:
+        r = time_training(args.data_dir, meta, batch_size)
+        print("{:5d}  {:11d}  {:18.2f}  {:15.2f}  {:15.3f}  {:14.1f}  {:8.2f}".format(
+            batch_size, r["steps_per_sweep"], 1e3 * r["first_step"], 1e3 * r["step"], r["sweep"],
+            r["sweep"] / implicit_s, r["export_s"]), flush=True)
+    remap = time_remap(args.data_dir, meta["nitems"], 512)
+    print("remap_keys per batch of 512: walsmf {:.2f} ms, lab's while_loop {:.2f} ms (same result)".format(
+        1e3 * remap["walsmf"], 1e3 * remap["lab"]))
+    for k in (3, 10):
+        for block_size in (256, 1024, 4096):
+            start = time.perf_counter()
+            model.top_k_items(r["u"], r["v"], k, block_size=block_size)
+            print("all-users top-{} (blocks of {}): {:.2f} s".format(k, block_size, time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
