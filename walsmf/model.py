@@ -146,6 +146,14 @@ def read_dataset(mode, args):
     return _input_fn
 
 
+def try_out(args, filename="items_for_user_subset"):
+    """The first EVAL batch of ``filename`` as a SparseTensorValue (the lab's try_out)."""
+    with tf.Graph().as_default():
+        rows = parse_tfrecords(filename, args["nitems"], tf.estimator.ModeKeys.EVAL, args)
+        with tf.compat.v1.Session() as sess:
+            return sess.run(rows)
+
+
 def scan_tfrecords(input_path, filename):
     """Read a TFRecord set into numpy: keys, and per key its (indices, values).
 
