@@ -20,17 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from walsmf import model
+from walsmf.bench import StepTimer
 from walsmf.preprocess import read_metadata
-
-
-class StepTimer(tf.estimator.SessionRunHook):
-    """Wall time between the ends of consecutive training steps."""
-
-    def __init__(self):
-        self.ends = []
-
-    def after_run(self, run_context, run_values):
-        self.ends.append(time.perf_counter())
 
 
 def lab_remap_keys(sparse_tensor):
@@ -78,30 +69,21 @@ def time_remap(data_dir, vocab, batch_size, repeats=50):
 
 
 def time_training(data_dir, meta, batch_size, sweeps=3):
-    """Seconds per step in the first (parsing) epoch and later; seconds per full sweep."""
+    """Seconds per step in the first (parsing) sweep and later ones; seconds per full sweep; export."""
     args = dict(input_path=data_dir, nusers=meta["nusers"], nitems=meta["nitems"], batch_size=batch_size,
                 n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"))
-    row_steps = -(-meta["nusers"] // batch_size)
-    col_steps = -(-meta["nitems"] // batch_size)
-    steps_per_sweep = row_steps + col_steps
-    estimator = model.build_estimator(args, tf.contrib.learn.RunConfig(save_checkpoints_secs=None,
-                                                                       save_checkpoints_steps=10 ** 9,
-                                                                       save_summary_steps=10 ** 9))
+    per_sweep = model.steps_per_sweep(args)
     timer = StepTimer()
-    start = time.perf_counter()
-    estimator.fit(input_fn=model.read_dataset(tf.estimator.ModeKeys.TRAIN, args),
-                  steps=sweeps * steps_per_sweep, monitors=[timer])
-    total = time.perf_counter() - start
+    estimator = model.fit(args, sweeps * per_sweep, hooks=[timer])
     step = np.diff(timer.ends)
-    first = step[:steps_per_sweep - 1].mean()
-    later = step[steps_per_sweep:].mean()
+    first, later = step[:per_sweep - 1].mean(), step[per_sweep:].mean()
     start = time.perf_counter()
     estimator.export_savedmodel(os.path.join(args["output_dir"], "export"), model.create_serving_input_fn(args))
     export_s = time.perf_counter() - start
     u, v = model.load_factors(args["output_dir"], "row"), model.load_factors(args["output_dir"], "col")
     shutil.rmtree(args["output_dir"])
-    return dict(steps_per_sweep=steps_per_sweep, first_step=first, step=later, sweep=later * steps_per_sweep,
-                first_sweep=first * steps_per_sweep, fit_s=total, export_s=export_s, u=u, v=v)
+    return dict(steps_per_sweep=per_sweep, first_step=first, step=later, sweep=later * per_sweep,
+                export_s=export_s, u=u, v=v)
 
 
 def time_implicit(data_dir, meta, iterations=10):

@@ -523,6 +523,24 @@ def prepare_training(args):
     return args
 
 
+def steps_per_sweep(args):
+    """Training steps of one full sweep: every row batch, then every column batch."""
+    return -(-args["nusers"] // args["batch_size"]) + -(-args["nitems"] // args["batch_size"])
+
+
+def fit(args, steps, hooks=()):
+    """Train for ``steps`` without the Experiment (no evaluation, no export): searches, benchmarks.
+
+    Saves a checkpoint at the start and at the end only.
+    """
+    args = prepare_training(args)
+    config = tf.contrib.learn.RunConfig(save_checkpoints_secs=None, save_checkpoints_steps=10 ** 9,
+                                        save_summary_steps=10 ** 9, tf_random_seed=args.get("seed"))
+    estimator = build_estimator(args, config)
+    estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args), steps=steps, monitors=list(hooks))
+    return estimator
+
+
 def train_and_evaluate(args):
     """Train WALS with tf.contrib.learn.Experiment + learn_runner, export, then batch-predict."""
     args = prepare_training(args)

@@ -1,0 +1,126 @@
+"""Held-out split, ranking metrics (hand-computed), baselines, and the hyperparameter-tuning summary."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from conftest import run_module
+from walsmf import evaluate
+
+
+def mapped_frame(rng, nusers=60, nitems=15, per_user=(1, 8)):
+    rows = [(u, i, round(float(rng.random()), 2)) for u in range(nusers)
+            for i in rng.choice(nitems, size=int(rng.integers(*per_user)), replace=False)]
+    return pd.DataFrame(rows, columns=evaluate.MAPPED_COLUMNS)
+
+
+def test_split_holds_out_one_per_eligible_user_and_keeps_every_item():
+    mapped = mapped_frame(np.random.default_rng(0))
+    # an item read by one user only: it must stay in training
+    mapped = mapped.append(pd.DataFrame([(0, 99, 0.5)], columns=evaluate.MAPPED_COLUMNS), ignore_index=True)
+    train, test, unevaluated = evaluate.holdout_split(mapped, seed=3)
+    assert len(train) + len(test) == len(mapped)
+    assert set(map(tuple, pd.concat([train, test]).values)) == set(map(tuple, mapped.values))
+    per_user = mapped.groupby("userId").size()
+    assert test["userId"].is_unique and set(test["userId"]) <= set(per_user[per_user >= 3].index)
+    assert set(train["itemId"]) == set(mapped["itemId"]) and set(train["userId"]) == set(mapped["userId"])
+    assert unevaluated == mapped["userId"].nunique() - test["userId"].nunique()
+    again = evaluate.holdout_split(mapped, seed=3)[1]
+    assert again.equals(test)
+    assert not evaluate.holdout_split(mapped, seed=4)[1].equals(test)
+
+
+def test_metrics_match_a_hand_computation():
+    top = np.array([[5, 2, 9], [1, 3, 4]])
+    test = pd.DataFrame({"userId": [0, 1, 1], "itemId": [2, 4, 7], "rating": [1, 1, 1]})
+    m = evaluate.ranking_metrics(top, np.array([0, 1]), test, nitems=10)
+    # user 0: hit at rank 2 of 1 held-out; user 1: hit at rank 3 of 2 held-out
+    ndcg0 = (1 / np.log2(3)) / 1
+    ndcg1 = (1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert m == pytest.approx({"precision": 1 / 3, "recall": (1 + 0.5) / 2, "map": (1 / 2 + (1 / 3) / 2) / 2,
+                               "ndcg": (ndcg0 + ndcg1) / 2, "coverage": 0.6})
+
+
+def test_top_k_unseen_is_the_brute_force_ranking_without_training_items():
+    rng = np.random.default_rng(1)
+    train = mapped_frame(rng, nusers=30, nitems=12)
+    scores = rng.random((30, 12))
+    users = np.arange(0, 30, 2)
+    top = evaluate.top_k_unseen(lambda u: scores[u], users, evaluate.csr_by_user(train, 30), 12, k=4, block_size=4)
+    for row, user in zip(top, users):
+        seen = set(train[train["userId"] == user]["itemId"])
+        expected = [i for i in np.argsort(-scores[user]) if i not in seen][:4]
+        assert list(row) == expected
+
+
+def test_popularity_recommends_the_most_read_unseen_items():
+    train = pd.DataFrame({"userId": [0, 1, 1, 2, 2, 2], "itemId": [0, 0, 1, 0, 1, 2], "rating": 1.0})
+    top = evaluate.top_k_unseen(evaluate.popularity_scorer(train, 4), np.array([0, 1]),
+                                evaluate.csr_by_user(train, 3), 4, k=2)
+    assert top.tolist() == [[1, 2], [2, 3]]
+
+
+@pytest.fixture(scope="module")
+def split(small_data, tmp_path_factory):
+    split_dir = str(tmp_path_factory.mktemp("split") / "split")
+    result = run_module("walsmf.evaluate", "--split_from", small_data[0], "--data_dir", split_dir)
+    assert result.returncode == 0, result.stderr
+    return split_dir
+
+
+def test_split_directory_is_in_the_labs_formats(split, small_data):
+    original = evaluate.read_mapped(small_data[0])
+    train, test = evaluate.read_mapped(split), evaluate.read_mapped(split, evaluate.HELDOUT_FILE)
+    assert len(train) + len(test) == len(original)
+    for name in ("items_for_user", "users_for_item", "users.csv", "items.csv", "metadata.json"):
+        assert os.path.exists(os.path.join(split, name))
+
+
+def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, tmp_path):
+    out = tmp_path / "model"
+    result = run_module("walsmf.task", "--input_path", split, "--output_dir", out, "--num_epochs", 3,
+                        "--batch_size", 128, "--seed", 0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tags = {}
+    for path in tf.io.gfile.glob(str(out / "eval_heldout" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update({v.tag: v.simple_value for v in event.summary.value})
+    expected = evaluate.evaluate_model(str(out), split)
+    assert tags[evaluate.HPTUNING_TAG] == pytest.approx(expected["recall"])
+    table = run_module("walsmf.evaluate", "--data_dir", split, "--model_dir", out, "--implicit")
+    assert table.returncode == 0, table.stderr[-2000:]
+    lines = table.stdout.splitlines()
+    assert lines[1].split()[:2] == ["method", "precision@10"]
+    assert [l.split()[0] for l in lines[2:]] == ["WALS", "most", "implicit"]
+
+
+def test_hptuning_config_names_the_tag_written():
+    import yaml
+    from conftest import ROOT
+    with open(os.path.join(ROOT, "hptuning_config.yaml")) as f:
+        config = yaml.safe_load(f)
+    spec = config["trainingInput"]["hyperparameters"]
+    assert spec["hyperparameterMetricTag"] == evaluate.HPTUNING_TAG and spec["goal"] == "MAXIMIZE"
+    from walsmf.task import build_parser
+    flags = {action.dest for action in build_parser()._actions}
+    assert {p["parameterName"] for p in spec["params"]} <= flags
+
+
+def test_split_of_a_missing_directory_says_what_to_run(tmp_path):
+    result = run_module("walsmf.evaluate", "--data_dir", tmp_path / "nothing")
+    assert result.returncode == 1 and "does not exist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_bench_prints_one_table_of_every_method(tmp_path):
+    result = run_module("walsmf.bench", "--scale", 0.01, "--seeds", 0, "--workdir", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    start = next(n for n, l in enumerate(lines) if l.startswith("method"))
+    names = [l[:34].strip() for l in lines[start + 1:start + 6]]
+    assert names == ["WALS, lab defaults", "WALS, --preset tuned", "most popular", "implicit ALS, 10 factors",
+                     "implicit ALS, 30 factors"]
+    recalls = [float(l[34:51].split()[0]) for l in lines[start + 1:start + 6]]
+    assert all(0 < r <= 1 for r in recalls)
+    assert sum(l.startswith("tuned WALS / implicit ALS") for l in lines) == 2

@@ -1,0 +1,263 @@
+"""How good are the recommendations? A held-out split, ranking metrics and baselines.
+
+    python -m walsmf.evaluate --split_from data --data_dir data_split     # write the split
+    python -m walsmf.task --input_path data_split --output_dir wals_split  # train on it, unchanged
+    python -m walsmf.evaluate --data_dir data_split --model_dir wals_split [--implicit]
+
+The split holds out, for each user with at least 3 interactions, a fixed
+number of them (default 1, chosen with a seed), only where the item keeps a
+training interaction: WALS completes a sweep only when every user and item
+is present.  The training part is written in the lab's formats (TFRecords,
+collab_mapped.csv, metadata.json); the held-out part as heldout.csv.
+
+Metrics at k (default 10), over held-out users only, each user's training
+items left out of the ranking: precision, recall, MAP, NDCG, and catalogue
+coverage (share of items recommended to anyone).
+"""
+import argparse
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from walsmf.errors import DataError, run_cli
+
+HELDOUT_FILE = "heldout.csv"
+MAPPED_COLUMNS = ["userId", "itemId", "rating"]
+METRIC_NAMES = ["precision", "recall", "map", "ndcg", "coverage"]
+# The summary tag AI Platform hyperparameter tuning reads (hptuning_config.yaml).
+HPTUNING_TAG = "recall_at_10"
+
+
+# ---------------------------------------------------------------- split --
+
+def holdout_split(mapped, holdout=1, min_interactions=3, seed=0):
+    """Split collab_mapped rows into (train, test, n_unevaluated_users).
+
+    Users with at least ``min_interactions`` hold out ``holdout`` random
+    interactions each, never an item's last training interaction.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(mapped))
+    shuffled = mapped.iloc[order]
+    per_user = shuffled.groupby("userId").cumcount().values
+    user_count = shuffled.groupby("userId")["userId"].transform("size").values
+    candidate = (user_count >= min_interactions) & (per_user < holdout)
+    held = np.zeros(len(mapped), bool)
+    held[order[candidate]] = True
+    # Give back held-out rows of items left without a training interaction.
+    while True:
+        items = mapped["itemId"].values
+        train_items = np.bincount(items[~held], minlength=items.max() + 1)
+        orphaned = held & (train_items[items] == 0)
+        if not orphaned.any():
+            break
+        first_of_item = pd.Series(np.flatnonzero(orphaned)).groupby(items[orphaned]).first().values
+        held[first_of_item] = False
+    train, test = mapped[~held].reset_index(drop=True), mapped[held].reset_index(drop=True)
+    unevaluated = mapped["userId"].nunique() - test["userId"].nunique()
+    return train, test, int(unevaluated)
+
+
+def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
+    """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``."""
+    from walsmf.fileio import replace_directory, staging_directory
+    from walsmf.preprocess import METADATA_FILE, counts, read_metadata, write_tfrecords
+
+    mapped = read_mapped(data_dir)
+    metadata = read_metadata(data_dir)
+    train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed)
+    staged = staging_directory(split_dir)
+    try:
+        for name in ("users.csv", "items.csv"):
+            shutil.copy(os.path.join(data_dir, name), os.path.join(staged, name))
+        train.to_csv(os.path.join(staged, "collab_mapped.csv"), index=False, header=False)
+        test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
+        write_tfrecords(train, staged)
+        split_metadata = dict(metadata, **counts(train), heldout=len(test), unevaluated_users=unevaluated,
+                              split_seed=seed)
+        pd.Series(split_metadata).to_json(os.path.join(staged, METADATA_FILE), indent=2)
+        replace_directory(staged, split_dir)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    log("{} training interactions, {} held out from {} users; {} users have too few interactions "
+        "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
+    return train, test
+
+
+def has_heldout(data_dir):
+    """Whether ``data_dir`` is a split directory (has heldout.csv)."""
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(os.path.join(data_dir, HELDOUT_FILE))
+
+
+def read_mapped(data_dir, name="collab_mapped.csv"):
+    """collab_mapped.csv (or heldout.csv) of ``data_dir`` as userId, itemId, rating."""
+    import tensorflow as tf
+
+    path = os.path.join(data_dir, name)
+    if not tf.io.gfile.exists(path):
+        hint = ("make one with 'python -m walsmf.evaluate --split_from DATA --data_dir {}'".format(data_dir)
+                if name == HELDOUT_FILE else "run 'python -m walsmf.preprocess' first")
+        raise DataError("{} does not exist: {}".format(path, hint))
+    with tf.io.gfile.GFile(path) as f:
+        return pd.read_csv(f, header=None, names=MAPPED_COLUMNS)
+
+
+# -------------------------------------------------------------- metrics --
+
+def csr_by_user(rows, nusers):
+    """(offsets, itemIds) of each user's rows, users 0..nusers−1."""
+    rows = rows.sort_values(["userId", "itemId"], kind="mergesort")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows["userId"].values, minlength=nusers))])
+    return offsets, rows["itemId"].values
+
+
+def top_k_unseen(score_block, users, train_csr, nitems, k, block_size=1024):
+    """Top-k items per user (best first) by ``score_block(user_ids) -> scores``, training items excluded."""
+    offsets, items = train_csr
+    top = np.empty((len(users), k), np.int64)
+    for start in range(0, len(users), block_size):
+        block = users[start:start + block_size]
+        scores = np.array(score_block(block), dtype=np.float64, copy=True)
+        lengths = offsets[block + 1] - offsets[block]
+        rows = np.repeat(np.arange(len(block)), lengths)
+        seen = np.concatenate([items[offsets[u]:offsets[u + 1]] for u in block]) if lengths.sum() else []
+        scores[rows, seen] = -np.inf
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+        top[start:start + len(block)] = np.take_along_axis(part, order, 1)
+    return top
+
+
+def ranking_metrics(top, users, test, nitems):
+    """precision, recall, MAP, NDCG at k = top.shape[1], and catalogue coverage, for ``users``."""
+    k = top.shape[1]
+    test_csr = csr_by_user(test, users.max() + 1)
+    held = [set(test_csr[1][test_csr[0][u]:test_csr[0][u + 1]]) for u in users]
+    relevant = np.array([[item in h for item in row] for row, h in zip(top, held)], dtype=np.float64)
+    n_held = np.array([len(h) for h in held], dtype=np.float64)
+    hits = relevant.sum(axis=1)
+    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
+    average_precision = (precision_at * relevant).sum(axis=1) / np.minimum(n_held, k)
+    discount = 1 / np.log2(np.arange(2, k + 2))
+    ideal = np.array([discount[:int(min(n, k))].sum() for n in n_held])
+    return {
+        "precision": float(np.mean(hits / k)),
+        "recall": float(np.mean(hits / n_held)),
+        "map": float(np.mean(average_precision)),
+        "ndcg": float(np.mean((relevant * discount).sum(axis=1) / ideal)),
+        "coverage": float(len(np.unique(top)) / nitems),
+    }
+
+
+def evaluate_scores(score_block, train, test, nusers, nitems, k=10):
+    """Metrics at k of a scorer on the held-out users."""
+    users = np.unique(test["userId"].values)
+    top = top_k_unseen(score_block, users, csr_by_user(train, nusers), nitems, k)
+    return ranking_metrics(top, users, test, nitems)
+
+
+# ------------------------------------------------------------ scorers --
+
+def factor_scorer(user_factors, item_factors):
+    """Scores of a factorization: user factor · item factor."""
+    return lambda users: user_factors[users] @ item_factors.T
+
+
+def popularity_scorer(train, nitems):
+    """Every user gets the items by their number of readers in training."""
+    popularity = np.bincount(train["itemId"].values, minlength=nitems).astype(np.float64)
+    return lambda users: np.broadcast_to(popularity, (len(users), nitems))
+
+
+def implicit_als(train, nusers, nitems, factors=10, regularization=0.1, alpha=40.0, iterations=10, seed=0):
+    """implicit's AlternatingLeastSquares on the training ratings; returns (user, item) factors.
+
+    implicit weighs an entry by its value: confidence 1 + alpha·rating keeps
+    every observed entry above the unobserved ones' weight of 1.
+    """
+    import scipy.sparse as sp
+    from implicit.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    matrix = sp.csr_matrix((1 + alpha * train["rating"].values, (train["userId"].values, train["itemId"].values)),
+                           shape=(nusers, nitems))
+    model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
+                                    random_state=seed, calculate_training_loss=False)
+    # implicit runs its own threads; a multi-threaded BLAS under them oversubscribes the cores
+    with threadpool_limits(1, "blas"):
+        model.fit(matrix, show_progress=False)
+    return np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+
+def write_hptuning_metric(output_dir, metrics, step, k=10):
+    """Write recall@k as the scalar summary AI Platform hyperparameter tuning reads."""
+    import tensorflow as tf
+
+    writer = tf.compat.v1.summary.FileWriter(os.path.join(output_dir, "eval_heldout"))
+    summary = tf.compat.v1.Summary(value=[
+        tf.compat.v1.Summary.Value(tag="{}_at_{}".format(name, k), simple_value=metrics[name])
+        for name in METRIC_NAMES])
+    writer.add_summary(summary, step)
+    writer.close()
+
+
+def evaluate_model(model_dir, data_dir, k=10):
+    """Metrics at k of the WALS model in ``model_dir`` on the held-out part of ``data_dir``."""
+    from walsmf.model import load_factors
+    from walsmf.preprocess import read_metadata
+
+    metadata = read_metadata(data_dir)
+    train, test = read_mapped(data_dir), read_mapped(data_dir, HELDOUT_FILE)
+    scorer = factor_scorer(load_factors(model_dir, "row"), load_factors(model_dir, "col"))
+    return evaluate_scores(scorer, train, test, metadata["nusers"], metadata["nitems"], k)
+
+
+def format_table(rows, k):
+    """Rows of (name, metrics) as a fixed-width table."""
+    header = "{:<28}".format("method") + "".join("{:>12}".format("{}@{}".format(m, k) if m != "coverage"
+                                                                 else m) for m in METRIC_NAMES)
+    lines = [header] + ["{:<28}".format(name) + "".join("{:12.4f}".format(metrics[m]) for m in METRIC_NAMES)
+                        for name, metrics in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """CLI: write a split, or score a trained model (and baselines) on one."""
+    parser = argparse.ArgumentParser(prog="python -m walsmf.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--data_dir", required=True, help="a split directory (written with --split_from)")
+    parser.add_argument("--split_from", help="write a held-out split of this data directory into --data_dir")
+    parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
+    parser.add_argument("--model_dir", help="a WALS model trained on --data_dir (walsmf.task --output_dir)")
+    parser.add_argument("--k", type=int, default=10, help="length of the recommendation lists")
+    parser.add_argument("--implicit", action="store_true", help="also score implicit's ALS (10 factors)")
+    args = parser.parse_args(argv)
+    if args.split_from:
+        write_split(args.split_from, args.data_dir, args.holdout, args.seed)
+        return
+    from walsmf.preprocess import read_metadata
+
+    metadata = read_metadata(args.data_dir)
+    train, test = read_mapped(args.data_dir), read_mapped(args.data_dir, HELDOUT_FILE)
+    nusers, nitems = metadata["nusers"], metadata["nitems"]
+    rows = []
+    if args.model_dir:
+        rows.append(("WALS ({})".format(args.model_dir), evaluate_model(args.model_dir, args.data_dir, args.k)))
+    rows.append(("most popular", evaluate_scores(popularity_scorer(train, nitems), train, test, nusers, nitems,
+                                                 args.k)))
+    if args.implicit:
+        rows.append(("implicit ALS", evaluate_scores(factor_scorer(*implicit_als(train, nusers, nitems)),
+                                                     train, test, nusers, nitems, args.k)))
+    print("{} held-out interactions of {} users; k = {}".format(len(test), test["userId"].nunique(), args.k))
+    print(format_table(rows, args.k))
+
+
+if __name__ == "__main__":
+    run_cli(main)
