@@ -144,3 +144,17 @@ def test_bigquery_not_found_is_one_clear_line(fake_bigquery):
 def test_bigquery_without_project_says_so():
     with pytest.raises(DataError, match="needs --project"):
         extract.extract(source="bigquery")
+
+
+def test_bigquery_without_credentials_says_how_to_get_them(tmp_path):
+    from conftest import run_module
+    # no key file, no gcloud login, and no probe of the GCE metadata server (a network call)
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": "", "CLOUDSDK_CONFIG": str(tmp_path), "HOME": str(tmp_path),
+           "NO_GCE_CHECK": "True"}
+    result = run_module("walsmf.preprocess", "--source", "bigquery", "--project", "p", "--data_dir",
+                        tmp_path / "data", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: no Google credentials for BigQuery project 'p': run 'gcloud auth application-default login' "
+        "or set GOOGLE_APPLICATION_CREDENTIALS")
+    assert not (tmp_path / "data").exists()
