@@ -170,6 +170,17 @@ def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):
     assert (got == expected).mean() > 0.999  # float ties aside
 
 
+def test_find_top_k_of_one_user_and_of_a_block():
+    rng = np.random.default_rng(5)
+    users, items = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
+    expected = np.argsort(-(users @ items.T), axis=1)[:, :5]
+    with tf.Graph().as_default():
+        one, block = run((model.find_top_k(tf.constant(users[2]), tf.constant(items), 5),
+                          model.find_top_k(tf.constant(users), tf.constant(items), 5)))
+    np.testing.assert_array_equal(one, expected[2])
+    np.testing.assert_array_equal(block, expected)
+
+
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained["input_path"]
     visitors = [l.split(",")[0] for l in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
@@ -252,7 +263,7 @@ def test_missing_ids_and_small_vocabularies_stop_before_training(tmp_path):
     small = run_module("walsmf.task", *(base + ["--nusers", 20, "--nitems", 5]))
     assert small.returncode == 1
     assert small.stderr.strip().splitlines()[-1] == (
-        "error: items_for_user: items 8 is outside 0..4 (--nitems 5 is too small for this data)")
+        "error: items_for_user: itemId 8 is outside 0..4 (--nitems 5 is too small for this data)")
     extra = run_module("walsmf.task", *(base + ["--nusers", 23]))
     assert extra.returncode == 1 and "3 users of 0..22 have no record (20, 21, 22)" in extra.stderr
     assert not (tmp_path / "out").exists()

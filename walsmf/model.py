@@ -182,24 +182,23 @@ def scan_tfrecords(input_path, filename):
     return np.concatenate(keys), offsets, np.concatenate(indices), np.concatenate(values)
 
 
-def check_coverage(name, keys, indices, n_keys, n_indices, key_name, index_name):
+def check_coverage(name, keys, indices, n_keys, n_indices, key_kind, index_kind):
     """Fail before training unless ids fit the vocabularies and every key is present.
 
-    WALS completes a sweep only once every row (column) has been updated, so
-    a key missing from its TFRecord file would make training run forever
-    without finishing a sweep.
+    ``key_kind``/``index_kind``: "user" or "item".  WALS completes a sweep
+    only once every row (column) has been updated, so a key missing from its
+    TFRecord file would make training run forever without finishing a sweep.
     """
-    for what, ids, size, flag in ((key_name, keys, n_keys, "--n" + key_name[:4] + "s"),
-                                  (index_name, indices, n_indices, "--n" + index_name[:4] + "s")):
+    for kind, ids, size in ((key_kind, keys, n_keys), (index_kind, indices, n_indices)):
         if len(ids) and (ids.min() < 0 or ids.max() >= size):
-            raise DataError("{}: {} {} is outside 0..{} ({} {} is too small for this data)".format(
-                name, what, ids.max() if ids.max() >= size else ids.min(), size - 1, flag, size))
+            raise DataError("{}: {}Id {} is outside 0..{} (--n{}s {} is too small for this data)".format(
+                name, kind, ids.max() if ids.max() >= size else ids.min(), size - 1, kind, size))
     missing = np.setdiff1d(np.arange(n_keys), keys)
     if len(missing):
         shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        raise DataError("{}: {} {} of 0..{} have no record ({}); WALS cannot finish a sweep "
-                        "without them: regenerate the data or fix {}".format(
-                            name, len(missing), key_name, n_keys - 1, shown, "--n" + key_name[:4] + "s"))
+        raise DataError("{}: {} {}s of 0..{} have no record ({}); WALS cannot finish a sweep "
+                        "without them: regenerate the data or fix --n{}s".format(
+                            name, len(missing), key_kind, n_keys - 1, shown, key_kind))
 
 
 # ----------------------------------------------------------------- model --
@@ -377,11 +376,17 @@ def build_estimator(args, config=None):
 
 # --------------------------------------------------------------- predict --
 
-def find_top_k(user, item_factors, k):
-    """Top-k item ids for one user factor (the lab's function, as a graph op)."""
-    all_items = tf.matmul(tf.expand_dims(user, 0), item_factors, transpose_b=True)
-    _, top_items = tf.nn.top_k(all_items, k=k)
-    return tf.cast(top_items[0], tf.int64)
+def find_top_k(user, item_factors, k, excluded=None):
+    """Top-k item ids of one user factor [d] or of a block of them [B, d] (the lab's function, batched).
+
+    ``excluded``: optional (row of the block, itemId) pairs to leave out.
+    """
+    users = tf.expand_dims(user, 0) if user.shape.ndims == 1 else user
+    scores = tf.matmul(users, item_factors, transpose_b=True)
+    if excluded is not None:  # (a scatter copies the whole block: only when needed)
+        scores = tf.tensor_scatter_nd_update(scores, excluded, tf.fill(tf.shape(excluded)[:1], np.float32(-np.inf)))
+    top_items = tf.cast(tf.nn.top_k(scores, k=k).indices, tf.int64)
+    return top_items[0] if user.shape.ndims == 1 else top_items
 
 
 def load_factors(model_dir, side):
@@ -406,13 +411,9 @@ def top_k_items(user_factors, item_factors, k, seen=None, block_size=1024):
     result = np.empty((user_factors.shape[0], k), dtype=np.int64)
     with tf.Graph().as_default():
         block = tf.compat.v1.placeholder(tf.float32, [None, item_factors.shape[1]])
-        scores = tf.matmul(block, tf.constant(item_factors), transpose_b=True)
+        excluded = None if seen is None else tf.compat.v1.placeholder(tf.int64, [None, 2])
+        top = find_top_k(block, tf.constant(item_factors), k, excluded)
         feed = {}
-        if seen is not None:  # (a scatter copies the whole block: only when needed)
-            excluded = tf.compat.v1.placeholder(tf.int64, [None, 2])
-            scores = tf.tensor_scatter_nd_update(scores, excluded,
-                                                 tf.fill(tf.shape(excluded)[:1], np.float32(-np.inf)))
-        top = tf.nn.top_k(scores, k=k).indices
         with tf.compat.v1.Session() as sess:
             for start in range(0, user_factors.shape[0], block_size):
                 stop = min(start + block_size, user_factors.shape[0])
@@ -512,8 +513,8 @@ def prepare_training(args):
     """Check the TFRecords against nusers/nitems and derive the item weights."""
     rows = scan_tfrecords(args["input_path"], ROWS_FILE)
     cols = scan_tfrecords(args["input_path"], COLS_FILE)
-    check_coverage(ROWS_FILE, rows[0], rows[2], args["nusers"], args["nitems"], "users", "items")
-    check_coverage(COLS_FILE, cols[0], cols[2], args["nitems"], args["nusers"], "items", "users")
+    check_coverage(ROWS_FILE, rows[0], rows[2], args["nusers"], args["nitems"], "user", "item")
+    check_coverage(COLS_FILE, cols[0], cols[2], args["nitems"], args["nusers"], "item", "user")
     counts = np.zeros(args["nitems"], np.int64)
     counts[cols[0]] = np.diff(cols[1])
     weights = item_weights(counts, args.get("col_weight", 1.0), args.get("col_weight_exp", 0.0))
