@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from conftest import run_module
 from walsmf import model
-from walsmf.errors import DataError
 from walsmf.preprocess import METADATA_FILE, write_tfrecord
 
 

@@ -1,0 +1,22 @@
+"""The project's setup script: it finds Python 3.7 or says in one line that there is none."""
+import os
+import shutil
+import subprocess
+
+from conftest import ROOT
+
+
+def test_setup_without_python37_stops_with_one_clear_line(tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    for name in ("scripts/setup-env", "requirements.lock", "setup.py"):
+        shutil.copy(os.path.join(ROOT, name), str(checkout / name))
+    empty = tmp_path / "no-pyenv"
+    empty.mkdir()
+    result = subprocess.run(["bash", str(checkout / "scripts" / "setup-env")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(empty), "PYENV_ROOT": str(empty)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: walsmf needs Python 3.7")
+    assert not (checkout / ".venv").exists()
