@@ -13,3 +13,5 @@ def run_cli(main, argv=None):
     except DataError as err:
         print("error: {}".format(err), file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()

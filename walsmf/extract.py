@@ -250,7 +250,12 @@ def main(argv=None):
         print("-- DuckDB form:\n" + to_duckdb_sql(sql))
         return
     df = extract(args.source, args.project, args.table, args.sessions_file, args.scale, args.seed)
-    df.to_csv(sys.stdout if args.output == "-" else args.output, index=False)
+    if args.output == "-":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        tmp = "{}.tmp-{}".format(args.output, os.getpid())
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, args.output)
 
 
 if __name__ == "__main__":
