@@ -14,7 +14,9 @@ setup:
 data: setup
 	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE)
 
+# As the lab does, train into a fresh output directory.
 run: data
+	rm -rf $(OUTPUT_DIR)
 	$(PY) -m walsmf.task --input_path $(DATA_DIR) --output_dir $(OUTPUT_DIR) --num_epochs $(NUM_EPOCHS)
 
 test: setup

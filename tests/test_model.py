@@ -270,6 +270,19 @@ def test_missing_ids_and_small_vocabularies_stop_before_training(tmp_path):
     assert missing.returncode == 1 and "metadata.json does not exist" in missing.stderr
 
 
+def test_a_model_of_another_shape_in_output_dir_is_refused(trained, tmp_path):
+    import shutil
+    output_dir = str(tmp_path / "old")
+    shutil.copytree(trained["output_dir"], output_dir)
+    result = run_module("walsmf.task", "--input_path", trained["input_path"], "--output_dir", output_dir,
+                        "--n_embeds", 4)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: {} holds a model of {} users x {} items x 10 factors, not {} x {} x 4: choose another "
+        "--output_dir or delete it".format(output_dir, trained["nusers"], trained["nitems"], trained["nusers"],
+                                           trained["nitems"]))
+
+
 def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path, monkeypatch):
     from walsmf.task import resolve_args
     monkeypatch.setenv("TF_CONFIG", json.dumps({"task": {"type": "master", "trial": "7"}}))

@@ -509,8 +509,25 @@ def training_schedule(args):
     return train_steps, steps_in_epoch
 
 
+def check_existing_model(args):
+    """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
+    checkpoint = tf.train.latest_checkpoint(args["output_dir"])
+    if checkpoint is None:
+        return
+    shapes = dict(tf.train.list_variables(checkpoint))
+    found = [sum(shape[0] for name, shape in shapes.items() if name.startswith(side + "_factors_shard_"))
+             for side in ("row", "col")]
+    dims = {shape[1] for name, shape in shapes.items() if "_factors_shard_" in name}
+    if found != [args["nusers"], args["nitems"]] or dims != {args["n_embeds"]}:
+        raise DataError("{} holds a model of {} users x {} items x {} factors, not {} x {} x {}: choose another "
+                        "--output_dir or delete it".format(args["output_dir"], found[0], found[1],
+                                                           "/".join(map(str, sorted(dims))), args["nusers"],
+                                                           args["nitems"], args["n_embeds"]))
+
+
 def prepare_training(args):
-    """Check the TFRecords against nusers/nitems and derive the item weights."""
+    """Check the TFRecords against nusers/nitems (and any model in output_dir); derive the item weights."""
+    check_existing_model(args)
     rows = scan_tfrecords(args["input_path"], ROWS_FILE)
     cols = scan_tfrecords(args["input_path"], COLS_FILE)
     check_coverage(ROWS_FILE, rows[0], rows[2], args["nusers"], args["nitems"], "user", "item")
