@@ -20,3 +20,24 @@ def test_setup_without_python37_stops_with_one_clear_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: walsmf needs Python 3.7")
     assert not (checkout / ".venv").exists()
+
+
+def test_sdist_carries_the_package(tmp_path):
+    import sys
+    import tarfile
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)], cwd=ROOT, check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    (archive,) = tmp_path.glob("walsmf-*.tar.gz")
+    names = tarfile.open(str(archive)).getnames()
+    for module in ("task", "model", "predict", "preprocess", "evaluate"):
+        assert any(n.endswith("walsmf/{}.py".format(module)) for n in names)
+
+
+def test_trainer_imports_nothing_ai_platform_runtime_lacks():
+    """Runtime 1.15 has TensorFlow, numpy and pandas; setup.py asks for nothing more."""
+    import sys
+    code = ("import sys\n"
+            "for name in ('duckdb', 'sqlglot', 'pyarrow', 'google.cloud.bigquery', 'implicit', 'matplotlib'):\n"
+            "    sys.modules[name] = None\n"
+            "import walsmf.task, walsmf.model, walsmf.evaluate, walsmf.predict\n")
+    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
