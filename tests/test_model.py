@@ -139,23 +139,30 @@ def objective(ratings, u, v, w0=0.1):
     return ((w0 + 1) * (ratings - approx) ** 2 * observed).sum() + w0 * (approx ** 2 * ~observed).sum()
 
 
-def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_than_the_data(tmp_path):
+@pytest.mark.parametrize("target", ["rating", "read"])
+def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_than_the_data(tmp_path, target):
     ratings = low_rank_ratings(np.random.default_rng(1))
     write_matrix(str(tmp_path / "data"), ratings)
+    fitted = ratings if target == "rating" else (ratings != 0).astype(float)
     # batch 500 > nusers 120 > nitems 40: each step is a whole sweep; 7 epochs = 2 steps = rows, then columns
     args = dict(input_path=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), num_epochs=7,
-                batch_size=500, n_embeds=3, nusers=120, nitems=40, topk=5, seed=0)
+                batch_size=500, n_embeds=3, nusers=120, nitems=40, topk=5, seed=0, target=target)
     model.train_and_evaluate(args)
     u, v = model.load_factors(args["output_dir"], "row"), model.load_factors(args["output_dir"], "col")
     # the last step was the column sweep: V is the exact solve for the final U (no key counted twice)
-    np.testing.assert_allclose(v, closed_form(ratings.T, u, 0.1, np.ones(40), np.ones(120)), rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(v, closed_form(fitted.T, u, 0.1, np.ones(40), np.ones(120)), rtol=2e-3, atol=2e-4)
+    # the export projects a user's own values the same way training fits them
+    from walsmf import predict
+    served = predict.predict(os.path.join(args["output_dir"], "export", "Servo"), [(7, -1)])
+    np.testing.assert_allclose(served[0]["projection"], closed_form(fitted, v, 0.1, np.ones(120), np.ones(40))[7],
+                               rtol=2e-3, atol=2e-4)
     start = tf.train.load_variable(os.path.join(args["output_dir"], "model.ckpt-0"), "col_factors_shard_0")
     u0 = tf.train.load_variable(os.path.join(args["output_dir"], "model.ckpt-0"), "row_factors_shard_0")
-    assert objective(ratings, u, v) < 0.5 * objective(ratings, u0, start)
+    assert objective(fitted, u, v) < 0.5 * objective(fitted, u0, start)
     # observed entries rank far above chance among each user's items
     scores = u @ v.T
     ranks = (scores[:, None, :] > scores[:, :, None]).sum(axis=2) / (40 - 1)  # share of items ranked above
-    assert ranks[ratings != 0].mean() < 0.25
+    assert ranks[fitted != 0].mean() < 0.25
 
 
 def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from walsmf.errors import run_cli
 
 METRICS = ("recall", "ndcg", "map")
-IMPLICIT_GRID = [(regularization, alpha) for regularization in (0.01, 0.1, 1.0) for alpha in (10.0, 40.0)]
+IMPLICIT_GRID = [(regularization, alpha) for regularization in (0.1, 1.0, 10.0) for alpha in (10.0, 40.0, 100.0)]
 
 
 class StepTimer(tf.estimator.SessionRunHook):

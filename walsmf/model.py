@@ -121,10 +121,15 @@ def parse_tfrecords(filename, vocab_size, mode, args):
     WALS kernel summed the duplicates (a doubled objective); here every
     batch holds each key at most once: batch, then repeat.  In training,
     parsed batches are cached, so epochs after the first skip parsing.
+    With ``args["target"] == "read"`` every observed value becomes 1
+    (walsmf.task --target).
     """
     @tf.autograph.experimental.do_not_convert
     def decode_batch(protos):
-        return remap_keys(decode_example(protos, vocab_size))
+        batch = remap_keys(decode_example(protos, vocab_size))
+        if args.get("target") == "read":
+            batch = tf.SparseTensor(batch.indices, tf.ones_like(batch.values), batch.dense_shape)
+        return batch
 
     files = tfrecord_files(args["input_path"], filename)
     dataset = tf.data.TFRecordDataset(files).batch(args["batch_size"]).map(decode_batch)
@@ -478,6 +483,12 @@ def _sparse_constant(keys, offsets, indices, values, shape):
                            values=tf.constant(values[order], tf.float32), dense_shape=shape)
 
 
+def observed_values(scanned, args):
+    """A scan_tfrecords result with the values WALS fits: the ratings, or 1 per read (--target read)."""
+    keys, offsets, indices, values = scanned
+    return keys, offsets, indices, (np.ones_like(values) if args.get("target") == "read" else values)
+
+
 def create_serving_input_fn(args):
     """The serving input: JSON {"userId": u, "itemId": i}, a batch of such instances.
 
@@ -488,8 +499,8 @@ def create_serving_input_fn(args):
     def serving_input_fn():
         user_id = tf.compat.v1.placeholder(tf.int64, [None], name=USER_ID)
         item_id = tf.compat.v1.placeholder(tf.int64, [None], name=ITEM_ID)
-        rows = scan_tfrecords(args["input_path"], ROWS_FILE)
-        cols = scan_tfrecords(args["input_path"], COLS_FILE)
+        rows = observed_values(scan_tfrecords(args["input_path"], ROWS_FILE), args)
+        cols = observed_values(scan_tfrecords(args["input_path"], COLS_FILE), args)
         features = {
             USER_ID: user_id, ITEM_ID: item_id,
             INPUT_ROWS: _sparse_constant(*rows, shape=[args["nusers"], args["nitems"]]),
