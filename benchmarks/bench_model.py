@@ -19,7 +19,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from walsmf import model
+from walsmf import evaluate, model
 from walsmf.bench import StepTimer
 from walsmf.preprocess import read_metadata
 
@@ -88,20 +88,9 @@ def time_training(data_dir, meta, batch_size, sweeps=3):
 
 def time_implicit(data_dir, meta, iterations=10):
     """Seconds per iteration of implicit's ALS (10 factors) on the same user x item matrix."""
-    import scipy.sparse as sp
-    from implicit.als import AlternatingLeastSquares
-
-    keys, offsets, indices, values = model.scan_tfrecords(data_dir, model.ROWS_FILE)
-    users = np.repeat(keys, np.diff(offsets))
-    matrix = sp.csr_matrix((1 + 40 * values, (users, indices)), shape=(meta["nusers"], meta["nitems"]))
-    from threadpoolctl import threadpool_limits
-
-    als = AlternatingLeastSquares(factors=10, regularization=0.1, iterations=iterations, random_state=0,
-                                  calculate_training_loss=False)
-    # implicit runs its own threads; a multi-threaded BLAS under them oversubscribes the cores
-    with threadpool_limits(1, "blas"):
-        start = time.perf_counter()
-        als.fit(matrix, show_progress=False)
+    train = evaluate.read_mapped(data_dir)
+    start = time.perf_counter()
+    evaluate.implicit_als(train, meta["nusers"], meta["nitems"], factors=10, iterations=iterations)
     return (time.perf_counter() - start) / iterations
 
 

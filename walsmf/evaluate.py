@@ -186,10 +186,10 @@ def implicit_als(train, nusers, nitems, factors=10, regularization=0.1, alpha=40
 
     matrix = sp.csr_matrix((1 + alpha * train["rating"].values, (train["userId"].values, train["itemId"].values)),
                            shape=(nusers, nitems))
-    model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
-                                    random_state=seed, calculate_training_loss=False)
     # implicit runs its own threads; a multi-threaded BLAS under them oversubscribes the cores
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
+                                        random_state=seed, calculate_training_loss=False)
         model.fit(matrix, show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 

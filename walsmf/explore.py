@@ -69,19 +69,14 @@ def wals_objective(keys, offsets, indices, values, u, v, unobserved_weight=0.1, 
 def objective_by_checkpoint(output_dir, data_dir, unobserved_weight=0.1, regularization=None):
     """The WALS objective at each checkpoint kept in ``output_dir`` (step, objective)."""
     import tensorflow as tf
-    from walsmf.model import ROWS_FILE, scan_tfrecords
+    from walsmf.model import ROWS_FILE, load_shards, scan_tfrecords
 
     rows = scan_tfrecords(data_dir, ROWS_FILE)
-    state = tf.train.get_checkpoint_state(output_dir)
     out = []
-    for path in state.all_model_checkpoint_paths:
-        names = [name for name, _ in tf.train.list_variables(path)]
-
-        def load(prefix):
-            shards = sorted((n for n in names if n.startswith(prefix)), key=lambda n: int(n.rsplit("_", 1)[1]))
-            return np.concatenate([tf.train.load_variable(path, n) for n in shards])
-        objective = wals_objective(*rows, load("row_factors_shard_"), load("col_factors_shard_"),
-                                   unobserved_weight, load("row_weights_shard_"), load("col_weights_shard_"),
+    for path in tf.train.get_checkpoint_state(output_dir).all_model_checkpoint_paths:
+        objective = wals_objective(*rows, load_shards(path, "row_factors_shard_"),
+                                   load_shards(path, "col_factors_shard_"), unobserved_weight,
+                                   load_shards(path, "row_weights_shard_"), load_shards(path, "col_weights_shard_"),
                                    regularization)
         out.append((int(path.rsplit("-", 1)[1]), objective))
     return pd.DataFrame(out, columns=["step", "objective"])

@@ -394,15 +394,19 @@ def find_top_k(user, item_factors, k, excluded=None):
     return top_items[0] if user.shape.ndims == 1 else top_items
 
 
+def load_shards(checkpoint, prefix):
+    """Every shard ``prefix<i>`` of a checkpoint's sharded variable, concatenated in id order."""
+    names = sorted((name for name, _ in tf.train.list_variables(checkpoint) if name.startswith(prefix)),
+                   key=lambda name: int(name.rsplit("_", 1)[1]))
+    return np.concatenate([tf.train.load_variable(checkpoint, name) for name in names])
+
+
 def load_factors(model_dir, side):
     """Every shard of the trained ``side`` ('row' or 'col') factors, concatenated in id order."""
     checkpoint = tf.train.latest_checkpoint(model_dir)
     if checkpoint is None:
         raise DataError("no checkpoint in {}: train first (python -m walsmf.task)".format(model_dir))
-    names = sorted((name for name, _ in tf.train.list_variables(checkpoint)
-                    if name.startswith(side + "_factors_shard_")),
-                   key=lambda name: int(name.rsplit("_", 1)[1]))
-    return np.concatenate([tf.train.load_variable(checkpoint, name) for name in names])
+    return load_shards(checkpoint, side + "_factors_shard_")
 
 
 def top_k_items(user_factors, item_factors, k, seen=None, block_size=1024):
@@ -444,11 +448,9 @@ def _read_id_map(path):
 def seen_items(input_path, nusers):
     """CSR (offsets, item ids) of each user's items, users 0..nusers−1, from items_for_user."""
     keys, offsets, indices, _ = scan_tfrecords(input_path, ROWS_FILE)
-    lengths = np.zeros(nusers, np.int64)
-    lengths[keys] = np.diff(offsets)
-    order = np.argsort(keys, kind="stable")
-    items = np.concatenate([indices[offsets[i]:offsets[i + 1]] for i in order]) if len(order) else indices
-    return np.concatenate([[0], np.cumsum(lengths)]), items
+    users = np.repeat(keys, np.diff(offsets))
+    order = np.lexsort((indices, users))
+    return np.concatenate([[0], np.cumsum(np.bincount(users, minlength=nusers))]), indices[order]
 
 
 def batch_predict(args):
