@@ -25,7 +25,7 @@ test: setup
 bench: data
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_model.py --data_dir $(DATA_DIR)
-	$(PY) -m walsmf.bench
+	$(PY) benchmarks/bench_quality.py
 
 notebook: setup
 	.venv/bin/jupyter notebook notebooks/wals.ipynb

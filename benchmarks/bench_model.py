@@ -19,9 +19,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from walsmf import evaluate, model
-from walsmf.bench import StepTimer
-from walsmf.preprocess import read_metadata
+from common import StepTimer
+from walsmf import evaluate, inputs, model, serving, settings
+from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_interactions, read_metadata, tfrecord_files
+from walsmf.recommend import load_factors, top_k_items
 
 
 def lab_remap_keys(sparse_tensor):
@@ -49,12 +50,12 @@ def lab_remap_keys(sparse_tensor):
 def time_remap(data_dir, vocab, batch_size, repeats=50):
     """Seconds per batch of each remap_keys form on the first batch of items_for_user."""
     with tf.Graph().as_default():
-        protos = tf.data.TFRecordDataset(model.tfrecord_files(data_dir, model.ROWS_FILE)).batch(batch_size)
-        decoded = model.decode_example(tf.compat.v1.data.make_one_shot_iterator(protos).get_next(), vocab)
+        protos = tf.data.TFRecordDataset(tfrecord_files(data_dir, ROWS_FILE)).batch(batch_size)
+        decoded = inputs.decode_example(tf.compat.v1.data.make_one_shot_iterator(protos).get_next(), vocab)
         with tf.compat.v1.Session() as sess:
             batch = sess.run(decoded)
         fed = tf.compat.v1.sparse_placeholder(tf.float32)
-        ours, lab = model.remap_keys(fed), lab_remap_keys(fed)
+        ours, lab = inputs.remap_keys(fed), lab_remap_keys(fed)
         results = {}
         with tf.compat.v1.Session() as sess:
             a, b = sess.run([ours, lab], {fed: batch})
@@ -70,18 +71,20 @@ def time_remap(data_dir, vocab, batch_size, repeats=50):
 
 def time_training(data_dir, meta, batch_size, sweeps=3):
     """Seconds per step in the first (parsing) sweep and later ones; seconds per full sweep; export."""
-    args = dict(input_path=data_dir, nusers=meta["nusers"], nitems=meta["nitems"], batch_size=batch_size,
-                n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"))
+    args = settings.make(input_path=data_dir, nusers=meta["nusers"], nitems=meta["nitems"], batch_size=batch_size,
+                         n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"))
     per_sweep = model.steps_per_sweep(args)
     timer = StepTimer()
     estimator = model.fit(args, sweeps * per_sweep, hooks=[timer])
     step = np.diff(timer.ends)
     first, later = step[:per_sweep - 1].mean(), step[per_sweep:].mean()
     start = time.perf_counter()
-    estimator.export_savedmodel(os.path.join(args["output_dir"], "export"), model.create_serving_input_fn(args))
+    interactions = read_interactions(data_dir, meta["nusers"], meta["nitems"])
+    estimator.export_savedmodel(os.path.join(args.output_dir, "export"),
+                                serving.create_serving_input_fn(args, interactions))
     export_s = time.perf_counter() - start
-    u, v = model.load_factors(args["output_dir"], "row"), model.load_factors(args["output_dir"], "col")
-    shutil.rmtree(args["output_dir"])
+    u, v = load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col")
+    shutil.rmtree(args.output_dir)
     return dict(steps_per_sweep=per_sweep, first_step=first, step=later, sweep=later * per_sweep,
                 export_s=export_s, u=u, v=v)
 
@@ -99,7 +102,7 @@ def main():
     parser.add_argument("--data_dir", default="data", help="lab-sized data (make data); generated if missing")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[512, 16384])
     args = parser.parse_args()
-    if not os.path.exists(os.path.join(args.data_dir, "metadata.json")):
+    if not os.path.exists(os.path.join(args.data_dir, METADATA_FILE)):
         from walsmf.preprocess import main as preprocess
         preprocess(["--data_dir", args.data_dir])
     meta = read_metadata(args.data_dir)
@@ -119,7 +122,7 @@ def main():
     for k in (3, 10):
         for block_size in (256, 1024, 4096):
             start = time.perf_counter()
-            model.top_k_items(r["u"], r["v"], k, block_size=block_size)
+            top_k_items(r["u"], r["v"], k, block_size=block_size)
             print("all-users top-{} (blocks of {}): {:.2f} s".format(k, block_size, time.perf_counter() - start))
 
 

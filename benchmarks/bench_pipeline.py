@@ -14,13 +14,13 @@ import sys
 import tempfile
 import time
 
+from walsmf.extract import extract
+from walsmf.preprocess import write_data_dir
+from walsmf.sample import write_sample
+
 
 def measure(scale, workdir):
     """Run the three stages at ``scale`` in this process; return seconds and peak RSS."""
-    from walsmf.extract import extract
-    from walsmf.preprocess import write_data_dir
-    from walsmf.sample import write_sample
-
     times = {}
     start = time.time()
     sample = write_sample(os.path.join(workdir, "sample.parquet"), scale=scale, seed=0)

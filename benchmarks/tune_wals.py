@@ -16,8 +16,10 @@ import time
 
 import tensorflow as tf
 
-from walsmf import bench, evaluate, model
-from walsmf.preprocess import read_metadata
+from common import prepare
+from walsmf import evaluate, model, settings
+from walsmf.datadir import HELDOUT_FILE, read_metadata
+from walsmf.recommend import load_factors
 
 GRID = {
     "target": ["rating", "read"],
@@ -36,23 +38,23 @@ def main():
     parser.add_argument("--workdir", help="keep data and models here (default: a temporary directory)")
     args = parser.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="walsmf-tune-")
-    bench.prepare(workdir, args.scale, log=print)
+    prepare(workdir, args.scale, log=print)
     val = os.path.join(workdir, "val")
     metadata = read_metadata(val)
-    train, test = evaluate.read_mapped(val), evaluate.read_mapped(val, evaluate.HELDOUT_FILE)
+    train, test = evaluate.read_mapped(val), evaluate.read_mapped(val, HELDOUT_FILE)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     results = []
     for values in itertools.product(*GRID.values()):
         setting = dict(zip(GRID, values))
         output_dir = os.path.join(workdir, "model")
         shutil.rmtree(output_dir, ignore_errors=True)
-        run = dict(setting, input_path=val, output_dir=output_dir, nusers=metadata["nusers"],
-                   nitems=metadata["nitems"], batch_size=BATCH_SIZE, seed=0)
+        run = settings.make(input_path=val, output_dir=output_dir, nusers=metadata["nusers"],
+                            nitems=metadata["nitems"], batch_size=BATCH_SIZE, seed=0, **setting)
         start = time.perf_counter()
         model.fit(run, SWEEPS * model.steps_per_sweep(run))
         seconds = time.perf_counter() - start
-        scorer = evaluate.factor_scorer(model.load_factors(output_dir, "row"), model.load_factors(output_dir, "col"))
-        metrics = evaluate.evaluate_scores(scorer, train, test, metadata["nusers"], metadata["nitems"])
+        metrics = evaluate.evaluate_factors(load_factors(output_dir, "row"), load_factors(output_dir, "col"), train,
+                                            test, metadata["nusers"])
         results.append((metrics["recall"], metrics["ndcg"], metrics["coverage"], seconds, setting))
         print("recall@10 {:.4f} NDCG@10 {:.4f} coverage {:.3f} {:5.1f}s {}".format(*results[-1]), flush=True)
     print("\nbest first:")

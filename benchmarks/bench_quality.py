@@ -1,6 +1,6 @@
 """walsmf against baselines, side by side: quality and speed, measured in one run.
 
-    python -m walsmf.bench [--scale 1] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/bench_quality.py [--scale 1] [--seeds 0 1 2]
 
 On the embedded sample (lab size by default): a held-out split (seed 0),
 then for the lab's WALS defaults, the tuned WALS (--preset tuned),
@@ -18,80 +18,48 @@ import tempfile
 import time
 
 import numpy as np
-import tensorflow as tf
 
+from common import StepTimer, prepare
+from walsmf import evaluate, model, settings, trainer
+from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import run_cli
+from walsmf.recommend import load_factors, top_k_items
 
 METRICS = ("recall", "ndcg", "map")
 IMPLICIT_GRID = [(regularization, alpha) for regularization in (0.1, 1.0, 10.0) for alpha in (10.0, 40.0, 100.0)]
 
 
-class StepTimer(tf.estimator.SessionRunHook):
-    """A training hook: wall time at the end of every step."""
-
-    def __init__(self):
-        self.ends = []
-
-    def after_run(self, run_context, run_values):
-        self.ends.append(time.perf_counter())
-
-    def seconds_per_step(self, skip):
-        """Mean step time after the first ``skip`` steps (graph start-up, first parse)."""
-        return float(np.mean(np.diff(self.ends[skip:])))
-
-
-def prepare(workdir, scale, log):
-    """Sample, extract, preprocess; then the test split and a validation split of its training part."""
-    from walsmf.evaluate import write_split
-    from walsmf.extract import extract
-    from walsmf.preprocess import write_data_dir
-    from walsmf.sample import write_sample
-
-    sample = write_sample(os.path.join(workdir, "sample.parquet"), scale=scale, seed=0)
-    write_data_dir(extract(sessions_file=sample), os.path.join(workdir, "data"), log=log)
-    write_split(os.path.join(workdir, "data"), os.path.join(workdir, "split"), seed=0, log=log)
-    write_split(os.path.join(workdir, "split"), os.path.join(workdir, "val"), seed=1, log=lambda _: None)
+def split_data(split_dir):
+    """(metadata, training rows, held-out rows) of a split directory."""
+    return read_metadata(split_dir), evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
 
 
 def run_wals(split_dir, preset, seed, workdir):
     """Train walsmf with a task preset on the split; return metrics, timings and factors."""
-    from walsmf import evaluate, model
-    from walsmf.preprocess import read_metadata
-    from walsmf.task import resolve_args
-
-    metadata = read_metadata(split_dir)
+    metadata, train, test = split_data(split_dir)
     output_dir = os.path.join(workdir, "wals-{}-{}".format(preset, seed))
     shutil.rmtree(output_dir, ignore_errors=True)
-    args = resolve_args(["--input_path", split_dir, "--output_dir", output_dir, "--preset", preset,
-                         "--seed", str(seed)])
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # resolve_args turns the training log on
+    args = trainer.resolve(settings.make(input_path=split_dir, output_dir=output_dir, preset=preset, seed=seed))
     steps = model.training_schedule(args)[0]
     per_sweep = model.steps_per_sweep(args)
     timer = StepTimer()
     start = time.perf_counter()
     model.fit(args, steps, hooks=[timer])
     train_s = time.perf_counter() - start
-    u, v = model.load_factors(output_dir, "row"), model.load_factors(output_dir, "col")
-    train, test = evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, evaluate.HELDOUT_FILE)
-    metrics = evaluate.evaluate_scores(evaluate.factor_scorer(u, v), train, test, metadata["nusers"],
-                                       metadata["nitems"])
+    u, v = load_factors(output_dir, "row"), load_factors(output_dir, "col")
+    metrics = evaluate.evaluate_factors(u, v, train, test, metadata["nusers"])
     return dict(metrics, train_s=train_s, sweeps=steps / per_sweep,
                 sweep_s=timer.seconds_per_step(min(per_sweep, steps // 2)) * per_sweep, u=u, v=v)
 
 
 def run_implicit(split_dir, factors, regularization, alpha, seed, iterations):
     """implicit's ALS on the split; metrics and timings."""
-    from walsmf import evaluate
-    from walsmf.preprocess import read_metadata
-
-    metadata = read_metadata(split_dir)
-    train, test = evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, evaluate.HELDOUT_FILE)
+    metadata, train, test = split_data(split_dir)
     start = time.perf_counter()
     u, v = evaluate.implicit_als(train, metadata["nusers"], metadata["nitems"], factors, regularization, alpha,
                                  iterations, seed)
     train_s = time.perf_counter() - start
-    metrics = evaluate.evaluate_scores(evaluate.factor_scorer(u, v), train, test, metadata["nusers"],
-                                       metadata["nitems"])
+    metrics = evaluate.evaluate_factors(u, v, train, test, metadata["nusers"])
     return dict(metrics, train_s=train_s, sweeps=iterations, sweep_s=train_s / iterations, u=u, v=v)
 
 
@@ -104,8 +72,6 @@ def best_implicit(val_dir, factors, iterations):
 
 def top10_seconds(result):
     """All-users top-10 with walsmf's batch prediction, on a method's factors."""
-    from walsmf.model import top_k_items
-
     start = time.perf_counter()
     top_k_items(result["u"], result["v"], 10)
     return time.perf_counter() - start
@@ -134,23 +100,19 @@ def format_report(rows):
 
 def main(argv=None):
     """CLI: run every method on the same split and print one table."""
-    parser = argparse.ArgumentParser(prog="python -m walsmf.bench", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="benchmarks/bench_quality.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--scale", type=float, default=1.0, help="embedded sample size (1 = the lab's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="initialization seeds")
     parser.add_argument("--workdir", help="keep the data and models here (default: a temporary directory)")
     args = parser.parse_args(argv)
-    from walsmf import evaluate
-    from walsmf.preprocess import read_metadata
-    from walsmf.task import PRESETS
-
     workdir = args.workdir or tempfile.mkdtemp(prefix="walsmf-bench-")
     log = lambda message: print("  " + message, flush=True)
     print("[1/3] data at scale {:g} -> {}".format(args.scale, workdir), flush=True)
     prepare(workdir, args.scale, log)
     split, val = os.path.join(workdir, "split"), os.path.join(workdir, "val")
-    tuned_dim = PRESETS["tuned"]["n_embeds"]
+    tuned_dim = settings.PRESETS["tuned"]["n_embeds"]
     print("[2/3] implicit's regularization and alpha on the validation split", flush=True)
     iterations = 15
     choice = {f: best_implicit(val, f, iterations) for f in sorted({10, tuned_dim})}
@@ -169,10 +131,9 @@ def main(argv=None):
             result["top10_s"] = top10_seconds(result)
             results.setdefault(name, []).append(result)
             log("seed {} {}: recall@10 {:.4f}".format(seed, name, result["recall"]))
-    metadata = read_metadata(split)
-    train, test = evaluate.read_mapped(split), evaluate.read_mapped(split, evaluate.HELDOUT_FILE)
-    popularity = evaluate.evaluate_scores(evaluate.popularity_scorer(train, metadata["nitems"]), train, test,
-                                          metadata["nusers"], metadata["nitems"])
+    metadata, train, test = split_data(split)
+    popularity = evaluate.evaluate_factors(*evaluate.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
+                                           train, test, metadata["nusers"])
     rows = [(name, summarize(runs)) for name, runs in results.items()]
     rows.insert(2, ("most popular", dict({m: popularity[m] for m in METRICS},
                                          **{k: 0.0 for k in ("train_s", "sweeps", "sweep_s", "top10_s")},
