@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,12 +83,52 @@ def small_data(tmp_path_factory, small_sample):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, small_data):
-    """The small data trained with the lab's defaults (batch 64 so it sweeps several times)."""
-    from walsmf import model
+    """The small data trained with the lab's defaults (batch 64 so it sweeps several times); its Settings."""
+    from walsmf import model, settings
 
     data_dir, metadata = small_data
-    args = dict(input_path=data_dir, output_dir=str(tmp_path_factory.mktemp("model") / "wals_trained"),
-                num_epochs=4, batch_size=64, n_embeds=10, nusers=metadata["nusers"],
-                nitems=metadata["nitems"], topk=3, seed=1)
+    args = settings.make(input_path=data_dir, output_dir=str(tmp_path_factory.mktemp("model") / "wals_trained"),
+                         num_epochs=4, batch_size=64, nusers=metadata["nusers"], nitems=metadata["nitems"], seed=1)
     model.train_and_evaluate(args)
     return args
+
+
+def write_matrix(data_dir, ratings):
+    """Write a dense ratings matrix (0 = unobserved) as the lab's TFRecords and metadata."""
+    from walsmf import datadir
+
+    os.makedirs(data_dir, exist_ok=True)
+    users, items = np.nonzero(ratings)
+    datadir.write_interactions(data_dir, datadir.Interactions(
+        datadir.CSR.from_triples(users, items, ratings[users, items], ratings.shape[0]),
+        datadir.CSR.from_triples(items, users, ratings[users, items], ratings.shape[1])))
+    datadir.write_metadata(data_dir, {"nusers": ratings.shape[0], "nitems": ratings.shape[1],
+                                      "interactions": len(users)})
+
+
+def low_rank_ratings(rng, nusers=120, nitems=40, clusters=3, density=0.5):
+    """Users of a cluster read about half of its items, nothing else."""
+    user_cluster = rng.integers(0, clusters, nusers)
+    item_cluster = np.arange(nitems) % clusters
+    reads = (user_cluster[:, None] == item_cluster[None, :]) & (rng.random((nusers, nitems)) < density)
+    reads[np.arange(nusers), np.flatnonzero(item_cluster == 0)[0]] |= user_cluster == 0
+    for c in range(clusters):  # every user reads at least one item
+        empty = (user_cluster == c) & ~reads.any(axis=1)
+        reads[empty, np.flatnonzero(item_cluster == c)[0]] = True
+    return np.where(reads, np.round(rng.uniform(0.3, 1.0, reads.shape), 2), 0.0)
+
+
+def closed_form(ratings, other, w0, own_weights, other_weights, reg=None, observed=None):
+    """numpy WALS solve of every row of ``ratings`` given the other side's factors.
+
+    ``observed`` marks the observed entries (default: the non-zero ones).
+    """
+    gram = other.T @ other
+    observed = ratings != 0 if observed is None else observed
+    out = np.zeros((ratings.shape[0], other.shape[1]))
+    for r, row in enumerate(ratings):
+        j = np.flatnonzero(observed[r])
+        c = own_weights[r] * other_weights[j]
+        lhs = w0 * gram + (other[j] * c[:, None]).T @ other[j] + (reg or 0) * np.eye(other.shape[1])
+        out[r] = np.linalg.solve(lhs, other[j].T @ ((w0 + c) * row[j]))
+    return out

@@ -1,13 +1,15 @@
 """Held-out split, ranking metrics (hand-computed), baselines, and the hyperparameter-tuning summary."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
-from walsmf import evaluate
+from conftest import ROOT, run_module
+from walsmf import datadir, evaluate
 
 
 def mapped_frame(rng, nusers=60, nitems=15, per_user=(1, 8)):
@@ -43,12 +45,14 @@ def test_metrics_match_a_hand_computation():
                                "ndcg": (ndcg0 + ndcg1) / 2, "coverage": 0.6})
 
 
-def test_top_k_unseen_is_the_brute_force_ranking_without_training_items():
+def test_top_k_of_chosen_users_is_the_brute_force_ranking_without_training_items():
+    from walsmf.recommend import top_k_items
     rng = np.random.default_rng(1)
     train = mapped_frame(rng, nusers=30, nitems=12)
-    scores = rng.random((30, 12))
+    u, v = rng.standard_normal((30, 3)).astype(np.float32), rng.standard_normal((12, 3)).astype(np.float32)
+    scores = u @ v.T
     users = np.arange(0, 30, 2)
-    top = evaluate.top_k_unseen(lambda u: scores[u], users, evaluate.csr_by_user(train, 30), 12, k=4, block_size=4)
+    top = top_k_items(u, v, 4, seen=evaluate.by_user(train, 30), users=users, block_size=4)
     for row, user in zip(top, users):
         seen = set(train[train["userId"] == user]["itemId"])
         expected = [i for i in np.argsort(-scores[user]) if i not in seen][:4]
@@ -57,8 +61,9 @@ def test_top_k_unseen_is_the_brute_force_ranking_without_training_items():
 
 def test_popularity_recommends_the_most_read_unseen_items():
     train = pd.DataFrame({"userId": [0, 1, 1, 2, 2, 2], "itemId": [0, 0, 1, 0, 1, 2], "rating": 1.0})
-    top = evaluate.top_k_unseen(evaluate.popularity_scorer(train, 4), np.array([0, 1]),
-                                evaluate.csr_by_user(train, 3), 4, k=2)
+    from walsmf.recommend import top_k_items
+    top = top_k_items(*evaluate.popularity_factors(train, 3, 4), 2, seen=evaluate.by_user(train, 3),
+                      users=np.array([0, 1]))
     assert top.tolist() == [[1, 2], [2, 3]]
 
 
@@ -74,7 +79,7 @@ def test_split_directory_is_in_the_labs_formats(split, small_data):
     original = evaluate.read_mapped(small_data[0])
     train, test = evaluate.read_mapped(split), evaluate.read_mapped(split, evaluate.HELDOUT_FILE)
     assert len(train) + len(test) == len(original)
-    for name in ("items_for_user", "users_for_item", "users.csv", "items.csv", "metadata.json"):
+    for name in (datadir.ROWS_FILE, datadir.COLS_FILE, datadir.USERS_FILE, datadir.ITEMS_FILE, datadir.METADATA_FILE):
         assert os.path.exists(os.path.join(split, name))
 
 
@@ -84,7 +89,7 @@ def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, 
                         "--batch_size", 128, "--seed", 0)
     assert result.returncode == 0, result.stderr[-2000:]
     tags = {}
-    for path in tf.io.gfile.glob(str(out / "eval_heldout" / "events.*")):
+    for path in tf.io.gfile.glob(str(out / datadir.HELDOUT_SUMMARY_DIR / "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update({v.tag: v.simple_value for v in event.summary.value})
     expected = evaluate.evaluate_model(str(out), split)
@@ -98,14 +103,12 @@ def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, 
 
 def test_hptuning_config_names_the_tag_written():
     import yaml
-    from conftest import ROOT
     with open(os.path.join(ROOT, "hptuning_config.yaml")) as f:
         config = yaml.safe_load(f)
     spec = config["trainingInput"]["hyperparameters"]
     assert spec["hyperparameterMetricTag"] == evaluate.HPTUNING_TAG and spec["goal"] == "MAXIMIZE"
-    from walsmf.task import build_parser
-    flags = {action.dest for action in build_parser()._actions}
-    assert {p["parameterName"] for p in spec["params"]} <= flags
+    from walsmf.settings import FLAGS
+    assert {p["parameterName"] for p in spec["params"]} <= set(FLAGS)
 
 
 def test_split_of_a_missing_directory_says_what_to_run(tmp_path):
@@ -114,7 +117,9 @@ def test_split_of_a_missing_directory_says_what_to_run(tmp_path):
 
 
 def test_bench_prints_one_table_of_every_method(tmp_path):
-    result = run_module("walsmf.bench", "--scale", 0.01, "--seeds", 0, "--workdir", tmp_path)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_quality.py"), "--scale", "0.01",
+                             "--seeds", "0", "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     start = next(n for n, l in enumerate(lines) if l.startswith("method"))

@@ -3,12 +3,12 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
-from walsmf import model
-from walsmf.preprocess import METADATA_FILE, write_tfrecord
+from conftest import closed_form, low_rank_ratings, run_module, write_matrix
+from walsmf import datadir, model, recommend, settings, trainer
 
 
 def run(fetch):
@@ -69,39 +69,13 @@ def test_decode_example_builds_the_labs_batch_layout():
     np.testing.assert_array_equal(decoded.dense_shape, [17, 90])
 
 
-def write_matrix(data_dir, ratings):
-    """Write a dense ratings matrix (0 = unobserved) as the lab's TFRecords and metadata."""
-    os.makedirs(data_dir, exist_ok=True)
-    users, items = np.nonzero(ratings)
-
-    def groups(keys, others):
-        for key in np.unique(keys):
-            yield int(key), others[keys == key], ratings[users, items][keys == key].astype(np.float32)
-    write_tfrecord(os.path.join(data_dir, model.ROWS_FILE), groups(users, items))
-    write_tfrecord(os.path.join(data_dir, model.COLS_FILE), groups(items, users))
-    with open(os.path.join(data_dir, METADATA_FILE), "w") as f:
-        json.dump({"nusers": ratings.shape[0], "nitems": ratings.shape[1], "interactions": len(users)}, f)
-
-
-def low_rank_ratings(rng, nusers=120, nitems=40, clusters=3, density=0.5):
-    """Users of a cluster read about half of its items, nothing else."""
-    user_cluster = rng.integers(0, clusters, nusers)
-    item_cluster = np.arange(nitems) % clusters
-    reads = (user_cluster[:, None] == item_cluster[None, :]) & (rng.random((nusers, nitems)) < density)
-    reads[np.arange(nusers), np.flatnonzero(item_cluster == 0)[0]] |= user_cluster == 0
-    for c in range(clusters):  # every user reads at least one item
-        empty = (user_cluster == c) & ~reads.any(axis=1)
-        reads[empty, np.flatnonzero(item_cluster == c)[0]] = True
-    return np.where(reads, np.round(rng.uniform(0.3, 1.0, reads.shape), 2), 0.0)
-
-
 def test_pipeline_batches_hold_each_key_once_even_when_larger_than_the_data(tmp_path):
     ratings = low_rank_ratings(np.random.default_rng(0), nusers=30, nitems=12)
     write_matrix(str(tmp_path), ratings)
-    args = {"input_path": str(tmp_path), "batch_size": 50}
+    args = settings.make(input_path=str(tmp_path), output_dir=str(tmp_path / "m"), batch_size=50)
     for mode, batches in ((tf.estimator.ModeKeys.TRAIN, 3), (tf.estimator.ModeKeys.EVAL, 1)):
         with tf.Graph().as_default():
-            rows = model.parse_tfrecords(model.COLS_FILE, 30, mode, args)
+            rows = model.parse_tfrecords(datadir.COLS_FILE, 30, mode, args)
             with tf.compat.v1.Session() as sess:
                 for _ in range(batches):
                     batch = sess.run(rows)
@@ -114,23 +88,7 @@ def test_pipeline_batches_hold_each_key_once_even_when_larger_than_the_data(tmp_
 
 
 def test_training_schedule_matches_the_lab():
-    assert model.training_schedule({"num_epochs": 0.05, "nusers": 82802, "batch_size": 512}) == (8, 162)
-
-
-def closed_form(ratings, other, w0, own_weights, other_weights, reg=None, observed=None):
-    """numpy WALS solve of every row of ``ratings`` given the other side's factors.
-
-    ``observed`` marks the observed entries (default: the non-zero ones).
-    """
-    gram = other.T @ other
-    observed = ratings != 0 if observed is None else observed
-    out = np.zeros((ratings.shape[0], other.shape[1]))
-    for r, row in enumerate(ratings):
-        j = np.flatnonzero(observed[r])
-        c = own_weights[r] * other_weights[j]
-        lhs = w0 * gram + (other[j] * c[:, None]).T @ other[j] + (reg or 0) * np.eye(other.shape[1])
-        out[r] = np.linalg.solve(lhs, other[j].T @ ((w0 + c) * row[j]))
-    return out
+    assert model.training_schedule(settings.make(num_epochs=0.05, nusers=82802, batch_size=512)) == (8, 162)
 
 
 def objective(ratings, u, v, w0=0.1):
@@ -145,19 +103,19 @@ def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_tha
     write_matrix(str(tmp_path / "data"), ratings)
     fitted = ratings if target == "rating" else (ratings != 0).astype(float)
     # batch 500 > nusers 120 > nitems 40: each step is a whole sweep; 7 epochs = 2 steps = rows, then columns
-    args = dict(input_path=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), num_epochs=7,
-                batch_size=500, n_embeds=3, nusers=120, nitems=40, topk=5, seed=0, target=target)
+    args = settings.make(input_path=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), num_epochs=7,
+                         batch_size=500, n_embeds=3, nusers=120, nitems=40, topk=5, seed=0, target=target)
     model.train_and_evaluate(args)
-    u, v = model.load_factors(args["output_dir"], "row"), model.load_factors(args["output_dir"], "col")
+    u, v = recommend.load_factors(args.output_dir, "row"), recommend.load_factors(args.output_dir, "col")
     # the last step was the column sweep: V is the exact solve for the final U (no key counted twice)
     np.testing.assert_allclose(v, closed_form(fitted.T, u, 0.1, np.ones(40), np.ones(120)), rtol=2e-3, atol=2e-4)
     # the export projects a user's own values the same way training fits them
     from walsmf import predict
-    served = predict.predict(os.path.join(args["output_dir"], "export", "Servo"), [(7, -1)])
+    served = predict.predict(os.path.join(args.output_dir, "export", "Servo"), [(7, -1)])
     np.testing.assert_allclose(served[0]["projection"], closed_form(fitted, v, 0.1, np.ones(120), np.ones(40))[7],
                                rtol=2e-3, atol=2e-4)
-    start = tf.train.load_variable(os.path.join(args["output_dir"], "model.ckpt-0"), "col_factors_shard_0")
-    u0 = tf.train.load_variable(os.path.join(args["output_dir"], "model.ckpt-0"), "row_factors_shard_0")
+    start = tf.train.load_variable(os.path.join(args.output_dir, "model.ckpt-0"), "col_factors_shard_0")
+    u0 = tf.train.load_variable(os.path.join(args.output_dir, "model.ckpt-0"), "row_factors_shard_0")
     assert objective(fitted, u, v) < 0.5 * objective(fitted, u0, start)
     # observed entries rank far above chance among each user's items
     scores = u @ v.T
@@ -166,13 +124,13 @@ def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_tha
 
 
 def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):
-    u, v = model.load_factors(trained["output_dir"], "row"), model.load_factors(trained["output_dir"], "col")
+    u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
     expected = np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :3]
-    with tf.io.gfile.GFile(os.path.join(trained["output_dir"], model.BATCH_PRED_FILE)) as f:
+    with tf.io.gfile.GFile(os.path.join(trained.output_dir, datadir.BATCH_PRED_FILE)) as f:
         lines = f.read().splitlines()
     got = np.array([[int(x) for x in line.split(",")] for line in lines])
-    assert got.shape == (trained["nusers"], 3)
-    assert all(len(set(row)) == 3 for row in got) and got.min() >= 0 and got.max() < trained["nitems"]
+    assert got.shape == (trained.nusers, 3)
+    assert all(len(set(row)) == 3 for row in got) and got.min() >= 0 and got.max() < trained.nitems
     assert (got == expected).mean() > 0.999  # float ties aside
 
 
@@ -188,11 +146,11 @@ def test_find_top_k_of_one_user_and_of_a_block():
 
 
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
-    data_dir = trained["input_path"]
+    data_dir = trained.input_path
     visitors = [l.split(",")[0] for l in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
     contents = [l.split(",")[0] for l in open(os.path.join(data_dir, "items.csv")).read().splitlines()]
-    mapped = open(os.path.join(trained["output_dir"], model.BATCH_PRED_FILE)).read().splitlines()
-    original = open(os.path.join(trained["output_dir"], model.ORIGINAL_IDS_PRED_FILE)).read().splitlines()
+    mapped = open(os.path.join(trained.output_dir, datadir.BATCH_PRED_FILE)).read().splitlines()
+    original = open(os.path.join(trained.output_dir, datadir.ORIGINAL_IDS_PRED_FILE)).read().splitlines()
     for user in (0, 5, len(mapped) - 1):
         visitor, items = original[user].split("\t")
         assert visitor == visitors[user]
@@ -201,18 +159,19 @@ def test_batch_pred_in_original_ids_follows_the_mappings(trained):
 
 def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     import shutil
-    args = dict(trained, output_dir=str(tmp_path / "m"), exclude_seen=True)
-    shutil.copytree(trained["output_dir"], args["output_dir"])
+    args = trained.replace(output_dir=str(tmp_path / "m"), exclude_seen=True)
+    shutil.copytree(trained.output_dir, args.output_dir)
     top = model.batch_predict(args)
-    offsets, items = model.seen_items(trained["input_path"], trained["nusers"])
-    for user in range(trained["nusers"]):
-        assert not set(top[user]) & set(items[offsets[user]:offsets[user + 1]])
+    mapped = pd.read_csv(os.path.join(trained.input_path, datadir.MAPPED_FILE), header=None, names=["u", "i", "r"])
+    for user, items in mapped.groupby("u")["i"]:
+        assert not set(top[user]) & set(items)
+    assert mapped["u"].nunique() == trained.nusers
 
 
 def test_runs_past_mid_training_evaluations_with_the_labs_defaults(trained):
     """The lab's trap: evaluation every epoch (here 13 steps) of 52, no regularization."""
     steps = set()
-    for path in tf.io.gfile.glob(os.path.join(trained["output_dir"], "eval", "events.*")):
+    for path in tf.io.gfile.glob(os.path.join(trained.output_dir, "eval", "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             if any(v.tag == "loss" and np.isfinite(v.simple_value) for v in event.summary.value):
                 steps.add(event.step)
@@ -222,7 +181,8 @@ def test_runs_past_mid_training_evaluations_with_the_labs_defaults(trained):
 
 def step0_checkpoint(small_data, model_dir, estimator_class):
     data_dir, metadata = small_data
-    args = dict(input_path=data_dir, nusers=metadata["nusers"], nitems=metadata["nitems"], batch_size=64)
+    args = settings.make(input_path=data_dir, output_dir=model_dir, nusers=metadata["nusers"],
+                         nitems=metadata["nitems"], batch_size=64)
     # Column factors of ±1 and ±0.5 make the rank-deficient solves exactly singular,
     # as they happen to be in float rounding at the lab's size.
     col_init = np.random.default_rng(0).choice([-1.0, -0.5, 0.5, 1.0], size=(metadata["nitems"], 10))
@@ -243,14 +203,14 @@ def test_step0_checkpoint_evaluates(small_data, tmp_path):
 
 def test_factor_shards_are_all_read(small_data, tmp_path):
     data_dir, metadata = small_data
-    args = dict(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=128, n_embeds=4,
-                nusers=metadata["nusers"], nitems=metadata["nitems"], topk=2, num_row_shards=3,
-                num_col_shards=2, seed=0)
+    args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=128,
+                         n_embeds=4, nusers=metadata["nusers"], nitems=metadata["nitems"], topk=2,
+                         num_row_shards=3, num_col_shards=2, seed=0)
     top = model.train_and_evaluate(args)
-    names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(args["output_dir"]))]
+    names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(args.output_dir))]
     assert sum(n.startswith("row_factors_shard_") for n in names) == 3
-    u = np.concatenate([tf.train.load_variable(args["output_dir"], "row_factors_shard_%d" % i) for i in range(3)])
-    v = np.concatenate([tf.train.load_variable(args["output_dir"], "col_factors_shard_%d" % i) for i in range(2)])
+    u = np.concatenate([tf.train.load_variable(args.output_dir, "row_factors_shard_%d" % i) for i in range(3)])
+    v = np.concatenate([tf.train.load_variable(args.output_dir, "col_factors_shard_%d" % i) for i in range(2)])
     assert u.shape == (metadata["nusers"], 4) and v.shape == (metadata["nitems"], 4)
     assert (top == np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :2]).mean() > 0.999
 
@@ -280,18 +240,31 @@ def test_missing_ids_and_small_vocabularies_stop_before_training(tmp_path):
 def test_a_model_of_another_shape_in_output_dir_is_refused(trained, tmp_path):
     import shutil
     output_dir = str(tmp_path / "old")
-    shutil.copytree(trained["output_dir"], output_dir)
-    result = run_module("walsmf.task", "--input_path", trained["input_path"], "--output_dir", output_dir,
+    shutil.copytree(trained.output_dir, output_dir)
+    result = run_module("walsmf.task", "--input_path", trained.input_path, "--output_dir", output_dir,
                         "--n_embeds", 4)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: {} holds a model of {} users x {} items x 10 factors, not {} x {} x 4: choose another "
-        "--output_dir or delete it".format(output_dir, trained["nusers"], trained["nitems"], trained["nusers"],
-                                           trained["nitems"]))
+        "--output_dir or delete it".format(output_dir, trained.nusers, trained.nitems, trained.nusers,
+                                           trained.nitems))
 
 
 def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path, monkeypatch):
-    from walsmf.task import resolve_args
     monkeypatch.setenv("TF_CONFIG", json.dumps({"task": {"type": "master", "trial": "7"}}))
-    args = resolve_args(["--input_path", "x", "--output_dir", str(tmp_path), "--nusers", "3", "--nitems", "2"])
-    assert args["output_dir"] == os.path.join(str(tmp_path), "7")
+    args = trainer.resolve(settings.parse(["--input_path", "x", "--output_dir", str(tmp_path), "--nusers", "3",
+                                           "--nitems", "2"]))
+    assert args.output_dir == os.path.join(str(tmp_path), "7")
+
+
+def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
+    """The checks, the export and batch prediction (with --exclude_seen) share one scan of each set."""
+    write_matrix(str(tmp_path / "d"), low_rank_ratings(np.random.default_rng(3), nusers=30, nitems=12))
+    scans = []
+    real_scan = datadir.scan_records
+    monkeypatch.setattr(datadir, "scan_records", lambda data_dir, name: scans.append(name) or real_scan(data_dir, name))
+    args = settings.make(input_path=str(tmp_path / "d"), output_dir=str(tmp_path / "out"), num_epochs=4,
+                         batch_size=8, nusers=30, nitems=12, exclude_seen=True, seed=0)
+    model.train_and_evaluate(args)
+    assert sorted(scans) == sorted([datadir.ROWS_FILE, datadir.COLS_FILE])
+    assert os.path.exists(os.path.join(args.output_dir, datadir.BATCH_PRED_FILE))

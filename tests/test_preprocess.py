@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import HAND_SESSIONS, run_module, write_sessions
-from walsmf import preprocess
+from walsmf import datadir, preprocess
 from walsmf.errors import DataError
 
 
@@ -72,7 +72,7 @@ def test_same_input_same_files(tmp_path, small_sample):
     for name in ("a", "b"):
         assert run_module("walsmf.preprocess", "--sessions_file", small_sample,
                           "--data_dir", tmp_path / name).returncode == 0
-    for name in preprocess.OUTPUT_FILES:
+    for name in datadir.DATA_FILES:
         assert filecmp.cmp(str(tmp_path / "a" / name), str(tmp_path / "b" / name), shallow=False), name
 
 
@@ -109,7 +109,7 @@ def test_bad_input_is_one_line_and_leaves_the_data_dir_untouched(tmp_path, small
 
 def test_read_metadata_missing_says_what_to_run(tmp_path):
     with pytest.raises(DataError, match="run 'python -m walsmf.preprocess"):
-        preprocess.read_metadata(str(tmp_path))
+        datadir.read_metadata(str(tmp_path))
 
 
 def test_hand_table_end_to_end(tmp_path):

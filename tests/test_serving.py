@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, run_module
-from test_model import closed_form
-from walsmf import model, predict
+from conftest import ROOT, closed_form, run_module
+from walsmf import datadir, predict
 
 
 def export_dir(trained):
-    return predict.latest_export(os.path.join(trained["output_dir"], "export", "Servo"))
+    return predict.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
 
 
 def exported(trained, name):
@@ -24,25 +23,26 @@ def exported(trained, name):
 
 def dense_ratings(trained):
     """(ratings, observed) as dense matrices: a rating rounded to 0.00 is still observed."""
-    keys, offsets, indices, values = model.scan_tfrecords(trained["input_path"], model.ROWS_FILE)
-    ratings = np.zeros((trained["nusers"], trained["nitems"]))
+    ratings = np.zeros((trained.nusers, trained.nitems))
     observed = np.zeros(ratings.shape, bool)
-    for n, key in enumerate(keys):
-        ratings[key, indices[offsets[n]:offsets[n + 1]]] = values[offsets[n]:offsets[n + 1]]
-        observed[key, indices[offsets[n]:offsets[n + 1]]] = True
+    for record in tf.compat.v1.io.tf_record_iterator(os.path.join(trained.input_path, datadir.ROWS_FILE)):
+        feature = tf.train.Example.FromString(record).features.feature
+        key, items = feature["key"].int64_list.value[0], list(feature["indices"].int64_list.value)
+        ratings[key, items] = feature["values"].float_list.value
+        observed[key, items] = True
     assert (observed & (ratings == 0)).any()  # the small sample has such ratings
     return ratings, observed
 
 
 def test_export_lives_where_the_lab_puts_it(trained):
     path = export_dir(trained)
-    assert os.path.dirname(path) == os.path.join(trained["output_dir"], "export", "Servo")
+    assert os.path.dirname(path) == os.path.join(trained.output_dir, "export", "Servo")
     assert os.path.basename(path).isdigit()
-    assert predict.serving_info(path)["nusers"] == trained["nusers"]
+    assert predict.serving_info(path)["nusers"] == trained.nusers
 
 
 def test_projections_are_the_closed_form_solve_for_the_id_asked(trained):
-    users, items = [0, 4, 5, trained["nusers"] - 1], [0, 4, trained["nitems"] - 1]
+    users, items = [0, 4, 5, trained.nusers - 1], [0, 4, trained.nitems - 1]
     out = predict.predict(export_dir(trained), [(u, -1) for u in users] + [(-1, i) for i in items])
     u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
     ratings, observed = dense_ratings(trained)
@@ -110,12 +110,12 @@ def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
     from tensorflow.contrib import predictor
     predict_fn = predictor.from_saved_model(export_dir(trained))
     with pytest.raises(tf.errors.InvalidArgumentError, match="userId out of range"):
-        predict_fn({"userId": np.array([trained["nusers"]]), "itemId": np.array([-1])})
+        predict_fn({"userId": np.array([trained.nusers]), "itemId": np.array([-1])})
 
 
 def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}'])
-    result = run_module("walsmf.predict", "--model-dir", os.path.join(trained["output_dir"], "export", "Servo"),
+    result = run_module("walsmf.predict", "--model-dir", os.path.join(trained.output_dir, "export", "Servo"),
                         "--json-instances", path)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.strip().splitlines()
@@ -158,5 +158,5 @@ def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
         cwd=ROOT, env=gcloud_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = (out / model.BATCH_PRED_FILE).read_text().splitlines()
+    lines = (out / datadir.BATCH_PRED_FILE).read_text().splitlines()
     assert len(lines) == metadata["nusers"] and all(len(l.split(",")) == 3 for l in lines)

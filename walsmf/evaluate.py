@@ -16,17 +16,20 @@ coverage (share of items recommended to anyone).
 """
 import argparse
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
+from walsmf import datadir
+from walsmf.datadir import CSR, HELDOUT_FILE, MAPPED_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
+from walsmf.fileio import staged_directory
+from walsmf.recommend import load_factors, top_k_items
 
-HELDOUT_FILE = "heldout.csv"
 MAPPED_COLUMNS = ["userId", "itemId", "rating"]
 METRIC_NAMES = ["precision", "recall", "map", "ndcg", "coverage"]
-# The summary tag AI Platform hyperparameter tuning reads (hptuning_config.yaml).
+# The summary tag hyperparameter tuning reads (hptuning_config.yaml).
 HPTUNING_TAG = "recall_at_10"
 
 
@@ -62,26 +65,17 @@ def holdout_split(mapped, holdout=1, min_interactions=3, seed=0):
 
 def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
     """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``."""
-    from walsmf.fileio import replace_directory, staging_directory
-    from walsmf.preprocess import METADATA_FILE, counts, read_metadata, write_tfrecords
-
     mapped = read_mapped(data_dir)
     metadata = read_metadata(data_dir)
     train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed)
-    staged = staging_directory(split_dir)
-    try:
-        for name in ("users.csv", "items.csv"):
-            shutil.copy(os.path.join(data_dir, name), os.path.join(staged, name))
-        train.to_csv(os.path.join(staged, "collab_mapped.csv"), index=False, header=False)
+    with staged_directory(split_dir) as staged:
+        for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
+            tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
+        train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)
         test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
-        write_tfrecords(train, staged)
-        split_metadata = dict(metadata, **counts(train), heldout=len(test), unevaluated_users=unevaluated,
-                              split_seed=seed)
-        pd.Series(split_metadata).to_json(os.path.join(staged, METADATA_FILE), indent=2)
-        replace_directory(staged, split_dir)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+        datadir.write_interactions(staged, datadir.interactions_of(train))
+        datadir.write_metadata(staged, dict(metadata, **datadir.counts(train), heldout=len(test),
+                                            unevaluated_users=unevaluated, split_seed=seed))
     log("{} training interactions, {} held out from {} users; {} users have too few interactions "
         "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
     return train, test
@@ -89,15 +83,11 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
 
 def has_heldout(data_dir):
     """Whether ``data_dir`` is a split directory (has heldout.csv)."""
-    import tensorflow as tf
-
     return tf.io.gfile.exists(os.path.join(data_dir, HELDOUT_FILE))
 
 
-def read_mapped(data_dir, name="collab_mapped.csv"):
+def read_mapped(data_dir, name=MAPPED_FILE):
     """collab_mapped.csv (or heldout.csv) of ``data_dir`` as userId, itemId, rating."""
-    import tensorflow as tf
-
     path = os.path.join(data_dir, name)
     if not tf.io.gfile.exists(path):
         hint = ("make one with 'python -m walsmf.evaluate --split_from DATA --data_dir {}'".format(data_dir)
@@ -109,35 +99,16 @@ def read_mapped(data_dir, name="collab_mapped.csv"):
 
 # -------------------------------------------------------------- metrics --
 
-def csr_by_user(rows, nusers):
-    """(offsets, itemIds) of each user's rows, users 0..nusers−1."""
-    rows = rows.sort_values(["userId", "itemId"], kind="mergesort")
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows["userId"].values, minlength=nusers))])
-    return offsets, rows["itemId"].values
-
-
-def top_k_unseen(score_block, users, train_csr, nitems, k, block_size=1024):
-    """Top-k items per user (best first) by ``score_block(user_ids) -> scores``, training items excluded."""
-    offsets, items = train_csr
-    top = np.empty((len(users), k), np.int64)
-    for start in range(0, len(users), block_size):
-        block = users[start:start + block_size]
-        scores = np.array(score_block(block), dtype=np.float64, copy=True)
-        lengths = offsets[block + 1] - offsets[block]
-        rows = np.repeat(np.arange(len(block)), lengths)
-        seen = np.concatenate([items[offsets[u]:offsets[u + 1]] for u in block]) if lengths.sum() else []
-        scores[rows, seen] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
-        top[start:start + len(block)] = np.take_along_axis(part, order, 1)
-    return top
+def by_user(rows, nusers):
+    """userId,itemId,rating rows as a CSR by user over users 0..nusers−1."""
+    return CSR.from_triples(rows["userId"].values, rows["itemId"].values, rows["rating"].values, nusers)
 
 
 def ranking_metrics(top, users, test, nitems):
     """precision, recall, MAP, NDCG at k = top.shape[1], and catalogue coverage, for ``users``."""
     k = top.shape[1]
-    test_csr = csr_by_user(test, users.max() + 1)
-    held = [set(test_csr[1][test_csr[0][u]:test_csr[0][u + 1]]) for u in users]
+    test_csr = by_user(test, users.max() + 1)
+    held = [set(test_csr.row(u)[0]) for u in users]
     relevant = np.array([[item in h for item in row] for row, h in zip(top, held)], dtype=np.float64)
     n_held = np.array([len(h) for h in held], dtype=np.float64)
     hits = relevant.sum(axis=1)
@@ -154,24 +125,17 @@ def ranking_metrics(top, users, test, nitems):
     }
 
 
-def evaluate_scores(score_block, train, test, nusers, nitems, k=10):
-    """Metrics at k of a scorer on the held-out users."""
+def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10):
+    """Metrics at k of a factorization (score = user factor · item factor) on the held-out users."""
     users = np.unique(test["userId"].values)
-    top = top_k_unseen(score_block, users, csr_by_user(train, nusers), nitems, k)
-    return ranking_metrics(top, users, test, nitems)
+    top = top_k_items(user_factors, item_factors, k, seen=by_user(train, nusers), users=users)
+    return ranking_metrics(top, users, test, item_factors.shape[0])
 
 
-# ------------------------------------------------------------ scorers --
-
-def factor_scorer(user_factors, item_factors):
-    """Scores of a factorization: user factor · item factor."""
-    return lambda users: user_factors[users] @ item_factors.T
-
-
-def popularity_scorer(train, nitems):
-    """Every user gets the items by their number of readers in training."""
-    popularity = np.bincount(train["itemId"].values, minlength=nitems).astype(np.float64)
-    return lambda users: np.broadcast_to(popularity, (len(users), nitems))
+def popularity_factors(train, nusers, nitems):
+    """Most popular as a one-factor model: every user scores the items by their readers in training."""
+    popularity = np.bincount(train["itemId"].values, minlength=nitems).astype(np.float32)
+    return np.ones((nusers, 1), np.float32), popularity[:, None]
 
 
 def implicit_als(train, nusers, nitems, factors=10, regularization=0.1, alpha=40.0, iterations=10, seed=0):
@@ -195,10 +159,8 @@ def implicit_als(train, nusers, nitems, factors=10, regularization=0.1, alpha=40
 
 
 def write_hptuning_metric(output_dir, metrics, step, k=10):
-    """Write recall@k as the scalar summary AI Platform hyperparameter tuning reads."""
-    import tensorflow as tf
-
-    writer = tf.compat.v1.summary.FileWriter(os.path.join(output_dir, "eval_heldout"))
+    """Write the metrics at k as scalar summaries; recall@k is what hyperparameter tuning reads."""
+    writer = tf.compat.v1.summary.FileWriter(os.path.join(output_dir, datadir.HELDOUT_SUMMARY_DIR))
     summary = tf.compat.v1.Summary(value=[
         tf.compat.v1.Summary.Value(tag="{}_at_{}".format(name, k), simple_value=metrics[name])
         for name in METRIC_NAMES])
@@ -208,13 +170,10 @@ def write_hptuning_metric(output_dir, metrics, step, k=10):
 
 def evaluate_model(model_dir, data_dir, k=10):
     """Metrics at k of the WALS model in ``model_dir`` on the held-out part of ``data_dir``."""
-    from walsmf.model import load_factors
-    from walsmf.preprocess import read_metadata
-
     metadata = read_metadata(data_dir)
     train, test = read_mapped(data_dir), read_mapped(data_dir, HELDOUT_FILE)
-    scorer = factor_scorer(load_factors(model_dir, "row"), load_factors(model_dir, "col"))
-    return evaluate_scores(scorer, train, test, metadata["nusers"], metadata["nitems"], k)
+    return evaluate_factors(load_factors(model_dir, "row"), load_factors(model_dir, "col"), train, test,
+                            metadata["nusers"], k)
 
 
 def format_table(rows, k):
@@ -242,19 +201,17 @@ def main(argv=None):
     if args.split_from:
         write_split(args.split_from, args.data_dir, args.holdout, args.seed)
         return
-    from walsmf.preprocess import read_metadata
-
     metadata = read_metadata(args.data_dir)
     train, test = read_mapped(args.data_dir), read_mapped(args.data_dir, HELDOUT_FILE)
     nusers, nitems = metadata["nusers"], metadata["nitems"]
     rows = []
     if args.model_dir:
         rows.append(("WALS ({})".format(args.model_dir), evaluate_model(args.model_dir, args.data_dir, args.k)))
-    rows.append(("most popular", evaluate_scores(popularity_scorer(train, nitems), train, test, nusers, nitems,
-                                                 args.k)))
+    rows.append(("most popular", evaluate_factors(*popularity_factors(train, nusers, nitems), train, test, nusers,
+                                                  args.k)))
     if args.implicit:
-        rows.append(("implicit ALS", evaluate_scores(factor_scorer(*implicit_als(train, nusers, nitems)),
-                                                     train, test, nusers, nitems, args.k)))
+        rows.append(("implicit ALS", evaluate_factors(*implicit_als(train, nusers, nitems), train, test, nusers,
+                                                      args.k)))
     print("{} held-out interactions of {} users; k = {}".format(len(test), test["userId"].nunique(), args.k))
     print(format_table(rows, args.k))
 

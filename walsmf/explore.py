@@ -3,12 +3,14 @@ import os
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+
+from walsmf.datadir import counts, read_interactions, read_metadata
+from walsmf.recommend import load_factors, load_shards
 
 
 def sparsity_table(mapped):
     """Items, users, interactions and the share of the user x item matrix observed."""
-    from walsmf.preprocess import counts
-
     c = counts(mapped)
     c["observed share"] = c["interactions"] / float(c["nusers"] * c["nitems"])
     return pd.Series(c)
@@ -46,15 +48,15 @@ def plot_long_tails(mapped):
     return fig
 
 
-def wals_objective(keys, offsets, indices, values, u, v, unobserved_weight=0.1, row_weights=None,
-                   col_weights=None, regularization=None):
+def wals_objective(by_user, u, v, unobserved_weight=0.1, row_weights=None, col_weights=None,
+                   regularization=None):
     """The objective WALS minimizes, over every (user, item) entry:
 
     Σ_obs (w0 + r_i·c_j)(a_ij − u_i·v_j)² + w0 Σ_unobs (u_i·v_j)² + λ(|U|² + |V|²),
     with the unobserved sum taken as w0·(trace(UᵀU·VᵀV) − Σ_obs (u_i·v_j)²).
-    ``keys, offsets, indices, values``: the users' rows in CSR form (model.scan_tfrecords).
+    ``by_user``: the ratings as a CSR by user (datadir.CSR).
     """
-    users = np.repeat(keys, np.diff(offsets))
+    users, indices, values = by_user.rows(), by_user.indices, by_user.values
     predicted = np.einsum("ij,ij->i", u[users].astype(np.float64), v[indices].astype(np.float64))
     r = np.ones(len(u)) if row_weights is None else row_weights
     c = np.ones(len(v)) if col_weights is None else col_weights
@@ -68,13 +70,11 @@ def wals_objective(keys, offsets, indices, values, u, v, unobserved_weight=0.1, 
 
 def objective_by_checkpoint(output_dir, data_dir, unobserved_weight=0.1, regularization=None):
     """The WALS objective at each checkpoint kept in ``output_dir`` (step, objective)."""
-    import tensorflow as tf
-    from walsmf.model import ROWS_FILE, load_shards, scan_tfrecords
-
-    rows = scan_tfrecords(data_dir, ROWS_FILE)
+    metadata = read_metadata(data_dir)
+    by_user = read_interactions(data_dir, metadata["nusers"], metadata["nitems"]).by_user
     out = []
     for path in tf.train.get_checkpoint_state(output_dir).all_model_checkpoint_paths:
-        objective = wals_objective(*rows, load_shards(path, "row_factors_shard_"),
+        objective = wals_objective(by_user, load_shards(path, "row_factors_shard_"),
                                    load_shards(path, "col_factors_shard_"), unobserved_weight,
                                    load_shards(path, "row_weights_shard_"), load_shards(path, "col_weights_shard_"),
                                    regularization)
@@ -97,7 +97,6 @@ def plot_training_objective(output_dir, data_dir):
 def plot_item_factors(output_dir, mapped):
     """The learned item factors projected on their first two principal components."""
     import matplotlib.pyplot as plt
-    from walsmf.model import load_factors
 
     factors = load_factors(output_dir, "col")
     centered = factors - factors.mean(axis=0)

@@ -13,7 +13,11 @@ import argparse
 import os
 import sys
 
+import pandas as pd
+
 from walsmf.errors import DataError, run_cli
+from walsmf.fileio import atomic_output
+from walsmf.sample import ensure_sample
 
 DEFAULT_TABLE = "cloud-training-demos.GA360_test.ga_sessions_sample"
 COLUMNS = ["visitorId", "contentId", "session_duration"]
@@ -176,8 +180,6 @@ def normalize_extracted(df):
     > 0) true for any engine: such rows are dropped as the lab does; a
     missing column, an empty result or a non-numeric duration is an error.
     """
-    import pandas as pd
-
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError("extracted rows lack column(s) {} (expected {})".format(
@@ -205,8 +207,6 @@ def normalize_extracted(df):
 def extract(source="local", project=None, table=DEFAULT_TABLE, sessions_file=None,
             scale=1.0, seed=0):
     """Run the lab's query on ``source`` ('bigquery' or 'local'); return checked rows."""
-    from walsmf.sample import ensure_sample
-
     sql = lab_sql(table)
     if source == "bigquery":
         if not project:
@@ -253,9 +253,8 @@ def main(argv=None):
     if args.output == "-":
         df.to_csv(sys.stdout, index=False)
     else:
-        tmp = "{}.tmp-{}".format(args.output, os.getpid())
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, args.output)
+        with atomic_output(args.output) as tmp:
+            df.to_csv(tmp, index=False)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ import argparse
 import json
 import os
 
+import numpy as np
+import tensorflow as tf
+from tensorflow.contrib import predictor
+
+from walsmf.datadir import SERVING_INFO_FILE
 from walsmf.errors import DataError, run_cli
 
 INSTANCE_KEYS = ("userId", "itemId")
@@ -18,8 +23,6 @@ INSTANCE_KEYS = ("userId", "itemId")
 
 def latest_export(path):
     """``path`` itself if it holds a saved_model.pb, else its newest timestamped export."""
-    import tensorflow as tf
-
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
     versions = sorted((name.rstrip("/") for name in tf.io.gfile.listdir(path) if name.rstrip("/").isdigit()),
@@ -31,8 +34,6 @@ def latest_export(path):
 
 def read_instances(path):
     """Parse newline-delimited JSON instances; a bad one is an error naming its line."""
-    import tensorflow as tf
-
     if not tf.io.gfile.exists(path):
         raise DataError("instances file {} does not exist".format(path))
     instances = []
@@ -74,9 +75,6 @@ def check_instance(instance, where, nusers=None, nitems=None):
 
 def serving_info(export_dir):
     """What the export says of itself (nusers, nitems, topk), if it says it."""
-    import tensorflow as tf
-    from walsmf.model import SERVING_INFO_FILE
-
     path = os.path.join(export_dir, "assets.extra", SERVING_INFO_FILE)
     if not tf.io.gfile.exists(path):
         return {}
@@ -86,9 +84,6 @@ def serving_info(export_dir):
 
 def predict(model_dir, instances):
     """Run the export on (userId, itemId) pairs; return one dict of outputs per instance."""
-    import numpy as np
-    from tensorflow.contrib import predictor
-
     export_dir = latest_export(model_dir)
     info = serving_info(export_dir)
     for number, (user_id, item_id) in enumerate(instances, 1):

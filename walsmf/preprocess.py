@@ -11,24 +11,19 @@ The data directory is built beside the old one and swapped in only when
 complete: a failed run leaves an earlier data directory as it was.
 """
 import argparse
-import json
 import os
-import shutil
 import time
 
 import numpy as np
 import pandas as pd
 
+from walsmf import datadir
 from walsmf import extract as extract_stage
-from walsmf.errors import DataError, run_cli
-from walsmf.fileio import replace_directory, staging_directory
+from walsmf.errors import run_cli
+from walsmf.fileio import staged_directory
 
 RATING_SCALE = 0.3
 MAX_RATING = 1.0
-SUBSET_USERS = 20
-METADATA_FILE = "metadata.json"
-OUTPUT_FILES = ("collab_raw.csv", "users.csv", "items.csv", "collab_mapped.csv",
-                "items_for_user", "users_for_item", "items_for_user_subset", METADATA_FILE)
 
 
 def add_ratings(df):
@@ -61,84 +56,23 @@ def map_ids(raw):
     return users, items, mapped
 
 
-def counts(mapped):
-    """NITEMS, NUSERS (max id + 1) and the interaction count, as the lab computes them."""
-    return {"nitems": int(mapped["itemId"].max()) + 1,
-            "nusers": int(mapped["userId"].max()) + 1,
-            "interactions": int(len(mapped))}
-
-
-def grouped(mapped, key, indices):
-    """Yield (key, indices, values) per distinct ``key`` of ``mapped``, keys ascending."""
-    ordered = mapped.sort_values([key, indices], kind="mergesort")
-    keys = ordered[key].values
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
-    idx = ordered[indices].values.astype(np.int64)
-    vals = ordered["rating"].values.astype(np.float32)
-    for s, e in zip(starts, ends):
-        yield int(keys[s]), idx[s:e], vals[s:e]
-
-
-def write_tfrecord(path, groups):
-    """Write one tf.train.Example (key, indices, values) per group to ``path``."""
-    import tensorflow as tf
-
-    feature = tf.train.Feature
-    with tf.io.TFRecordWriter(path) as writer:
-        for key, indices, values in groups:
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "key": feature(int64_list=tf.train.Int64List(value=[key])),
-                "indices": feature(int64_list=tf.train.Int64List(value=indices)),
-                "values": feature(float_list=tf.train.FloatList(value=values)),
-            }))
-            # deterministic: Features is a proto map, whose order otherwise varies per process
-            writer.write(example.SerializeToString(deterministic=True))
-
-
-def write_tfrecords(mapped, data_dir):
-    """Write items_for_user, users_for_item and items_for_user_subset (first 20 users)."""
-    write_tfrecord(os.path.join(data_dir, "users_for_item"), grouped(mapped, "itemId", "userId"))
-    write_tfrecord(os.path.join(data_dir, "items_for_user"), grouped(mapped, "userId", "itemId"))
-    subset = mapped[mapped["userId"] < SUBSET_USERS]
-    write_tfrecord(os.path.join(data_dir, "items_for_user_subset"), grouped(subset, "userId", "itemId"))
-
-
-def read_metadata(data_dir):
-    """The counts the data pipeline saved beside the data (nusers, nitems, ...)."""
-    import tensorflow as tf
-
-    path = os.path.join(data_dir, METADATA_FILE)
-    if not tf.io.gfile.exists(path):
-        raise DataError("{} does not exist: run 'python -m walsmf.preprocess --data_dir {}' first, "
-                        "or pass --nusers and --nitems".format(path, data_dir))
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def write_data_dir(extracted, data_dir, source="local", log=print):
     """Write every file of the lab's data directory from the extracted rows.
 
     Everything is written into a staging directory which then replaces
     ``data_dir``.  Returns the metadata (counts and the median duration).
     """
-    staged = staging_directory(data_dir)
-    try:
+    with staged_directory(data_dir) as staged:
         raw, median = add_ratings(extracted)
-        raw.to_csv(os.path.join(staged, "collab_raw.csv"), index=False, header=False)
+        raw.to_csv(os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
         users, items, mapped = map_ids(raw)
-        users.to_csv(os.path.join(staged, "users.csv"), index=False, header=False)
-        items.to_csv(os.path.join(staged, "items.csv"), index=False, header=False)
-        mapped.to_csv(os.path.join(staged, "collab_mapped.csv"), index=False, header=False)
-        metadata = dict(counts(mapped), median_duration_ms=median, source=source)
+        users.to_csv(os.path.join(staged, datadir.USERS_FILE), index=False, header=False)
+        items.to_csv(os.path.join(staged, datadir.ITEMS_FILE), index=False, header=False)
+        mapped.to_csv(os.path.join(staged, datadir.MAPPED_FILE), index=False, header=False)
+        metadata = dict(datadir.counts(mapped), median_duration_ms=median, source=source)
         log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))
-        write_tfrecords(mapped, staged)
-        with open(os.path.join(staged, METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
-        replace_directory(staged, data_dir)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+        datadir.write_interactions(staged, datadir.interactions_of(mapped))
+        datadir.write_metadata(staged, metadata)
     return metadata
 
 
@@ -147,8 +81,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m walsmf.preprocess",
         description="Extract GA360 sessions with the lab's SQL and write the WALS input files "
-                    "(collab_raw.csv, users.csv, items.csv, collab_mapped.csv, items_for_user, "
-                    "users_for_item, items_for_user_subset, metadata.json).")
+                    "({}).".format(", ".join(datadir.DATA_FILES)))
     extract_stage.add_source_arguments(parser)
     parser.add_argument("--data_dir", default="data",
                         help="directory to write (replaced whole, only when every file is written)")

@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from walsmf.errors import run_cli
+from walsmf.fileio import atomic_output
 
 LAB_VISITORS = 82802
 LAB_ARTICLES = 5668
@@ -202,9 +203,8 @@ def write_sample(path, scale=1.0, seed=0):
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = "{}.tmp-{}".format(path, os.getpid())
-    pq.write_table(generate_sessions(scale, seed), tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        pq.write_table(generate_sessions(scale, seed), tmp)
     return path
 
 

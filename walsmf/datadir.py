@@ -1,0 +1,239 @@
+"""The data directory's contract: its file names, the TFRecord Example, metadata, and one scan.
+
+A data directory (``walsmf.preprocess --data_dir``, a split from
+``walsmf.evaluate --split_from``) holds:
+
+    collab_raw.csv       visitorId,contentId,rating
+    users.csv            visitorId,userId          (userId 0..nusers−1)
+    items.csv            contentId,itemId          (itemId 0..nitems−1)
+    collab_mapped.csv    userId,itemId,rating
+    items_for_user       TFRecord: per user an Example (key = userId, indices = itemIds, values = ratings)
+    users_for_item       TFRecord: per item an Example (key = itemId, indices = userIds, values = ratings)
+    items_for_user_subset  items_for_user of the first 20 users (the lab's try-out file)
+    metadata.json        {"nusers", "nitems", "interactions", ...}
+    heldout.csv          userId,itemId,rating held out (split directories only)
+
+A TFRecord set is the named file or its shards ``NAME-*`` (as Beam writes
+them).  A model directory (``walsmf.task --output_dir``) receives
+batch_pred.txt, batch_pred_original_ids.txt and serving_info.json.  Every
+file is read through ``tf.io.gfile``, so directories may be ``gs://`` paths.
+"""
+import collections
+import csv
+import io
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from walsmf.errors import DataError
+
+RAW_FILE = "collab_raw.csv"
+USERS_FILE = "users.csv"
+ITEMS_FILE = "items.csv"
+MAPPED_FILE = "collab_mapped.csv"
+ROWS_FILE = "items_for_user"
+COLS_FILE = "users_for_item"
+SUBSET_FILE = "items_for_user_subset"
+METADATA_FILE = "metadata.json"
+HELDOUT_FILE = "heldout.csv"
+DATA_FILES = (RAW_FILE, USERS_FILE, ITEMS_FILE, MAPPED_FILE, ROWS_FILE, COLS_FILE, SUBSET_FILE, METADATA_FILE)
+SUBSET_USERS = 20
+
+BATCH_PRED_FILE = "batch_pred.txt"
+ORIGINAL_IDS_PRED_FILE = "batch_pred_original_ids.txt"
+# Copied into each export's assets.extra/: what a client must know of the model.
+SERVING_INFO_FILE = "serving_info.json"
+HELDOUT_SUMMARY_DIR = "eval_heldout"
+
+# The lab's tf.train.Example: the row's id, its column ids and their ratings.
+KEY, INDICES, VALUES = "key", "indices", "values"
+EXAMPLE_FEATURES = {
+    KEY: tf.io.FixedLenFeature([1], tf.int64),
+    INDICES: tf.io.VarLenFeature(tf.int64),
+    VALUES: tf.io.VarLenFeature(tf.float32),
+}
+_SCAN_BATCH = 8192
+
+
+# ------------------------------------------------------------- metadata --
+
+def read_metadata(data_dir):
+    """The counts the data pipeline saved beside the data (nusers, nitems, interactions, ...)."""
+    path = os.path.join(data_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        raise DataError("{} does not exist: run 'python -m walsmf.preprocess --data_dir {}' first, "
+                        "or pass --nusers and --nitems".format(path, data_dir))
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def write_metadata(data_dir, metadata):
+    """Write metadata.json (sorted keys, indented: one format for every writer)."""
+    with tf.io.gfile.GFile(os.path.join(data_dir, METADATA_FILE), "w") as f:
+        f.write(json.dumps(metadata, indent=2, sort_keys=True))
+
+
+def counts(mapped):
+    """NITEMS, NUSERS (max id + 1) and the interaction count of userId,itemId rows, as the lab computes them."""
+    return {"nitems": int(mapped["itemId"].max()) + 1,
+            "nusers": int(mapped["userId"].max()) + 1,
+            "interactions": int(len(mapped))}
+
+
+def read_id_map(path):
+    """The original ids of users.csv / items.csv, indexed by the mapped id (parsed as CSV: ids may hold commas)."""
+    with tf.io.gfile.GFile(path) as f:
+        pairs = [row for row in csv.reader(io.StringIO(f.read())) if row]
+    original = np.empty(len(pairs), dtype=object)
+    for value, mapped in pairs:
+        original[int(mapped)] = value
+    return original
+
+
+# ------------------------------------------------------------------ CSR --
+
+class CSR(collections.namedtuple("CSR", "offsets indices values")):
+    """Rows 0..n−1 of a sparse matrix: row r holds ids ``indices[offsets[r]:offsets[r+1]]``
+    (ascending) and their ``values``."""
+
+    @classmethod
+    def from_triples(cls, rows, cols, values, n_rows):
+        """Build from (row, col, value) entries in any order."""
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        order = np.lexsort((cols, rows))
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))]).astype(np.int64)
+        return cls(offsets, cols[order], np.asarray(values, np.float32)[order])
+
+    @property
+    def n_rows(self):
+        return len(self.offsets) - 1
+
+    @property
+    def counts(self):
+        """Entries per row."""
+        return np.diff(self.offsets)
+
+    def row(self, r):
+        """(ids, values) of row ``r``."""
+        return self.indices[self.offsets[r]:self.offsets[r + 1]], self.values[self.offsets[r]:self.offsets[r + 1]]
+
+    def rows(self):
+        """The row of every entry (the COO form's first column)."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.counts)
+
+    def with_values(self, values):
+        """The same entries with other values."""
+        return CSR(self.offsets, self.indices, np.asarray(values, np.float32))
+
+
+Interactions = collections.namedtuple("Interactions", "by_user by_item")
+Interactions.__doc__ = """Both TFRecord sets in memory: ``by_user`` (items_for_user) and ``by_item``
+(users_for_item), each a CSR over every id 0..n−1."""
+
+
+# ------------------------------------------------------------ TFRecords --
+
+def tfrecord_files(data_dir, name):
+    """The files of one TFRecord set: ``name`` itself or its shards ``name-*``.
+
+    (``name*`` would also take items_for_user_subset for items_for_user.)
+    """
+    pattern = os.path.join(data_dir, name)
+    files = sorted(set(tf.io.gfile.glob(pattern) + tf.io.gfile.glob(pattern + "-*")))
+    if not files:
+        raise DataError("no TFRecord file {} (or shards {}-*): run 'python -m walsmf.preprocess' "
+                        "or check --input_path".format(pattern, pattern))
+    return files
+
+
+def encode_example(key, indices, values):
+    """One serialized Example (key, indices, values), byte-for-byte the same for the same input."""
+    feature = tf.train.Feature
+    example = tf.train.Example(features=tf.train.Features(feature={
+        KEY: feature(int64_list=tf.train.Int64List(value=[key])),
+        INDICES: feature(int64_list=tf.train.Int64List(value=indices)),
+        VALUES: feature(float_list=tf.train.FloatList(value=values)),
+    }))
+    # deterministic: Features is a proto map, whose order otherwise varies per process
+    return example.SerializeToString(deterministic=True)
+
+
+def write_tfrecord(path, csr, keys=None):
+    """Write one Example per row of ``csr`` that has entries (or per row of ``keys``) to ``path``."""
+    keys = np.flatnonzero(csr.counts) if keys is None else keys
+    with tf.io.TFRecordWriter(path) as writer:
+        for key in keys:
+            indices, values = csr.row(key)
+            writer.write(encode_example(int(key), indices, values))
+
+
+def write_interactions(data_dir, interactions):
+    """Write items_for_user, users_for_item and items_for_user_subset (the first 20 users)."""
+    write_tfrecord(os.path.join(data_dir, ROWS_FILE), interactions.by_user)
+    write_tfrecord(os.path.join(data_dir, COLS_FILE), interactions.by_item)
+    users = np.flatnonzero(interactions.by_user.counts[:SUBSET_USERS])
+    write_tfrecord(os.path.join(data_dir, SUBSET_FILE), interactions.by_user, users)
+
+
+def interactions_of(mapped, nusers=None, nitems=None):
+    """Interactions of userId,itemId,rating rows (a collab_mapped.csv DataFrame)."""
+    users, items = mapped["userId"].values, mapped["itemId"].values
+    values = mapped["rating"].values
+    nusers = int(users.max()) + 1 if nusers is None else nusers
+    nitems = int(items.max()) + 1 if nitems is None else nitems
+    return Interactions(CSR.from_triples(users, items, values, nusers), CSR.from_triples(items, users, values, nitems))
+
+
+def scan_records(data_dir, name):
+    """Every record of one TFRecord set in file order: (keys, offsets, indices, values), CSR over the records."""
+    keys, lengths, indices, values = [], [], [], []
+    with tf.Graph().as_default():
+        protos = tf.data.TFRecordDataset(tfrecord_files(data_dir, name)).batch(_SCAN_BATCH)
+        parsed = tf.io.parse_example(tf.compat.v1.data.make_one_shot_iterator(protos).get_next(),
+                                     EXAMPLE_FEATURES)
+        with tf.compat.v1.Session() as sess:
+            while True:
+                try:
+                    out = sess.run(parsed)
+                except tf.errors.OutOfRangeError:
+                    break
+                keys.append(out[KEY][:, 0])
+                lengths.append(np.bincount(out[INDICES].indices[:, 0], minlength=len(out[KEY])))
+                indices.append(out[INDICES].values)
+                values.append(out[VALUES].values)
+    if not keys:
+        raise DataError("{} holds no records".format(os.path.join(data_dir, name)))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))])
+    return np.concatenate(keys), offsets, np.concatenate(indices), np.concatenate(values)
+
+
+def check_coverage(name, keys, indices, n_keys, n_indices, key_kind, index_kind):
+    """Fail unless ids fit the vocabularies and every key 0..n_keys−1 has a record.
+
+    ``key_kind``/``index_kind``: "user" or "item".  WALS completes a sweep
+    only once every row (column) has been updated, so a key missing from its
+    TFRecord file would make training run forever without finishing a sweep.
+    """
+    for kind, ids, size in ((key_kind, keys, n_keys), (index_kind, indices, n_indices)):
+        if len(ids) and (ids.min() < 0 or ids.max() >= size):
+            raise DataError("{}: {}Id {} is outside 0..{} (--n{}s {} is too small for this data)".format(
+                name, kind, ids.max() if ids.max() >= size else ids.min(), size - 1, kind, size))
+    missing = np.setdiff1d(np.arange(n_keys), keys)
+    if len(missing):
+        shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise DataError("{}: {} {}s of 0..{} have no record ({}); WALS cannot finish a sweep "
+                        "without them: regenerate the data or fix --n{}s".format(
+                            name, len(missing), key_kind, n_keys - 1, shown, key_kind))
+
+
+def read_interactions(data_dir, nusers, nitems):
+    """Scan both TFRecord sets once, check them against nusers/nitems, and return the Interactions."""
+    sides = []
+    for name, n_keys, n_indices, kinds in ((ROWS_FILE, nusers, nitems, ("user", "item")),
+                                           (COLS_FILE, nitems, nusers, ("item", "user"))):
+        keys, offsets, indices, values = scan_records(data_dir, name)
+        check_coverage(name, keys, indices, n_keys, n_indices, *kinds)
+        sides.append(CSR.from_triples(np.repeat(keys, np.diff(offsets)), indices, values, n_keys))
+    return Interactions(*sides)

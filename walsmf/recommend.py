@@ -1,0 +1,99 @@
+"""Recommendations from trained factors: every shard read, top-k per user, batch_pred.txt.
+
+``find_top_k`` and ``batch_predict`` keep the lab's names; ``top_k_items``
+is the one top-k of walsmf (batch prediction and evaluation both use it).
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from walsmf.datadir import (BATCH_PRED_FILE, ITEMS_FILE, ORIGINAL_IDS_PRED_FILE, USERS_FILE, read_id_map,
+                            read_interactions)
+from walsmf.errors import DataError
+from walsmf.fileio import atomic_write_text
+
+
+def load_shards(checkpoint, prefix):
+    """Every shard ``prefix<i>`` of a checkpoint's sharded variable, concatenated in id order."""
+    names = sorted((name for name, _ in tf.train.list_variables(checkpoint) if name.startswith(prefix)),
+                   key=lambda name: int(name.rsplit("_", 1)[1]))
+    return np.concatenate([tf.train.load_variable(checkpoint, name) for name in names])
+
+
+def load_factors(model_dir, side):
+    """Every shard of the trained ``side`` ('row' or 'col') factors, concatenated in id order.
+
+    (The lab read only the first shard.)
+    """
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    if checkpoint is None:
+        raise DataError("no checkpoint in {}: train first (python -m walsmf.task)".format(model_dir))
+    return load_shards(checkpoint, side + "_factors_shard_")
+
+
+def find_top_k(user, item_factors, k, excluded=None):
+    """Top-k item ids of one user factor [d] or of a block of them [B, d] (the lab's function, batched).
+
+    ``excluded``: optional (row of the block, itemId) pairs to leave out.
+    Equal scores rank the lower itemId first (tf.nn.top_k's order).
+    """
+    users = tf.expand_dims(user, 0) if user.shape.ndims == 1 else user
+    scores = tf.matmul(users, item_factors, transpose_b=True)
+    if excluded is not None:  # (a scatter copies the whole block: only when needed)
+        scores = tf.tensor_scatter_nd_update(scores, excluded, tf.fill(tf.shape(excluded)[:1], np.float32(-np.inf)))
+    top_items = tf.cast(tf.nn.top_k(scores, k=k).indices, tf.int64)
+    return top_items[0] if user.shape.ndims == 1 else top_items
+
+
+def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024):
+    """Top-k item ids per user, best first, computed a block of users at a time.
+
+    ``users``: which rows of ``user_factors`` to rank (default: all).
+    ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
+    Blocks of 1024 users measured fastest at lab size (their scores stay in cache).
+    """
+    users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
+    k = min(k, item_factors.shape[0])
+    result = np.empty((len(users), k), dtype=np.int64)
+    with tf.Graph().as_default():
+        block = tf.compat.v1.placeholder(tf.float32, [None, item_factors.shape[1]])
+        excluded = None if seen is None else tf.compat.v1.placeholder(tf.int64, [None, 2])
+        top = find_top_k(block, tf.constant(item_factors, tf.float32), k, excluded)
+        feed = {}
+        with tf.compat.v1.Session() as sess:
+            for start in range(0, len(users), block_size):
+                block_users = users[start:start + block_size]
+                if seen is not None:
+                    begins, ends = seen.offsets[block_users], seen.offsets[block_users + 1]
+                    lengths = ends - begins
+                    positions = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
+                    feed[excluded] = np.stack([np.repeat(np.arange(len(block_users)), lengths),
+                                               seen.indices[positions]], axis=1)
+                feed[block] = user_factors[block_users]
+                result[start:start + len(block_users)] = sess.run(top, feed)
+    return result
+
+
+def batch_predict(args, interactions=None):
+    """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
+
+    With ``args.exclude_seen``, items a user already read are left out
+    (``interactions``: the data's, read by the training run; the lab kept them).
+    """
+    user_factors = load_factors(args.output_dir, "row")
+    item_factors = load_factors(args.output_dir, "col")
+    seen = None
+    if args.exclude_seen:
+        seen = (interactions or read_interactions(args.input_path, args.nusers, args.nitems)).by_user
+    top = top_k_items(user_factors, item_factors, args.topk, seen)
+    atomic_write_text(os.path.join(args.output_dir, BATCH_PRED_FILE),
+                      "".join(",".join(map(str, row)) + "\n" for row in top))
+    users_csv = os.path.join(args.input_path, USERS_FILE)
+    items_csv = os.path.join(args.input_path, ITEMS_FILE)
+    if tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv):
+        visitors, contents = read_id_map(users_csv), read_id_map(items_csv)
+        atomic_write_text(os.path.join(args.output_dir, ORIGINAL_IDS_PRED_FILE),
+                          "".join("{}\t{}\n".format(visitors[u], ",".join(contents[row]))
+                                  for u, row in enumerate(top)))
+    return top

@@ -1,0 +1,131 @@
+"""The serving export: the lab's {"userId": u, "itemId": i} instances, answered per id.
+
+As in the lab, userId < 0 asks about item itemId, otherwise about user
+userId (a tf.cond per instance).  The lab fed its tf.cond a row of rating
+0.1 over every item; contrib's projection ignores row indices, so every
+userId got the same answer.  Here each instance projects that id's own
+interactions (kept with the model) with Gramians computed from the
+exported factors, which gives the learned factor after a final row solve,
+and ranks the other side.
+"""
+import numpy as np
+import tensorflow as tf
+from tensorflow.contrib.factorization import WALSMatrixFactorization
+from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
+
+from walsmf.datadir import read_interactions
+from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
+
+PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
+TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
+USER_ID, ITEM_ID = "userId", "itemId"
+
+
+def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobserved_weight,
+                     regularization):
+    """Closed-form WALS solve of one row from the other side's factors.
+
+    Minimizes Σ_obs (w0 + r·c_j)(a_j − x·v_j)² + w0 Σ_unobs (x·v_j)² + λ|x|²:
+    x = (w0·G + λI + Σ_obs r·c_j v_j v_jᵀ)⁻¹ Σ_obs (w0 + r·c_j) a_j v_j,
+    with G = VᵀV over every column (``gramian``, float64).
+    """
+    # In float64: without regularization the system can be ill-conditioned
+    # enough for float32 to lose whole percents.
+    dim = tf.shape(gramian)[0]
+    v = tf.cast(tf.gather(factors, ids), tf.float64)
+    observed_weight = tf.cast(own_weight * tf.gather(weights, ids), tf.float64)
+    lhs = unobserved_weight * gramian + tf.matmul(v * observed_weight[:, None], v, transpose_a=True)
+    if regularization:
+        lhs += regularization * tf.eye(dim, dtype=tf.float64)
+    rhs = tf.matmul(v, ((unobserved_weight + observed_weight) * tf.cast(ratings, tf.float64))[:, None],
+                    transpose_a=True)
+    return tf.cast(tf.linalg.solve(lhs, rhs)[:, 0], tf.float32)
+
+
+def serving_predictions(model, params, features):
+    """Per instance: the projection of the user (or item) asked for, and its top-k (the model_fn's INFER)."""
+    row_factors = tf.concat(model.row_factors, 0)
+    col_factors = tf.concat(model.col_factors, 0)
+    row_weights = tf.concat(model.row_weights, 0)
+    col_weights = tf.concat(model.col_weights, 0)
+    row_gramian = _gramian64(row_factors)
+    col_gramian = _gramian64(col_factors)
+    ratings_by_user, ratings_by_item = features[INPUT_ROWS], features[INPUT_COLS]
+    w0, reg, k = params["unobserved_weight"], params["regularization_coeff"], params["serving_top_k"]
+
+    def one_side(own_id, own_weights, other_factors, other_weights, gramian, sparse, n_others):
+        row = tf.sparse.slice(sparse, tf.stack([own_id, tf.constant(0, tf.int64)]),
+                              tf.stack([tf.constant(1, tf.int64), sparse.dense_shape[1]]))
+        projection = solve_projection(other_factors, gramian, row.indices[:, 1], row.values,
+                                      other_weights, tf.gather(own_weights, own_id), w0, reg)
+        scores, ids = tf.nn.top_k(tf.linalg.matvec(other_factors, projection), k=min(k, n_others))
+        return projection, tf.cast(ids, tf.int64), scores
+
+    def instance(ids):
+        user_id, item_id = ids[0], ids[1]
+        return tf.cond(
+            user_id < 0,
+            lambda: one_side(item_id, col_weights, row_factors, row_weights, row_gramian,
+                             ratings_by_item, params["num_rows"]),
+            lambda: one_side(user_id, row_weights, col_factors, col_weights, col_gramian,
+                             ratings_by_user, params["num_cols"]))
+
+    pairs = tf.stack([features[USER_ID], features[ITEM_ID]], axis=1)
+    pairs = _checked_ids(pairs, params["num_rows"], params["num_cols"])
+    projection, top_ids, top_scores = tf.map_fn(
+        instance, pairs, dtype=(tf.float32, tf.int64, tf.float32), back_prop=False)
+    return {PROJECTION: projection, TOP_K_IDS: top_ids, TOP_K_SCORES: top_scores}
+
+
+def _gramian64(factors):
+    factors = tf.cast(factors, tf.float64)
+    return tf.matmul(factors, factors, transpose_a=True)
+
+
+def _checked_ids(pairs, nusers, nitems):
+    """Assert every (userId, itemId) asks for one known user or one known item."""
+    user_id, item_id = pairs[:, 0], pairs[:, 1]
+    asks_user = user_id >= 0
+    checks = [
+        tf.debugging.Assert(tf.reduce_all(user_id < nusers),
+                            ["userId out of range: must be below", nusers, "got", user_id], summarize=10),
+        tf.debugging.Assert(tf.reduce_all(asks_user | ((item_id >= 0) & (item_id < nitems))),
+                            ["itemId out of range (with userId -1): must be in [0,", nitems, ") got",
+                             item_id], summarize=10),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(pairs)
+
+
+def _sparse_constant(csr, n_cols):
+    """One side's interactions as a constant SparseTensor (rows = keys)."""
+    return tf.SparseTensor(indices=tf.constant(np.stack([csr.rows(), csr.indices], 1), tf.int64),
+                           values=tf.constant(csr.values, tf.float32), dense_shape=[csr.n_rows, n_cols])
+
+
+def observed_values(interactions, target):
+    """The interactions with the values WALS fits: the ratings, or 1 per read (--target read)."""
+    if target != "read":
+        return interactions
+    return type(interactions)(*(side.with_values(np.ones_like(side.values)) for side in interactions))
+
+
+def create_serving_input_fn(args, interactions=None):
+    """The serving input: JSON {"userId": u, "itemId": i}, a batch of such instances.
+
+    ``interactions``: the data's Interactions if already read (a training
+    run reads each TFRecord set once); read from ``args.input_path`` otherwise.
+    """
+    def serving_input_fn():
+        user_id = tf.compat.v1.placeholder(tf.int64, [None], name=USER_ID)
+        item_id = tf.compat.v1.placeholder(tf.int64, [None], name=ITEM_ID)
+        fitted = observed_values(interactions or read_interactions(args.input_path, args.nusers, args.nitems),
+                                 args.target)
+        features = {
+            USER_ID: user_id, ITEM_ID: item_id,
+            INPUT_ROWS: _sparse_constant(fitted.by_user, args.nitems),
+            INPUT_COLS: _sparse_constant(fitted.by_item, args.nusers),
+            PROJECT_ROW: user_id >= 0,
+        }
+        return input_fn_utils.InputFnOps(features, None, {USER_ID: user_id, ITEM_ID: item_id})
+    return serving_input_fn

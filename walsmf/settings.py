@@ -1,0 +1,159 @@
+"""The trainer's settings: one typed object, one set of defaults, the flags made from it.
+
+Precedence, lowest first: the defaults below (the lab's), a ``--preset``, a
+``--params_file`` (JSON {flag name: value}, e.g. a tuning result), then the
+flags given on the command line.  ``nusers``/``nitems`` left unset are read
+from the data's metadata.json by :func:`with_data_counts`.
+
+This module imports no TensorFlow, so ``python -m walsmf.task --help`` and
+flag errors answer at once.
+"""
+import argparse
+import dataclasses
+import json
+import math
+from typing import Optional
+
+from walsmf.errors import DataError
+
+PRESETS = {
+    # The lab's settings: contrib's defaults, no regularization.
+    "lab": {},
+    # Searched on a validation split of the lab-sized embedded sample (README,
+    # "Recommendation quality"): fit reads rather than durations, 30 factors,
+    # popular items weighted down, large batches; 20 epochs of batch 16,384
+    # are about 14 sweeps.
+    "tuned": {"target": "read", "n_embeds": 30, "regularization": 1.0, "unobserved_weight": 0.1,
+              "col_weight_exp": 0.5, "batch_size": 16384, "num_epochs": 20.0},
+}
+
+
+def integer(text):
+    """An integer flag value; "20.0" is 20 (tuning services may send integers as floats)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
+    if not math.isfinite(value) or value != int(value):
+        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
+    return int(value)
+
+
+def _flag(default, help, type=None, choices=None, required=False):
+    return dataclasses.field(default=default, metadata={"help": help, "type": type, "choices": choices,
+                                                        "required": required})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What walsmf.task trains: the lab's flags, then what the lab left at contrib's defaults."""
+    input_path: str = _flag(None, "directory (local or gs://) with items_for_user, users_for_item (and "
+                                  "metadata.json, users.csv, items.csv) from walsmf.preprocess", str, required=True)
+    output_dir: str = _flag(None, "model directory (local or gs://): checkpoints, export/Servo, batch_pred.txt",
+                            str, required=True)
+    num_epochs: float = _flag(5.0, "training length: train_steps = num_epochs·nusers/batch_size row batches; "
+                                   "each step is one batch of a sweep, so one epoch is about one row sweep plus "
+                                   "one column sweep when nitems is much smaller than nusers", float)
+    batch_size: int = _flag(512, "rows (or columns) per training step", integer)
+    n_embeds: int = _flag(10, "embedding dimension (latent factors)", integer)
+    nusers: Optional[int] = _flag(None, "number of users (default: from metadata.json)", integer)
+    nitems: Optional[int] = _flag(None, "number of items (default: from metadata.json)", integer)
+    topk: int = _flag(3, "recommendations per user in batch_pred.txt", integer)
+    job_dir: Optional[str] = _flag(None, "accepted (AI Platform and Vertex AI pass it); unused", str)
+    regularization: Optional[float] = _flag(None, "L2 regularization of the factors (lab: none)", float)
+    unobserved_weight: float = _flag(0.1, "weight of every unobserved (user, item) entry (contrib default 0.1)",
+                                     float)
+    row_weight: float = _flag(1.0, "observed-entry weight factor of every user (contrib default 1)", float)
+    col_weight: float = _flag(1.0, "observed-entry weight factor of an item of average popularity "
+                                   "(contrib default 1)", float)
+    col_weight_exp: float = _flag(0.0, "item weight = col_weight·(popularity/mean popularity)^-exp; "
+                                       "0 = uniform (lab)", float)
+    target: str = _flag("rating", "what WALS fits for an observed (user, item): the lab's duration-based rating, "
+                                  "or 1 for every read (implicit feedback; finds held-out reads better, README)",
+                        str, ["rating", "read"])
+    num_row_shards: int = _flag(1, "shards of the user factors (spread over parameter servers)", integer)
+    num_col_shards: int = _flag(1, "shards of the item factors", integer)
+    exclude_seen: bool = _flag(False, "leave items a user already read out of batch_pred.txt (lab: kept)", bool)
+    seed: Optional[int] = _flag(None, "random seed of the factors' initialization; the same seed gives the "
+                                      "same model for any shard count (default: a fresh seed, logged)", integer)
+    preset: str = _flag("lab", "named set of the settings above; --params_file and explicit flags override it",
+                        str, sorted(PRESETS))
+    params_file: Optional[str] = _flag(None, "JSON object {flag name: value} applied over the preset "
+                                             "(explicit flags override it)", str)
+
+    def replace(self, **changes):
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+FLAGS = [field.name for field in dataclasses.fields(Settings)]
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
+
+
+def build_parser(prog="python -m walsmf.task", description=None):
+    """The trainer's flags, one per Settings field; unset flags stay out of the parsed namespace."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    for field in dataclasses.fields(Settings):
+        meta = field.metadata
+        name = "--job-dir" if field.name == "job_dir" else "--" + field.name
+        if meta["type"] is bool:
+            parser.add_argument(name, dest=field.name, action="store_true", help=meta["help"])
+            continue
+        default = "" if field.default is None else " (default: {})".format(field.default)
+        parser.add_argument(name, dest=field.name, type=meta["type"], choices=meta["choices"],
+                            required=meta["required"], help=meta["help"] + ("" if meta["required"] else default))
+    return parser
+
+
+def make(**values):
+    """Settings from the defaults, a preset (``preset=``), and ``values`` (tests, benchmarks, the notebook)."""
+    preset = values.get("preset", DEFAULTS["preset"])
+    unknown = sorted(set(values) - set(FLAGS))
+    if unknown:
+        raise TypeError("not a walsmf.task setting: {}".format(", ".join(unknown)))
+    return Settings(**dict(PRESETS[preset], **values))
+
+
+def parse(argv=None):
+    """Settings from command-line flags: defaults < --preset < --params_file < explicit flags."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    values = dict(PRESETS[given.get("preset", DEFAULTS["preset"])])
+    if given.get("params_file"):
+        values.update(params_as_settings(read_params_file(given["params_file"]), given["params_file"]))
+    values.update(given)
+    return Settings(**values)
+
+
+def read_params_file(path):
+    """The JSON object of a params file (local or gs://)."""
+    import tensorflow as tf  # only here: parsing flags otherwise needs no TensorFlow
+
+    if not tf.io.gfile.exists(path):
+        raise DataError("--params_file {} does not exist (walsmf.tune writes best_params.json)".format(path))
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            return json.load(f)
+        except ValueError as err:
+            raise DataError("--params_file {} is not JSON: {}".format(path, err))
+
+
+def params_as_settings(params, where):
+    """Check a params object {flag name: value} and convert each value as its flag would."""
+    if not isinstance(params, dict):
+        raise DataError("{}: expected a JSON object {{flag name: value}}".format(where))
+    types = {field.name: field.metadata for field in dataclasses.fields(Settings)}
+    out = {}
+    for name, value in params.items():
+        name = name.lstrip("-").replace("-", "_")
+        if name not in types or name in ("input_path", "output_dir", "params_file", "preset"):
+            raise DataError("{}: {!r} is not a walsmf.task setting it can hold".format(where, name))
+        meta = types[name]
+        try:
+            out[name] = value if value is None or meta["type"] is bool else meta["type"](str(value))
+        except (argparse.ArgumentTypeError, ValueError):
+            raise DataError("{}: {} = {!r} is not a valid value".format(where, name, value))
+        if meta["choices"] and out[name] not in meta["choices"]:
+            raise DataError("{}: {} must be one of {}".format(where, name, ", ".join(meta["choices"])))
+    return out
+

@@ -1,0 +1,58 @@
+"""What one `python -m walsmf.task` run does once its flags are parsed: resolve, train, report."""
+import json
+import os
+
+import tensorflow as tf
+
+from walsmf import evaluate, model
+from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, read_metadata
+from walsmf.errors import DataError
+
+
+def resolve(args):
+    """Fill nusers/nitems from metadata.json, check the values, and give a
+    tuning trial its own output_dir."""
+    if args.nusers is None or args.nitems is None:
+        metadata = read_metadata(args.input_path)
+        args = args.replace(nusers=args.nusers or metadata["nusers"], nitems=args.nitems or metadata["nitems"])
+    for flag in ("nusers", "nitems", "batch_size", "n_embeds", "topk", "num_row_shards", "num_col_shards"):
+        if getattr(args, flag) < 1:
+            raise DataError("--{} must be a positive integer, got {}".format(flag, getattr(args, flag)))
+    if not args.num_epochs > 0:
+        raise DataError("--num_epochs must be positive, got {}".format(args.num_epochs))
+    trial = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("trial", "")
+    if trial:
+        args = args.replace(output_dir=os.path.join(args.output_dir, trial))
+    return args
+
+
+def quiet_tensorflow_log(record):
+    """Keep TensorFlow's progress log readable: drop contrib's deprecation notices and its
+    "Next fit step starting." line per step."""
+    message = record.getMessage()
+    return not ("is deprecated and will be removed" in message or message == "Next fit step starting.")
+
+
+def show_recommendations(args, users=5):
+    """Print the first users' recommendations, in original ids when available."""
+    for name in (ORIGINAL_IDS_PRED_FILE, BATCH_PRED_FILE):
+        path = os.path.join(args.output_dir, name)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                lines = [next(f).rstrip("\n") for _ in range(min(users, args.nusers))]
+            print("Top-{} recommendations for the first {} users ({}):".format(args.topk, len(lines), path))
+            print("\n".join("  " + line for line in lines))
+            return
+
+
+def run(args):
+    """Train, export and batch-predict with the parsed settings; on a split, also score the held-out reads."""
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+    tf.get_logger().addFilter(quiet_tensorflow_log)
+    args = resolve(args)
+    model.train_and_evaluate(args)
+    show_recommendations(args)
+    if evaluate.has_heldout(args.input_path):
+        metrics = evaluate.evaluate_model(args.output_dir, args.input_path)
+        evaluate.write_hptuning_metric(args.output_dir, metrics, model.training_schedule(args)[0])
+        print(evaluate.format_table([("WALS on the held-out split", metrics)], 10))
