@@ -201,7 +201,7 @@ def test_step0_checkpoint_evaluates(small_data, tmp_path):
         step0_checkpoint(small_data, str(tmp_path / "c"), tf.contrib.factorization.WALSMatrixFactorization)
 
 
-def test_factor_shards_are_all_read(small_data, tmp_path):
+def test_factor_shards_are_all_read_and_do_not_change_the_model(small_data, tmp_path):
     data_dir, metadata = small_data
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=128,
                          n_embeds=4, nusers=metadata["nusers"], nitems=metadata["nitems"], topk=2,
@@ -213,6 +213,10 @@ def test_factor_shards_are_all_read(small_data, tmp_path):
     v = np.concatenate([tf.train.load_variable(args.output_dir, "col_factors_shard_%d" % i) for i in range(2)])
     assert u.shape == (metadata["nusers"], 4) and v.shape == (metadata["nitems"], 4)
     assert (top == np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :2]).mean() > 0.999
+    # one seed, one model: the same factors as an unsharded run
+    unsharded = args.replace(output_dir=str(tmp_path / "one"), num_row_shards=1, num_col_shards=1)
+    np.testing.assert_array_equal(model.train_and_evaluate(unsharded), top)
+    np.testing.assert_allclose(recommend.load_factors(unsharded.output_dir, "row"), u, rtol=1e-5, atol=1e-6)
 
 
 def test_item_weights_from_popularity():
@@ -250,11 +254,12 @@ def test_a_model_of_another_shape_in_output_dir_is_refused(trained, tmp_path):
                                            trained.nitems))
 
 
-def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"task": {"type": "master", "trial": "7"}}))
+def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path):
+    from walsmf import cluster
+    me = cluster.role({"TF_CONFIG": json.dumps({"task": {"type": "master", "trial": "7"}})})
     args = trainer.resolve(settings.parse(["--input_path", "x", "--output_dir", str(tmp_path), "--nusers", "3",
-                                           "--nitems", "2"]))
-    assert args.output_dir == os.path.join(str(tmp_path), "7")
+                                           "--nitems", "2"]), me.trial)
+    assert me.kind == cluster.SINGLE and args.output_dir == os.path.join(str(tmp_path), "7")
 
 
 def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):

@@ -51,6 +51,21 @@ def shard(values, num_shards):
     return [list(part) for part in np.array_split(np.asarray(values), num_shards)]
 
 
+def initial_factors(n, dim, num_shards, seed, stream):
+    """contrib's random initialization (standard normal), made independent of the sharding.
+
+    contrib draws each shard on its own, so the same seed gave another model
+    for another shard count; here all ``n`` rows are drawn at once from
+    (``seed``, ``stream``) with a stateless generator and then cut into
+    contrib's shards: one seed, one model, however the factors are spread.
+    Returns the callable contrib's ``row_init``/``col_init`` accepts.
+    """
+    def shards():
+        factors = tf.random.stateless_normal([n, dim], seed=tf.constant([seed, stream], tf.int64))
+        return tf.split(factors, [len(part) for part in np.array_split(np.arange(n), num_shards)])
+    return shards
+
+
 def _wals_model(params):
     """The WALSModel of ``params`` as contrib's model_fn builds it outside training."""
     return WALSModel(
@@ -111,9 +126,16 @@ def build_estimator(args, col_weights=1.0, config=None, model_dir=None):
     """The WALS estimator for settings ``args`` (the lab's, plus the weights it left at contrib defaults).
 
     ``col_weights``: a float, or per-item weights by shard (see prepare_training).
+    Without a seed, one is drawn and logged, so any run can be repeated.
     """
+    seed = args.seed
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2 ** 31)
+        tf.compat.v1.logging.info("Initialization seed %d (--seed %d gives this model again)", seed, seed)
     return WALSRecommender(
         num_rows=args.nusers, num_cols=args.nitems, embedding_dimension=args.n_embeds,
+        row_init=initial_factors(args.nusers, args.n_embeds, args.num_row_shards, seed, 0),
+        col_init=initial_factors(args.nitems, args.n_embeds, args.num_col_shards, seed, 1),
         unobserved_weight=args.unobserved_weight, regularization_coeff=args.regularization,
         row_weights=args.row_weight, col_weights=col_weights,
         num_row_shards=args.num_row_shards, num_col_shards=args.num_col_shards,
