@@ -1,5 +1,6 @@
 """Shared fixtures: small GA360 tables, a small data directory, a small trained model."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -132,3 +133,27 @@ def closed_form(ratings, other, w0, own_weights, other_weights, reg=None, observ
         lhs = w0 * gram + (other[j] * c[:, None]).T @ other[j] + (reg or 0) * np.eye(other.shape[1])
         out[r] = np.linalg.solve(lhs, other[j].T @ ((w0 + c) * row[j]))
     return out
+
+
+def free_ports(n):
+    """``n`` distinct TCP ports free on the loopback interface now."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def gcloud_env(tmp_path):
+    """gcloud with its own config directory, running this project's Python first on PATH."""
+    return dict(os.environ, CLOUDSDK_CONFIG=str(tmp_path / "gcloud-config"),
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None,
+                                  reason="gcloud is not installed; walsmf.predict and python -m walsmf.task "
+                                         "are the offline equivalents tested here")

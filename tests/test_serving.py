@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, closed_form, run_module
+from conftest import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
 from walsmf import datadir, predict
 
 
@@ -120,16 +120,6 @@ def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.strip().splitlines()
     assert header.split() == ["PROJECTION", "TOP_K_IDS", "TOP_K_SCORES"] and len(rows) == 2
-
-
-def gcloud_env(tmp_path):
-    return dict(os.environ, CLOUDSDK_CONFIG=str(tmp_path / "gcloud-config"),
-                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-
-
-needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None,
-                                  reason="gcloud is not installed; walsmf.predict and python -m walsmf.task "
-                                         "are the offline equivalents tested here")
 
 
 @needs_gcloud

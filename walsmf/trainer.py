@@ -4,14 +4,13 @@ import os
 
 import tensorflow as tf
 
-from walsmf import evaluate, model
+from walsmf import cluster, evaluate, model
 from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, read_metadata
 from walsmf.errors import DataError
 
 
-def resolve(args):
-    """Fill nusers/nitems from metadata.json, check the values, and give a
-    tuning trial its own output_dir."""
+def resolve(args, trial=""):
+    """Fill nusers/nitems from metadata.json, check the values, and give a tuning ``trial`` its own output_dir."""
     if args.nusers is None or args.nitems is None:
         metadata = read_metadata(args.input_path)
         args = args.replace(nusers=args.nusers or metadata["nusers"], nitems=args.nitems or metadata["nitems"])
@@ -20,7 +19,6 @@ def resolve(args):
             raise DataError("--{} must be a positive integer, got {}".format(flag, getattr(args, flag)))
     if not args.num_epochs > 0:
         raise DataError("--num_epochs must be positive, got {}".format(args.num_epochs))
-    trial = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("trial", "")
     if trial:
         args = args.replace(output_dir=os.path.join(args.output_dir, trial))
     return args
@@ -45,14 +43,32 @@ def show_recommendations(args, users=5):
             return
 
 
-def run(args):
-    """Train, export and batch-predict with the parsed settings; on a split, also score the held-out reads."""
+def run(args, environ=os.environ):
+    """Do this process's part of a training job with the parsed settings.
+
+    Alone or as the cluster's primary: train, export and batch-predict (on a
+    split, also score the held-out reads).  A parameter server serves the
+    factor shards; workers and evaluators end (WALS trains on one replica).
+    """
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
     tf.get_logger().addFilter(quiet_tensorflow_log)
-    args = resolve(args)
+    me = cluster.role(environ)
+    tf.compat.v1.logging.info("walsmf: this process is the %s", me.describe())
+    if me.kind in (cluster.WORKER, cluster.EVALUATOR):
+        tf.compat.v1.logging.info("walsmf: WALS trains on the primary replica only (its factors on the parameter "
+                                  "servers); this %s has nothing to do and ends", me.kind)
+        return
+    # contrib.learn reads the cluster from TF_CONFIG: the primary as master, the PS tasks, nothing else
+    environ["TF_CONFIG"] = json.dumps(me.estimator_tf_config())
+    if me.kind == cluster.PS:
+        cluster.serve_parameters(me)
+        return
+    args = resolve(args, me.trial)
     model.train_and_evaluate(args)
     show_recommendations(args)
     if evaluate.has_heldout(args.input_path):
         metrics = evaluate.evaluate_model(args.output_dir, args.input_path)
-        evaluate.write_hptuning_metric(args.output_dir, metrics, model.training_schedule(args)[0])
+        steps = model.training_schedule(args)[0]
+        evaluate.write_hptuning_metric(args.output_dir, metrics, steps)
+        evaluate.report_hypertune_metric(metrics, steps)
         print(evaluate.format_table([("WALS on the held-out split", metrics)], 10))
