@@ -1,8 +1,9 @@
 """walsmf: the WALS matrix factorization lab as an installable TensorFlow 1.15 package.
 
-AI Platform training (runtime 1.15) installs this package from an sdist on
-top of its own TensorFlow 1.15, numpy and pandas, so install_requires stays
-empty: the trainer needs nothing else.  Extraction and the benchmarks need
+A training job installs this package from an sdist on top of TensorFlow
+1.15, numpy and pandas (AI Platform's runtime 1.15 had them; the Vertex AI
+container, cloud/Dockerfile, installs them).  install_requires holds only
+what TensorFlow 1.15 itself leaves open: protobuf 4.x breaks its import.  Extraction and the benchmarks need
 more (extras "extract" and "bench"); the full pinned environment is
 requirements.lock.
 """
@@ -14,10 +15,11 @@ setup(
     description="WALS collaborative filtering on Google Analytics 360 sessions (TensorFlow 1.15)",
     packages=find_packages(include=["walsmf", "walsmf.*"]),
     python_requires=">=3.7,<3.8",
-    install_requires=[],
+    install_requires=["protobuf>=3.6.1,<4"],
     extras_require={
         "extract": ["google-cloud-bigquery==3.30.0", "db-dtypes==1.4.2", "pyarrow==11.0.0",
                     "duckdb==1.2.2", "sqlglot==26.9.0"],
         "bench": ["implicit==0.7.2"],
+        "tuning": ["cloudml-hypertune==0.1.0.dev6"],
     },
 )

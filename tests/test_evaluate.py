@@ -1,4 +1,5 @@
 """Held-out split, ranking metrics (hand-computed), baselines, and the hyperparameter-tuning summary."""
+import json
 import os
 import subprocess
 import sys
@@ -85,8 +86,9 @@ def test_split_directory_is_in_the_labs_formats(split, small_data):
 
 def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, tmp_path):
     out = tmp_path / "model"
+    metric_file = tmp_path / "hypertune" / "output.metrics"
     result = run_module("walsmf.task", "--input_path", split, "--output_dir", out, "--num_epochs", 3,
-                        "--batch_size", 128, "--seed", 0)
+                        "--batch_size", 128, "--seed", 0, env={"CLOUD_ML_HP_METRIC_FILE": str(metric_file)})
     assert result.returncode == 0, result.stderr[-2000:]
     tags = {}
     for path in tf.io.gfile.glob(str(out / datadir.HELDOUT_SUMMARY_DIR / "events.*")):
@@ -94,6 +96,9 @@ def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, 
             tags.update({v.tag: v.simple_value for v in event.summary.value})
     expected = evaluate.evaluate_model(str(out), split)
     assert tags[evaluate.HPTUNING_TAG] == pytest.approx(expected["recall"])
+    # what Vertex AI's tuning reads: cloudml-hypertune's file
+    (reported,) = [json.loads(line) for line in metric_file.read_text().splitlines()]
+    assert float(reported[evaluate.HPTUNING_TAG]) == pytest.approx(expected["recall"])
     table = run_module("walsmf.evaluate", "--data_dir", split, "--model_dir", out, "--implicit")
     assert table.returncode == 0, table.stderr[-2000:]
     lines = table.stdout.splitlines()

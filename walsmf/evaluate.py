@@ -159,13 +159,28 @@ def implicit_als(train, nusers, nitems, factors=10, regularization=0.1, alpha=40
 
 
 def write_hptuning_metric(output_dir, metrics, step, k=10):
-    """Write the metrics at k as scalar summaries; recall@k is what hyperparameter tuning reads."""
+    """Write the metrics at k as scalar summaries; recall@k is what AI Platform's tuning read."""
     writer = tf.compat.v1.summary.FileWriter(os.path.join(output_dir, datadir.HELDOUT_SUMMARY_DIR))
     summary = tf.compat.v1.Summary(value=[
         tf.compat.v1.Summary.Value(tag="{}_at_{}".format(name, k), simple_value=metrics[name])
         for name in METRIC_NAMES])
     writer.add_summary(summary, step)
     writer.close()
+
+
+def report_hypertune_metric(metrics, step, k=10):
+    """Report recall@k to Vertex AI hyperparameter tuning (cloudml-hypertune), when the package is there.
+
+    Vertex reads what the package writes (CLOUD_ML_HP_METRIC_FILE, by default
+    /tmp/hypertune/output.metrics), not TensorFlow summaries.  Returns whether it reported.
+    """
+    try:
+        import hypertune
+    except ImportError:  # an optional extra: AI Platform's runtime reads the summary instead
+        return False
+    hypertune.HyperTune().report_hyperparameter_tuning_metric(
+        hyperparameter_metric_tag=HPTUNING_TAG, metric_value=metrics["recall"], global_step=step)
+    return True
 
 
 def evaluate_model(model_dir, data_dir, k=10):
