@@ -6,7 +6,7 @@ OUTPUT_DIR ?= wals_trained
 SCALE ?= 1
 NUM_EPOCHS ?= 5
 
-.PHONY: setup data run test bench notebook clean
+.PHONY: setup data run test test-slow bench notebook clean
 
 setup:
 	@scripts/setup-env
@@ -20,7 +20,11 @@ run: data
 	$(PY) -m walsmf.task --input_path $(DATA_DIR) --output_dir $(OUTPUT_DIR) --num_epochs $(NUM_EPOCHS)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# Second variants of what `make test` covers (a full sdist install, gcloud with other counts); CI runs them too.
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
 
 bench: data
 	$(PY) benchmarks/bench_pipeline.py
