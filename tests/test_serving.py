@@ -150,3 +150,24 @@ def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (out / datadir.BATCH_PRED_FILE).read_text().splitlines()
     assert len(lines) == metadata["nusers"] and all(len(l.split(",")) == 3 for l in lines)
+
+
+def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
+    """Two models of one shape, 4x the interactions apart: the same saved_model.pb size, the interactions in assets."""
+    from conftest import low_rank_ratings, write_matrix
+    from walsmf import model, settings
+    sizes = {}
+    for density in (0.2, 0.9):
+        data_dir, output_dir = tmp_path / "d{}".format(density), tmp_path / "m{}".format(density)
+        ratings = low_rank_ratings(np.random.default_rng(0), density=density)
+        write_matrix(str(data_dir), ratings)
+        model.train_and_evaluate(settings.make(input_path=str(data_dir), output_dir=str(output_dir), num_epochs=7,
+                                               batch_size=500, n_embeds=3, nusers=120, nitems=40, seed=0))
+        export = predict.latest_export(str(output_dir / "export" / "Servo"))
+        assets = sum(os.path.getsize(p) for p in tf.io.gfile.glob(os.path.join(export, "assets", "*")))
+        sizes[density] = (os.path.getsize(os.path.join(export, "saved_model.pb")), assets, np.count_nonzero(ratings))
+    (graph_small, assets_small, n_small), (graph_large, assets_large, n_large) = sizes[0.2], sizes[0.9]
+    assert n_large > 3 * n_small
+    assert abs(graph_large - graph_small) < 64 and graph_large < 1 << 20
+    # each interaction is in the assets twice (by user, by item): 8-byte id and 4-byte value
+    assert assets_large - assets_small == 2 * 12 * (n_large - n_small)

@@ -4,21 +4,32 @@ As in the lab, userId < 0 asks about item itemId, otherwise about user
 userId (a tf.cond per instance).  The lab fed its tf.cond a row of rating
 0.1 over every item; contrib's projection ignores row indices, so every
 userId got the same answer.  Here each instance projects that id's own
-interactions (kept with the model) with Gramians computed from the
-exported factors, which gives the learned factor after a final row solve,
-and ranks the other side.
+interactions with Gramians computed from the exported factors, which gives
+the learned factor after a final row solve, and ranks the other side.
+
+The interactions travel with the export as asset files (CSR arrays by user
+and by item, raw little-endian), read into local variables when the model is
+loaded: the graph (saved_model.pb) stays the same size at any scale, where
+graph constants would pass protobuf's 2 GB limit near 190x the lab's data.
 """
+import os
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
 
-from walsmf.datadir import read_interactions
+from walsmf.datadir import CSR, read_interactions
+from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
 
 PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
 TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
 USER_ID, ITEM_ID = "userId", "itemId"
+# The export's asset files: one per side and CSR array, e.g. by_user.indices.int64
+SERVING_ASSETS_DIR = "serving_assets"
+_PARTS = (("offsets", np.dtype("<i8"), tf.int64), ("indices", np.dtype("<i8"), tf.int64),
+          ("values", np.dtype("<f4"), tf.float32))
 
 
 def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobserved_weight,
@@ -53,10 +64,9 @@ def serving_predictions(model, params, features):
     ratings_by_user, ratings_by_item = features[INPUT_ROWS], features[INPUT_COLS]
     w0, reg, k = params["unobserved_weight"], params["regularization_coeff"], params["serving_top_k"]
 
-    def one_side(own_id, own_weights, other_factors, other_weights, gramian, sparse, n_others):
-        row = tf.sparse.slice(sparse, tf.stack([own_id, tf.constant(0, tf.int64)]),
-                              tf.stack([tf.constant(1, tf.int64), sparse.dense_shape[1]]))
-        projection = solve_projection(other_factors, gramian, row.indices[:, 1], row.values,
+    def one_side(own_id, own_weights, other_factors, other_weights, gramian, csr, n_others):
+        start, end = csr.offsets[own_id], csr.offsets[own_id + 1]
+        projection = solve_projection(other_factors, gramian, csr.indices[start:end], csr.values[start:end],
                                       other_weights, tf.gather(own_weights, own_id), w0, reg)
         scores, ids = tf.nn.top_k(tf.linalg.matvec(other_factors, projection), k=min(k, n_others))
         return projection, tf.cast(ids, tf.int64), scores
@@ -97,10 +107,29 @@ def _checked_ids(pairs, nusers, nitems):
         return tf.identity(pairs)
 
 
-def _sparse_constant(csr, n_cols):
-    """One side's interactions as a constant SparseTensor (rows = keys)."""
-    return tf.SparseTensor(indices=tf.constant(np.stack([csr.rows(), csr.indices], 1), tf.int64),
-                           values=tf.constant(csr.values, tf.float32), dense_shape=[csr.n_rows, n_cols])
+def write_serving_assets(directory, interactions):
+    """Write both sides' CSR arrays as the export's asset files in ``directory`` (local or gs://)."""
+    tf.io.gfile.makedirs(directory)
+    for side in interactions._fields:
+        for part, dtype, _ in _PARTS:
+            with atomic_output(os.path.join(directory, "{}.{}.{}".format(side, part, dtype.name))) as tmp, \
+                    tf.io.gfile.GFile(tmp, "wb") as f:
+                f.write(np.ascontiguousarray(getattr(interactions, side)._asdict()[part], dtype).tobytes())
+
+
+def _asset_csr(directory, side):
+    """One side's CSR as local variables that the loaded export fills from its asset files."""
+    parts = []
+    for part, dtype, tf_dtype in _PARTS:
+        name = "{}.{}.{}".format(side, part, dtype.name)
+        path = tf.constant(os.path.join(directory, name), name=name.replace(".", "_") + "_path")
+        # SavedModel copies these files into the export's assets/ and feeds their new path at load
+        tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS, path)
+        array = tf.compat.v1.Variable(tf.io.decode_raw(tf.io.read_file(path), tf_dtype), trainable=False,
+                                      validate_shape=False, name=name.replace(".", "_"),
+                                      collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES])
+        parts.append(tf.reshape(array.read_value(), [-1]))
+    return CSR(*parts)
 
 
 def observed_values(interactions, target):
@@ -115,16 +144,21 @@ def create_serving_input_fn(args, interactions=None):
 
     ``interactions``: the data's Interactions if already read (a training
     run reads each TFRecord set once); read from ``args.input_path`` otherwise.
+    Their CSR arrays are written under ``output_dir/serving_assets`` and
+    become the export's assets.
     """
+    assets = os.path.join(args.output_dir, SERVING_ASSETS_DIR)
+
     def serving_input_fn():
         user_id = tf.compat.v1.placeholder(tf.int64, [None], name=USER_ID)
         item_id = tf.compat.v1.placeholder(tf.int64, [None], name=ITEM_ID)
         fitted = observed_values(interactions or read_interactions(args.input_path, args.nusers, args.nitems),
                                  args.target)
+        write_serving_assets(assets, fitted)
         features = {
             USER_ID: user_id, ITEM_ID: item_id,
-            INPUT_ROWS: _sparse_constant(fitted.by_user, args.nitems),
-            INPUT_COLS: _sparse_constant(fitted.by_item, args.nusers),
+            INPUT_ROWS: _asset_csr(assets, "by_user"),
+            INPUT_COLS: _asset_csr(assets, "by_item"),
             PROJECT_ROW: user_id >= 0,
         }
         return input_fn_utils.InputFnOps(features, None, {USER_ID: user_id, ITEM_ID: item_id})
