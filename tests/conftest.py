@@ -157,3 +157,9 @@ def gcloud_env(tmp_path):
 needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None,
                                   reason="gcloud is not installed; walsmf.predict and python -m walsmf.task "
                                          "are the offline equivalents tested here")
+
+
+def batch_pred(output_dir):
+    """batch_pred.txt of a model directory as an array [users, k]."""
+    with open(os.path.join(str(output_dir), "batch_pred.txt")) as f:
+        return np.array([[int(x) for x in line.split(",")] for line in f.read().splitlines()])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import closed_form, low_rank_ratings, run_module, write_matrix
+from conftest import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
 from walsmf import datadir, model, recommend, settings, trainer
 
 
@@ -126,9 +126,7 @@ def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_tha
 def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):
     u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
     expected = np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :3]
-    with tf.io.gfile.GFile(os.path.join(trained.output_dir, datadir.BATCH_PRED_FILE)) as f:
-        lines = f.read().splitlines()
-    got = np.array([[int(x) for x in line.split(",")] for line in lines])
+    got = batch_pred(trained.output_dir)
     assert got.shape == (trained.nusers, 3)
     assert all(len(set(row)) == 3 for row in got) and got.min() >= 0 and got.max() < trained.nitems
     assert (got == expected).mean() > 0.999  # float ties aside
@@ -161,7 +159,8 @@ def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"), exclude_seen=True)
     shutil.copytree(trained.output_dir, args.output_dir)
-    top = model.batch_predict(args)
+    model.batch_predict(args)
+    top = batch_pred(args.output_dir)
     mapped = pd.read_csv(os.path.join(trained.input_path, datadir.MAPPED_FILE), header=None, names=["u", "i", "r"])
     for user, items in mapped.groupby("u")["i"]:
         assert not set(top[user]) & set(items)
@@ -206,7 +205,8 @@ def test_factor_shards_are_all_read_and_do_not_change_the_model(small_data, tmp_
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=128,
                          n_embeds=4, nusers=metadata["nusers"], nitems=metadata["nitems"], topk=2,
                          num_row_shards=3, num_col_shards=2, seed=0)
-    top = model.train_and_evaluate(args)
+    model.train_and_evaluate(args)
+    top = batch_pred(args.output_dir)
     names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(args.output_dir))]
     assert sum(n.startswith("row_factors_shard_") for n in names) == 3
     u = np.concatenate([tf.train.load_variable(args.output_dir, "row_factors_shard_%d" % i) for i in range(3)])
@@ -215,7 +215,8 @@ def test_factor_shards_are_all_read_and_do_not_change_the_model(small_data, tmp_
     assert (top == np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :2]).mean() > 0.999
     # one seed, one model: the same factors as an unsharded run
     unsharded = args.replace(output_dir=str(tmp_path / "one"), num_row_shards=1, num_col_shards=1)
-    np.testing.assert_array_equal(model.train_and_evaluate(unsharded), top)
+    model.train_and_evaluate(unsharded)
+    np.testing.assert_array_equal(batch_pred(unsharded.output_dir), top)
     np.testing.assert_allclose(recommend.load_factors(unsharded.output_dir, "row"), u, rtol=1e-5, atol=1e-6)
 
 
@@ -273,3 +274,19 @@ def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
     model.train_and_evaluate(args)
     assert sorted(scans) == sorted([datadir.ROWS_FILE, datadir.COLS_FILE])
     assert os.path.exists(os.path.join(args.output_dir, datadir.BATCH_PRED_FILE))
+
+
+def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
+    import shutil
+    args = trained.replace(output_dir=str(tmp_path / "m"))
+    shutil.copytree(trained.output_dir, args.output_dir)
+    os.remove(os.path.join(args.output_dir, datadir.BATCH_PRED_FILE))
+    lines = []
+    assert model.batch_predict(args, log=lines.append) == trained.nusers
+    assert lines[-1] == "batch prediction: {:,} of {:,} users".format(trained.nusers, trained.nusers)
+    assert len(lines) == 1  # 828 users: one block of 1024, one line
+    np.testing.assert_array_equal(batch_pred(args.output_dir), batch_pred(trained.output_dir))
+    u, v = recommend.load_factors(args.output_dir, "row"), recommend.load_factors(args.output_dir, "col")
+    blocks = list(recommend.top_k_blocks(u, v, 3, block_size=100))
+    assert [len(users) for users, _ in blocks] == [100] * (trained.nusers // 100) + [trained.nusers % 100]
+    np.testing.assert_array_equal(np.concatenate([top for _, top in blocks]), batch_pred(args.output_dir))

@@ -3,6 +3,7 @@
 ``find_top_k`` and ``batch_predict`` keep the lab's names; ``top_k_items``
 is the one top-k of walsmf (batch prediction and evaluation both use it).
 """
+import contextlib
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ import tensorflow as tf
 from walsmf.datadir import (BATCH_PRED_FILE, ITEMS_FILE, ORIGINAL_IDS_PRED_FILE, USERS_FILE, read_id_map,
                             read_interactions)
 from walsmf.errors import DataError
-from walsmf.fileio import atomic_write_text
+from walsmf.fileio import atomic_output
 
 
 def load_shards(checkpoint, prefix):
@@ -46,8 +47,8 @@ def find_top_k(user, item_factors, k, excluded=None):
     return top_items[0] if user.shape.ndims == 1 else top_items
 
 
-def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024):
-    """Top-k item ids per user, best first, computed a block of users at a time.
+def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=1024):
+    """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
     ``users``: which rows of ``user_factors`` to rank (default: all).
     ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
@@ -55,7 +56,6 @@ def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
     k = min(k, item_factors.shape[0])
-    result = np.empty((len(users), k), dtype=np.int64)
     with tf.Graph().as_default():
         block = tf.compat.v1.placeholder(tf.float32, [None, item_factors.shape[1]])
         excluded = None if seen is None else tf.compat.v1.placeholder(tf.int64, [None, 2])
@@ -71,29 +71,49 @@ def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size
                     feed[excluded] = np.stack([np.repeat(np.arange(len(block_users)), lengths),
                                                seen.indices[positions]], axis=1)
                 feed[block] = user_factors[block_users]
-                result[start:start + len(block_users)] = sess.run(top, feed)
-    return result
+                yield block_users, sess.run(top, feed)
 
 
-def batch_predict(args, interactions=None):
+def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024):
+    """Top-k item ids per user (rows of ``users``, default all), best first: top_k_blocks gathered."""
+    blocks = [top for _, top in top_k_blocks(user_factors, item_factors, k, seen, users, block_size)]
+    return np.concatenate(blocks) if blocks else np.empty((0, min(k, item_factors.shape[0])), np.int64)
+
+
+def batch_predict(args, interactions=None, log=tf.compat.v1.logging.info):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
+    Streams: each block of users goes straight to the files (written under
+    temporary names, renamed when complete), so memory holds the factors and
+    one block, whatever the number of users; a progress line every tenth.
     With ``args.exclude_seen``, items a user already read are left out
     (``interactions``: the data's, read by the training run; the lab kept them).
+    Returns the number of users written.
     """
     user_factors = load_factors(args.output_dir, "row")
     item_factors = load_factors(args.output_dir, "col")
     seen = None
     if args.exclude_seen:
         seen = (interactions or read_interactions(args.input_path, args.nusers, args.nitems)).by_user
-    top = top_k_items(user_factors, item_factors, args.topk, seen)
-    atomic_write_text(os.path.join(args.output_dir, BATCH_PRED_FILE),
-                      "".join(",".join(map(str, row)) + "\n" for row in top))
     users_csv = os.path.join(args.input_path, USERS_FILE)
     items_csv = os.path.join(args.input_path, ITEMS_FILE)
-    if tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv):
-        visitors, contents = read_id_map(users_csv), read_id_map(items_csv)
-        atomic_write_text(os.path.join(args.output_dir, ORIGINAL_IDS_PRED_FILE),
-                          "".join("{}\t{}\n".format(visitors[u], ",".join(contents[row]))
-                                  for u, row in enumerate(top)))
-    return top
+    originals = tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv)
+    visitors, contents = (read_id_map(users_csv), read_id_map(items_csv)) if originals else (None, None)
+    n_users = user_factors.shape[0]
+    report_every = max(1, n_users // 10)
+    with contextlib.ExitStack() as stack:
+        pred = stack.enter_context(tf.io.gfile.GFile(
+            stack.enter_context(atomic_output(os.path.join(args.output_dir, BATCH_PRED_FILE))), "w"))
+        original = stack.enter_context(tf.io.gfile.GFile(
+            stack.enter_context(atomic_output(os.path.join(args.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
+            if originals else None
+        done = 0
+        for users, top in top_k_blocks(user_factors, item_factors, args.topk, seen):
+            pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
+            if original:
+                original.write("".join("{}\t{}\n".format(visitors[u], ",".join(contents[row]))
+                                       for u, row in zip(users, top)))
+            if (done + len(users)) // report_every > done // report_every or done + len(users) == n_users:
+                log("batch prediction: {:,} of {:,} users".format(done + len(users), n_users))
+            done += len(users)
+    return done
