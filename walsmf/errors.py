@@ -1,5 +1,6 @@
 """One error type for what the user must fix, and the CLI wrapper that shows it."""
 import sys
+import warnings
 
 
 class DataError(Exception):
@@ -8,6 +9,8 @@ class DataError(Exception):
 
 def run_cli(main, argv=None):
     """Run ``main(argv)``; turn a DataError into one line on stderr and exit 1."""
+    # Google's client libraries warn on import that they no longer update for Python 3.7; TF 1.15 needs it
+    warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
     try:
         main(argv)
     except DataError as err:

@@ -149,11 +149,14 @@ def _first_line(text):
     return str(text).strip().splitlines()[0] if str(text).strip() else "no message"
 
 
-def run_local(sql, sessions_file):
+def run_local(sql, sessions_file, csv_path=None):
     """Run the lab's BigQuery ``sql`` with DuckDB over a local GA360 export file.
 
     ``sessions_file`` is Parquet, or newline-delimited JSON as BigQuery
-    exports it (``.json``/``.ndjson``/``.jsonl``).
+    exports it (``.json``/``.ndjson``/``.jsonl``).  Returns the rows as a
+    DataFrame, or with ``csv_path`` streams them into that CSV (with a
+    header; DuckDB spills to disk, so nothing needs to fit in memory) and
+    returns the path.
     """
     import duckdb
 
@@ -165,12 +168,28 @@ def run_local(sql, sessions_file):
     try:
         con.execute("CREATE VIEW {} AS SELECT * FROM {}('{}')".format(
             LOCAL_VIEW, reader, sessions_file.replace("'", "''")))
-        return con.execute(to_duckdb_sql(sql)).df()
+        if csv_path is None:
+            return con.execute(to_duckdb_sql(sql)).df()
+        con.execute("COPY ({}) TO '{}' (HEADER, DELIMITER ',')".format(to_duckdb_sql(sql),
+                                                                      csv_path.replace("'", "''")))
+        return csv_path
     except duckdb.Error as err:
         raise DataError("{} is not a GA360 sessions export the lab's query can read: {}".format(
             sessions_file, _first_line(err)))
     finally:
         con.close()
+
+
+def read_extracted_csv(path):
+    """Rows of a CSV of visitorId,contentId,session_duration (as ``--output`` writes them), checked."""
+    if not os.path.isfile(path):
+        raise DataError("extracted CSV {} does not exist (write one with 'python -m walsmf.extract "
+                        "--output FILE')".format(path))
+    try:
+        df = pd.read_csv(path, dtype={"visitorId": str, "contentId": str})
+    except (ValueError, pd.errors.ParserError) as err:
+        raise DataError("{} is not a CSV of {}: {}".format(path, ",".join(COLUMNS), _first_line(err)))
+    return normalize_extracted(df)
 
 
 def normalize_extracted(df):

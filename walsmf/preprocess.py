@@ -32,10 +32,14 @@ def add_ratings(df):
     Returns (visitorId, contentId, rating) rows and the median duration.
     """
     median = float(df["session_duration"].median())
-    rating = RATING_SCALE * (1 + (df["session_duration"] - median) / median)
     out = df[["visitorId", "contentId"]].copy()
-    out["rating"] = np.minimum(rating.values.astype(np.float64), MAX_RATING)
+    out["rating"] = rating_of(df["session_duration"].values, median)
     return out, median
+
+
+def rating_of(duration, median):
+    """The lab's rating of a duration (a number or an array): 0.3·(1 + (d − median)/median), capped at 1."""
+    return np.minimum(RATING_SCALE * (1 + (duration - median) / median), MAX_RATING)
 
 
 def map_ids(raw):
@@ -81,25 +85,48 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m walsmf.preprocess",
         description="Extract GA360 sessions with the lab's SQL and write the WALS input files "
-                    "({}).".format(", ".join(datadir.DATA_FILES)))
+                    "({}).".format(", ".join(datadir.DATA_FILES)),
+        epilog="With --runner, options the runner takes (--region, --temp_location, --setup_file, "
+               "--num_workers, ...) pass through to Beam.")
     extract_stage.add_source_arguments(parser)
+    parser.add_argument("--extracted_csv",
+                        help="a CSV of visitorId,contentId,session_duration (what 'walsmf.extract --output' "
+                             "writes) to use instead of running the query")
     parser.add_argument("--data_dir", default="data",
                         help="directory to write (replaced whole, only when every file is written)")
+    parser.add_argument("--runner", choices=["DirectRunner", "DataflowRunner"],
+                        help="preprocess with Apache Beam on this runner (default: in this process); "
+                             "DataflowRunner for data that does not fit one machine")
     return parser
 
 
 def main(argv=None):
     """CLI: extract, then write the data directory, printing a line per stage."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.runner:
+        parser.error("unrecognized arguments: {} (runner options need --runner)".format(" ".join(beam_args)))
+    log = lambda message: print("      " + message, flush=True)  # noqa: E731
     start = time.time()
-    print("[1/2] extract: lab SQL on {}".format(
-        "BigQuery project " + str(args.project) if args.source == "bigquery" else "DuckDB (local)"), flush=True)
-    extracted = extract_stage.extract(args.source, args.project, args.table, args.sessions_file,
-                                      args.scale, args.seed)
-    print("      {} rows in {:.1f}s".format(len(extracted), time.time() - start), flush=True)
+    if args.runner:
+        from walsmf import beam_pipeline  # Apache Beam: an optional extra
+
+        print("[1/1] Beam pipeline on {} -> {}".format(args.runner, args.data_dir), flush=True)
+        beam_pipeline.preprocess(args, beam_args, log)
+        print("      done in {:.1f}s".format(time.time() - start), flush=True)
+        return
+    if args.extracted_csv:
+        print("[1/2] extract: read {}".format(args.extracted_csv), flush=True)
+        extracted = extract_stage.read_extracted_csv(args.extracted_csv)
+    else:
+        print("[1/2] extract: lab SQL on {}".format(
+            "BigQuery project " + str(args.project) if args.source == "bigquery" else "DuckDB (local)"), flush=True)
+        extracted = extract_stage.extract(args.source, args.project, args.table, args.sessions_file,
+                                          args.scale, args.seed)
+    log("{} rows in {:.1f}s".format(len(extracted), time.time() - start))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
-    write_data_dir(extracted, args.data_dir, args.source, log=lambda m: print("      " + m, flush=True))
-    print("      done in {:.1f}s".format(time.time() - start), flush=True)
+    write_data_dir(extracted, args.data_dir, args.source, log=log)
+    log("done in {:.1f}s".format(time.time() - start))
 
 
 if __name__ == "__main__":
