@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 
 from walsmf.errors import DataError, run_cli
@@ -169,7 +170,7 @@ def run_local(sql, sessions_file, csv_path=None):
         con.execute("CREATE VIEW {} AS SELECT * FROM {}('{}')".format(
             LOCAL_VIEW, reader, sessions_file.replace("'", "''")))
         if csv_path is None:
-            return con.execute(to_duckdb_sql(sql)).df()
+            return _rows_frame(con.execute(to_duckdb_sql(sql)).arrow())
         con.execute("COPY ({}) TO '{}' (HEADER, DELIMITER ',')".format(to_duckdb_sql(sql),
                                                                       csv_path.replace("'", "''")))
         return csv_path
@@ -178,6 +179,21 @@ def run_local(sql, sessions_file, csv_path=None):
             sessions_file, _first_line(err)))
     finally:
         con.close()
+
+
+def _rows_frame(table):
+    """DuckDB's Arrow result as a DataFrame: ids dictionary-encoded (one string per distinct id, not per row)
+    and the duration, a SUM DuckDB types as a 128-bit decimal, as int64."""
+    import pyarrow as pa
+
+    durations = table.column("session_duration")
+    try:
+        table = table.set_column(table.schema.get_field_index("session_duration"), "session_duration",
+                                 durations.cast(pa.int64()))
+    except pa.ArrowInvalid:
+        raise DataError("a visitor's summed session_duration does not fit in 64 bits: the sessions table holds "
+                        "hit times that are not milliseconds since the session start")
+    return table.to_pandas(strings_to_categorical=True)
 
 
 def read_extracted_csv(path):
@@ -208,19 +224,33 @@ def normalize_extracted(df):
     if bad.any():
         raise DataError("session_duration is not numeric (e.g. {!r})".format(
             df["session_duration"][bad].iloc[0]))
-    keep = df["contentId"].notna() & df["visitorId"].notna() & (duration > 0)
-    out = pd.DataFrame({
-        "visitorId": df["visitorId"][keep].astype(str).values,
-        "contentId": df["contentId"][keep].astype(str).values,
-        "session_duration": duration[keep].astype("int64").values,
-    })
+    keep = (df["contentId"].notna() & df["visitorId"].notna() & (duration > 0)).fillna(False).to_numpy(bool)
+    if not keep.any():
+        raise DataError("the query returned no (visitor, article) rows with a positive duration")
+    visitors, contents = (_sorted_categories(df[column][keep].values) for column in ("visitorId", "contentId"))
     # The query orders by contentId only and engines return ties in any
     # order, which would change the lab's ids (order of appearance) from run
     # to run: order fully so the same input always gives the same files.
-    out = out.sort_values(["contentId", "visitorId"], kind="mergesort").reset_index(drop=True)
-    if out.empty:
-        raise DataError("the query returned no (visitor, article) rows with a positive duration")
-    return out
+    order = np.lexsort((visitors.codes, contents.codes))
+    return pd.DataFrame({
+        "visitorId": visitors[order],
+        "contentId": contents[order],
+        "session_duration": duration[keep].astype("int64").to_numpy()[order],
+    })
+
+
+def _sorted_categories(values):
+    """``values`` as strings in a pandas Categorical whose categories are in string order.
+
+    Ids repeat (a visitor reads several articles): one string per distinct
+    id, not per row, keeps 100x the lab's data in memory.
+    """
+    categorical = pd.Categorical(values)
+    names = np.asarray(categorical.categories.astype(str), dtype=object)
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return pd.Categorical.from_codes(rank[categorical.codes], categories=names[order])
 
 
 def extract(source="local", project=None, table=DEFAULT_TABLE, sessions_file=None,

@@ -48,16 +48,22 @@ def map_ids(raw):
     Returns (users, items, mapped): users has visitorId,userId; items has
     contentId,itemId; mapped has userId,itemId,rating (rounded to 2 decimals).
     """
-    visitor_ids = pd.unique(raw["visitorId"])
-    content_ids = pd.unique(raw["contentId"])
+    visitor_ids, user_ids = _appearance_ids(raw["visitorId"])
+    content_ids, item_ids = _appearance_ids(raw["contentId"])
     users = pd.DataFrame({"visitorId": visitor_ids, "userId": np.arange(len(visitor_ids))})
     items = pd.DataFrame({"contentId": content_ids, "itemId": np.arange(len(content_ids))})
-    mapped = pd.DataFrame({
-        "userId": pd.Index(visitor_ids).get_indexer(raw["visitorId"]),
-        "itemId": pd.Index(content_ids).get_indexer(raw["contentId"]),
-        "rating": raw["rating"].round(2).values,
-    })
+    mapped = pd.DataFrame({"userId": user_ids, "itemId": item_ids, "rating": raw["rating"].round(2).values})
     return users, items, mapped
+
+
+def _appearance_ids(column):
+    """(distinct values in order of first appearance, each row's 0-based number among them)."""
+    categorical = pd.Categorical(column)
+    codes = categorical.codes.astype(np.int64)
+    first = pd.unique(codes)
+    number = np.empty(len(categorical.categories), np.int64)
+    number[first] = np.arange(len(first))
+    return np.asarray(categorical.categories)[first], number[codes]
 
 
 def write_data_dir(extracted, data_dir, source="local", log=print):
