@@ -44,6 +44,12 @@ def test_vertex_tuning_spec_searches_what_ai_platforms_config_searches():
     assert flag_names(pool["containerSpec"]["args"]) <= set(FLAGS)
 
 
+def test_dataflow_workers_install_the_locks_pins():
+    with open(os.path.join(ROOT, "cloud", "dataflow-requirements.txt")) as f:
+        pins = dict(line.strip().lower().split("==") for line in f if "==" in line and not line.startswith("#"))
+    assert "tensorflow" in pins and all(lock()[name] == version for name, version in pins.items())
+
+
 def test_sdist_asks_for_the_protobuf_tensorflow_1_15_imports(tmp_path):
     """The fast check of what the slow install test proves: protobuf 4.x is kept out."""
     subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)], cwd=ROOT, check=True,

@@ -2,6 +2,8 @@
 import filecmp
 import json
 import os
+import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -120,3 +122,13 @@ def test_hand_table_end_to_end(tmp_path):
     expected = {("1", "100"): 0.3 * 1500 / 780, ("1", "200"): 0.3 * 2000 / 780,
                 ("2", "400"): 0.3 * 60 / 780, ("2", "500"): 0.3 * 30 / 780}
     assert {(v, c): r for v, c, r in raw.itertuples(index=False)} == pytest.approx(expected)
+
+
+def test_data_too_large_for_this_process_stops_naming_the_beam_runner(tmp_path, small_sample, monkeypatch):
+    from walsmf import extract
+    available = 10 * extract.PREPROCESS_BYTES_PER_ROW  # room for 10 rows
+    monkeypatch.setattr(extract, "_available_memory_bytes", lambda: available)
+    with pytest.raises(DataError, match=r"2,586 extracted rows need about .* GB to preprocess in one process .* instead \(--runner DataflowRunner"):
+        extract.extract(sessions_file=small_sample)
+    assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("walsmf-duckdb-") and
+                os.path.getmtime(os.path.join(tempfile.gettempdir(), p)) > time.time() - 60]

@@ -11,7 +11,9 @@ One SQL text, the lab's standard SQL, runs on two engines:
 """
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -50,6 +52,10 @@ ORDER BY latestContentId
 """
 
 LOCAL_VIEW = "ga_sessions"
+DUCKDB_MEMORY_SHARE = 0.3
+# Peak memory of in-process preprocessing per extracted row, measured by benchmarks/bench_scale.py
+# (with a margin): what check_fits_in_memory expects a run to need.
+PREPROCESS_BYTES_PER_ROW = 700
 # Names the DuckDB rewrite gives to what BigQuery leaves implicit.
 _HIT_ALIAS = "hit"
 _DIMENSION_ALIAS = "dimension"
@@ -130,8 +136,9 @@ def run_bigquery(sql, project, client=None):
 
     try:
         client = client or bigquery.Client(project=project)
-        job = client.query(sql)
-        return job.to_dataframe(create_bqstorage_client=False)
+        rows = client.query(sql).result()
+        check_fits_in_memory(rows.total_rows or 0)
+        return rows.to_dataframe(create_bqstorage_client=False)
     except auth_errors.DefaultCredentialsError:
         raise DataError("no Google credentials for BigQuery project {!r}: run "
                         "'gcloud auth application-default login' or set "
@@ -166,11 +173,18 @@ def run_local(sql, sessions_file, csv_path=None):
                         "or leave --sessions_file out to use the embedded sample)".format(sessions_file))
     reader = "read_json_auto" if sessions_file.endswith((".json", ".ndjson", ".jsonl")) else "read_parquet"
     con = duckdb.connect()
+    spill = tempfile.mkdtemp(prefix="walsmf-duckdb-")
     try:
+        # DuckDB spills past its limit: leave most of the memory to the preprocessing that follows
+        con.execute("SET memory_limit='{}MB'".format(max(512, int(DUCKDB_MEMORY_SHARE * _total_memory_mb()))))
+        con.execute("SET temp_directory='{}'".format(spill.replace("'", "''")))
+        con.execute("SET preserve_insertion_order=false")  # the rows are ordered after the query
         con.execute("CREATE VIEW {} AS SELECT * FROM {}('{}')".format(
             LOCAL_VIEW, reader, sessions_file.replace("'", "''")))
         if csv_path is None:
-            return _rows_frame(con.execute(to_duckdb_sql(sql)).arrow())
+            table = con.execute(to_duckdb_sql(sql)).arrow()
+            check_fits_in_memory(table.num_rows)
+            return _rows_frame(table)
         con.execute("COPY ({}) TO '{}' (HEADER, DELIMITER ',')".format(to_duckdb_sql(sql),
                                                                       csv_path.replace("'", "''")))
         return csv_path
@@ -179,6 +193,32 @@ def run_local(sql, sessions_file, csv_path=None):
             sessions_file, _first_line(err)))
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def check_fits_in_memory(n_rows):
+    """Stop before preprocessing ``n_rows`` in this process would exhaust the memory (and be killed)."""
+    needed = n_rows * PREPROCESS_BYTES_PER_ROW
+    available = _available_memory_bytes()
+    if needed > available:
+        raise DataError("{:,} extracted rows need about {:.1f} GB to preprocess in one process and this machine has "
+                        "{:.1f} GB available: run the Beam pipeline instead (--runner DataflowRunner on Google "
+                        "Cloud; --runner DirectRunner here, slowly)".format(n_rows, needed / 1e9, available / 1e9))
+
+
+def _available_memory_bytes():
+    """Memory available to this process now (Linux's MemAvailable), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return _total_memory_mb() * 2 ** 20
+
+
+def _total_memory_mb():
+    """This machine's physical memory in MB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 ** 20
 
 
 def _rows_frame(table):
