@@ -34,10 +34,11 @@ def test_sdist_carries_the_package(tmp_path):
 
 
 def test_trainer_imports_nothing_ai_platform_runtime_lacks():
-    """Runtime 1.15 has TensorFlow, numpy and pandas; setup.py asks for nothing more."""
+    """A job's Python has TensorFlow, numpy and pandas; setup.py asks for protobuf<4 only; extras stay optional."""
     import sys
     code = ("import sys\n"
-            "for name in ('duckdb', 'sqlglot', 'pyarrow', 'google.cloud.bigquery', 'implicit', 'matplotlib'):\n"
+            "for name in ('duckdb', 'sqlglot', 'pyarrow', 'google.cloud.bigquery', 'implicit', 'matplotlib',\n"
+            "             'apache_beam', 'hypertune'):\n"
             "    sys.modules[name] = None\n"
-            "import walsmf.task, walsmf.model, walsmf.evaluate, walsmf.predict\n")
+            "import walsmf.task, walsmf.trainer, walsmf.model, walsmf.evaluate, walsmf.predict, walsmf.cluster\n")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
