@@ -27,7 +27,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow tests
 
 bench: data
-	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_scale.py --scales 1 10
 	$(PY) benchmarks/bench_model.py --data_dir $(DATA_DIR)
 	$(PY) benchmarks/bench_quality.py
 
