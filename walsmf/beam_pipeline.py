@@ -239,7 +239,7 @@ def preprocess(args, beam_args, log=print):
                                 "new one".format(args.data_dir))
             run(args.data_dir, args.source, read_rows, beam_args, log)
         else:
-            with staged_directory(args.data_dir) as staged:
+            with staged_directory(args.data_dir, datadir.METADATA_FILE) as staged:
                 run(staged, args.source, read_rows, beam_args, log)
     metadata = datadir.read_metadata(args.data_dir)
     log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))

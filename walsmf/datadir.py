@@ -199,8 +199,19 @@ def scan_records(data_dir, name):
                     out = sess.run(parsed)
                 except tf.errors.OutOfRangeError:
                     break
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+                    raise DataError("{} is truncated or corrupt ({}): regenerate it with 'python -m "
+                                    "walsmf.preprocess'".format(os.path.join(data_dir, name),
+                                                                err.message.splitlines()[0]))
                 keys.append(out[KEY][:, 0])
                 lengths.append(np.bincount(out[INDICES].indices[:, 0], minlength=len(out[KEY])))
+                n_values = np.bincount(out[VALUES].indices[:, 0], minlength=len(out[KEY]))
+                if (lengths[-1] != n_values).any():
+                    bad = np.flatnonzero(lengths[-1] != n_values)[0]
+                    raise DataError("{}: the record of key {} has {} indices and {} values: each index needs its "
+                                    "value; regenerate the data".format(os.path.join(data_dir, name),
+                                                                        out[KEY][bad, 0], lengths[-1][bad],
+                                                                        n_values[bad]))
                 indices.append(out[INDICES].values)
                 values.append(out[VALUES].values)
     if not keys:
@@ -217,9 +228,12 @@ def check_coverage(name, keys, indices, n_keys, n_indices, key_kind, index_kind)
     TFRecord file would make training run forever without finishing a sweep.
     """
     for kind, ids, size in ((key_kind, keys, n_keys), (index_kind, indices, n_indices)):
-        if len(ids) and (ids.min() < 0 or ids.max() >= size):
+        if len(ids) and ids.min() < 0:
+            raise DataError("{}: {}Id {} is negative: ids are 0..N-1; regenerate the data with "
+                            "'python -m walsmf.preprocess'".format(name, kind, ids.min()))
+        if len(ids) and ids.max() >= size:
             raise DataError("{}: {}Id {} is outside 0..{} (--n{}s {} is too small for this data)".format(
-                name, kind, ids.max() if ids.max() >= size else ids.min(), size - 1, kind, size))
+                name, kind, ids.max(), size - 1, kind, size))
     missing = np.setdiff1d(np.arange(n_keys), keys)
     if len(missing):
         shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")

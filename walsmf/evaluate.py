@@ -68,7 +68,7 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
     mapped = read_mapped(data_dir)
     metadata = read_metadata(data_dir)
     train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed)
-    with staged_directory(split_dir) as staged:
+    with staged_directory(split_dir, datadir.METADATA_FILE) as staged:
         for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
             tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
         train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)

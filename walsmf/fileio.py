@@ -6,6 +6,8 @@ import tempfile
 
 import tensorflow as tf
 
+from walsmf.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_output(path):
@@ -26,9 +28,19 @@ def atomic_write_text(path, text):
 
 
 @contextlib.contextmanager
-def staged_directory(final_dir):
+def staged_directory(final_dir, marker):
     """Yield a fresh empty directory beside ``final_dir`` to build it in; it replaces ``final_dir``
-    when the block succeeds and is removed when it fails."""
+    when the block succeeds and is removed when it fails.
+
+    Only a directory walsmf wrote (it holds ``marker``) or an empty one is
+    ever replaced: anything else at ``final_dir`` is refused before any work.
+    """
+    if os.path.lexists(final_dir):
+        if os.path.islink(final_dir) or not os.path.isdir(final_dir):
+            raise DataError("{} exists and is not a directory walsmf wrote: name another directory".format(final_dir))
+        if os.listdir(final_dir) and not os.path.exists(os.path.join(final_dir, marker)):
+            raise DataError("{} holds files walsmf did not write (it has no {}): name another directory, or "
+                            "empty it first".format(final_dir, marker))
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
     staged = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", dir=parent)

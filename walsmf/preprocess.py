@@ -72,7 +72,7 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
     Everything is written into a staging directory which then replaces
     ``data_dir``.  Returns the metadata (counts and the median duration).
     """
-    with staged_directory(data_dir) as staged:
+    with staged_directory(data_dir, datadir.METADATA_FILE) as staged:
         raw, median = add_ratings(extracted)
         raw.to_csv(os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
         users, items, mapped = map_ids(raw)

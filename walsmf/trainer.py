@@ -1,5 +1,6 @@
 """What one `python -m walsmf.task` run does once its flags are parsed: resolve, train, report."""
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -13,12 +14,29 @@ def resolve(args, trial=""):
     """Fill nusers/nitems from metadata.json, check the values, and give a tuning ``trial`` its own output_dir."""
     if args.nusers is None or args.nitems is None:
         metadata = read_metadata(args.input_path)
-        args = args.replace(nusers=args.nusers or metadata["nusers"], nitems=args.nitems or metadata["nitems"])
+        args = args.replace(nusers=metadata["nusers"] if args.nusers is None else args.nusers,
+                            nitems=metadata["nitems"] if args.nitems is None else args.nitems)
     for flag in ("nusers", "nitems", "batch_size", "n_embeds", "topk", "num_row_shards", "num_col_shards"):
         if getattr(args, flag) < 1:
             raise DataError("--{} must be a positive integer, got {}".format(flag, getattr(args, flag)))
-    if not args.num_epochs > 0:
-        raise DataError("--num_epochs must be positive, got {}".format(args.num_epochs))
+    for flag, ids in (("num_row_shards", "nusers"), ("num_col_shards", "nitems")):
+        if getattr(args, flag) > getattr(args, ids):
+            raise DataError("--{} {} is more shards than the {} {} ids: use at most {}".format(
+                flag, getattr(args, flag), getattr(args, ids), ids[1:], getattr(args, ids)))
+    if not (math.isfinite(args.num_epochs) and args.num_epochs > 0):
+        raise DataError("--num_epochs must be a positive number, got {}".format(args.num_epochs))
+    if model.training_schedule(args)[0] < 1:
+        raise DataError("--num_epochs {} is less than one training step ({} users in batches of {}): use at "
+                        "least {:.3g}".format(args.num_epochs, args.nusers, args.batch_size,
+                                              0.5 * args.batch_size / args.nusers))
+    for flag in ("unobserved_weight", "row_weight", "col_weight"):
+        if not (math.isfinite(getattr(args, flag)) and getattr(args, flag) > 0):
+            raise DataError("--{} must be a positive number (a weight of 0 leaves WALS's solve singular), "
+                            "got {}".format(flag, getattr(args, flag)))
+    if args.regularization is not None and not (math.isfinite(args.regularization) and args.regularization >= 0):
+        raise DataError("--regularization must be 0 or more, got {}".format(args.regularization))
+    if not math.isfinite(args.col_weight_exp):
+        raise DataError("--col_weight_exp must be a number, got {}".format(args.col_weight_exp))
     if trial:
         args = args.replace(output_dir=os.path.join(args.output_dir, trial))
     return args

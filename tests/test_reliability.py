@@ -1,0 +1,109 @@
+"""Careless and hostile input: one error line, and nothing of the user's deleted or corrupted."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import low_rank_ratings, run_module, write_matrix
+from walsmf import datadir, settings, trainer
+from walsmf.errors import DataError
+from walsmf.fileio import staged_directory
+
+
+def snapshot(directory):
+    return sorted((os.path.relpath(os.path.join(root, name), str(directory)), open(os.path.join(root, name), "rb").read())
+                  for root, _, names in os.walk(str(directory)) for name in names)
+
+
+def test_preprocess_never_replaces_a_directory_walsmf_did_not_write(tmp_path, small_sample):
+    mine = tmp_path / "u"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "important.txt").write_text("x")
+    before = snapshot(tmp_path)
+    result = run_module("walsmf.preprocess", "--sessions_file", small_sample, "--data_dir", mine)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: {} holds files walsmf did not write (it has no metadata.json): name another directory, or empty it "
+        "first".format(mine)]
+    assert snapshot(tmp_path) == before and sorted(os.listdir(str(tmp_path))) == ["u"]
+
+
+@pytest.mark.parametrize("make", ["file", "symlink"])
+def test_a_file_or_link_is_never_replaced_by_a_data_directory(tmp_path, make):
+    target = tmp_path / "target"
+    if make == "file":
+        target.write_text("keep")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="exists and is not a directory walsmf wrote"):
+        with staged_directory(str(target), datadir.METADATA_FILE):
+            pass
+    assert (target.read_text() == "keep") if make == "file" else target.is_symlink()
+    assert [p for p in os.listdir(str(tmp_path)) if ".tmp-" in p] == []
+
+
+def test_an_empty_directory_or_one_walsmf_wrote_is_replaced(tmp_path):
+    for name, files in (("empty", {}), ("ours", {datadir.METADATA_FILE: "{}", "old.csv": "old"})):
+        directory = tmp_path / name
+        directory.mkdir()
+        for file, text in files.items():
+            (directory / file).write_text(text)
+        with staged_directory(str(directory), datadir.METADATA_FILE) as staged:
+            open(os.path.join(staged, "new.csv"), "w").close()
+        assert os.listdir(str(directory)) == ["new.csv"]
+
+
+@pytest.fixture
+def matrix_dir(tmp_path):
+    write_matrix(str(tmp_path / "d"), low_rank_ratings(np.random.default_rng(0), nusers=20, nitems=9))
+    return str(tmp_path / "d")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_row_shards", "21"], "--num_row_shards 21 is more shards than the 20 users ids: use at most 20"),
+    (["--num_col_shards", "10"], "--num_col_shards 10 is more shards than the 9 items ids: use at most 9"),
+    (["--regularization", "-1"], "--regularization must be 0 or more, got -1.0"),
+    (["--unobserved_weight", "0"], "--unobserved_weight must be a positive number"),
+    (["--col_weight", "nan"], "--col_weight must be a positive number"),
+    (["--num_epochs", "inf"], "--num_epochs must be a positive number, got inf"),
+    (["--num_epochs", "0.01"], "--num_epochs 0.01 is less than one training step (20 users in batches of 8)"),
+    (["--nusers", "0"], "--nusers must be a positive integer, got 0"),
+])
+def test_settings_walsmf_cannot_train_are_refused(matrix_dir, tmp_path, flags, message):
+    with pytest.raises(DataError) as error:
+        trainer.resolve(settings.parse(["--input_path", matrix_dir, "--output_dir", str(tmp_path / "o"),
+                                        "--batch_size", "8"] + flags))
+    assert str(error.value).startswith(message)
+
+
+def write_records(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for key, indices, values in records:
+            writer.write(datadir.encode_example(key, indices, values))
+
+
+def test_a_record_with_more_values_than_indices_is_named(matrix_dir):
+    write_records(os.path.join(matrix_dir, datadir.ROWS_FILE), [(0, [1], [0.5]), (1, [2], [0.5, 0.7])])
+    with pytest.raises(DataError, match=r"items_for_user: the record of key 1 has 1 indices and 2 values"):
+        datadir.read_interactions(matrix_dir, 2, 9)
+
+
+def test_a_truncated_tfrecord_is_one_line_saying_regenerate(matrix_dir, tmp_path):
+    path = os.path.join(matrix_dir, datadir.COLS_FILE)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    result = run_module("walsmf.task", "--input_path", matrix_dir, "--output_dir", tmp_path / "o", "--batch_size", 8)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: {} is truncated or corrupt".format(path)) and "walsmf.preprocess" in last
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_negative_id_is_not_called_a_small_vocabulary(matrix_dir):
+    write_records(os.path.join(matrix_dir, datadir.ROWS_FILE), [(0, [-3], [0.5])])
+    with pytest.raises(DataError, match=r"items_for_user: itemId -3 is negative"):
+        datadir.read_interactions(matrix_dir, 1, 9)
