@@ -107,3 +107,56 @@ def test_a_negative_id_is_not_called_a_small_vocabulary(matrix_dir):
     write_records(os.path.join(matrix_dir, datadir.ROWS_FILE), [(0, [-3], [0.5])])
     with pytest.raises(DataError, match=r"items_for_user: itemId -3 is negative"):
         datadir.read_interactions(matrix_dir, 1, 9)
+
+
+def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_is_swept(tmp_path, small_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    from walsmf.sample import write_sample
+    sample = write_sample(str(tmp_path / "s.parquet"), scale=0.3, seed=0)
+    process = subprocess.Popen([sys.executable, "-m", "walsmf.preprocess", "--sessions_file", sample, "--data_dir",
+                                str(tmp_path / "d")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    deadline = time.time() + 120
+    while not [p for p in os.listdir(str(tmp_path)) if p.startswith(".d.tmp-")] and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert sorted(os.listdir(str(tmp_path))) == ["s.parquet"]
+    # what SIGKILL leaves behind is swept by the next run into the same parent
+    (tmp_path / ".d.tmp-{}-abc".format(2 ** 22 + 12345)).mkdir()
+    with staged_directory(str(tmp_path / "d"), datadir.METADATA_FILE):
+        pass
+    assert sorted(os.listdir(str(tmp_path))) == ["d", "s.parquet"]
+
+
+def test_a_second_training_into_a_busy_output_dir_refuses_naming_the_first(tmp_path):
+    from walsmf.fileio import LOCK_FILE, exclusive_directory
+    with exclusive_directory(str(tmp_path), "walsmf.task training"):
+        assert (tmp_path / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    assert not (tmp_path / LOCK_FILE).exists()
+    (tmp_path / LOCK_FILE).write_text("1 walsmf.task training\n")  # pid 1 runs for as long as the machine
+    with pytest.raises(DataError, match=r"is in use by another walsmf.task training \(process 1\)"):
+        with exclusive_directory(str(tmp_path), "walsmf.task training"):
+            pass
+    (tmp_path / LOCK_FILE).write_text("{} walsmf.task training\n".format(2 ** 22 + 12345))  # gone: taken over
+    with exclusive_directory(str(tmp_path), "walsmf.task training"):
+        pass
+
+
+def test_any_failure_is_one_error_line(capsys, monkeypatch):
+    from walsmf.errors import DEBUG_ENV, run_cli
+
+    def broken(argv):
+        raise OSError(28, "No space left on device")
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(broken)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: OSError: [Errno 28] No space left on device (set WALSMF_DEBUG=1 for the traceback)"]

@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import os
-import tempfile
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from walsmf import datadir
 from walsmf.errors import DataError
 from walsmf.extract import lab_sql, run_local
-from walsmf.fileio import staged_directory
+from walsmf.fileio import staged_directory, temporary_directory
 from walsmf.preprocess import rating_of
 from walsmf.sample import ensure_sample
 
@@ -213,7 +213,8 @@ def preprocess(args, beam_args, log=print):
             "gs://"):
         raise DataError("DataflowRunner's workers read from BigQuery (--source bigquery --project P) or a gs:// "
                         "--extracted_csv, not from this machine")
-    with tempfile.TemporaryDirectory(prefix="walsmf-beam-") as workdir:
+    workdir = temporary_directory("walsmf-beam-")
+    try:
         if args.extracted_csv:
             csv_path = args.extracted_csv
         elif args.source == "local":
@@ -241,6 +242,8 @@ def preprocess(args, beam_args, log=print):
         else:
             with staged_directory(args.data_dir, datadir.METADATA_FILE) as staged:
                 run(staged, args.source, read_rows, beam_args, log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     metadata = datadir.read_metadata(args.data_dir)
     log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))
     return metadata

@@ -1,16 +1,33 @@
-"""One error type for what the user must fix, and the CLI wrapper that shows it."""
+"""One error type for what the user must fix, and the CLI wrapper that shows every failure in one line."""
+import os
+import signal
 import sys
 import warnings
+
+# Set to see the traceback behind an unexpected failure's one line.
+DEBUG_ENV = "WALSMF_DEBUG"
 
 
 class DataError(Exception):
     """Bad input or a failed external call, described in one line for the user."""
 
 
+def _terminate(signum, frame):
+    """SIGTERM (timeout, job schedulers) ends the run like Ctrl-C: cleanups run, temporary outputs go."""
+    raise KeyboardInterrupt
+
+
 def run_cli(main, argv=None):
-    """Run ``main(argv)``; turn a DataError into one line on stderr and exit 1."""
+    """Run ``main(argv)``; print any failure as one ``error:`` line on stderr and exit non-zero.
+
+    DataError: walsmf's own check (exit 1).  Ctrl-C or SIGTERM: exit 130,
+    after the staging directories and temporary files are removed.  Anything
+    else (TensorFlow, DuckDB, the OS): its type and first line (exit 1); the
+    traceback with WALSMF_DEBUG=1.
+    """
     # Google's client libraries warn on import that they no longer update for Python 3.7; TF 1.15 needs it
     warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main(argv)
     except DataError as err:
@@ -18,3 +35,13 @@ def run_cli(main, argv=None):
         sys.exit(1)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
+    except KeyboardInterrupt:
+        print("error: interrupted; earlier outputs are as they were, run the same command again", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # noqa: B902 (the promise: one line, whatever failed)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        message = (str(getattr(err, "message", "") or err).strip().splitlines() or [""])[0]
+        print("error: {}: {} (set {}=1 for the traceback)".format(type(err).__name__, message, DEBUG_ENV),
+              file=sys.stderr)
+        sys.exit(1)

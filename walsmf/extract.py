@@ -13,13 +13,12 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 import pandas as pd
 
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import atomic_output
+from walsmf.fileio import atomic_output, temporary_directory
 from walsmf.sample import ensure_sample
 
 DEFAULT_TABLE = "cloud-training-demos.GA360_test.ga_sessions_sample"
@@ -53,9 +52,10 @@ ORDER BY latestContentId
 
 LOCAL_VIEW = "ga_sessions"
 DUCKDB_MEMORY_SHARE = 0.3
-# Peak memory of in-process preprocessing per extracted row, measured by benchmarks/bench_scale.py
-# (with a margin): what check_fits_in_memory expects a run to need.
-PREPROCESS_BYTES_PER_ROW = 700
+# Memory the in-process preprocessing of one extracted row takes at its peak, with a margin (ids as
+# categoricals, two CSRs, the sorts' temporaries; benchmarks/bench_scale.py measures it): what
+# check_fits_in_memory expects a run to need.
+PREPROCESS_BYTES_PER_ROW = 350
 # Names the DuckDB rewrite gives to what BigQuery leaves implicit.
 _HIT_ALIAS = "hit"
 _DIMENSION_ALIAS = "dimension"
@@ -173,7 +173,7 @@ def run_local(sql, sessions_file, csv_path=None):
                         "or leave --sessions_file out to use the embedded sample)".format(sessions_file))
     reader = "read_json_auto" if sessions_file.endswith((".json", ".ndjson", ".jsonl")) else "read_parquet"
     con = duckdb.connect()
-    spill = tempfile.mkdtemp(prefix="walsmf-duckdb-")
+    spill = temporary_directory("walsmf-duckdb-")
     try:
         # DuckDB spills past its limit: leave most of the memory to the preprocessing that follows
         con.execute("SET memory_limit='{}MB'".format(max(512, int(DUCKDB_MEMORY_SHARE * _total_memory_mb()))))
@@ -183,6 +183,7 @@ def run_local(sql, sessions_file, csv_path=None):
             LOCAL_VIEW, reader, sessions_file.replace("'", "''")))
         if csv_path is None:
             table = con.execute(to_duckdb_sql(sql)).arrow()
+            con.close()  # DuckDB's buffers go before the rows are preprocessed
             check_fits_in_memory(table.num_rows)
             return _rows_frame(table)
         con.execute("COPY ({}) TO '{}' (HEADER, DELIMITER ',')".format(to_duckdb_sql(sql),

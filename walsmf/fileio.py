@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from walsmf.errors import DataError
 
+LOCK_FILE = ".walsmf.lock"
+
 
 @contextlib.contextmanager
 def atomic_output(path):
@@ -43,13 +45,67 @@ def staged_directory(final_dir, marker):
                             "empty it first".format(final_dir, marker))
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
-    staged = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", dir=parent)
+    staged = temporary_directory("." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", parent)
     try:
         os.chmod(staged, 0o755)  # mkdtemp makes it private; the data directory is not
         yield staged
         _replace_directory(staged, final_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def temporary_directory(prefix, parent=None):
+    """A new directory ``<parent>/<prefix><pid>-<random>``; first removes the ones of processes that are
+    gone (a run killed with SIGKILL leaves its directory behind; SIGTERM and Ctrl-C clean up)."""
+    parent = parent or tempfile.gettempdir()
+    for name in os.listdir(parent):
+        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix="{}{}-".format(prefix, os.getpid()), dir=parent)
+
+
+@contextlib.contextmanager
+def exclusive_directory(directory, what):
+    """Hold ``directory`` (local) for this process while the block runs: a second run into it refuses at
+    once, naming the first; a lock left by a process that is gone is taken over.  gs:// paths are not
+    locked (Cloud Storage has no atomic create-if-absent through tf.io.gfile)."""
+    if "://" in directory:
+        yield
+        return
+    created = not os.path.exists(directory)
+    os.makedirs(directory, exist_ok=True)
+    lock = os.path.join(directory, LOCK_FILE)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            with open(lock) as f:
+                holder = f.read().strip()
+            pid = holder.split()[0] if holder else ""
+            if pid.isdigit() and _running(int(pid)) and int(pid) != os.getpid():
+                raise DataError("{} is in use by another {} (process {}): wait for it to end or choose another "
+                                "directory".format(directory, what, pid))
+            os.remove(lock)
+    with os.fdopen(fd, "w") as f:
+        f.write("{} {}\n".format(os.getpid(), what))
+    try:
+        yield
+    finally:
+        os.remove(lock)
+        if created and not os.listdir(directory):  # a run that failed before writing leaves nothing
+            os.rmdir(directory)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _replace_directory(staged_dir, final_dir):

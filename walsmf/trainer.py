@@ -8,6 +8,7 @@ import tensorflow as tf
 from walsmf import cluster, evaluate, model
 from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, read_metadata
 from walsmf.errors import DataError
+from walsmf.fileio import exclusive_directory
 
 
 def resolve(args, trial=""):
@@ -82,7 +83,8 @@ def run(args, environ=os.environ):
         cluster.serve_parameters(me)
         return
     args = resolve(args, me.trial)
-    model.train_and_evaluate(args)
+    with exclusive_directory(args.output_dir, "walsmf.task training"):
+        model.train_and_evaluate(args)
     show_recommendations(args)
     if evaluate.has_heldout(args.input_path):
         metrics = evaluate.evaluate_model(args.output_dir, args.input_path)
