@@ -130,7 +130,7 @@ def read_params_file(path):
     import tensorflow as tf  # only here: parsing flags otherwise needs no TensorFlow
 
     if not tf.io.gfile.exists(path):
-        raise DataError("--params_file {} does not exist (walsmf.tune writes best_params.json)".format(path))
+        raise DataError("--params_file {} does not exist: give a JSON file of {{flag name: value}}".format(path))
     with tf.io.gfile.GFile(path) as f:
         try:
             return json.load(f)
