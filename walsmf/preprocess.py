@@ -74,7 +74,9 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
     """
     with staged_directory(data_dir, datadir.METADATA_FILE) as staged:
         raw, median = add_ratings(extracted)
-        raw.to_csv(os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
+        # ids as object arrays of the categories' own strings: to_csv would rebuild all categories per chunk
+        raw.assign(**{c: np.asarray(raw[c]) for c in ("visitorId", "contentId")}).to_csv(
+            os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
         users, items, mapped = map_ids(raw)
         users.to_csv(os.path.join(staged, datadir.USERS_FILE), index=False, header=False)
         items.to_csv(os.path.join(staged, datadir.ITEMS_FILE), index=False, header=False)
