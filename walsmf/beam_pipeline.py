@@ -55,9 +55,12 @@ def parse_extracted(line):
         duration = int(float(duration))
     except ValueError:
         raise DataError("session_duration is not numeric (e.g. {!r})".format(fields[2]))
-    if not visitor or not content or duration <= 0:
-        return None
-    return visitor, content, duration
+    return _kept(visitor, content, duration)
+
+
+def _kept(visitor, content, duration):
+    """The row, or None where the lab's query drops it (no visitor or article, no positive duration)."""
+    return (visitor, content, duration) if visitor and content and duration > 0 else None
 
 
 class _Median(beam.PTransform):
@@ -193,9 +196,9 @@ def run(data_dir, source, read_rows, beam_args, log=print):
 
 def _rows_of_bigquery(row):
     """(visitorId, contentId, session_duration) of a BigQuery result row; None if the query would drop it."""
-    if row.get("contentId") is None or row.get("visitorId") is None or not row.get("session_duration", 0) > 0:
-        return None
-    return str(row["visitorId"]), str(row["contentId"]), int(row["session_duration"])
+    visitor, content, duration = (row.get(c) for c in ("visitorId", "contentId", "session_duration"))
+    return _kept(None if visitor is None else str(visitor), None if content is None else str(content),
+                 int(duration or 0))
 
 
 def preprocess(args, beam_args, log=print):

@@ -46,9 +46,15 @@ def item_weights(item_counts, col_weight, col_weight_exp):
     return (col_weight * relative ** (-col_weight_exp)).astype(np.float32)
 
 
+def shard_sizes(n, num_shards):
+    """How contrib splits ``n`` ids into shards: the first ``n % num_shards`` one longer."""
+    return [n // num_shards + (i < n % num_shards) for i in range(num_shards)]
+
+
 def shard(values, num_shards):
-    """Split per-id values into WALS's shards (the first ones one longer), as contrib does."""
-    return [list(part) for part in np.array_split(np.asarray(values), num_shards)]
+    """Split per-id values into WALS's shards, as contrib does."""
+    bounds = np.cumsum(shard_sizes(len(values), num_shards))[:-1]
+    return [list(part) for part in np.split(np.asarray(values), bounds)]
 
 
 def initial_factors(n, dim, num_shards, seed, stream):
@@ -62,7 +68,7 @@ def initial_factors(n, dim, num_shards, seed, stream):
     """
     def shards():
         factors = tf.random.stateless_normal([n, dim], seed=tf.constant([seed, stream], tf.int64))
-        return tf.split(factors, [len(part) for part in np.array_split(np.arange(n), num_shards)])
+        return tf.split(factors, shard_sizes(n, num_shards))
     return shards
 
 
