@@ -11,6 +11,9 @@ from walsmf.datadir import COLS_FILE, EXAMPLE_FEATURES, INDICES, KEY, ROWS_FILE,
 INPUT_ROWS = WALSMatrixFactorization.INPUT_ROWS          # "input_rows"
 INPUT_COLS = WALSMatrixFactorization.INPUT_COLS          # "input_cols"
 PROJECT_ROW = WALSMatrixFactorization.PROJECT_ROW        # "project_row"
+# Training also gets the union of 4, 16 and 64 consecutive batches, so a
+# sweep of many batches takes few steps (walsmf.sweeps).
+MERGED_BATCHES = (4, 16, 64)
 
 
 def decode_example(protos, vocab_size):
@@ -68,7 +71,7 @@ def remap_keys(sparse_tensor):
                            dense_shape=tf.stack([n_keys, sparse_tensor.dense_shape[1]]))
 
 
-def parse_tfrecords(filename, vocab_size, mode, args):
+def batch_iterator(filename, vocab_size, mode, args):
     """One-shot iterator over remapped SparseTensor batches of ``filename``.
 
     TRAIN repeats forever, EVAL reads once.  The lab repeated before it
@@ -90,18 +93,50 @@ def parse_tfrecords(filename, vocab_size, mode, args):
     dataset = tf.data.TFRecordDataset(files).batch(args.batch_size).map(decode_batch)
     if mode == tf.estimator.ModeKeys.TRAIN:
         dataset = dataset.cache().repeat()
-    dataset = dataset.prefetch(1)
-    return tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+    return tf.compat.v1.data.make_one_shot_iterator(dataset.prefetch(1))
+
+
+def parse_tfrecords(filename, vocab_size, mode, args):
+    """The next remapped SparseTensor batch of ``filename`` (see batch_iterator)."""
+    return batch_iterator(filename, vocab_size, mode, args).get_next()
+
+
+def merged_key(key, batches):
+    """The feature holding ``batches`` consecutive batches of ``key``'s side (``key`` itself for one)."""
+    return key if batches == 1 else "{}_x{}".format(key, batches)
+
+
+def merge_batches(iterator, batches):
+    """The union of the iterator's next ``batches`` batches as one SparseTensor, keys unchanged.
+
+    One ``get_next`` in a loop, so the graph holds one read per merged size.
+    """
+    def read(taken, indices, values, dense_shape):
+        batch = iterator.get_next()
+        return (taken + 1, tf.concat([indices, batch.indices], 0), tf.concat([values, batch.values], 0),
+                tf.maximum(dense_shape, batch.dense_shape))
+    _, indices, values, dense_shape = tf.while_loop(
+        lambda taken, *_: taken < batches, read,
+        [tf.constant(0), tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.float32), tf.zeros([2], tf.int64)],
+        shape_invariants=[tf.TensorShape([]), tf.TensorShape([None, 2]), tf.TensorShape([None]),
+                          tf.TensorShape([2])])
+    return tf.SparseTensor(indices, values, dense_shape)
 
 
 def read_dataset(mode, args):
-    """The estimator's input_fn: rows (items_for_user), columns (users_for_item), project_row."""
+    """The estimator's input_fn: rows (items_for_user), columns (users_for_item), project_row.
+
+    Each side also comes as MERGED_BATCHES consecutive batches
+    (``merged_key``); a training step reads one of them, and only what it
+    reads is taken from the iterator.
+    """
     def _input_fn():
-        features = {
-            INPUT_ROWS: parse_tfrecords(ROWS_FILE, args.nitems, mode, args),
-            INPUT_COLS: parse_tfrecords(COLS_FILE, args.nusers, mode, args),
-            PROJECT_ROW: tf.constant(True),
-        }
+        features = {PROJECT_ROW: tf.constant(True)}
+        for key, filename, vocab_size in ((INPUT_ROWS, ROWS_FILE, args.nitems), (INPUT_COLS, COLS_FILE, args.nusers)):
+            iterator = batch_iterator(filename, vocab_size, mode, args)
+            features[key] = iterator.get_next()
+            # Evaluation must present the features training did; it reads one batch.
+            features.update({merged_key(key, batches): merge_batches(iterator, batches) for batches in MERGED_BATCHES})
         return features, None
     return _input_fn
 

@@ -18,11 +18,11 @@ import os
 import numpy as np
 import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization, WALSModel
-from tensorflow.contrib.factorization.python.ops import wals as contrib_wals
 from tensorflow.contrib.learn.python.learn import learn_runner
 from tensorflow.contrib.learn.python.learn.estimators import model_fn as model_fn_lib
 from tensorflow.contrib.learn.python.learn.utils import saved_model_export_utils
 
+from walsmf import sweeps
 from walsmf.datadir import SERVING_INFO_FILE, read_interactions
 from walsmf.errors import DataError
 from walsmf.fileio import atomic_write_text
@@ -73,7 +73,7 @@ def initial_factors(n, dim, num_shards, seed, stream):
 
 
 def _wals_model(params):
-    """The WALSModel of ``params`` as contrib's model_fn builds it outside training."""
+    """The WALSModel of ``params``, reading the factors and Gramians themselves (no per-worker caches)."""
     return WALSModel(
         params["num_rows"], params["num_cols"], params["embedding_dimension"],
         unobserved_weight=params["unobserved_weight"],
@@ -84,9 +84,12 @@ def _wals_model(params):
         use_factors_weights_cache=False, use_gramian_cache=False)
 
 
-def walsmf_model_fn(features, labels, mode, params):
-    """contrib's WALS model_fn for training; walsmf's for evaluation and serving.
+def walsmf_model_fn(features, labels, mode, params, config):
+    """WALS's model_fn: contrib's model and ops, walsmf's training step, evaluation and serving.
 
+    TRAIN: walsmf.sweeps: a step solves up to 64 batches in one
+    session.run where contrib's hooks made four per batch; the loss is
+    computed when it is logged; checkpoints carry no copy of the graph.
     EVAL: contrib reads the Gramians stored in the checkpoint, which are
     only prepared at the start of a sweep: the step-0 checkpoint holds
     zeros, and with no regularization the first mid-training evaluation
@@ -96,9 +99,12 @@ def walsmf_model_fn(features, labels, mode, params):
     checkpoint evaluates.
     INFER: walsmf.serving.serving_predictions.
     """
-    if mode == model_fn_lib.ModeKeys.TRAIN:
-        return contrib_wals._wals_factorization_model_function(features, labels, mode, params)
     model = _wals_model(params)
+    if mode == model_fn_lib.ModeKeys.TRAIN:
+        sweeps.add_checkpoint_saver(config)
+        loss, sweep_hook = sweeps.train_ops(model, features, params)
+        return model_fn_lib.ModelFnOps(mode=mode, predictions={}, loss=loss, train_op=tf.no_op(),
+                                       training_hooks=[sweep_hook])
     if mode == model_fn_lib.ModeKeys.INFER:
         return model_fn_lib.ModelFnOps(mode=mode, predictions=serving_predictions(model, params, features),
                                        loss=None, train_op=tf.no_op())
@@ -122,16 +128,17 @@ def walsmf_model_fn(features, labels, mode, params):
 class WALSRecommender(WALSMatrixFactorization):
     """contrib's WALSMatrixFactorization with walsmf's evaluation and serving (walsmf_model_fn)."""
 
-    def __init__(self, serving_top_k=10, **kwargs):
+    def __init__(self, serving_top_k=10, batch_size=512, last_step=None, **kwargs):
         super(WALSRecommender, self).__init__(**kwargs)
         self._model_fn = walsmf_model_fn
-        self.params = dict(self.params, serving_top_k=serving_top_k)
+        self.params = dict(self.params, serving_top_k=serving_top_k, batch_size=batch_size, last_step=last_step)
 
 
-def build_estimator(args, col_weights=1.0, config=None, model_dir=None):
+def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_step=None):
     """The WALS estimator for settings ``args`` (the lab's, plus the weights it left at contrib defaults).
 
     ``col_weights``: a float, or per-item weights by shard (see prepare_training).
+    ``last_step``: the global step training stops at (no merged step runs past it).
     Without a seed, one is drawn and logged, so any run can be repeated.
     """
     seed = args.seed
@@ -145,7 +152,8 @@ def build_estimator(args, col_weights=1.0, config=None, model_dir=None):
         unobserved_weight=args.unobserved_weight, regularization_coeff=args.regularization,
         row_weights=args.row_weight, col_weights=col_weights,
         num_row_shards=args.num_row_shards, num_col_shards=args.num_col_shards,
-        serving_top_k=args.topk, model_dir=model_dir or args.output_dir, config=config)
+        serving_top_k=args.topk, batch_size=args.batch_size, last_step=last_step,
+        model_dir=model_dir or args.output_dir, config=config)
 
 
 # ----------------------------------------------------------------- train --
@@ -193,15 +201,15 @@ def prepare_training(args):
 
 
 def fit(args, steps, hooks=()):
-    """Train for ``steps`` without the Experiment (no evaluation, no export): searches, benchmarks.
+    """Train to global step ``steps`` without the Experiment (no evaluation, no export): searches, benchmarks.
 
     Saves a checkpoint at the start and at the end only.
     """
     _, col_weights = prepare_training(args)
     config = tf.contrib.learn.RunConfig(save_checkpoints_secs=None, save_checkpoints_steps=10 ** 9,
                                         save_summary_steps=10 ** 9, tf_random_seed=args.seed)
-    estimator = build_estimator(args, col_weights, config)
-    estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args), steps=steps, monitors=list(hooks))
+    estimator = build_estimator(args, col_weights, config, last_step=steps)
+    estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args), max_steps=steps, monitors=list(hooks))
     return estimator
 
 
@@ -218,7 +226,7 @@ def train_and_evaluate(args):
         config = tf.contrib.learn.RunConfig(save_checkpoints_steps=steps_in_epoch,
                                             save_checkpoints_secs=None, tf_random_seed=args.seed)
         return tf.contrib.learn.Experiment(
-            build_estimator(args, col_weights, config, model_dir=output_dir),
+            build_estimator(args, col_weights, config, model_dir=output_dir, last_step=train_steps),
             train_input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args),
             eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, args),
             train_steps=train_steps,

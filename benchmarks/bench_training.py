@@ -1,0 +1,168 @@
+"""What a user pays per extra sweep of ``python -m walsmf.task``, against implicit's ALS per extra iteration.
+
+    .venv/bin/python benchmarks/bench_training.py [--data_dir data] [--short 3] [--long 13]
+
+For each configuration (10 factors at batch 512, the lab's; 30 factors at
+batch 16,384, the tuned preset's), two whole ``python -m walsmf.task`` runs
+(seed 1) of ``--short`` and ``--long`` epochs: the difference of their wall
+times over the sweeps between them is the cost of a sweep with everything
+the Experiment does around it (evaluations, checkpoints); then a sweep's
+steps alone (model.fit), of which reading the input alone, and what
+computing the loss on every step (contrib's way) would add.  implicit's ALS
+at the same dimension on the same matrix: (15 − 5 iterations) / 10.  Each
+time is the best of ``--repeats`` interleaved runs.  Prints
+one line per run, then the ratios side by side.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import collections
+
+import tensorflow as tf
+
+from walsmf import evaluate, inputs, model, settings
+from walsmf import sweeps as sweeps_module
+from walsmf.datadir import METADATA_FILE, read_metadata
+
+CONFIGURATIONS = ((10, 512), (30, 16384))
+
+
+class RunTimer(tf.estimator.SessionRunHook):
+    """Wall seconds of the Estimator's runs (with every hook's work) from the ``first`` on."""
+
+    def __init__(self, first=1):
+        self.first, self.runs, self.seconds = first, 0, 0.0
+
+    def before_run(self, run_context):
+        self.runs += 1
+        self.start = time.perf_counter()
+
+    def after_run(self, run_context, run_values):
+        if self.runs >= self.first:
+            self.seconds += time.perf_counter() - self.start
+
+
+def sweep_seconds(args, sweeps):
+    """Seconds per sweep of model.fit's runs after a first sweep (which parses and fills the input cache)."""
+    per_sweep = model.steps_per_sweep(args)
+    first = RunTimer()
+    model.fit(args, per_sweep, hooks=[first])
+    shutil.rmtree(args.output_dir)
+    timer = RunTimer(first=first.runs + 1)
+    model.fit(args, per_sweep * (1 + sweeps), hooks=[timer])
+    shutil.rmtree(args.output_dir)
+    return timer.seconds / sweeps
+
+
+def input_seconds(args, sweeps):
+    """Seconds per sweep of reading the merged batches a sweep's steps read, alone (after a first pass)."""
+    with tf.Graph().as_default():
+        features, _ = inputs.read_dataset(tf.estimator.ModeKeys.TRAIN, args)()
+        reads = []
+        for key, n in ((inputs.INPUT_ROWS, args.nusers), (inputs.INPUT_COLS, args.nitems)):
+            left = -(-n // args.batch_size)
+            while left:
+                batches = max(k for k in (1,) + inputs.MERGED_BATCHES if k <= left)
+                reads.append(features[inputs.merged_key(key, batches)])
+                left -= batches
+        with tf.compat.v1.Session() as session:
+            for _ in range(2):  # a first pass parses and fills the cache
+                start = time.perf_counter()
+                for read in reads:
+                    session.run(read)
+            seconds = 0.0
+            for _ in range(sweeps):
+                start = time.perf_counter()
+                for read in reads:
+                    session.run(read)
+                seconds += time.perf_counter() - start
+    return seconds / sweeps
+
+
+def step_breakdown(data_dir, meta, n_embeds, batch_size, workdir, sweeps=3):
+    """A sweep's training steps without the Experiment: total, input, loss if computed every step (seconds)."""
+    args = settings.make(input_path=data_dir, output_dir=os.path.join(workdir, "fit"), nusers=meta["nusers"],
+                         nitems=meta["nitems"], n_embeds=n_embeds, batch_size=batch_size, seed=1)
+    steps_s = sweep_seconds(args, sweeps)
+    loss_every, sweeps_module.LOSS_EVERY_STEPS = sweeps_module.LOSS_EVERY_STEPS, 1
+    try:
+        loss_s = sweep_seconds(args, sweeps) - steps_s
+    finally:
+        sweeps_module.LOSS_EVERY_STEPS = loss_every
+    return steps_s, input_seconds(args, sweeps), loss_s
+
+
+def task_run(data_dir, epochs, n_embeds, batch_size, workdir):
+    """Wall seconds of a whole walsmf.task run, and its training steps (from its checkpoint)."""
+    output_dir = os.path.join(workdir, "wals-{}-{}-{}".format(n_embeds, batch_size, epochs))
+    command = [sys.executable, "-m", "walsmf.task", "--input_path", data_dir, "--output_dir", output_dir,
+               "--num_epochs", str(epochs), "--n_embeds", str(n_embeds), "--batch_size", str(batch_size),
+               "--seed", "1"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    steps = tf.train.load_variable(tf.train.latest_checkpoint(output_dir), "global_step")
+    shutil.rmtree(output_dir)
+    return seconds, int(steps)
+
+
+def implicit_seconds(data_dir, meta, factors, iterations):
+    """Wall seconds of implicit's ALS fit at ``factors`` for ``iterations`` on collab_mapped.csv."""
+    train = evaluate.read_mapped(data_dir)
+    start = time.perf_counter()
+    evaluate.implicit_als(train, meta["nusers"], meta["nitems"], factors=factors, iterations=iterations)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", default="data", help="lab-sized data (make data); generated if missing")
+    parser.add_argument("--short", type=int, default=3, help="epochs of the shorter run")
+    parser.add_argument("--long", type=int, default=13, help="epochs of the longer run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every run; the best counts")
+    args = parser.parse_args()
+    if not os.path.exists(os.path.join(args.data_dir, METADATA_FILE)):
+        from walsmf.preprocess import main as preprocess
+        preprocess(["--data_dir", args.data_dir])
+    meta = read_metadata(args.data_dir)
+    print("data: {nusers} users, {nitems} items, {interactions} interactions".format(**meta), flush=True)
+    workdir = tempfile.mkdtemp(prefix="walsmf-bench-")
+    rows = []
+    for n_embeds, batch_size in CONFIGURATIONS:
+        steps = {}
+        per_sweep = model.steps_per_sweep(settings.make(nusers=meta["nusers"], nitems=meta["nitems"],
+                                                        batch_size=batch_size))
+        # Interleaved repeats, best of each: this machine's other load comes and goes.
+        best = collections.defaultdict(lambda: float("inf"))
+        for _ in range(args.repeats):
+            for epochs in (args.short, args.long):
+                seconds, steps[epochs] = task_run(args.data_dir, epochs, n_embeds, batch_size, workdir)
+                best[epochs] = min(best[epochs], seconds)
+            for iterations in (5, 15):
+                best["implicit", iterations] = min(best["implicit", iterations],
+                                                   implicit_seconds(args.data_dir, meta, n_embeds, iterations))
+        sweep_s = (best[args.long] - best[args.short]) / ((steps[args.long] - steps[args.short]) / per_sweep)
+        implicit_s = (best["implicit", 15] - best["implicit", 5]) / 10
+        print("walsmf.task {} factors, batch {}: {} epochs {:.1f} s ({} steps), {} epochs {:.1f} s ({} steps); "
+              "{:.3f} s per extra sweep".format(n_embeds, batch_size, args.short, best[args.short], steps[args.short],
+                                                args.long, best[args.long], steps[args.long], sweep_s), flush=True)
+        steps_s, input_s, loss_s = step_breakdown(args.data_dir, meta, n_embeds, batch_size, workdir)
+        print("  of which: the Experiment's evaluations and checkpoints {:.3f} s; training steps {:.3f} s = input "
+              "{:.3f} s + solve, bookkeeping and hooks {:.3f} s (the loss on every step would add {:.3f} s)".format(
+                  sweep_s - steps_s, steps_s, input_s, steps_s - input_s, loss_s), flush=True)
+        print("implicit ALS {} factors: {:.3f} s per extra iteration".format(n_embeds, implicit_s), flush=True)
+        rows.append((n_embeds, batch_size, sweep_s, implicit_s))
+    shutil.rmtree(workdir)
+    print("factors  batch  walsmf s/sweep  implicit s/iteration  ratio")
+    for n_embeds, batch_size, sweep_s, implicit_s in rows:
+        print("{:7d}  {:5d}  {:14.3f}  {:20.3f}  {:5.2f}".format(n_embeds, batch_size, sweep_s, implicit_s,
+                                                                sweep_s / implicit_s))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""WALS training in few ``session.run`` calls: the sweep bookkeeping in the graph, batches merged, the loss when read.
+
+contrib's WALSMatrixFactorization drives its sweeps from Python: before every
+batch its SweepHook asks the session whether the sweep is done and which side
+is being swept, and another hook increments the global step — three extra
+``session.run`` calls per batch — and every batch computes its loss, which
+the log reads once in 100 steps.  At the lab's batch of 512 rows that
+overhead, not the solve, was most of a sweep (benchmarks/bench_training.py).
+
+Here the same solves run in far fewer calls:
+
+* A step solves the union of k consecutive batches of the side being swept
+  (k = 1, 4, 16 or 64) and counts as k steps.  Within a sweep each row (column)
+  is solved from the other side's fixed factors, so which batches share a
+  ``session.run`` does not change the result: the factors are bit-identical
+  to contrib's, batch by batch.  A step never crosses the end of the side's
+  batches (no id twice in one solve) nor the last training step.
+* The step's op does the bookkeeping: mark its ids processed; when the side
+  is done, switch side, mark every id unprocessed and prepare the Gramian
+  the next sweep solves with; add k to the global step.  It returns the next
+  side and the global step, which the hook keeps (it never asks the session).
+* The batch loss is computed on the steps the Estimator logs (one run in
+  ``LOSS_EVERY_STEPS``, from the first); summaries show the latest computed.
+
+The variables keep contrib's names, so checkpoints of either load in the other.
+"""
+import tensorflow as tf
+from tensorflow.contrib.factorization import WALSMatrixFactorization
+
+from walsmf.inputs import INPUT_COLS, INPUT_ROWS, MERGED_BATCHES, merged_key
+
+# contrib.learn's Estimator logs the loss every 100 steps, and RunConfig's
+# summaries default to every 100 steps: the steps whose loss anyone reads.
+LOSS_EVERY_STEPS = 100
+
+
+def _state(name, initial, local=False):
+    collection = tf.compat.v1.GraphKeys.LOCAL_VARIABLES if local else tf.compat.v1.GraphKeys.GLOBAL_VARIABLES
+    return tf.compat.v1.Variable(initial, trainable=False, name=name, collections=[collection])
+
+
+def _prepare_gramian(model, row_sweep):
+    """Assign the Gramian a sweep solves with: the columns' for a row sweep, the rows' for a column sweep.
+
+    The factors are read when this op runs, so under a control dependency
+    it sees the factors a batch has just updated (a plain variable read may
+    run at any point of the step).
+    """
+    # pylint: disable=protected-access  (WALSModel has no public handle on its Gramians)
+    factors, gramian = (model.col_factors, model._col_gramian) if row_sweep else (model.row_factors, model._row_gramian)
+    parts = []
+    for shard in factors:
+        with tf.compat.v1.colocate_with(shard):
+            values = shard.read_value()
+            parts.append(tf.matmul(values, values, transpose_a=True))
+    return tf.compat.v1.assign(gramian, tf.add_n(parts))
+
+
+class SweepHook(tf.estimator.SessionRunHook):
+    """Chooses and runs each training step, just before each of the Estimator's ``session.run`` calls.
+
+    A step solves the union of k consecutive batches of the side being
+    swept (k in 1 and MERGED_BATCHES, the largest that neither runs past the
+    end of the side's batches nor past ``last_step``) and advances the global
+    step by k: the same solves as k steps of one batch, in one ``session.run``.
+    Each step's op returns the side of the next step and the global step, so
+    the hook never asks the session for them.  The step runs just before the
+    Estimator's own run, which then reads the state (loss, global step) after
+    it; on one step in ``LOSS_EVERY_STEPS`` it computes the batch loss.
+    """
+
+    def __init__(self, session_start, steps, sweep_batches, last_step):
+        self._session_start, self._steps = session_start, steps
+        self._sweep_batches, self._last_step = sweep_batches, last_step
+
+    def after_create_session(self, session, coord):
+        # The input iterators start over with every session.
+        self._row_sweep, self._global_step = session.run(self._session_start)
+        self._position, self._runs = {True: 0, False: 0}, 0
+
+    def before_run(self, run_context):
+        side = self._row_sweep
+        left = self._sweep_batches[side] - self._position[side]
+        if self._last_step is not None:
+            left = min(left, self._last_step - self._global_step)
+        batches = max(k for k in (1,) + MERGED_BATCHES if k <= max(left, 1))
+        self._position[side] = (self._position[side] + batches) % self._sweep_batches[side]
+        step, step_with_loss = self._steps[side, batches]
+        self._runs += 1
+        # A run of its own, so the Estimator's run and its hooks (log, summaries,
+        # step counter, checkpoints) read the state after the step, not during it.
+        self._row_sweep, self._global_step = run_context.session.run(
+            step_with_loss if (self._runs - 1) % LOSS_EVERY_STEPS == 0 else step)
+
+    def after_run(self, run_context, run_values):
+        # StopAtStepHook expects one step per run.
+        if self._last_step is not None and self._global_step >= self._last_step:
+            run_context.request_stop()
+
+
+class CheckpointSaver(tf.compat.v1.train.Saver):
+    """The Estimator's saver, minus the copy of the whole graph (``.meta``) beside every checkpoint.
+
+    Writing that copy took 0.25 s a checkpoint at lab size, more than the
+    checkpoint: a quarter of a sweep at the lab's once-per-epoch checkpoints.
+    Restoring needs only the checkpoint; the graph is in graph.pbtxt and in
+    the events file.
+    """
+
+    def save(self, *args, **kwargs):
+        """Saver.save without write_meta_graph."""
+        kwargs["write_meta_graph"] = False
+        return super(CheckpointSaver, self).save(*args, **kwargs)
+
+
+def add_checkpoint_saver(config):
+    """Make CheckpointSaver the saver of the graph being built, with the Estimator's settings for its own."""
+    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SAVERS, CheckpointSaver(
+        sharded=True, max_to_keep=config.keep_checkpoint_max,
+        keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours, defer_build=True,
+        save_relative_paths=True))
+
+
+def train_ops(model, features, params):
+    """(loss, SweepHook) of WALS training on ``features``' rows and columns: the hook runs the steps.
+
+    ``params``: the estimator's (num_rows, num_cols, batch_size, and
+    last_step, the global step training ends at, or None).
+    """
+    num_rows, num_cols = params["num_rows"], params["num_cols"]
+    is_row_sweep = _state("is_row_sweep", True)
+    is_sweep_done = _state("is_sweep_done", False)
+    completed_sweeps = _state(WALSMatrixFactorization.COMPLETED_SWEEPS, 0)
+    loss_var = _state(WALSMatrixFactorization.LOSS, 0.)
+    rwse_var = _state(WALSMatrixFactorization.RWSE, 0.)
+    processed = {True: _state("processed_rows", tf.fill([num_rows], False)),
+                 False: _state("processed_cols", tf.fill([num_cols], False))}
+    global_step = tf.compat.v1.train.get_global_step()
+
+    def switch_to(row_sweep):
+        """The op that makes the next sweep ``row_sweep``'s: flag, unprocessed ids, Gramian; returns the flag."""
+        with tf.control_dependencies([_prepare_gramian(model, row_sweep), tf.compat.v1.assign(is_sweep_done, False),
+                                      tf.compat.v1.assign(is_row_sweep, row_sweep)] + [
+                tf.compat.v1.assign(ids, tf.zeros_like(ids, tf.bool)) for ids in processed.values()]):
+            return tf.constant(row_sweep)
+
+    def prepare(row_sweep):
+        with tf.control_dependencies([_prepare_gramian(model, row_sweep)]):
+            return tf.constant(row_sweep)
+
+    # A checkpoint of contrib's may end on a finished sweep whose switch is still pending.
+    row_sweep = is_row_sweep.read_value()
+    session_start = (tf.cond(
+        is_sweep_done.read_value(),
+        lambda: tf.cond(row_sweep, lambda: switch_to(False), lambda: switch_to(True)),
+        lambda: tf.cond(row_sweep, lambda: prepare(True), lambda: prepare(False))), global_step.read_value())
+
+    def side_steps(row_side, batches):
+        """(step, step computing the loss) on ``batches`` batches of this side; each returns (side, global step)."""
+        if row_side:
+            sp_input = features[merged_key(INPUT_ROWS, batches)]
+            _, update, loss, regularization, sum_weights = model.update_row_factors(sp_input=sp_input)
+        else:
+            sp_input = features[merged_key(INPUT_COLS, batches)]
+            _, update, loss, regularization, sum_weights = model.update_col_factors(
+                sp_input=sp_input, transpose_input=True)
+        ids = sp_input.indices[:, 0]
+        with tf.control_dependencies([update]):
+            done = tf.reduce_all(tf.compat.v1.scatter_update(processed[row_side], ids, tf.ones_like(ids, tf.bool)))
+            # The switch's Gramian reads the factors after this update.
+            next_side = tf.cond(done, lambda: switch_to(not row_side), lambda: tf.constant(row_side))
+        with tf.control_dependencies([tf.compat.v1.assign_add(completed_sweeps, tf.cast(done, tf.int32))]):
+            step = (tf.identity(next_side), tf.compat.v1.assign_add(global_step, batches))
+        with tf.control_dependencies([tf.compat.v1.assign(loss_var, loss + regularization),
+                                      tf.compat.v1.assign(rwse_var, tf.sqrt(loss / sum_weights))]):
+            return step, tuple(tf.identity(value) for value in step)
+
+    steps = {(side, batches): side_steps(side, batches) for side in (True, False) for batches in (1,) + MERGED_BATCHES}
+    tf.compat.v1.summary.scalar("loss", loss_var)
+    tf.compat.v1.summary.scalar("root_weighted_squared_error", rwse_var)
+    tf.compat.v1.summary.scalar("completed_sweeps", completed_sweeps)
+    sweep_batches = {True: -(-num_rows // params["batch_size"]), False: -(-num_cols // params["batch_size"])}
+    return loss_var.read_value(), SweepHook(session_start, steps, sweep_batches, params["last_step"])
