@@ -2,9 +2,8 @@
 
     .venv/bin/python benchmarks/bench_model.py [--data_dir data] [--batch_sizes 512 16384]
 
-Prints, for n_embeds 10: seconds per training step (first epoch, which
-parses, and later cached epochs) and per full sweep (rows + columns) through
-the estimator; remap_keys alone per batch (walsmf's gather form and the
+Prints, for n_embeds 10: seconds per full sweep (rows + columns) of training
+steps through the estimator, after a first sweep that parses; remap_keys alone per batch (walsmf's gather form and the
 lab's while_loop form, checked equal); all-users top-3 and top-10 batch
 prediction; export; and one iteration of implicit's ALS (10 factors) on the
 same matrix, with the ratio sweep / implicit iteration.
@@ -16,10 +15,9 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import tensorflow as tf
 
-from common import StepTimer
+from bench_training import sweep_seconds
 from walsmf import evaluate, inputs, model, serving, settings
 from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_interactions, read_metadata, tfrecord_files
 from walsmf.recommend import load_factors, top_k_items
@@ -70,23 +68,19 @@ def time_remap(data_dir, vocab, batch_size, repeats=50):
 
 
 def time_training(data_dir, meta, batch_size, sweeps=3):
-    """Seconds per step in the first (parsing) sweep and later ones; seconds per full sweep; export."""
+    """Seconds per full sweep of training steps (after the first, which parses); the export; the factors."""
     args = settings.make(input_path=data_dir, nusers=meta["nusers"], nitems=meta["nitems"], batch_size=batch_size,
-                         n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"))
-    per_sweep = model.steps_per_sweep(args)
-    timer = StepTimer()
-    estimator = model.fit(args, sweeps * per_sweep, hooks=[timer])
-    step = np.diff(timer.ends)
-    first, later = step[:per_sweep - 1].mean(), step[per_sweep:].mean()
+                         n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"), seed=1)
+    sweep_s = sweep_seconds(args, sweeps)
+    model.fit(args, sweeps * model.steps_per_sweep(args))
     start = time.perf_counter()
     interactions = read_interactions(data_dir, meta["nusers"], meta["nitems"])
-    estimator.export_savedmodel(os.path.join(args.output_dir, "export"),
-                                serving.create_serving_input_fn(args, interactions))
+    model.build_estimator(args).export_savedmodel(os.path.join(args.output_dir, "export"),
+                                                  serving.create_serving_input_fn(args, interactions))
     export_s = time.perf_counter() - start
     u, v = load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col")
     shutil.rmtree(args.output_dir)
-    return dict(steps_per_sweep=per_sweep, first_step=first, step=later, sweep=later * per_sweep,
-                export_s=export_s, u=u, v=v)
+    return dict(steps_per_sweep=model.steps_per_sweep(args), sweep=sweep_s, export_s=export_s, u=u, v=v)
 
 
 def time_implicit(data_dir, meta, iterations=10):
@@ -110,12 +104,11 @@ def main():
     print("data: {nusers} users, {nitems} items, {interactions} interactions; n_embeds 10".format(**meta))
     implicit_s = time_implicit(args.data_dir, meta)
     print("implicit 0.7.2 ALS, 10 factors: {:.3f} s per iteration".format(implicit_s))
-    print("batch  steps/sweep  step_ms(1st epoch)  step_ms(cached)  sweep_s(cached)  sweep/implicit  export_s")
+    print("batch  steps/sweep  sweep_s(cached)  sweep/implicit  export_s")
     for batch_size in args.batch_sizes:
         r = time_training(args.data_dir, meta, batch_size)
-        print("{:5d}  {:11d}  {:18.2f}  {:15.2f}  {:15.3f}  {:14.1f}  {:8.2f}".format(
-            batch_size, r["steps_per_sweep"], 1e3 * r["first_step"], 1e3 * r["step"], r["sweep"],
-            r["sweep"] / implicit_s, r["export_s"]), flush=True)
+        print("{:5d}  {:11d}  {:15.3f}  {:14.1f}  {:8.2f}".format(
+            batch_size, r["steps_per_sweep"], r["sweep"], r["sweep"] / implicit_s, r["export_s"]), flush=True)
     remap = time_remap(args.data_dir, meta["nitems"], 512)
     print("remap_keys per batch of 512: walsmf {:.2f} ms, lab's while_loop {:.2f} ms (same result)".format(
         1e3 * remap["walsmf"], 1e3 * remap["lab"]))

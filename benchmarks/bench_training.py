@@ -64,24 +64,21 @@ def input_seconds(args, sweeps):
     with tf.Graph().as_default():
         features, _ = inputs.read_dataset(tf.estimator.ModeKeys.TRAIN, args)()
         reads = []
-        for key, n in ((inputs.INPUT_ROWS, args.nusers), (inputs.INPUT_COLS, args.nitems)):
+        for merged, n in ((inputs.MERGED_ROWS, args.nusers), (inputs.MERGED_COLS, args.nitems)):
             left = -(-n // args.batch_size)
             while left:
-                batches = max(k for k in (1,) + inputs.MERGED_BATCHES if k <= left)
-                reads.append(features[inputs.merged_key(key, batches)])
+                batches = min(left, max(1, sweeps_module.MAX_STEP_IDS // args.batch_size))
+                reads.append((features[merged], {features[inputs.MERGED_BATCHES]: batches}))
                 left -= batches
         with tf.compat.v1.Session() as session:
             for _ in range(2):  # a first pass parses and fills the cache
-                start = time.perf_counter()
-                for read in reads:
-                    session.run(read)
-            seconds = 0.0
+                for read, feed in reads:
+                    session.run(read, feed)
+            start = time.perf_counter()
             for _ in range(sweeps):
-                start = time.perf_counter()
-                for read in reads:
-                    session.run(read)
-                seconds += time.perf_counter() - start
-    return seconds / sweeps
+                for read, feed in reads:
+                    session.run(read, feed)
+            return (time.perf_counter() - start) / sweeps
 
 
 def step_breakdown(data_dir, meta, n_embeds, batch_size, workdir, sweeps=3):

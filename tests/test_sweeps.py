@@ -39,7 +39,7 @@ def contrib_fit(args, col_weights, phases, model_dir):
 def test_training_gives_contribs_factors_bit_for_bit_in_fewer_runs(small_data, tmp_path, shards, phases,
                                                                     col_weight_exp):
     data_dir, metadata = small_data
-    # small batches: a row sweep is about 100 batches, so steps merge 64, 16, 4 and 1 of them
+    # small batches: a row sweep is about 100 batches, merged into one step (two after a restart mid-sweep)
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "walsmf"), nusers=metadata["nusers"],
                          nitems=metadata["nitems"], batch_size=-(-metadata["nusers"] // 100), seed=3,
                          num_row_shards=shards[0], num_col_shards=shards[1], col_weight_exp=col_weight_exp,

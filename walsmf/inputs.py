@@ -11,9 +11,10 @@ from walsmf.datadir import COLS_FILE, EXAMPLE_FEATURES, INDICES, KEY, ROWS_FILE,
 INPUT_ROWS = WALSMatrixFactorization.INPUT_ROWS          # "input_rows"
 INPUT_COLS = WALSMatrixFactorization.INPUT_COLS          # "input_cols"
 PROJECT_ROW = WALSMatrixFactorization.PROJECT_ROW        # "project_row"
-# Training also gets the union of 4, 16 and 64 consecutive batches, so a
-# sweep of many batches takes few steps (walsmf.sweeps).
-MERGED_BATCHES = (4, 16, 64)
+# Training also reads the union of consecutive batches of a side, as many as
+# the feature MERGED_BATCHES says (fed by walsmf.sweeps; 1 by default), so a
+# sweep of many batches takes few steps.
+MERGED_ROWS, MERGED_COLS, MERGED_BATCHES = "merged_rows", "merged_cols", "merged_batches"
 
 
 def decode_example(protos, vocab_size):
@@ -101,42 +102,36 @@ def parse_tfrecords(filename, vocab_size, mode, args):
     return batch_iterator(filename, vocab_size, mode, args).get_next()
 
 
-def merged_key(key, batches):
-    """The feature holding ``batches`` consecutive batches of ``key``'s side (``key`` itself for one)."""
-    return key if batches == 1 else "{}_x{}".format(key, batches)
-
-
 def merge_batches(iterator, batches):
-    """The union of the iterator's next ``batches`` batches as one SparseTensor, keys unchanged.
-
-    One ``get_next`` in a loop, so the graph holds one read per merged size.
-    """
+    """The union of the iterator's next ``batches`` batches (a scalar tensor) as one SparseTensor, keys unchanged."""
     def read(taken, indices, values, dense_shape):
         batch = iterator.get_next()
-        return (taken + 1, tf.concat([indices, batch.indices], 0), tf.concat([values, batch.values], 0),
+        return (taken + 1, indices.write(taken, batch.indices), values.write(taken, batch.values),
                 tf.maximum(dense_shape, batch.dense_shape))
+    # TensorArrays concatenated once at the end: growing one tensor would copy it every batch
     _, indices, values, dense_shape = tf.while_loop(
         lambda taken, *_: taken < batches, read,
-        [tf.constant(0), tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.float32), tf.zeros([2], tf.int64)],
-        shape_invariants=[tf.TensorShape([]), tf.TensorShape([None, 2]), tf.TensorShape([None]),
-                          tf.TensorShape([2])])
-    return tf.SparseTensor(indices, values, dense_shape)
+        [tf.constant(0), tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False),
+         tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False), tf.zeros([2], tf.int64)])
+    return tf.SparseTensor(tf.reshape(indices.concat(), [-1, 2]), tf.reshape(values.concat(), [-1]), dense_shape)
 
 
 def read_dataset(mode, args):
     """The estimator's input_fn: rows (items_for_user), columns (users_for_item), project_row.
 
-    Each side also comes as MERGED_BATCHES consecutive batches
-    (``merged_key``); a training step reads one of them, and only what it
-    reads is taken from the iterator.
+    Each side also comes as the union of the next MERGED_BATCHES batches
+    (MERGED_ROWS, MERGED_COLS); a training step reads one side's, and only
+    what a step reads is taken from the iterators.  (Evaluation presents the
+    same features, as the Estimator requires, and reads one batch.)
     """
     def _input_fn():
-        features = {PROJECT_ROW: tf.constant(True)}
-        for key, filename, vocab_size in ((INPUT_ROWS, ROWS_FILE, args.nitems), (INPUT_COLS, COLS_FILE, args.nusers)):
+        batches = tf.compat.v1.placeholder_with_default(tf.constant(1), [], name=MERGED_BATCHES)
+        features = {PROJECT_ROW: tf.constant(True), MERGED_BATCHES: batches}
+        for key, merged, filename, vocab_size in ((INPUT_ROWS, MERGED_ROWS, ROWS_FILE, args.nitems),
+                                                  (INPUT_COLS, MERGED_COLS, COLS_FILE, args.nusers)):
             iterator = batch_iterator(filename, vocab_size, mode, args)
             features[key] = iterator.get_next()
-            # Evaluation must present the features training did; it reads one batch.
-            features.update({merged_key(key, batches): merge_batches(iterator, batches) for batches in MERGED_BATCHES})
+            features[merged] = merge_batches(iterator, batches)
         return features, None
     return _input_fn
 

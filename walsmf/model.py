@@ -158,6 +158,11 @@ def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_ste
 
 # ----------------------------------------------------------------- train --
 
+# The Experiment evaluates once an epoch, but at most this often (contrib's
+# default: 5 s).  An evaluation rebuilds the graph and restores the
+# checkpoint (about 1 s at lab size) to report one batch's loss.
+EVALUATION_INTERVAL_SECS = 30
+
 def training_schedule(args):
     """(train_steps, steps_in_epoch) as the lab computes them: row batches, not sweeps."""
     train_steps = int(0.5 + (1.0 * args.num_epochs * args.nusers) / args.batch_size)
@@ -231,7 +236,7 @@ def train_and_evaluate(args):
             eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, args),
             train_steps=train_steps,
             eval_steps=1,
-            min_eval_frequency=steps_in_epoch,
+            min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS,
             export_strategies=saved_model_export_utils.make_export_strategy(
                 serving_input_fn=create_serving_input_fn(args, interactions),
                 assets_extra={SERVING_INFO_FILE: serving_info}))

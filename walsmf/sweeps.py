@@ -10,7 +10,8 @@ overhead, not the solve, was most of a sweep (benchmarks/bench_training.py).
 Here the same solves run in far fewer calls:
 
 * A step solves the union of k consecutive batches of the side being swept
-  (k = 1, 4, 16 or 64) and counts as k steps.  Within a sweep each row (column)
+  (as many as fit in MAX_STEP_IDS ids: at lab size, the whole side) and
+  counts as k steps.  Within a sweep each row (column)
   is solved from the other side's fixed factors, so which batches share a
   ``session.run`` does not change the result: the factors are bit-identical
   to contrib's, batch by batch.  A step never crosses the end of the side's
@@ -27,11 +28,13 @@ The variables keep contrib's names, so checkpoints of either load in the other.
 import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 
-from walsmf.inputs import INPUT_COLS, INPUT_ROWS, MERGED_BATCHES, merged_key
+from walsmf.inputs import MERGED_BATCHES, MERGED_COLS, MERGED_ROWS
 
-# contrib.learn's Estimator logs the loss every 100 steps, and RunConfig's
-# summaries default to every 100 steps: the steps whose loss anyone reads.
+# contrib.learn's Estimator logs the loss every 100 runs: the runs whose loss anyone reads.
 LOSS_EVERY_STEPS = 100
+# A step solves at most this many rows (or columns): lab-sized data sweeps a
+# side in one step, larger data in steps of this size.
+MAX_STEP_IDS = 131072
 
 
 def _state(name, initial, local=False):
@@ -60,18 +63,18 @@ class SweepHook(tf.estimator.SessionRunHook):
     """Chooses and runs each training step, just before each of the Estimator's ``session.run`` calls.
 
     A step solves the union of k consecutive batches of the side being
-    swept (k in 1 and MERGED_BATCHES, the largest that neither runs past the
-    end of the side's batches nor past ``last_step``) and advances the global
-    step by k: the same solves as k steps of one batch, in one ``session.run``.
+    swept (the most that stay within MAX_STEP_IDS ids, the end of the side's
+    batches and ``last_step``) and advances the global step by k: the same
+    solves as k steps of one batch, in one ``session.run``.
     Each step's op returns the side of the next step and the global step, so
     the hook never asks the session for them.  The step runs just before the
     Estimator's own run, which then reads the state (loss, global step) after
     it; on one step in ``LOSS_EVERY_STEPS`` it computes the batch loss.
     """
 
-    def __init__(self, session_start, steps, sweep_batches, last_step):
-        self._session_start, self._steps = session_start, steps
-        self._sweep_batches, self._last_step = sweep_batches, last_step
+    def __init__(self, session_start, steps, merged_batches, sweep_batches, max_batches, last_step):
+        self._session_start, self._steps, self._merged_batches = session_start, steps, merged_batches
+        self._sweep_batches, self._max_batches, self._last_step = sweep_batches, max_batches, last_step
 
     def after_create_session(self, session, coord):
         # The input iterators start over with every session.
@@ -83,14 +86,15 @@ class SweepHook(tf.estimator.SessionRunHook):
         left = self._sweep_batches[side] - self._position[side]
         if self._last_step is not None:
             left = min(left, self._last_step - self._global_step)
-        batches = max(k for k in (1,) + MERGED_BATCHES if k <= max(left, 1))
+        batches = max(1, min(left, self._max_batches))
         self._position[side] = (self._position[side] + batches) % self._sweep_batches[side]
-        step, step_with_loss = self._steps[side, batches]
+        step, step_with_loss = self._steps[side]
         self._runs += 1
         # A run of its own, so the Estimator's run and its hooks (log, summaries,
         # step counter, checkpoints) read the state after the step, not during it.
         self._row_sweep, self._global_step = run_context.session.run(
-            step_with_loss if (self._runs - 1) % LOSS_EVERY_STEPS == 0 else step)
+            step_with_loss if (self._runs - 1) % LOSS_EVERY_STEPS == 0 else step,
+            {self._merged_batches: batches})
 
     def after_run(self, run_context, run_values):
         # StopAtStepHook expects one step per run.
@@ -155,13 +159,15 @@ def train_ops(model, features, params):
         lambda: tf.cond(row_sweep, lambda: switch_to(False), lambda: switch_to(True)),
         lambda: tf.cond(row_sweep, lambda: prepare(True), lambda: prepare(False))), global_step.read_value())
 
-    def side_steps(row_side, batches):
-        """(step, step computing the loss) on ``batches`` batches of this side; each returns (side, global step)."""
+    batches = features[MERGED_BATCHES]
+
+    def side_steps(row_side):
+        """(step, step computing the loss) on merged batches of this side; each returns (side, global step)."""
         if row_side:
-            sp_input = features[merged_key(INPUT_ROWS, batches)]
+            sp_input = features[MERGED_ROWS]
             _, update, loss, regularization, sum_weights = model.update_row_factors(sp_input=sp_input)
         else:
-            sp_input = features[merged_key(INPUT_COLS, batches)]
+            sp_input = features[MERGED_COLS]
             _, update, loss, regularization, sum_weights = model.update_col_factors(
                 sp_input=sp_input, transpose_input=True)
         ids = sp_input.indices[:, 0]
@@ -170,14 +176,15 @@ def train_ops(model, features, params):
             # The switch's Gramian reads the factors after this update.
             next_side = tf.cond(done, lambda: switch_to(not row_side), lambda: tf.constant(row_side))
         with tf.control_dependencies([tf.compat.v1.assign_add(completed_sweeps, tf.cast(done, tf.int32))]):
-            step = (tf.identity(next_side), tf.compat.v1.assign_add(global_step, batches))
+            step = (tf.identity(next_side), tf.compat.v1.assign_add(global_step, tf.cast(batches, global_step.dtype)))
         with tf.control_dependencies([tf.compat.v1.assign(loss_var, loss + regularization),
                                       tf.compat.v1.assign(rwse_var, tf.sqrt(loss / sum_weights))]):
             return step, tuple(tf.identity(value) for value in step)
 
-    steps = {(side, batches): side_steps(side, batches) for side in (True, False) for batches in (1,) + MERGED_BATCHES}
+    steps = {side: side_steps(side) for side in (True, False)}
     tf.compat.v1.summary.scalar("loss", loss_var)
     tf.compat.v1.summary.scalar("root_weighted_squared_error", rwse_var)
     tf.compat.v1.summary.scalar("completed_sweeps", completed_sweeps)
     sweep_batches = {True: -(-num_rows // params["batch_size"]), False: -(-num_cols // params["batch_size"])}
-    return loss_var.read_value(), SweepHook(session_start, steps, sweep_batches, params["last_step"])
+    return loss_var.read_value(), SweepHook(session_start, steps, batches, sweep_batches,
+                                            max(1, MAX_STEP_IDS // params["batch_size"]), params["last_step"])
