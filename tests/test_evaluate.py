@@ -19,20 +19,25 @@ def mapped_frame(rng, nusers=60, nitems=15, per_user=(1, 8)):
     return pd.DataFrame(rows, columns=evaluate.MAPPED_COLUMNS)
 
 
-def test_split_holds_out_one_per_eligible_user_and_keeps_every_item():
+def test_split_holds_out_one_per_eligible_user_and_keeps_every_user():
     mapped = mapped_frame(np.random.default_rng(0))
-    # an item read by one user only: it must stay in training
-    mapped = mapped.append(pd.DataFrame([(0, 99, 0.5)], columns=evaluate.MAPPED_COLUMNS), ignore_index=True)
     train, test, unevaluated = evaluate.holdout_split(mapped, seed=3)
     assert len(train) + len(test) == len(mapped)
     assert set(map(tuple, pd.concat([train, test]).values)) == set(map(tuple, mapped.values))
     per_user = mapped.groupby("userId").size()
     assert test["userId"].is_unique and set(test["userId"]) <= set(per_user[per_user >= 3].index)
-    assert set(train["itemId"]) == set(mapped["itemId"]) and set(train["userId"]) == set(mapped["userId"])
+    assert set(train["userId"]) == set(mapped["userId"])
     assert unevaluated == mapped["userId"].nunique() - test["userId"].nunique()
     again = evaluate.holdout_split(mapped, seed=3)[1]
     assert again.equals(test)
     assert not evaluate.holdout_split(mapped, seed=4)[1].equals(test)
+
+
+def test_split_may_hold_out_an_items_only_read():
+    # 20 users read items 1, 2 and one item of their own (20 + u): walsmf trains with items left unread
+    mapped = pd.DataFrame([(u, i, 0.5) for u in range(20) for i in (1, 2, 20 + u)], columns=evaluate.MAPPED_COLUMNS)
+    train, test, _ = evaluate.holdout_split(mapped, seed=0)
+    assert len(test) == 20 and set(test["itemId"]) - set(train["itemId"])
 
 
 def test_metrics_match_a_hand_computation():
@@ -121,16 +126,15 @@ def test_split_of_a_missing_directory_says_what_to_run(tmp_path):
     assert result.returncode == 1 and "does not exist" in result.stderr.strip().splitlines()[-1]
 
 
-def test_bench_prints_one_table_of_every_method(tmp_path):
+def test_bench_prints_one_table_of_every_method_and_data_set(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_quality.py"), "--scale", "0.01",
-                             "--seeds", "0", "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+                             "--max_trials", "2", "--datasets", "sample", "dense", "--workdir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    start = next(n for n, l in enumerate(lines) if l.startswith("method"))
-    names = [l[:34].strip() for l in lines[start + 1:start + 6]]
-    assert names == ["WALS, lab defaults", "WALS, --preset tuned", "most popular", "implicit ALS, 10 factors",
-                     "implicit ALS, 30 factors"]
-    recalls = [float(l[34:51].split()[0]) for l in lines[start + 1:start + 6]]
-    assert all(0 < r <= 1 for r in recalls)
-    assert sum(l.startswith("tuned WALS / implicit ALS") for l in lines) == 2
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| sample") or
+            line.startswith("| dense")]
+    assert [(row[0].split()[1], row[1].split()[0]) for row in rows] == [
+        (name, method) for name in ("sample", "dense") for method in ("walsmf", "walsmf", "implicit", "most")]
+    assert all(0 < float(row[2]) <= 1 for row in rows)
+    assert sum(line.startswith(("sample: walsmf tuned / implicit", "dense: walsmf tuned / implicit"))
+               for line in result.stdout.splitlines()) == 2

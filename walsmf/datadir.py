@@ -220,12 +220,11 @@ def scan_records(data_dir, name):
     return np.concatenate(keys), offsets, np.concatenate(indices), np.concatenate(values)
 
 
-def check_coverage(name, keys, indices, n_keys, n_indices, key_kind, index_kind):
-    """Fail unless ids fit the vocabularies and every key 0..n_keys−1 has a record.
+def check_ids(name, keys, indices, n_keys, n_indices, key_kind, index_kind):
+    """Fail unless the record keys and their indices fit the vocabularies (ids 0..n−1).
 
-    ``key_kind``/``index_kind``: "user" or "item".  WALS completes a sweep
-    only once every row (column) has been updated, so a key missing from its
-    TFRecord file would make training run forever without finishing a sweep.
+    ``key_kind``/``index_kind``: "user" or "item".  Ids without a record are
+    fine: users who read nothing yet, articles no one has read.
     """
     for kind, ids, size in ((key_kind, keys, n_keys), (index_kind, indices, n_indices)):
         if len(ids) and ids.min() < 0:
@@ -234,12 +233,6 @@ def check_coverage(name, keys, indices, n_keys, n_indices, key_kind, index_kind)
         if len(ids) and ids.max() >= size:
             raise DataError("{}: {}Id {} is outside 0..{} (--n{}s {} is too small for this data)".format(
                 name, kind, ids.max(), size - 1, kind, size))
-    missing = np.setdiff1d(np.arange(n_keys), keys)
-    if len(missing):
-        shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        raise DataError("{}: {} {}s of 0..{} have no record ({}); WALS cannot finish a sweep "
-                        "without them: regenerate the data or fix --n{}s".format(
-                            name, len(missing), key_kind, n_keys - 1, shown, key_kind))
 
 
 def read_interactions(data_dir, nusers, nitems):
@@ -248,6 +241,6 @@ def read_interactions(data_dir, nusers, nitems):
     for name, n_keys, n_indices, kinds in ((ROWS_FILE, nusers, nitems, ("user", "item")),
                                            (COLS_FILE, nitems, nusers, ("item", "user"))):
         keys, offsets, indices, values = scan_records(data_dir, name)
-        check_coverage(name, keys, indices, n_keys, n_indices, *kinds)
+        check_ids(name, keys, indices, n_keys, n_indices, *kinds)
         sides.append(CSR.from_triples(np.repeat(keys, np.diff(offsets)), indices, values, n_keys))
     return Interactions(*sides)

@@ -39,7 +39,8 @@ def holdout_split(mapped, holdout=1, min_interactions=3, seed=0):
     """Split collab_mapped rows into (train, test, n_unevaluated_users).
 
     Users with at least ``min_interactions`` hold out ``holdout`` random
-    interactions each, never an item's last training interaction.
+    interactions each: any of them, an item's only reader's included (the
+    item then has no training read, and walsmf trains without it).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(mapped))
@@ -49,15 +50,6 @@ def holdout_split(mapped, holdout=1, min_interactions=3, seed=0):
     candidate = (user_count >= min_interactions) & (per_user < holdout)
     held = np.zeros(len(mapped), bool)
     held[order[candidate]] = True
-    # Give back held-out rows of items left without a training interaction.
-    while True:
-        items = mapped["itemId"].values
-        train_items = np.bincount(items[~held], minlength=items.max() + 1)
-        orphaned = held & (train_items[items] == 0)
-        if not orphaned.any():
-            break
-        first_of_item = pd.Series(np.flatnonzero(orphaned)).groupby(items[orphaned]).first().values
-        held[first_of_item] = False
     train, test = mapped[~held].reset_index(drop=True), mapped[held].reset_index(drop=True)
     unevaluated = mapped["userId"].nunique() - test["userId"].nunique()
     return train, test, int(unevaluated)
@@ -73,8 +65,8 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
             tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
         train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)
         test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
-        datadir.write_interactions(staged, datadir.interactions_of(train))
-        datadir.write_metadata(staged, dict(metadata, **datadir.counts(train), heldout=len(test),
+        datadir.write_interactions(staged, datadir.interactions_of(train, metadata["nusers"], metadata["nitems"]))
+        datadir.write_metadata(staged, dict(metadata, interactions=len(train), heldout=len(test),
                                             unevaluated_users=unevaluated, split_seed=seed))
     log("{} training interactions, {} held out from {} users; {} users have too few interactions "
         "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
@@ -126,9 +118,14 @@ def ranking_metrics(top, users, test, nitems):
 
 
 def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10):
-    """Metrics at k of a factorization (score = user factor · item factor) on the held-out users."""
+    """Metrics at k of a factorization (score = user factor · item factor) on the held-out users.
+
+    Every method is ranked alike: training items left out, a user without
+    training reads gets the most read items, an item without one is not ranked.
+    """
     users = np.unique(test["userId"].values)
-    top = top_k_items(user_factors, item_factors, k, seen=by_user(train, nusers), users=users)
+    reads = datadir.interactions_of(train, nusers, item_factors.shape[0])
+    top = top_k_items(user_factors, item_factors, k, seen=reads.by_user, users=users, reads=reads)
     return ranking_metrics(top, users, test, item_factors.shape[0])
 
 

@@ -57,17 +57,22 @@ def shard(values, num_shards):
     return [list(part) for part in np.split(np.asarray(values), bounds)]
 
 
-def initial_factors(n, dim, num_shards, seed, stream):
+def initial_factors(n, dim, num_shards, seed, stream, unread=()):
     """contrib's random initialization (standard normal), made independent of the sharding.
 
     contrib draws each shard on its own, so the same seed gave another model
     for another shard count; here all ``n`` rows are drawn at once from
     (``seed``, ``stream``) with a stateless generator and then cut into
     contrib's shards: one seed, one model, however the factors are spread.
+    Ids in ``unread`` (no interaction) start, and stay, at zero: WALS's
+    solution for them, and out of the other side's Gramian.
     Returns the callable contrib's ``row_init``/``col_init`` accepts.
     """
     def shards():
         factors = tf.random.stateless_normal([n, dim], seed=tf.constant([seed, stream], tf.int64))
+        if len(unread):
+            factors = tf.tensor_scatter_nd_update(factors, np.asarray(unread, np.int64)[:, None],
+                                                  tf.zeros([len(unread), dim]))
         return tf.split(factors, shard_sizes(n, num_shards))
     return shards
 
@@ -128,27 +133,34 @@ def walsmf_model_fn(features, labels, mode, params, config):
 class WALSRecommender(WALSMatrixFactorization):
     """contrib's WALSMatrixFactorization with walsmf's evaluation and serving (walsmf_model_fn)."""
 
-    def __init__(self, serving_top_k=10, batch_size=512, last_step=None, **kwargs):
+    def __init__(self, serving_top_k=10, batch_size=512, last_step=None, rows_read=None, cols_read=None, **kwargs):
         super(WALSRecommender, self).__init__(**kwargs)
         self._model_fn = walsmf_model_fn
-        self.params = dict(self.params, serving_top_k=serving_top_k, batch_size=batch_size, last_step=last_step)
+        self.params = dict(self.params, serving_top_k=serving_top_k, batch_size=batch_size, last_step=last_step,
+                           rows_read=self.params["num_rows"] if rows_read is None else rows_read,
+                           cols_read=self.params["num_cols"] if cols_read is None else cols_read)
 
 
-def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_step=None):
+def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_step=None, interactions=None):
     """The WALS estimator for settings ``args`` (the lab's, plus the weights it left at contrib defaults).
 
     ``col_weights``: a float, or per-item weights by shard (see prepare_training).
     ``last_step``: the global step training stops at (no merged step runs past it).
+    ``interactions``: the data's, to train with ids that have no interaction
+    (default: every id has some).
     Without a seed, one is drawn and logged, so any run can be repeated.
     """
     seed = args.seed
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2 ** 31)
         tf.compat.v1.logging.info("Initialization seed %d (--seed %d gives this model again)", seed, seed)
+    unread_users, unread_items = ((np.flatnonzero(side.counts == 0) for side in interactions) if interactions
+                                  else ((), ()))
     return WALSRecommender(
         num_rows=args.nusers, num_cols=args.nitems, embedding_dimension=args.n_embeds,
-        row_init=initial_factors(args.nusers, args.n_embeds, args.num_row_shards, seed, 0),
-        col_init=initial_factors(args.nitems, args.n_embeds, args.num_col_shards, seed, 1),
+        row_init=initial_factors(args.nusers, args.n_embeds, args.num_row_shards, seed, 0, unread_users),
+        col_init=initial_factors(args.nitems, args.n_embeds, args.num_col_shards, seed, 1, unread_items),
+        rows_read=args.nusers - len(unread_users), cols_read=args.nitems - len(unread_items),
         unobserved_weight=args.unobserved_weight, regularization_coeff=args.regularization,
         row_weights=args.row_weight, col_weights=col_weights,
         num_row_shards=args.num_row_shards, num_col_shards=args.num_col_shards,
@@ -199,6 +211,11 @@ def prepare_training(args):
     """
     check_existing_model(args)
     interactions = read_interactions(args.input_path, args.nusers, args.nitems)
+    unread_users, unread_items = (int(np.count_nonzero(side.counts == 0)) for side in interactions)
+    if unread_users or unread_items:
+        tf.compat.v1.logging.info("{} users and {} items have no interaction: their factors stay zero; such a user "
+                                  "is recommended the most read items, such an item is not recommended".format(
+                                      unread_users, unread_items))
     if args.col_weight_exp == 0:
         return interactions, float(args.col_weight)
     weights = item_weights(interactions.by_item.counts, args.col_weight, args.col_weight_exp)
@@ -210,10 +227,10 @@ def fit(args, steps, hooks=()):
 
     Saves a checkpoint at the start and at the end only.
     """
-    _, col_weights = prepare_training(args)
+    interactions, col_weights = prepare_training(args)
     config = tf.contrib.learn.RunConfig(save_checkpoints_secs=None, save_checkpoints_steps=10 ** 9,
                                         save_summary_steps=10 ** 9, tf_random_seed=args.seed)
-    estimator = build_estimator(args, col_weights, config, last_step=steps)
+    estimator = build_estimator(args, col_weights, config, last_step=steps, interactions=interactions)
     estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args), max_steps=steps, monitors=list(hooks))
     return estimator
 
@@ -231,7 +248,8 @@ def train_and_evaluate(args):
         config = tf.contrib.learn.RunConfig(save_checkpoints_steps=steps_in_epoch,
                                             save_checkpoints_secs=None, tf_random_seed=args.seed)
         return tf.contrib.learn.Experiment(
-            build_estimator(args, col_weights, config, model_dir=output_dir, last_step=train_steps),
+            build_estimator(args, col_weights, config, model_dir=output_dir, last_step=train_steps,
+                            interactions=interactions),
             train_input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args),
             eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, args),
             train_steps=train_steps,

@@ -4,7 +4,8 @@
 
 Each line of the instances file is one JSON instance: {"userId": 4, "itemId": -1}
 asks for user 4's top-k items; {"userId": -1, "itemId": 4} for item 4's top-k
-users.  Output: a table with a column per output key (gcloud's default) or
+users; {"userId": -1, "itemId": -1, "items": [3, 7], "ratings": [0.5, 1.0]}
+for a new visitor who read items 3 and 7 (ratings optional).  Output: a table with a column per output key (gcloud's default) or
 ``--format json``: {"predictions": [...]}.
 """
 import argparse
@@ -19,6 +20,7 @@ from walsmf.datadir import SERVING_INFO_FILE
 from walsmf.errors import DataError, run_cli
 
 INSTANCE_KEYS = ("userId", "itemId")
+NEW_VISITOR_KEYS = ("items", "ratings")
 
 
 def latest_export(path):
@@ -51,26 +53,54 @@ def read_instances(path):
     return instances
 
 
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_instance(instance, where, nusers=None, nitems=None):
-    """Return (userId, itemId) of one instance, or raise a DataError saying what is wrong."""
+    """Return one instance as {"userId", "itemId"[, "items"[, "ratings"]]}, or raise a DataError saying what is wrong.
+
+    The same rules as the export's: integer ids, userId below nusers, itemId
+    -1 or a known item; items (known itemIds) and ratings (numbers, as many)
+    only for a new visitor (userId and itemId -1).
+    """
     if not isinstance(instance, dict):
         raise DataError("{}: an instance must be a JSON object like {{\"userId\": 4, \"itemId\": -1}}".format(where))
-    ids = []
+    unknown = sorted(set(instance) - set(INSTANCE_KEYS + NEW_VISITOR_KEYS))
+    if unknown:
+        raise DataError("{}: unknown key {!r} (an instance has userId, itemId and, for a new visitor, items and "
+                        "ratings)".format(where, unknown[0]))
     for key in INSTANCE_KEYS:
         if key not in instance:
             raise DataError("{}: missing key {!r} (give both userId and itemId; -1 for the one not asked)".format(
                 where, key))
-        value = instance[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DataError("{}: {} must be an integer, got {!r}".format(where, key, value))
-        ids.append(value)
-    user_id, item_id = ids
+        if not _integer(instance[key]):
+            raise DataError("{}: {} must be an integer, got {!r}".format(where, key, instance[key]))
+    user_id, item_id = instance["userId"], instance["itemId"]
     if nusers is not None and user_id >= nusers:
         raise DataError("{}: userId {} out of range: the model knows users 0..{}".format(where, user_id, nusers - 1))
-    if user_id < 0 and nitems is not None and not 0 <= item_id < nitems:
-        raise DataError("{}: itemId {} out of range (userId < 0 asks about an item): the model knows "
-                        "items 0..{}".format(where, item_id, nitems - 1))
-    return user_id, item_id
+    if item_id < -1 or (nitems is not None and item_id >= nitems):
+        raise DataError("{}: itemId {} out of range: -1, or an item the model knows (0..{})".format(
+            where, item_id, "N-1" if nitems is None else nitems - 1))
+    checked = {"userId": user_id, "itemId": item_id}
+    if "items" in instance or "ratings" in instance:
+        if user_id >= 0 or item_id >= 0:
+            raise DataError("{}: items and ratings describe a new visitor: give them with userId -1 and "
+                            "itemId -1".format(where))
+        items = instance.get("items", [])
+        if not isinstance(items, list) or not all(_integer(i) and i >= 0 and (nitems is None or i < nitems)
+                                                  for i in items):
+            raise DataError("{}: items must be a list of itemIds the model knows (0..{}), got {!r}".format(
+                where, "N-1" if nitems is None else nitems - 1, items))
+        checked["items"] = items
+        if "ratings" in instance:
+            ratings = instance["ratings"]
+            if not (isinstance(ratings, list) and len(ratings) == len(items) and all(
+                    isinstance(r, (int, float)) and not isinstance(r, bool) and np.isfinite(r) for r in ratings)):
+                raise DataError("{}: ratings must be a list of numbers, one per item, got {!r}".format(
+                    where, ratings))
+            checked["ratings"] = ratings
+    return checked
 
 
 def serving_info(export_dir):
@@ -83,15 +113,27 @@ def serving_info(export_dir):
 
 
 def predict(model_dir, instances):
-    """Run the export on (userId, itemId) pairs; return one dict of outputs per instance."""
+    """Run the export on instances (dicts as in an instances file, or (userId, itemId) pairs); one dict each."""
     export_dir = latest_export(model_dir)
     info = serving_info(export_dir)
-    for number, (user_id, item_id) in enumerate(instances, 1):
-        check_instance({"userId": user_id, "itemId": item_id}, "instance {}".format(number),
-                       info.get("nusers"), info.get("nitems"))
+    instances = [check_instance(dict(zip(INSTANCE_KEYS, i)) if isinstance(i, tuple) else i,
+                                "instance {}".format(number), info.get("nusers"), info.get("nitems"))
+                 for number, i in enumerate(instances, 1)]
+    feed = {key: np.array([i[key] for i in instances], np.int64) for key in INSTANCE_KEYS}
+    if any("items" in i for i in instances):
+        # a batch of lists: -1 pads them to the longest, as the export expects
+        width = max(len(i.get("items", [])) for i in instances)
+        feed["items"] = np.full((len(instances), width), -1, np.int64)
+        for row, i in enumerate(instances):
+            feed["items"][row, :len(i.get("items", []))] = i.get("items", [])
+        if any("ratings" in i for i in instances):
+            if not all("ratings" in i for i in instances if "items" in i):
+                raise DataError("give ratings for every new visitor of a file, or for none")
+            feed["ratings"] = np.zeros((len(instances), width), np.float32)
+            for row, i in enumerate(instances):
+                feed["ratings"][row, :len(i.get("ratings", []))] = i.get("ratings", [])
     predict_fn = predictor.from_saved_model(export_dir)
-    outputs = predict_fn({"userId": np.array([u for u, _ in instances], np.int64),
-                          "itemId": np.array([i for _, i in instances], np.int64)})
+    outputs = predict_fn(feed)
     return [{key: value[n].tolist() for key, value in sorted(outputs.items())} for n in range(len(instances))]
 
 

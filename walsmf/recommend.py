@@ -33,33 +33,48 @@ def load_factors(model_dir, side):
     return load_shards(checkpoint, side + "_factors_shard_")
 
 
-def find_top_k(user, item_factors, k, excluded=None):
+def find_top_k(user, item_factors, k, excluded=None, item_offsets=None):
     """Top-k item ids of one user factor [d] or of a block of them [B, d] (the lab's function, batched).
 
     ``excluded``: optional (row of the block, itemId) pairs to leave out.
+    ``item_offsets``: optional [items] added to every score (−inf: never recommended).
     Equal scores rank the lower itemId first (tf.nn.top_k's order).
     """
     users = tf.expand_dims(user, 0) if user.shape.ndims == 1 else user
     scores = tf.matmul(users, item_factors, transpose_b=True)
+    if item_offsets is not None:
+        scores += item_offsets
     if excluded is not None:  # (a scatter copies the whole block: only when needed)
         scores = tf.tensor_scatter_nd_update(scores, excluded, tf.fill(tf.shape(excluded)[:1], np.float32(-np.inf)))
     top_items = tf.cast(tf.nn.top_k(scores, k=k).indices, tf.int64)
     return top_items[0] if user.shape.ndims == 1 else top_items
 
 
-def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=1024):
+def cold_start(reads):
+    """What ids without interactions get, from the training ``reads`` (datadir.Interactions):
+    (users without reads, items by readers most first, offsets that keep unread items out)."""
+    readers = reads.by_item.counts
+    offsets = np.where(readers > 0, 0, -np.inf).astype(np.float32) if (readers == 0).any() else None
+    return reads.by_user.counts == 0, np.argsort(-readers, kind="stable"), offsets
+
+
+def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=1024, reads=None):
     """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
     ``users``: which rows of ``user_factors`` to rank (default: all).
     ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
+    ``reads``: the training Interactions, if some ids have none: a user
+    without reads gets the most read items, an item without readers is never
+    recommended (``cold_start``).
     Blocks of 1024 users measured fastest at lab size (their scores stay in cache).
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
     k = min(k, item_factors.shape[0])
+    no_reads, most_read, offsets = cold_start(reads) if reads is not None else (None, None, None)
     with tf.Graph().as_default():
         block = tf.compat.v1.placeholder(tf.float32, [None, item_factors.shape[1]])
         excluded = None if seen is None else tf.compat.v1.placeholder(tf.int64, [None, 2])
-        top = find_top_k(block, tf.constant(item_factors, tf.float32), k, excluded)
+        top = find_top_k(block, tf.constant(item_factors, tf.float32), k, excluded, offsets)
         feed = {}
         with tf.compat.v1.Session() as sess:
             for start in range(0, len(users), block_size):
@@ -71,12 +86,15 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
                     feed[excluded] = np.stack([np.repeat(np.arange(len(block_users)), lengths),
                                                seen.indices[positions]], axis=1)
                 feed[block] = user_factors[block_users]
-                yield block_users, sess.run(top, feed)
+                block_top = sess.run(top, feed)
+                if no_reads is not None:
+                    block_top[no_reads[block_users]] = most_read[:k]
+                yield block_users, block_top
 
 
-def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024):
+def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024, reads=None):
     """Top-k item ids per user (rows of ``users``, default all), best first: top_k_blocks gathered."""
-    blocks = [top for _, top in top_k_blocks(user_factors, item_factors, k, seen, users, block_size)]
+    blocks = [top for _, top in top_k_blocks(user_factors, item_factors, k, seen, users, block_size, reads)]
     return np.concatenate(blocks) if blocks else np.empty((0, min(k, item_factors.shape[0])), np.int64)
 
 
@@ -86,15 +104,15 @@ def batch_predict(args, interactions=None, log=tf.compat.v1.logging.info):
     Streams: each block of users goes straight to the files (written under
     temporary names, renamed when complete), so memory holds the factors and
     one block, whatever the number of users; a progress line every tenth.
-    With ``args.exclude_seen``, items a user already read are left out
-    (``interactions``: the data's, read by the training run; the lab kept them).
-    Returns the number of users written.
+    With ``args.exclude_seen``, items a user already read are left out (the
+    lab kept them).  A user without reads gets the most read items; an item
+    without readers is never recommended.  ``interactions``: the data's, if
+    the training run read them already.  Returns the number of users written.
     """
     user_factors = load_factors(args.output_dir, "row")
     item_factors = load_factors(args.output_dir, "col")
-    seen = None
-    if args.exclude_seen:
-        seen = (interactions or read_interactions(args.input_path, args.nusers, args.nitems)).by_user
+    interactions = interactions or read_interactions(args.input_path, args.nusers, args.nitems)
+    seen = interactions.by_user if args.exclude_seen else None
     users_csv = os.path.join(args.input_path, USERS_FILE)
     items_csv = os.path.join(args.input_path, ITEMS_FILE)
     originals = tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv)
@@ -108,7 +126,7 @@ def batch_predict(args, interactions=None, log=tf.compat.v1.logging.info):
             stack.enter_context(atomic_output(os.path.join(args.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
             if originals else None
         done = 0
-        for users, top in top_k_blocks(user_factors, item_factors, args.topk, seen):
+        for users, top in top_k_blocks(user_factors, item_factors, args.topk, seen, reads=interactions):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
                 original.write("".join("{}\t{}\n".format(visitors[u], ",".join(contents[row]))

@@ -1,7 +1,13 @@
-"""The serving export: the lab's {"userId": u, "itemId": i} instances, answered per id.
+"""The serving export: the lab's {"userId": u, "itemId": i} instances, answered per id; new visitors too.
 
 As in the lab, userId < 0 asks about item itemId, otherwise about user
-userId (a tf.cond per instance).  The lab fed its tf.cond a row of rating
+userId (a tf.cond per instance).  {"userId": -1, "itemId": -1, "items": [...],
+"ratings": [...]} asks about a visitor the model has never seen, from the
+articles they read (itemIds; -1 pads a list to the batch's longest) and,
+optionally, their ratings (default: what a read of median length gets, or 1
+with --target read): their projection is the same closed-form solve a known
+user's is.  An id without interactions gets the most read ids of the other
+side; an id without interactions is never recommended.  The lab fed its tf.cond a row of rating
 0.1 over every item; contrib's projection ignores row indices, so every
 userId got the same answer.  Here each instance projects that id's own
 interactions with Gramians computed from the exported factors, which gives
@@ -26,6 +32,9 @@ from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
 PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
 TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
 USER_ID, ITEM_ID = "userId", "itemId"
+READ_ITEMS, READ_RATINGS = "items", "ratings"
+# The rating of a read of median length (walsmf.preprocess.rating_of(median, median)).
+MEDIAN_READ_RATING = 0.3
 # The export's asset files: one per side and CSR array, e.g. by_user.indices.int64
 SERVING_ASSETS_DIR = "serving_assets"
 _PARTS = (("offsets", np.dtype("<i8"), tf.int64), ("indices", np.dtype("<i8"), tf.int64),
@@ -63,27 +72,43 @@ def serving_predictions(model, params, features):
     col_gramian = _gramian64(col_factors)
     ratings_by_user, ratings_by_item = features[INPUT_ROWS], features[INPUT_COLS]
     w0, reg, k = params["unobserved_weight"], params["regularization_coeff"], params["serving_top_k"]
+    readers = {side: tf.cast(csr.offsets[1:] - csr.offsets[:-1], tf.float32)
+               for side, csr in (("user", ratings_by_user), ("item", ratings_by_item))}
 
-    def one_side(own_id, own_weights, other_factors, other_weights, gramian, csr, n_others):
+    def answer(ids, ratings, own_weight, other_factors, other_weights, gramian, other_readers, n_others):
+        """Projection from (ids, ratings) of the other side, and the top-k of the other side."""
+        projection = solve_projection(other_factors, gramian, ids, ratings, other_weights, own_weight, w0, reg)
+        # without interactions: the most read; never what has no reader
+        scores = tf.cond(tf.size(ids) > 0, lambda: tf.linalg.matvec(other_factors, projection),
+                         lambda: other_readers)
+        scores += tf.where(other_readers > 0, tf.zeros_like(scores), tf.fill(tf.shape(scores), -np.inf))
+        top_scores, top_ids = tf.nn.top_k(scores, k=min(k, n_others))
+        return projection, tf.cast(top_ids, tf.int64), top_scores
+
+    def known(own_id, own_weights, csr, *other_side):
         start, end = csr.offsets[own_id], csr.offsets[own_id + 1]
-        projection = solve_projection(other_factors, gramian, csr.indices[start:end], csr.values[start:end],
-                                      other_weights, tf.gather(own_weights, own_id), w0, reg)
-        scores, ids = tf.nn.top_k(tf.linalg.matvec(other_factors, projection), k=min(k, n_others))
-        return projection, tf.cast(ids, tf.int64), scores
+        return answer(csr.indices[start:end], csr.values[start:end], tf.gather(own_weights, own_id), *other_side)
 
-    def instance(ids):
+    users_side = (col_factors, col_weights, col_gramian, readers["item"], params["num_cols"])
+    items_side = (row_factors, row_weights, row_gramian, readers["user"], params["num_rows"])
+
+    def instance(inputs):
+        ids, read_items, read_ratings = inputs
         user_id, item_id = ids[0], ids[1]
+        read = read_items >= 0
+        new_visitor = lambda: answer(tf.boolean_mask(read_items, read), tf.boolean_mask(read_ratings, read),
+                                     tf.reduce_mean(row_weights), *users_side)
         return tf.cond(
             user_id < 0,
-            lambda: one_side(item_id, col_weights, row_factors, row_weights, row_gramian,
-                             ratings_by_item, params["num_rows"]),
-            lambda: one_side(user_id, row_weights, col_factors, col_weights, col_gramian,
-                             ratings_by_user, params["num_cols"]))
+            lambda: tf.cond(item_id < 0, new_visitor, lambda: known(item_id, col_weights, ratings_by_item,
+                                                                      *items_side)),
+            lambda: known(user_id, row_weights, ratings_by_user, *users_side))
 
     pairs = tf.stack([features[USER_ID], features[ITEM_ID]], axis=1)
-    pairs = _checked_ids(pairs, params["num_rows"], params["num_cols"])
+    pairs, read_items = _checked_ids(pairs, features[READ_ITEMS], params["num_rows"], params["num_cols"])
     projection, top_ids, top_scores = tf.map_fn(
-        instance, pairs, dtype=(tf.float32, tf.int64, tf.float32), back_prop=False)
+        instance, (pairs, read_items, features[READ_RATINGS]), dtype=(tf.float32, tf.int64, tf.float32),
+        back_prop=False)
     return {PROJECTION: projection, TOP_K_IDS: top_ids, TOP_K_SCORES: top_scores}
 
 
@@ -92,19 +117,23 @@ def _gramian64(factors):
     return tf.matmul(factors, factors, transpose_a=True)
 
 
-def _checked_ids(pairs, nusers, nitems):
-    """Assert every (userId, itemId) asks for one known user or one known item."""
+def _checked_ids(pairs, read_items, nusers, nitems):
+    """Assert every instance asks for one known user, one known item, or a new visitor's known items."""
     user_id, item_id = pairs[:, 0], pairs[:, 1]
-    asks_user = user_id >= 0
+    new_visitor = (user_id < 0) & (item_id < 0)
     checks = [
         tf.debugging.Assert(tf.reduce_all(user_id < nusers),
                             ["userId out of range: must be below", nusers, "got", user_id], summarize=10),
-        tf.debugging.Assert(tf.reduce_all(asks_user | ((item_id >= 0) & (item_id < nitems))),
-                            ["itemId out of range (with userId -1): must be in [0,", nitems, ") got",
-                             item_id], summarize=10),
+        tf.debugging.Assert(tf.reduce_all((item_id >= -1) & (item_id < nitems)),
+                            ["itemId out of range: must be -1 or in [0,", nitems, ") got", item_id], summarize=10),
+        tf.debugging.Assert(tf.reduce_all((read_items >= -1) & (read_items < nitems)),
+                            ["items out of range: each must be in [0,", nitems, ") (or -1: padding) got",
+                             read_items], summarize=10),
+        tf.debugging.Assert(tf.reduce_all(new_visitor | tf.reduce_all(read_items < 0, axis=1)),
+                            ["items are for a new visitor: give them with userId -1 and itemId -1"]),
     ]
     with tf.control_dependencies(checks):
-        return tf.identity(pairs)
+        return tf.identity(pairs), tf.identity(read_items)
 
 
 def write_serving_assets(directory, interactions):
@@ -140,7 +169,7 @@ def observed_values(interactions, target):
 
 
 def create_serving_input_fn(args, interactions=None):
-    """The serving input: JSON {"userId": u, "itemId": i}, a batch of such instances.
+    """The serving input: JSON {"userId": u, "itemId": i} (and, for a new visitor, "items", "ratings"), batched.
 
     ``interactions``: the data's Interactions if already read (a training
     run reads each TFRecord set once); read from ``args.input_path`` otherwise.
@@ -152,14 +181,23 @@ def create_serving_input_fn(args, interactions=None):
     def serving_input_fn():
         user_id = tf.compat.v1.placeholder(tf.int64, [None], name=USER_ID)
         item_id = tf.compat.v1.placeholder(tf.int64, [None], name=ITEM_ID)
+        # Optional inputs: the lab's instances leave them out (gcloud feeds the keys an instance has).
+        read_items = tf.compat.v1.placeholder_with_default(
+            tf.fill(tf.stack([tf.shape(user_id)[0], 0]), tf.constant(-1, tf.int64)), [None, None], name=READ_ITEMS)
+        unrated = 1.0 if args.target == "read" else MEDIAN_READ_RATING
+        read_ratings = tf.compat.v1.placeholder_with_default(
+            tf.fill(tf.shape(read_items), unrated), [None, None], name=READ_RATINGS)
         fitted = observed_values(interactions or read_interactions(args.input_path, args.nusers, args.nitems),
                                  args.target)
         write_serving_assets(assets, fitted)
         features = {
-            USER_ID: user_id, ITEM_ID: item_id,
+            USER_ID: user_id, ITEM_ID: item_id, READ_ITEMS: read_items,
+            # what WALS fits with --target read is 1 for every read
+            READ_RATINGS: tf.ones_like(read_ratings) if args.target == "read" else read_ratings,
             INPUT_ROWS: _asset_csr(assets, "by_user"),
             INPUT_COLS: _asset_csr(assets, "by_item"),
             PROJECT_ROW: user_id >= 0,
         }
-        return input_fn_utils.InputFnOps(features, None, {USER_ID: user_id, ITEM_ID: item_id})
+        return input_fn_utils.InputFnOps(features, None, {USER_ID: user_id, ITEM_ID: item_id,
+                                                          READ_ITEMS: read_items, READ_RATINGS: read_ratings})
     return serving_input_fn

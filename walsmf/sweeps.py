@@ -17,7 +17,8 @@ Here the same solves run in far fewer calls:
   to contrib's, batch by batch.  A step never crosses the end of the side's
   batches (no id twice in one solve) nor the last training step.
 * The step's op does the bookkeeping: mark its ids processed; when the side
-  is done, switch side, mark every id unprocessed and prepare the Gramian
+  is done (every id with a record processed: ids without one have nothing
+  to solve and keep zero factors), switch side, mark every id unprocessed and prepare the Gramian
   the next sweep solves with; add k to the global step.  It returns the next
   side and the global step, which the hook keeps (it never asks the session).
 * The batch loss is computed on the steps the Estimator logs (one run in
@@ -128,10 +129,12 @@ def add_checkpoint_saver(config):
 def train_ops(model, features, params):
     """(loss, SweepHook) of WALS training on ``features``' rows and columns: the hook runs the steps.
 
-    ``params``: the estimator's (num_rows, num_cols, batch_size, and
-    last_step, the global step training ends at, or None).
+    ``params``: the estimator's (num_rows, num_cols, batch_size, last_step:
+    the global step training ends at or None, rows_read and cols_read: how
+    many ids of each side have a record, the ids a sweep solves).
     """
     num_rows, num_cols = params["num_rows"], params["num_cols"]
+    ids_read = {True: params["rows_read"], False: params["cols_read"]}
     is_row_sweep = _state("is_row_sweep", True)
     is_sweep_done = _state("is_sweep_done", False)
     completed_sweeps = _state(WALSMatrixFactorization.COMPLETED_SWEEPS, 0)
@@ -172,7 +175,9 @@ def train_ops(model, features, params):
                 sp_input=sp_input, transpose_input=True)
         ids = sp_input.indices[:, 0]
         with tf.control_dependencies([update]):
-            done = tf.reduce_all(tf.compat.v1.scatter_update(processed[row_side], ids, tf.ones_like(ids, tf.bool)))
+            marked = tf.compat.v1.scatter_update(processed[row_side], ids, tf.ones_like(ids, tf.bool))
+            # ids without a record are never in a batch: the sweep is done once every id with one is
+            done = tf.reduce_sum(tf.cast(marked, tf.int64)) >= ids_read[row_side]
             # The switch's Gramian reads the factors after this update.
             next_side = tf.cond(done, lambda: switch_to(not row_side), lambda: tf.constant(row_side))
         with tf.control_dependencies([tf.compat.v1.assign_add(completed_sweeps, tf.cast(done, tf.int32))]):
@@ -185,6 +190,6 @@ def train_ops(model, features, params):
     tf.compat.v1.summary.scalar("loss", loss_var)
     tf.compat.v1.summary.scalar("root_weighted_squared_error", rwse_var)
     tf.compat.v1.summary.scalar("completed_sweeps", completed_sweeps)
-    sweep_batches = {True: -(-num_rows // params["batch_size"]), False: -(-num_cols // params["batch_size"])}
+    sweep_batches = {side: max(1, -(-n // params["batch_size"])) for side, n in ids_read.items()}
     return loss_var.read_value(), SweepHook(session_start, steps, batches, sweep_batches,
                                             max(1, MAX_STEP_IDS // params["batch_size"]), params["last_step"])
