@@ -1,32 +1,39 @@
-"""walsmf against baselines, side by side: quality and speed, measured in one run.
+"""walsmf tuned by walsmf.tune against implicit's ALS tuned by a grid, on the embedded sample and on data shaped unlike it.
 
-    .venv/bin/python benchmarks/bench_quality.py [--scale 1] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/bench_quality.py [--datasets sample dense head-heavy long-tail heavy-readers]
+                                                 [--max_trials 12] [--seeds 0]
 
-On the embedded sample (lab size by default): a held-out split (seed 0),
-then for the lab's WALS defaults, the tuned WALS (--preset tuned),
-most-popular, and implicit's ALS (10 factors; its regularization and alpha
-chosen on a validation split carved from the training part, and the same
-at the tuned WALS's dimension): recall@10, NDCG@10, MAP@10 (mean and
-spread max−min over the seeds of the factors' initialization), training
-seconds, seconds per sweep (iteration), all-users top-10 seconds; and the
-ratios tuned WALS / implicit ALS (at 10 factors and at the tuned dimension).
+For each data set (the embedded sample at lab size; the generated shapes of
+benchmarks/shapes.py): a test split (one read held out per user with at
+least three, walsmf.evaluate's split, seed 0); on its training part, the
+validation split walsmf.tune carves (the same function and seed), on which
+walsmf.tune searches walsmf.task's settings and a grid searches implicit's
+(factors x regularization x alpha).  Then each method trains on the whole
+training part with its chosen settings and ranks the test reads (items read
+in training left out): recall, NDCG and MAP at 10, training seconds.  Also
+the lab's settings and the most popular items.  Prints a line per stage and
+trial, then one table.
 """
 import argparse
+import itertools
+import json
 import os
 import shutil
 import tempfile
 import time
 
-import numpy as np
-
-from common import StepTimer, prepare
-from walsmf import evaluate, model, settings, trainer
+from shapes import SHAPES, generate
+from walsmf import evaluate, model, settings, tune
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import run_cli
-from walsmf.recommend import load_factors, top_k_items
+from walsmf.extract import extract
+from walsmf.preprocess import write_data_dir
+from walsmf.recommend import load_factors
+from walsmf.sample import write_sample
 
 METRICS = ("recall", "ndcg", "map")
-IMPLICIT_GRID = [(regularization, alpha) for regularization in (0.1, 1.0, 10.0) for alpha in (10.0, 40.0, 100.0)]
+IMPLICIT_GRID = list(itertools.product((10, 20, 40), (0.1, 1.0, 10.0), (10.0, 40.0, 100.0)))
+IMPLICIT_ITERATIONS = 15
 
 
 def split_data(split_dir):
@@ -34,120 +41,115 @@ def split_data(split_dir):
     return read_metadata(split_dir), evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
 
 
-def run_wals(split_dir, preset, seed, workdir):
-    """Train walsmf with a task preset on the split; return metrics, timings and factors."""
+def write_dataset(name, directory, scale, log):
+    """The data directory of a data set: the embedded sample (``sample``) or a SHAPES entry, at ``scale``."""
+    if name == "sample":
+        rows = extract(sessions_file=write_sample(os.path.join(directory, "sample.parquet"), scale=scale, seed=0))
+    else:
+        rows = generate(name, seed=0, scale=scale)
+    return write_data_dir(rows, os.path.join(directory, "data"), log=log)
+
+
+def run_wals(split_dir, params, seed, workdir):
+    """walsmf trained on the split's training part with ``params`` (flag: value); metrics, seconds."""
     metadata, train, test = split_data(split_dir)
-    output_dir = os.path.join(workdir, "wals-{}-{}".format(preset, seed))
-    shutil.rmtree(output_dir, ignore_errors=True)
-    args = trainer.resolve(settings.make(input_path=split_dir, output_dir=output_dir, preset=preset, seed=seed))
-    steps = model.training_schedule(args)[0]
-    per_sweep = model.steps_per_sweep(args)
-    timer = StepTimer()
+    args = settings.make(input_path=split_dir, output_dir=os.path.join(workdir, "wals"), nusers=metadata["nusers"],
+                         nitems=metadata["nitems"], seed=seed, **params)
+    shutil.rmtree(args.output_dir, ignore_errors=True)
     start = time.perf_counter()
-    model.fit(args, steps, hooks=[timer])
-    train_s = time.perf_counter() - start
-    u, v = load_factors(output_dir, "row"), load_factors(output_dir, "col")
-    metrics = evaluate.evaluate_factors(u, v, train, test, metadata["nusers"])
-    return dict(metrics, train_s=train_s, sweeps=steps / per_sweep,
-                sweep_s=timer.seconds_per_step(min(per_sweep, steps // 2)) * per_sweep, u=u, v=v)
+    model.fit(args, model.training_schedule(args)[0])
+    seconds = time.perf_counter() - start
+    metrics = evaluate.evaluate_factors(load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col"),
+                                        train, test, metadata["nusers"])
+    shutil.rmtree(args.output_dir)
+    return dict(metrics, train_s=seconds)
 
 
-def run_implicit(split_dir, factors, regularization, alpha, seed, iterations):
-    """implicit's ALS on the split; metrics and timings."""
+def run_implicit(split_dir, factors, regularization, alpha, seed):
+    """implicit's ALS on the split's training part; metrics, seconds."""
     metadata, train, test = split_data(split_dir)
     start = time.perf_counter()
     u, v = evaluate.implicit_als(train, metadata["nusers"], metadata["nitems"], factors, regularization, alpha,
-                                 iterations, seed)
-    train_s = time.perf_counter() - start
-    metrics = evaluate.evaluate_factors(u, v, train, test, metadata["nusers"])
-    return dict(metrics, train_s=train_s, sweeps=iterations, sweep_s=train_s / iterations, u=u, v=v)
+                                 IMPLICIT_ITERATIONS, seed)
+    seconds = time.perf_counter() - start
+    return dict(evaluate.evaluate_factors(u, v, train, test, metadata["nusers"]), train_s=seconds)
 
 
-def best_implicit(val_dir, factors, iterations):
-    """(regularization, alpha) of the grid with the best validation recall@10."""
-    scored = [(run_implicit(val_dir, factors, reg, alpha, 0, iterations)["recall"], reg, alpha)
-              for reg, alpha in IMPLICIT_GRID]
-    return max(scored)[1:]
+def best_implicit(val_dir, log):
+    """(factors, regularization, alpha) of IMPLICIT_GRID with the best validation recall@10 (then NDCG@10)."""
+    scored = []
+    for point in IMPLICIT_GRID:
+        result = run_implicit(val_dir, *point, seed=0)
+        scored.append((result["recall"], result["ndcg"], point))
+    best = max(scored)
+    log("implicit grid ({} points): best factors={} regularization={} alpha={} (validation recall@10 {:.4f})".format(
+        len(IMPLICIT_GRID), *best[2], best[0]))
+    return best[2]
 
 
-def top10_seconds(result):
-    """All-users top-10 with walsmf's batch prediction, on a method's factors."""
-    start = time.perf_counter()
-    top_k_items(result["u"], result["v"], 10)
-    return time.perf_counter() - start
+def mean(results):
+    """Each metric and the training seconds averaged over the seeds' results."""
+    return {key: sum(r[key] for r in results) / len(results) for key in METRICS + ("train_s",)}
 
 
-def summarize(runs):
-    """Mean and spread (max − min) of each metric and timing over the seeds' runs."""
-    out = {}
-    for key in METRICS + ("train_s", "sweep_s", "sweeps", "top10_s"):
-        values = np.array([r[key] for r in runs])
-        out[key], out[key + "_spread"] = float(values.mean()), float(values.max() - values.min())
-    return out
-
-
-def format_report(rows):
-    """The benchmark's table."""
-    header = ("{:<34}{:>17}{:>17}{:>17}{:>9}{:>8}{:>9}{:>9}".format(
-        "method", "recall@10", "NDCG@10", "MAP@10", "train_s", "sweeps", "sweep_s", "top10_s"))
-    lines = [header]
-    for name, s in rows:
-        cells = ["{:.4f} ±{:.4f}".format(s[m], s[m + "_spread"] / 2) for m in METRICS]
-        lines.append("{:<34}{:>17}{:>17}{:>17}{:>9.2f}{:>8.1f}{:>9.3f}{:>9.2f}".format(
-            name, *cells, s["train_s"], s["sweeps"], s["sweep_s"], s["top10_s"]))
-    return "\n".join(lines)
+def benchmark(name, workdir, scale, max_trials, seeds):
+    """Rows (method, metrics) of one data set."""
+    log = lambda message: print("  [{}] {}".format(name, message), flush=True)
+    directory = os.path.join(workdir, name)
+    metadata = write_dataset(name, directory, scale, log)
+    split = os.path.join(directory, "split")
+    evaluate.write_split(os.path.join(directory, "data"), split, seed=0, log=log)
+    trials = tune.tune(split, os.path.join(directory, "tune"), max_trials=max_trials, seed=0, log=log)
+    with open(os.path.join(directory, "tune", tune.BEST_PARAMS_FILE)) as f:
+        params = json.load(f)
+    val = os.path.join(directory, "val")
+    evaluate.write_split(split, val, seed=0, log=lambda _: None)  # the validation split walsmf.tune searched on
+    implicit_point = best_implicit(val, log)
+    _, train, test = split_data(split)
+    popular = evaluate.evaluate_factors(*evaluate.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
+                                        train, test, metadata["nusers"])
+    rows = [
+        ("walsmf tuned ({} trials)".format(len(trials)), mean([run_wals(split, params, s, directory) for s in seeds])),
+        ("walsmf, lab settings", mean([run_wals(split, {}, s, directory) for s in seeds])),
+        ("implicit ALS, grid-tuned ({}f)".format(implicit_point[0]),
+         mean([run_implicit(split, *implicit_point, seed=s) for s in seeds])),
+        ("most popular", dict(popular, train_s=0.0)),
+    ]
+    for method, result in rows:
+        log("{}: recall@10 {:.4f}, NDCG@10 {:.4f}".format(method, result["recall"], result["ndcg"]))
+    log("walsmf.tune chose: {}".format(json.dumps(params, sort_keys=True)))
+    summary = "{} users, {} items, {} reads".format(metadata["nusers"], metadata["nitems"], metadata["interactions"])
+    return summary, rows
 
 
 def main(argv=None):
-    """CLI: run every method on the same split and print one table."""
+    """CLI: every data set, every method, one table."""
     parser = argparse.ArgumentParser(prog="benchmarks/bench_quality.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--scale", type=float, default=1.0, help="embedded sample size (1 = the lab's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="initialization seeds")
+    parser.add_argument("--datasets", nargs="+", default=["sample"] + sorted(SHAPES),
+                        choices=["sample"] + sorted(SHAPES))
+    parser.add_argument("--scale", type=float, default=1.0, help="size of every data set (1 = as SHAPES says, the "
+                                                                    "sample at the lab's size)")
+    parser.add_argument("--max_trials", type=int, default=12, help="walsmf.tune's trials per data set")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="initialization seeds of the final runs")
     parser.add_argument("--workdir", help="keep the data and models here (default: a temporary directory)")
     args = parser.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="walsmf-bench-")
-    log = lambda message: print("  " + message, flush=True)
-    print("[1/3] data at scale {:g} -> {}".format(args.scale, workdir), flush=True)
-    prepare(workdir, args.scale, log)
-    split, val = os.path.join(workdir, "split"), os.path.join(workdir, "val")
-    tuned_dim = settings.PRESETS["tuned"]["n_embeds"]
-    print("[2/3] implicit's regularization and alpha on the validation split", flush=True)
-    iterations = 15
-    choice = {f: best_implicit(val, f, iterations) for f in sorted({10, tuned_dim})}
-    for f, (reg, alpha) in choice.items():
-        log("{} factors: regularization {}, alpha {}".format(f, reg, alpha))
-    print("[3/3] methods x seeds {}".format(args.seeds), flush=True)
-    results = {}
-    for seed in args.seeds:
-        for name, run in (
-                ("WALS, lab defaults", lambda: run_wals(split, "lab", seed, workdir)),
-                ("WALS, --preset tuned", lambda: run_wals(split, "tuned", seed, workdir)),
-                ("implicit ALS, 10 factors", lambda: run_implicit(split, 10, *choice[10], seed, iterations)),
-                ("implicit ALS, {} factors".format(tuned_dim),
-                 lambda: run_implicit(split, tuned_dim, *choice[tuned_dim], seed, iterations))):
-            result = run()
-            result["top10_s"] = top10_seconds(result)
-            results.setdefault(name, []).append(result)
-            log("seed {} {}: recall@10 {:.4f}".format(seed, name, result["recall"]))
-    metadata, train, test = split_data(split)
-    popularity = evaluate.evaluate_factors(*evaluate.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
-                                           train, test, metadata["nusers"])
-    rows = [(name, summarize(runs)) for name, runs in results.items()]
-    rows.insert(2, ("most popular", dict({m: popularity[m] for m in METRICS},
-                                         **{k: 0.0 for k in ("train_s", "sweeps", "sweep_s", "top10_s")},
-                                         **{m + "_spread": 0.0 for m in METRICS})))
-    print("\n{} users, {} items; {} held-out interactions of {} users; ± is half the spread over seeds {}".format(
-        metadata["nusers"], metadata["nitems"], len(test), test["userId"].nunique(), args.seeds))
-    print(format_report(rows))
-    table = dict(rows)
-    tuned = table["WALS, --preset tuned"]
-    for name in ("implicit ALS, 10 factors", "implicit ALS, {} factors".format(tuned_dim)):
-        other = table[name]
-        print("tuned WALS / {}: recall {:.2f}x, NDCG {:.2f}x, seconds per sweep {:.2f}x, training seconds "
-              "{:.2f}x".format(name, tuned["recall"] / other["recall"], tuned["ndcg"] / other["ndcg"],
-                               tuned["sweep_s"] / other["sweep_s"], tuned["train_s"] / other["train_s"]))
+    tables = []
+    for number, name in enumerate(args.datasets, 1):
+        print("[{}/{}] {}".format(number, len(args.datasets), name), flush=True)
+        tables.append((name,) + benchmark(name, workdir, args.scale, args.max_trials, args.seeds))
+    print("\n| data set | method | recall@10 | NDCG@10 | MAP@10 | train s |\n|---|---|---|---|---|---|")
+    for name, summary, rows in tables:
+        for method, r in rows:
+            print("| {} ({}) | {} | {:.4f} | {:.4f} | {:.4f} | {:.1f} |".format(
+                name, summary, method, r["recall"], r["ndcg"], r["map"], r["train_s"]))
+    for name, _, rows in tables:
+        ours = next(r for m, r in rows if m.startswith("walsmf tuned"))
+        theirs = next(r for m, r in rows if m.startswith("implicit"))
+        print("{}: walsmf tuned / implicit grid-tuned: recall@10 {:.2f}x, NDCG@10 {:.2f}x".format(
+            name, ours["recall"] / theirs["recall"], ours["ndcg"] / theirs["ndcg"]))
     if not args.workdir:
         shutil.rmtree(workdir)
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, free_ports, needs_gcloud
+from walsmf import tune
 from walsmf.settings import FLAGS
 
 
@@ -28,17 +29,20 @@ def lock():
         return dict(line.strip().lower().split("==") for line in f if "==" in line)
 
 
-def test_vertex_tuning_spec_searches_what_ai_platforms_config_searches():
+def test_cloud_tuning_specs_search_what_walsmf_tune_searches():
     vertex = load("cloud/vertex_hptuning.yaml")
     legacy = load("hptuning_config.yaml")["trainingInput"]["hyperparameters"]
     assert vertex["studySpec"]["metrics"] == [{"metricId": legacy["hyperparameterMetricTag"], "goal": "MAXIMIZE"}]
+    scales = {"UNIT_LOG_SCALE": "log", "UNIT_LINEAR_SCALE": "linear", None: "choice"}
     ranges = {}
     for p in vertex["studySpec"]["parameters"]:
-        spec = p.get("doubleValueSpec") or p.get("discreteValueSpec")
-        ranges[p["parameterId"]] = (spec.get("minValue"), spec.get("maxValue"), spec.get("values"),
-                                    p.get("scaleType"))
-    assert ranges == {p["parameterName"]: (p.get("minValue"), p.get("maxValue"), p.get("discreteValues"),
-                                           p.get("scaleType")) for p in legacy["params"]}
+        spec = p.get("doubleValueSpec") or p.get("discreteValueSpec") or p.get("categoricalValueSpec")
+        ranges[p["parameterId"]] = (scales[p.get("scaleType")],
+                                    spec.get("values") or [spec["minValue"], spec["maxValue"]])
+    assert ranges == {p["parameterName"]: (scales[p.get("scaleType")], p.get("discreteValues") or
+                                           p.get("categoricalValues") or [p["minValue"], p["maxValue"]])
+                      for p in legacy["params"]}
+    assert ranges == {flag: (kind, values) for flag, (kind, values) in tune.SEARCH_SPACE.items()}
     assert set(ranges) <= set(FLAGS)
     (pool,) = vertex["trialJobSpec"]["workerPoolSpecs"]
     assert flag_names(pool["containerSpec"]["args"]) <= set(FLAGS)

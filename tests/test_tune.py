@@ -1,0 +1,65 @@
+"""walsmf.tune: a search on the user's own data that walsmf.task then applies."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_module
+from walsmf import settings, tune
+
+
+def test_draws_stay_in_the_search_space():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        point = tune.draw(rng)
+        assert set(point) == set(tune.SEARCH_SPACE)
+        for flag, (kind, values) in tune.SEARCH_SPACE.items():
+            if kind == "choice":
+                assert point[flag] in values
+            else:
+                assert values[0] <= point[flag] <= values[1]
+    logs = [math.log(tune.draw(rng)["regularization"]) for _ in range(300)]
+    # log-uniform: about half the draws below the geometric middle
+    assert 0.4 < np.mean(np.array(logs) < np.mean([math.log(v) for v in tune.SEARCH_SPACE["regularization"][1]])) < 0.6
+
+
+def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_data, tmp_path):
+    data_dir, metadata = small_data
+    out = tmp_path / "tuned"
+    result = run_module("walsmf.tune", "--input_path", data_dir, "--output_dir", out, "--max_trials", 3, "--seed", 1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    progress = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert [line.split(":")[0] for line in progress] == ["trial 1/3", "trial 2/3", "trial 3/3"]
+    trials = pd.read_csv(out / tune.TRIALS_FILE)
+    assert list(trials["trial"]) == [1, 2, 3] and set(tune.SEARCH_SPACE) <= set(trials.columns)
+    assert trials[["recall", "ndcg", "map"]].apply(lambda c: c.between(0, 1)).all().all()
+    # trial 1 is the lab's settings, trial 2 the tuned preset
+    assert trials.loc[0, "n_embeds"] == settings.DEFAULTS["n_embeds"]
+    assert trials.loc[1, "n_embeds"] == settings.PRESETS["tuned"]["n_embeds"]
+    best = trials.sort_values(["recall", "ndcg", "trial"], ascending=[False, False, True]).iloc[0]
+    params = json.loads((out / tune.BEST_PARAMS_FILE).read_text())
+    assert params == {flag: None if pd.isna(best[flag]) else best[flag].item() if hasattr(best[flag], "item")
+                      else best[flag] for flag in tune.SEARCH_SPACE}
+    command = result.stdout.strip().splitlines()[-1].split()
+    assert command[:3] == ["python", "-m", "walsmf.task"] and command[-1] == str(out / tune.BEST_PARAMS_FILE)
+    applied = settings.parse(["--input_path", data_dir, "--output_dir", "m", "--params_file", command[-1],
+                              "--n_embeds", "7"])
+    assert applied.n_embeds == 7  # an explicit flag overrides the file
+    assert all(getattr(applied, flag) == value for flag, value in params.items() if flag != "n_embeds")
+    # the lab's trial has no regularization: null in the file, None in the settings
+    assert json.loads((out / tune.BEST_PARAMS_FILE).read_text(), parse_constant=lambda c: pytest.fail(c)) == params
+    assert sorted(p.name for p in out.iterdir()) == sorted([tune.TRIALS_FILE, tune.BEST_PARAMS_FILE])
+
+
+def test_tune_refuses_bad_input_in_one_line_and_keeps_the_users_files(small_data, tmp_path):
+    data_dir, _ = small_data
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for args, expected in (((mine, 2), "walsmf did not write"), ((tmp_path / "new", 0), "--max_trials 0")):
+        result = run_module("walsmf.tune", "--input_path", data_dir, "--output_dir", args[0], "--max_trials", args[1])
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and lines[-1].startswith("error: ") and expected in lines[-1]
+    assert (mine / "notes.txt").read_text() == "keep me" and not (tmp_path / "new").exists()

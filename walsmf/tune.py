@@ -1,0 +1,144 @@
+"""Search walsmf.task's settings on your own data, the way cloud tuning services do, on this machine.
+
+    python -m walsmf.tune --input_path DATA --output_dir DIR [--max_trials 12] [--seed 0]
+                          [--nusers U --nitems I]
+
+Carves a validation split from DATA (walsmf.evaluate's: one read held out
+per user with at least three), then trains each trial's settings on the rest
+exactly as walsmf.task trains, and ranks every held-out read: recall, NDCG and
+MAP at 10, items the user read in training left out.  Trial 1 is the lab's
+settings, trial 2 ``--preset tuned``, the rest are drawn from SEARCH_SPACE
+(the space hptuning_config.yaml and cloud/vertex_hptuning.yaml name).  One
+progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
+({walsmf.task flag: value}, best recall@10, NDCG@10 breaking ties) and prints
+the walsmf.task command that applies it.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+
+from walsmf import evaluate, model, settings
+from walsmf.datadir import HELDOUT_FILE, read_metadata
+from walsmf.errors import DataError, run_cli
+from walsmf.fileio import staged_directory, temporary_directory
+from walsmf.recommend import load_factors
+
+TRIALS_FILE = "trials.csv"
+BEST_PARAMS_FILE = "best_params.json"
+# flag: (kind, values): "log"/"linear" draw a float in [low, high]; "choice" one of the values.
+SEARCH_SPACE = {
+    "target": ("choice", ["rating", "read"]),
+    "n_embeds": ("choice", [10, 20, 40]),
+    "regularization": ("log", [0.01, 10.0]),
+    "unobserved_weight": ("log", [0.003, 1.0]),
+    "col_weight_exp": ("linear", [0.0, 1.0]),
+    "num_epochs": ("choice", [5, 10, 20, 40]),
+}
+METRICS = ("recall", "ndcg", "map")
+
+
+def draw(rng):
+    """One point of SEARCH_SPACE."""
+    point = {}
+    for flag, (kind, values) in SEARCH_SPACE.items():
+        if kind == "choice":
+            point[flag] = values[int(rng.integers(len(values)))]
+        else:
+            low, high = (math.log(v) for v in values) if kind == "log" else values
+            value = float(rng.uniform(low, high))
+            point[flag] = round(math.exp(value) if kind == "log" else value, 4)
+    return point
+
+
+def candidates(max_trials, seed):
+    """The trials' settings: the lab's, --preset tuned, then random draws from SEARCH_SPACE."""
+    rng = np.random.default_rng(seed)
+    points = [{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
+              {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
+    while len(points) < max_trials:
+        points.append(draw(rng))
+    return points[:max_trials]
+
+
+def run_trial(split_dir, point, metadata, seed, workdir):
+    """Train ``point`` on the split's training part; its metrics on the held-out reads and training seconds."""
+    args = settings.make(input_path=split_dir, output_dir=os.path.join(workdir, "model"), nusers=metadata["nusers"],
+                         nitems=metadata["nitems"], seed=seed, **point)
+    start = time.perf_counter()
+    model.fit(args, model.training_schedule(args)[0])
+    seconds = time.perf_counter() - start
+    train, test = evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
+    metrics = evaluate.evaluate_factors(load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col"),
+                                        train, test, metadata["nusers"])
+    shutil.rmtree(args.output_dir)
+    return dict(metrics, train_seconds=round(seconds, 2))
+
+
+def plain(value):
+    """A trials.csv cell as JSON takes it: None for an unset flag (the lab's regularization), numpy → Python."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def best_trial(trials):
+    """The row of the best trial: highest recall@10, then NDCG@10, then the earliest."""
+    return trials.sort_values(["recall", "ndcg", "trial"], ascending=[False, False, True]).iloc[0]
+
+
+def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None, log=print):
+    """Search SEARCH_SPACE on a validation split of ``input_path``; write trials.csv and best_params.json."""
+    if max_trials < 1:
+        raise DataError("--max_trials {} must be at least 1".format(max_trials))
+    with staged_directory(output_dir, BEST_PARAMS_FILE) as staged:
+        split_dir = os.path.join(staged, "validation_split")
+        evaluate.write_split(input_path, split_dir, seed=seed, log=lambda line: log("validation split: " + line))
+        metadata = dict(read_metadata(split_dir))
+        metadata.update({key: value for key, value in (("nusers", nusers), ("nitems", nitems)) if value})
+        workdir = temporary_directory(".walsmf-tune-", staged)
+        rows = []
+        for trial, point in enumerate(candidates(max_trials, seed), 1):
+            result = run_trial(split_dir, point, metadata, seed, workdir)
+            rows.append(dict(trial=trial, **point, **result))
+            log("trial {}/{}: {} -> recall@10 {:.4f}, NDCG@10 {:.4f} ({:.1f} s)".format(
+                trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()), result["recall"],
+                result["ndcg"], result["train_seconds"]))
+        shutil.rmtree(workdir)
+        shutil.rmtree(split_dir)
+        trials = pd.DataFrame(rows)
+        trials.to_csv(os.path.join(staged, TRIALS_FILE), index=False)
+        best = best_trial(trials)
+        params = {flag: plain(best[flag]) for flag in SEARCH_SPACE}
+        with open(os.path.join(staged, BEST_PARAMS_FILE), "w") as f:
+            json.dump(params, f, indent=1, sort_keys=True)
+    log("best: trial {} (recall@10 {:.4f}, NDCG@10 {:.4f}); train on all of {} with:".format(
+        int(best["trial"]), best["recall"], best["ndcg"], input_path))
+    log("  python -m walsmf.task --input_path {} --output_dir wals_trained --params_file {}".format(
+        input_path, os.path.join(output_dir, BEST_PARAMS_FILE)))
+    return trials
+
+
+def main(argv=None):
+    """CLI: python -m walsmf.tune."""
+    parser = argparse.ArgumentParser(prog="python -m walsmf.tune", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--input_path", required=True, help="data directory (walsmf.preprocess's output)")
+    parser.add_argument("--output_dir", required=True, help="where trials.csv and best_params.json go")
+    parser.add_argument("--max_trials", type=settings.integer, default=12, help="trials to run (default 12)")
+    parser.add_argument("--seed", type=settings.integer, default=0,
+                        help="seed of the split, the draws and the factors' initialization")
+    parser.add_argument("--nusers", type=settings.integer, help="number of users (default: from metadata.json)")
+    parser.add_argument("--nitems", type=settings.integer, help="number of items (default: from metadata.json)")
+    args = parser.parse_args(argv)
+    tune(args.input_path, args.output_dir, args.max_trials, args.seed, args.nusers, args.nitems)
+
+
+if __name__ == "__main__":
+    run_cli(main)
