@@ -133,7 +133,7 @@ def test_bench_prints_one_table_of_every_method_and_data_set(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| sample") or
             line.startswith("| dense")]
-    assert [(row[0].split()[1], row[1].split()[0]) for row in rows] == [
+    assert [(row[0].split()[1], row[1].split()[0].rstrip(",")) for row in rows] == [
         (name, method) for name in ("sample", "dense") for method in ("walsmf", "walsmf", "implicit", "most")]
     assert all(0 < float(row[2]) <= 1 for row in rows)
     assert sum(line.startswith(("sample: walsmf tuned / implicit", "dense: walsmf tuned / implicit"))

@@ -63,3 +63,18 @@ def test_tune_refuses_bad_input_in_one_line_and_keeps_the_users_files(small_data
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and lines[-1].startswith("error: ") and expected in lines[-1]
     assert (mine / "notes.txt").read_text() == "keep me" and not (tmp_path / "new").exists()
+
+
+def test_the_search_refines_around_the_best_trial():
+    rng = np.random.default_rng(0)
+    assert [tune.next_point([], 12, rng), tune.next_point([None], 12, rng)] == tune.first_points()
+    best = {"target": "read", "n_embeds": 20, "regularization": 1.0, "unobserved_weight": 0.1,
+            "col_weight_exp": 0.5, "num_epochs": 10}
+    done = [(tune.draw(rng), 0.1, 0.1) for _ in range(3)] + [(best, 0.3, 0.2)] + [(tune.draw(rng), 0.2, 0.1)]
+    refined = [tune.next_point(done, 12, rng) for _ in range(200)]
+    regularization = np.array([p["regularization"] for p in refined])
+    # near the best: on a log scale mostly within a factor e of 1.0, and in the space
+    assert np.mean(np.abs(np.log(regularization)) < 1) > 0.9
+    assert all(tune.SEARCH_SPACE["regularization"][1][0] <= r <= tune.SEARCH_SPACE["regularization"][1][1]
+               for r in regularization)
+    assert 0.6 < np.mean([p["target"] == "read" for p in refined]) < 0.95

@@ -7,8 +7,10 @@ Carves a validation split from DATA (walsmf.evaluate's: one read held out
 per user with at least three), then trains each trial's settings on the rest
 exactly as walsmf.task trains, and ranks every held-out read: recall, NDCG and
 MAP at 10, items the user read in training left out.  Trial 1 is the lab's
-settings, trial 2 ``--preset tuned``, the rest are drawn from SEARCH_SPACE
-(the space hptuning_config.yaml and cloud/vertex_hptuning.yaml name).  One
+settings, trial 2 ``--preset tuned``; a third of the budget draws at random
+from SEARCH_SPACE (the space hptuning_config.yaml and
+cloud/vertex_hptuning.yaml name), the rest tries points near the best so
+far.  One
 progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
 ({walsmf.task flag: value}, best recall@10, NDCG@10 breaking ties) and prints
 the walsmf.task command that applies it.
@@ -56,14 +58,38 @@ def draw(rng):
     return point
 
 
-def candidates(max_trials, seed):
-    """The trials' settings: the lab's, --preset tuned, then random draws from SEARCH_SPACE."""
-    rng = np.random.default_rng(seed)
-    points = [{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
-              {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
-    while len(points) < max_trials:
-        points.append(draw(rng))
-    return points[:max_trials]
+def near(point, rng):
+    """A point of SEARCH_SPACE near ``point``: each float moved a little (×e^N(0, 0.5) on a log scale,
+    ±N(0, 0.15) on a linear one), each choice kept 3 times in 4."""
+    moved = {}
+    for flag, (kind, values) in SEARCH_SPACE.items():
+        value = point[flag]
+        if kind == "choice":
+            moved[flag] = value if rng.random() < 0.75 else values[int(rng.integers(len(values)))]
+        elif kind == "log":
+            start = value if value else values[0]  # the lab's regularization is None: start from the least
+            moved[flag] = round(float(np.clip(start * math.exp(rng.normal(0, 0.5)), *values)), 4)
+        else:
+            moved[flag] = round(float(np.clip(value + rng.normal(0, 0.15), *values)), 4)
+    return moved
+
+
+def first_points():
+    """The trials every search starts with: the lab's settings, then --preset tuned's."""
+    return [{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
+            {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
+
+
+def next_point(done, max_trials, rng):
+    """The next trial's settings after ``done`` [(point, recall, ndcg)]: the first points, then random
+    draws for a third of the budget, then points near the best so far."""
+    starts = first_points()
+    if len(done) < len(starts):
+        return starts[len(done)]
+    if len(done) < max(len(starts) + 2, max_trials // 3):
+        return draw(rng)
+    best = max(done, key=lambda trial: (trial[1], trial[2]))[0]
+    return near(best, rng)
 
 
 def run_trial(split_dir, point, metadata, seed, workdir):
@@ -102,9 +128,11 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         metadata = dict(read_metadata(split_dir))
         metadata.update({key: value for key, value in (("nusers", nusers), ("nitems", nitems)) if value})
         workdir = temporary_directory(".walsmf-tune-", staged)
-        rows = []
-        for trial, point in enumerate(candidates(max_trials, seed), 1):
+        rows, done, rng = [], [], np.random.default_rng(seed)
+        for trial in range(1, max_trials + 1):
+            point = next_point(done, max_trials, rng)
             result = run_trial(split_dir, point, metadata, seed, workdir)
+            done.append((point, result["recall"], result["ndcg"]))
             rows.append(dict(trial=trial, **point, **result))
             log("trial {}/{}: {} -> recall@10 {:.4f}, NDCG@10 {:.4f} ({:.1f} s)".format(
                 trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()), result["recall"],
