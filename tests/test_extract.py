@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pandas as pd
 import pytest
 
-from conftest import HAND_EXPECTED, HAND_SESSIONS, write_sessions
+from conftest import HAND_EXPECTED, HAND_SESSIONS, run_module, write_sessions
 from walsmf import extract
 from walsmf.errors import DataError
 
@@ -38,9 +38,29 @@ def test_duckdb_rewrite_is_on_the_syntax_tree():
     assert "UNNEST(hits)" in sql
 
 
-def test_table_name_with_backtick_is_refused():
+@pytest.mark.parametrize("table", ["a`; DROP TABLE x", "p.d.t; DROP TABLE x", "p.d.t\n", "p.d\\t", "p.d", "",
+                                   "p.d.t.u", "P.d.t"])
+def test_table_names_that_are_not_bigquery_references_are_refused(table):
     with pytest.raises(DataError, match="not a BigQuery table reference"):
-        extract.lab_sql("a`; DROP TABLE x")
+        extract.lab_sql(table)
+
+
+@pytest.mark.parametrize("table", [extract.DEFAULT_TABLE, "my-project.ga360.ga_sessions_*",
+                                   "example.com:my-project.ga360.ga_sessions_20170801"])
+def test_bigquery_table_references_are_taken(table):
+    assert "FROM `{}`".format(table) in extract.lab_sql(table)
+
+
+def test_a_bad_or_misplaced_table_is_one_line_before_any_network_call(tmp_path):
+    # no credentials and no network here: a check that reached the client would say so instead
+    bad = run_module("walsmf.extract", "--source", "bigquery", "--project", "p", "--table", "p.d.t;x",
+                     env={"NO_GCE_CHECK": "True", "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none")})
+    local = run_module("walsmf.extract", "--table", "my-project.ga360.ga_sessions_*", "--scale", "0.001",
+                       "--output", tmp_path / "rows.csv")
+    for result, message in ((bad, "not a BigQuery table reference"), (local, "--source local reads")):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and lines[-1].startswith("error: --table") and message in lines[-1]
+    assert not (tmp_path / "rows.csv").exists()
 
 
 def test_normalize_drops_what_the_lab_drops_and_refuses_the_rest():

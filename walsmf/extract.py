@@ -11,6 +11,7 @@ One SQL text, the lab's standard SQL, runs on two engines:
 """
 import argparse
 import os
+import re
 import shutil
 import sys
 
@@ -61,11 +62,17 @@ _HIT_ALIAS = "hit"
 _DIMENSION_ALIAS = "dimension"
 
 
+# project.dataset.table: a project id (optionally domain-scoped, "example.com:project"), a dataset
+# and a table of letters, digits and underscores; GA360's daily tables may be read as ga_sessions_*.
+_TABLE_REFERENCE = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}\.[A-Za-z0-9_]{1,1024}\.[A-Za-z0-9_$-]{1,1024}\*?",
+                              re.ASCII)
+
+
 def lab_sql(table=DEFAULT_TABLE):
     """Return the lab's standard SQL reading ``table`` (project.dataset.table)."""
-    if "`" in table or not table.strip():
-        raise DataError("table name {!r} is not a BigQuery table reference "
-                        "(project.dataset.table)".format(table))
+    if not _TABLE_REFERENCE.fullmatch(table):
+        raise DataError("--table {!r} is not a BigQuery table reference: give project.dataset.table "
+                        "(letters, digits, _ and -; e.g. {})".format(table, DEFAULT_TABLE))
     return SQL_TEMPLATE.format(table=table)
 
 
@@ -298,6 +305,9 @@ def extract(source="local", project=None, table=DEFAULT_TABLE, sessions_file=Non
             scale=1.0, seed=0):
     """Run the lab's query on ``source`` ('bigquery' or 'local'); return checked rows."""
     sql = lab_sql(table)
+    if source == "local" and table != DEFAULT_TABLE:
+        raise DataError("--table {} names a BigQuery table, but --source local reads --sessions_file or the "
+                        "embedded sample: add --source bigquery --project P, or drop --table".format(table))
     if source == "bigquery":
         if not project:
             raise DataError("--source bigquery needs --project (the GCP project billed for the query)")
