@@ -19,9 +19,14 @@ def errors(notebook):
 
 
 def test_notebook_runs_offline_at_small_scale(tmp_path):
+    # a model of another run left in the module step's directory: the step starts afresh, as step 8 does
+    (tmp_path / "wals_trained_module").mkdir()
+    (tmp_path / "wals_trained_module" / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-9"\n')
     notebook = execute_notebook.execute(
-        str(tmp_path / "wals.ipynb"), {"SCALE": 0.01, "NUM_EPOCHS": 2, "BATCH_SIZE": 64}, cwd=str(tmp_path))
+        str(tmp_path / "wals.ipynb"), {"SCALE": 0.01, "NUM_EPOCHS": 2, "BATCH_SIZE": 64, "TUNE_TRIALS": 3},
+        cwd=str(tmp_path))
     assert errors(notebook) == []
+    assert len((tmp_path / "tuned" / "trials.csv").read_text().splitlines()) == 1 + 3
     metadata = json.loads((tmp_path / "data" / "metadata.json").read_text())
     lines = (tmp_path / "wals_trained" / "batch_pred.txt").read_text().splitlines()
     assert len(lines) == metadata["nusers"] and all(len(set(l.split(","))) == 3 for l in lines)
