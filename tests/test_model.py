@@ -288,3 +288,25 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     blocks = list(recommend.top_k_blocks(u, v, 3, block_size=100))
     assert [len(users) for users, _ in blocks] == [100] * (trained.nusers // 100) + [trained.nusers % 100]
     np.testing.assert_array_equal(np.concatenate([top for _, top in blocks]), batch_pred(args.output_dir))
+
+
+def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_path):
+    from conftest import page, write_sessions
+    from walsmf.datadir import read_id_map, read_original_ids_pred
+    odd = ['line\nbreak', 'a,b', 'say "hi"', 'tab\there', 'plain']
+    # every odd visitor reads every odd article (and one plain one), with durations from the next page
+    sessions = {visitor: [page(10 * n, content) for n, content in enumerate(odd + ["x"] * 2)] for visitor in odd}
+    write_sessions(tmp_path / "s.parquet", sessions)
+    data, out = tmp_path / "data", tmp_path / "out"
+    result = run_module("walsmf.preprocess", "--sessions_file", tmp_path / "s.parquet", "--data_dir", data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_module("walsmf.task", "--input_path", data, "--output_dir", out, "--num_epochs", 4, "--topk", 2,
+                        "--batch_size", 2, "--n_embeds", 2, "--regularization", 0.1, "--seed", 0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    visitors, contents = read_id_map(str(data / "users.csv")), read_id_map(str(data / "items.csv"))
+    assert sorted(visitors) == sorted(odd) and set(odd) <= set(contents)
+    top = batch_pred(out)
+    assert read_original_ids_pred(str(out / datadir.ORIGINAL_IDS_PRED_FILE)) == [
+        (visitors[u], [contents[i] for i in row]) for u, row in enumerate(top)]
+    # ordinary ids keep the plain form: visitorId TAB ids joined by commas
+    assert datadir.original_ids_lines(["v1"], [["c1", "c2"]]) == "v1\tc1,c2\n"

@@ -42,6 +42,8 @@ DATA_FILES = (RAW_FILE, USERS_FILE, ITEMS_FILE, MAPPED_FILE, ROWS_FILE, COLS_FIL
 SUBSET_USERS = 20
 
 BATCH_PRED_FILE = "batch_pred.txt"
+# One line per user: visitorId TAB contentIds joined by ",", each part quoted as CSV
+# only where an id holds a tab, comma, quote or line break (original_ids_lines).
 ORIGINAL_IDS_PRED_FILE = "batch_pred_original_ids.txt"
 # Copied into each export's assets.extra/: what a client must know of the model.
 SERVING_INFO_FILE = "serving_info.json"
@@ -80,6 +82,24 @@ def counts(mapped):
     return {"nitems": int(mapped["itemId"].max()) + 1,
             "nusers": int(mapped["userId"].max()) + 1,
             "interactions": int(len(mapped))}
+
+
+def _csv_line(values, delimiter=","):
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(values)
+    return out.getvalue()
+
+
+def original_ids_lines(visitors, contents):
+    """batch_pred_original_ids.txt's lines for visitorIds and their contentId lists (ids with any characters)."""
+    return "".join(_csv_line([visitor, _csv_line(items).rstrip("\n")], "\t")
+                   for visitor, items in zip(visitors, contents))
+
+
+def read_original_ids_pred(path):
+    """batch_pred_original_ids.txt as [(visitorId, [contentId, ...])]."""
+    with tf.io.gfile.GFile(path) as f:
+        return [(visitor, next(csv.reader([items]))) for visitor, items in csv.reader(f, delimiter="\t")]
 
 
 def read_id_map(path):

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from walsmf.datadir import (BATCH_PRED_FILE, ITEMS_FILE, ORIGINAL_IDS_PRED_FILE, USERS_FILE, read_id_map,
-                            read_interactions)
+from walsmf.datadir import (BATCH_PRED_FILE, ITEMS_FILE, ORIGINAL_IDS_PRED_FILE, USERS_FILE, original_ids_lines,
+                            read_id_map, read_interactions)
 from walsmf.errors import DataError
 from walsmf.fileio import atomic_output
 
@@ -129,8 +129,7 @@ def batch_predict(args, interactions=None, log=tf.compat.v1.logging.info):
         for users, top in top_k_blocks(user_factors, item_factors, args.topk, seen, reads=interactions):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
-                original.write("".join("{}\t{}\n".format(visitors[u], ",".join(contents[row]))
-                                       for u, row in zip(users, top)))
+                original.write(original_ids_lines(visitors[users], (contents[row] for row in top)))
             if (done + len(users)) // report_every > done // report_every or done + len(users) == n_users:
                 log("batch prediction: {:,} of {:,} users".format(done + len(users), n_users))
             done += len(users)
