@@ -256,11 +256,17 @@ def check_ids(name, keys, indices, n_keys, n_indices, key_kind, index_kind):
 
 
 def read_interactions(data_dir, nusers, nitems):
-    """Scan both TFRecord sets once, check them against nusers/nitems, and return the Interactions."""
+    """Scan both TFRecord sets once, check them against nusers/nitems and each other, return the Interactions."""
     sides = []
     for name, n_keys, n_indices, kinds in ((ROWS_FILE, nusers, nitems, ("user", "item")),
                                            (COLS_FILE, nitems, nusers, ("item", "user"))):
         keys, offsets, indices, values = scan_records(data_dir, name)
         check_ids(name, keys, indices, n_keys, n_indices, *kinds)
         sides.append(CSR.from_triples(np.repeat(keys, np.diff(offsets)), indices, values, n_keys))
+    # A file cut at a record boundary reads cleanly: the two views of one matrix must agree.
+    by_user, by_item = (len(side.indices) for side in sides)
+    if by_user != by_item:
+        raise DataError("{} holds {} interactions but {} holds {}: one is truncated or from other data; "
+                        "regenerate the data directory (python -m walsmf.preprocess)".format(
+                            ROWS_FILE, by_user, COLS_FILE, by_item))
     return Interactions(*sides)

@@ -84,7 +84,7 @@ def check_instance(instance, where, nusers=None, nitems=None):
             where, item_id, "N-1" if nitems is None else nitems - 1))
     checked = {"userId": user_id, "itemId": item_id}
     if "items" in instance or "ratings" in instance:
-        if user_id >= 0 or item_id >= 0:
+        if (instance.get("items") or instance.get("ratings")) and (user_id >= 0 or item_id >= 0):
             raise DataError("{}: items and ratings describe a new visitor: give them with userId -1 and "
                             "itemId -1".format(where))
         items = instance.get("items", [])
