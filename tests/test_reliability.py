@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import low_rank_ratings, run_module, write_matrix
-from walsmf import datadir, settings, trainer
+from walsmf import datadir, model, settings, trainer
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory
 
@@ -160,3 +160,34 @@ def test_any_failure_is_one_error_line(capsys, monkeypatch):
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: OSError: [Errno 28] No space left on device (set WALSMF_DEBUG=1 for the traceback)"]
+
+
+def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT, batch_pred
+    data_dir, metadata = small_data
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "walsmf.task", "--input_path", data_dir, "--output_dir", str(out),
+               "--num_epochs", "400", "--batch_size", "16", "--seed", "3"]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and run.poll() is None:
+        checkpoint = tf.train.latest_checkpoint(str(out))
+        if checkpoint and int(checkpoint.rsplit("-", 1)[1]) > 0:
+            break
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = int(tf.train.latest_checkpoint(str(out)).rsplit("-", 1)[1])
+    assert not (out / datadir.BATCH_PRED_FILE).exists()
+    again = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    args = settings.make(input_path=data_dir, output_dir=str(out), nusers=metadata["nusers"],
+                         nitems=metadata["nitems"], num_epochs=400, batch_size=16)
+    final = tf.train.latest_checkpoint(str(out))
+    assert 0 < killed_at < model.training_schedule(args)[0] == int(final.rsplit("-", 1)[1])
+    assert tf.io.gfile.glob(str(out / "export" / "Servo" / "*" / "saved_model.pb"))
+    assert batch_pred(out).shape == (metadata["nusers"], 3)
