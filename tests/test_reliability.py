@@ -191,3 +191,32 @@ def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_d
     assert 0 < killed_at < model.training_schedule(args)[0] == int(final.rsplit("-", 1)[1])
     assert tf.io.gfile.glob(str(out / "export" / "Servo" / "*" / "saved_model.pb"))
     assert batch_pred(out).shape == (metadata["nusers"], 3)
+
+
+def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
+    from walsmf import predict, sample
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"userId": 4, "itemId": -1, "x": "\xff"}\n')
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        predict.read_instances(str(bad))
+    export = tmp_path / "export"
+    import shutil
+    shutil.copytree(predict.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
+    (export / "saved_model.pb").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable SavedModel.*export it again"):
+        predict.predict(str(export), [(4, -1)])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="is a file: name a directory"):
+        trainer.resolve(trained.replace(output_dir=str(tmp_path / "a_file")))
+    for scale in (0, -1, float("nan")):
+        with pytest.raises(DataError, match="is not a size"):
+            sample.generate_sessions(scale=scale)
+    with pytest.raises(DataError, match="negative"):
+        sample.generate_sessions(scale=0.001, seed=-1)
+    meta = tmp_path / "d"
+    meta.mkdir()
+    for text, message in (('{"nusers": ', "not valid JSON"), ('{"nusers": "x", "nitems": 3}', "nusers is 'x'"),
+                          ("[1, 2]", "no JSON object"), ('{"nusers": 0, "nitems": 3}', "not a positive count")):
+        (meta / datadir.METADATA_FILE).write_text(text)
+        with pytest.raises(DataError, match=message):
+            datadir.read_metadata(str(meta))

@@ -68,7 +68,20 @@ def read_metadata(data_dir):
         raise DataError("{} does not exist: run 'python -m walsmf.preprocess --data_dir {}' first, "
                         "or pass --nusers and --nitems".format(path, data_dir))
     with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+        try:
+            metadata = json.load(f)
+        except ValueError as err:
+            raise DataError("{} is not valid JSON ({}): regenerate the data directory (python -m walsmf.preprocess)"
+                            .format(path, err))
+    for key in ("nusers", "nitems"):
+        value = metadata.get(key) if isinstance(metadata, dict) else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DataError("{}: {} is {!r}, not a positive count: regenerate the data directory "
+                            "(python -m walsmf.preprocess)".format(path, key, value))
+    if not isinstance(metadata, dict):
+        raise DataError("{} holds no JSON object: regenerate the data directory (python -m walsmf.preprocess)"
+                        .format(path))
+    return metadata
 
 
 def write_metadata(data_dir, metadata):

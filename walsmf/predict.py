@@ -39,15 +39,20 @@ def read_instances(path):
     if not tf.io.gfile.exists(path):
         raise DataError("instances file {} does not exist".format(path))
     instances = []
-    with tf.io.gfile.GFile(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                instance = json.loads(line)
-            except ValueError as err:
-                raise DataError("{} line {}: not JSON ({})".format(path, number, err))
-            instances.append(check_instance(instance, "{} line {}".format(path, number)))
+    with tf.io.gfile.GFile(path, "rb") as f:
+        try:
+            lines = f.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise DataError("instances file {} is not UTF-8 text (byte {}): save it as UTF-8 JSON, one instance "
+                            "per line".format(path, err.start))
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            instance = json.loads(line)
+        except ValueError as err:
+            raise DataError("{} line {}: not JSON ({})".format(path, number, err))
+        instances.append(check_instance(instance, "{} line {}".format(path, number)))
     if not instances:
         raise DataError("instances file {} holds no instance".format(path))
     return instances
@@ -132,7 +137,11 @@ def predict(model_dir, instances):
             feed["ratings"] = np.zeros((len(instances), width), np.float32)
             for row, i in enumerate(instances):
                 feed["ratings"][row, :len(i.get("ratings", []))] = i.get("ratings", [])
-    predict_fn = predictor.from_saved_model(export_dir)
+    try:
+        predict_fn = predictor.from_saved_model(export_dir)
+    except (IOError, ValueError, RuntimeError, tf.errors.OpError) as err:
+        raise DataError("{} is not a readable SavedModel ({}): export it again with python -m walsmf.task".format(
+            export_dir, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__))
     outputs = predict_fn(feed)
     return [{key: value[n].tolist() for key, value in sorted(outputs.items())} for n in range(len(instances))]
 

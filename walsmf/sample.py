@@ -21,11 +21,12 @@ collaborative filtering has real signal to find.  Article popularity and
 visitor activity are heavy-tailed.
 """
 import argparse
+import math
 import os
 
 import numpy as np
 
-from walsmf.errors import run_cli
+from walsmf.errors import DataError, run_cli
 from walsmf.fileio import atomic_output
 
 LAB_VISITORS = 82802
@@ -121,8 +122,10 @@ def generate_sessions(scale=1.0, seed=0):
     """Generate the GA360-shaped sample as a pyarrow Table (deterministic)."""
     import pyarrow as pa
 
-    if not scale > 0:
-        raise ValueError("scale must be positive, got {}".format(scale))
+    if not (scale > 0 and math.isfinite(scale)):
+        raise DataError("--scale {} is not a size: give a positive number (1 = the lab's data)".format(scale))
+    if seed < 0:
+        raise DataError("--seed {} is negative: give a seed of 0 or more".format(seed))
     rng = np.random.default_rng(seed)
     n_readers = max(2, int(round(LAB_VISITORS * scale)))
     n_articles = max(2, int(round(LAB_ARTICLES * article_scale(scale))))

@@ -40,6 +40,9 @@ def resolve(args, trial=""):
         raise DataError("--col_weight_exp must be a number, got {}".format(args.col_weight_exp))
     if trial:
         args = args.replace(output_dir=os.path.join(args.output_dir, trial))
+    if tf.io.gfile.exists(args.output_dir) and not tf.io.gfile.isdir(args.output_dir):
+        raise DataError("--output_dir {} is a file: name a directory (new, or one walsmf.task trained into)".format(
+            args.output_dir))
     return args
 
 
