@@ -29,6 +29,7 @@ test-slow: setup
 bench: data
 	$(PY) benchmarks/bench_scale.py --scales 1 10
 	$(PY) benchmarks/bench_model.py --data_dir $(DATA_DIR)
+	$(PY) benchmarks/bench_training.py --data_dir $(DATA_DIR)
 	$(PY) benchmarks/bench_quality.py
 
 notebook: setup
