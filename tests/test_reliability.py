@@ -220,3 +220,12 @@ def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
         (meta / datadir.METADATA_FILE).write_text(text)
         with pytest.raises(DataError, match=message):
             datadir.read_metadata(str(meta))
+
+
+def test_more_factors_than_items_without_regularization_is_refused_before_training(tmp_path):
+    write_matrix(str(tmp_path / "d"), low_rank_ratings(np.random.default_rng(3), nusers=30, nitems=6))
+    args = settings.make(input_path=str(tmp_path / "d"), output_dir=str(tmp_path / "o"), nusers=30, nitems=6,
+                         n_embeds=10)
+    with pytest.raises(DataError, match="--n_embeds 10 is more than the 6 items with reads.*--regularization"):
+        model.prepare_training(args)
+    assert model.prepare_training(args.replace(regularization=0.1))[0].by_item.n_rows == 6

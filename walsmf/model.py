@@ -212,6 +212,11 @@ def prepare_training(args):
     check_existing_model(args)
     interactions = read_interactions(args.input_path, args.nusers, args.nitems)
     unread_users, unread_items = (int(np.count_nonzero(side.counts == 0)) for side in interactions)
+    read = min(args.nusers - unread_users, args.nitems - unread_items)
+    if not args.regularization and args.n_embeds > read:
+        raise DataError("--n_embeds {} is more than the {} {} with reads: without regularization WALS's solves are "
+                        "singular; use --regularization 0.1 (or more), or at most {} factors".format(
+                            args.n_embeds, read, "users" if args.nusers - unread_users == read else "items", read))
     if unread_users or unread_items:
         tf.compat.v1.logging.info("{} users and {} items have no interaction: their factors stay zero; such a user "
                                   "is recommended the most read items, such an item is not recommended".format(
