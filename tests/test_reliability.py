@@ -229,3 +229,19 @@ def test_more_factors_than_items_without_regularization_is_refused_before_traini
     with pytest.raises(DataError, match="--n_embeds 10 is more than the 6 items with reads.*--regularization"):
         model.prepare_training(args)
     assert model.prepare_training(args.replace(regularization=0.1))[0].by_item.n_rows == 6
+
+
+def test_an_interrupt_that_lands_inside_a_c_call_is_still_an_interrupt(capsys):
+    """SIGTERM during numpy's C code surfaces as a SystemError caused by the KeyboardInterrupt."""
+    from walsmf.errors import run_cli
+
+    def main(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise SystemError("<built-in method item> returned a result with an error set") from interrupt
+    with pytest.raises(SystemExit) as exit:
+        run_cli(main)
+    assert exit.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: interrupted; earlier outputs are as they were, run the same command again"]

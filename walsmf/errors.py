@@ -17,6 +17,23 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _interrupted(err):
+    """Whether ``err`` carries a Ctrl-C/SIGTERM: one raised inside a C call (numpy's, say) comes back as a
+    SystemError whose cause is the KeyboardInterrupt."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _exit_interrupted():
+    print("error: interrupted; earlier outputs are as they were, run the same command again", file=sys.stderr)
+    sys.exit(130)
+
+
 def run_cli(main, argv=None):
     """Run ``main(argv)``; print any failure as one ``error:`` line on stderr and exit non-zero.
 
@@ -36,9 +53,10 @@ def run_cli(main, argv=None):
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
     except KeyboardInterrupt:
-        print("error: interrupted; earlier outputs are as they were, run the same command again", file=sys.stderr)
-        sys.exit(130)
+        _exit_interrupted()
     except Exception as err:  # noqa: B902 (the promise: one line, whatever failed)
+        if _interrupted(err):
+            _exit_interrupted()
         if os.environ.get(DEBUG_ENV):
             raise
         message = (str(getattr(err, "message", "") or err).strip().splitlines() or [""])[0]
