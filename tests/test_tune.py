@@ -69,7 +69,7 @@ def test_the_search_refines_around_the_best_trial():
     rng = np.random.default_rng(0)
     assert [tune.next_point([], 12, rng), tune.next_point([None], 12, rng)] == tune.first_points()
     best = {"target": "read", "n_embeds": 20, "regularization": 1.0, "unobserved_weight": 0.1,
-            "col_weight_exp": 0.5, "num_epochs": 10}
+            "col_weight": 1.0, "col_weight_exp": 0.5, "num_epochs": 10}
     done = [(tune.draw(rng), 0.1, 0.1) for _ in range(3)] + [(best, 0.3, 0.2)] + [(tune.draw(rng), 0.2, 0.1)]
     refined = [tune.next_point(done, 12, rng) for _ in range(200)]
     regularization = np.array([p["regularization"] for p in refined])

@@ -39,6 +39,7 @@ SEARCH_SPACE = {
     "n_embeds": ("choice", [10, 20, 40]),
     "regularization": ("log", [0.01, 10.0]),
     "unobserved_weight": ("log", [0.003, 1.0]),
+    "col_weight": ("log", [0.3, 30.0]),
     "col_weight_exp": ("linear", [0.0, 1.0]),
     "num_epochs": ("choice", [5, 10, 20, 40]),
 }
