@@ -23,12 +23,11 @@ import tempfile
 import time
 
 from shapes import SHAPES, generate
-from walsmf import evaluate, model, settings, tune
+from walsmf import evaluate, tune
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import run_cli
 from walsmf.extract import extract
 from walsmf.preprocess import write_data_dir
-from walsmf.recommend import load_factors
 from walsmf.sample import write_sample
 
 METRICS = ("recall", "ndcg", "map")
@@ -51,18 +50,9 @@ def write_dataset(name, directory, scale, log):
 
 
 def run_wals(split_dir, params, seed, workdir):
-    """walsmf trained on the split's training part with ``params`` (flag: value); metrics, seconds."""
-    metadata, train, test = split_data(split_dir)
-    args = settings.make(input_path=split_dir, output_dir=os.path.join(workdir, "wals"), nusers=metadata["nusers"],
-                         nitems=metadata["nitems"], seed=seed, **params)
-    shutil.rmtree(args.output_dir, ignore_errors=True)
-    start = time.perf_counter()
-    model.fit(args, model.training_schedule(args)[0])
-    seconds = time.perf_counter() - start
-    metrics = evaluate.evaluate_factors(load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col"),
-                                        train, test, metadata["nusers"])
-    shutil.rmtree(args.output_dir)
-    return dict(metrics, train_s=seconds)
+    """walsmf trained on the split's training part with ``params`` (flag: value), as a walsmf.tune trial is."""
+    result = tune.run_trial(split_dir, params, read_metadata(split_dir), seed, workdir)
+    return dict(result, train_s=result["train_seconds"])
 
 
 def run_implicit(split_dir, factors, regularization, alpha, seed):

@@ -73,14 +73,14 @@ def read_metadata(data_dir):
         except ValueError as err:
             raise DataError("{} is not valid JSON ({}): regenerate the data directory (python -m walsmf.preprocess)"
                             .format(path, err))
-    for key in ("nusers", "nitems"):
-        value = metadata.get(key) if isinstance(metadata, dict) else None
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise DataError("{}: {} is {!r}, not a positive count: regenerate the data directory "
-                            "(python -m walsmf.preprocess)".format(path, key, value))
     if not isinstance(metadata, dict):
         raise DataError("{} holds no JSON object: regenerate the data directory (python -m walsmf.preprocess)"
                         .format(path))
+    for key in ("nusers", "nitems"):
+        value = metadata.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DataError("{}: {} is {!r}, not a positive count: regenerate the data directory "
+                            "(python -m walsmf.preprocess)".format(path, key, value))
     return metadata
 
 
@@ -164,6 +164,11 @@ class CSR(collections.namedtuple("CSR", "offsets indices values")):
 Interactions = collections.namedtuple("Interactions", "by_user by_item")
 Interactions.__doc__ = """Both TFRecord sets in memory: ``by_user`` (items_for_user) and ``by_item``
 (users_for_item), each a CSR over every id 0..n−1."""
+
+
+def unread_ids(interactions):
+    """(userIds with no read, itemIds with no reader) of ``interactions``."""
+    return tuple(np.flatnonzero(side.counts == 0) for side in interactions)
 
 
 # ------------------------------------------------------------ TFRecords --

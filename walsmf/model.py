@@ -23,7 +23,7 @@ from tensorflow.contrib.learn.python.learn.estimators import model_fn as model_f
 from tensorflow.contrib.learn.python.learn.utils import saved_model_export_utils
 
 from walsmf import sweeps
-from walsmf.datadir import SERVING_INFO_FILE, read_interactions
+from walsmf.datadir import SERVING_INFO_FILE, read_interactions, unread_ids
 from walsmf.errors import DataError
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import (INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords,  # noqa: F401
@@ -92,9 +92,9 @@ def _wals_model(params):
 def walsmf_model_fn(features, labels, mode, params, config):
     """WALS's model_fn: contrib's model and ops, walsmf's training step, evaluation and serving.
 
-    TRAIN: walsmf.sweeps: a step solves up to 64 batches in one
-    session.run where contrib's hooks made four per batch; the loss is
-    computed when it is logged; checkpoints carry no copy of the graph.
+    TRAIN: walsmf.sweeps: a step solves many batches in one session.run
+    where contrib's hooks made four per batch; the loss is computed when it
+    is logged; checkpoints carry no copy of the graph.
     EVAL: contrib reads the Gramians stored in the checkpoint, which are
     only prepared at the start of a sweep: the step-0 checkpoint holds
     zeros, and with no regularization the first mid-training evaluation
@@ -154,8 +154,7 @@ def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_ste
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2 ** 31)
         tf.compat.v1.logging.info("Initialization seed %d (--seed %d gives this model again)", seed, seed)
-    unread_users, unread_items = ((np.flatnonzero(side.counts == 0) for side in interactions) if interactions
-                                  else ((), ()))
+    unread_users, unread_items = unread_ids(interactions) if interactions else ((), ())
     return WALSRecommender(
         num_rows=args.nusers, num_cols=args.nitems, embedding_dimension=args.n_embeds,
         row_init=initial_factors(args.nusers, args.n_embeds, args.num_row_shards, seed, 0, unread_users),
@@ -211,7 +210,7 @@ def prepare_training(args):
     """
     check_existing_model(args)
     interactions = read_interactions(args.input_path, args.nusers, args.nitems)
-    unread_users, unread_items = (int(np.count_nonzero(side.counts == 0)) for side in interactions)
+    unread_users, unread_items = (len(ids) for ids in unread_ids(interactions))
     read = min(args.nusers - unread_users, args.nitems - unread_items)
     if not args.regularization and args.n_embeds > read:
         raise DataError("--n_embeds {} is more than the {} {} with reads: without regularization WALS's solves are "

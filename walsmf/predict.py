@@ -5,8 +5,9 @@
 Each line of the instances file is one JSON instance: {"userId": 4, "itemId": -1}
 asks for user 4's top-k items; {"userId": -1, "itemId": 4} for item 4's top-k
 users; {"userId": -1, "itemId": -1, "items": [3, 7], "ratings": [0.5, 1.0]}
-for a new visitor who read items 3 and 7 (ratings optional).  Output: a table with a column per output key (gcloud's default) or
-``--format json``: {"predictions": [...]}.
+for a new visitor who read items 3 and 7 (ratings optional).  Output: a
+table with a column per output key (gcloud's default) or ``--format json``:
+{"predictions": [...]}.
 """
 import argparse
 import json

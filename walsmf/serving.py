@@ -6,9 +6,9 @@ userId (a tf.cond per instance).  {"userId": -1, "itemId": -1, "items": [...],
 articles they read (itemIds; -1 pads a list to the batch's longest) and,
 optionally, their ratings (default: what a read of median length gets, or 1
 with --target read): their projection is the same closed-form solve a known
-user's is.  An id without interactions gets the most read ids of the other
-side; an id without interactions is never recommended.  The lab fed its tf.cond a row of rating
-0.1 over every item; contrib's projection ignores row indices, so every
+user's is.  An id without interactions is answered with the other side's
+most read ids, and is never in anyone's answer.  The lab fed its tf.cond a
+row of rating 0.1 over every item; contrib's projection ignores row indices, so every
 userId got the same answer.  Here each instance projects that id's own
 interactions with Gramians computed from the exported factors, which gives
 the learned factor after a final row solve, and ranks the other side.
@@ -184,9 +184,8 @@ def create_serving_input_fn(args, interactions=None):
         # Optional inputs: the lab's instances leave them out (gcloud feeds the keys an instance has).
         read_items = tf.compat.v1.placeholder_with_default(
             tf.fill(tf.stack([tf.shape(user_id)[0], 0]), tf.constant(-1, tf.int64)), [None, None], name=READ_ITEMS)
-        unrated = 1.0 if args.target == "read" else MEDIAN_READ_RATING
         read_ratings = tf.compat.v1.placeholder_with_default(
-            tf.fill(tf.shape(read_items), unrated), [None, None], name=READ_RATINGS)
+            tf.fill(tf.shape(read_items), MEDIAN_READ_RATING), [None, None], name=READ_RATINGS)
         fitted = observed_values(interactions or read_interactions(args.input_path, args.nusers, args.nitems),
                                  args.target)
         write_serving_assets(assets, fitted)

@@ -11,15 +11,16 @@ Here the same solves run in far fewer calls:
 
 * A step solves the union of k consecutive batches of the side being swept
   (as many as fit in MAX_STEP_IDS ids: at lab size, the whole side) and
-  counts as k steps.  Within a sweep each row (column)
-  is solved from the other side's fixed factors, so which batches share a
-  ``session.run`` does not change the result: the factors are bit-identical
-  to contrib's, batch by batch.  A step never crosses the end of the side's
-  batches (no id twice in one solve) nor the last training step.
+  counts as k steps.  Within a sweep each row (column) is solved from the
+  other side's fixed factors, so which batches share a ``session.run`` does
+  not change the result: the factors are bit-identical to contrib's.  A step
+  never crosses the end of the side's batches (no id twice in one solve)
+  nor the last training step.
 * The step's op does the bookkeeping: mark its ids processed; when the side
   is done (every id with a record processed: ids without one have nothing
-  to solve and keep zero factors), switch side, mark every id unprocessed and prepare the Gramian
-  the next sweep solves with; add k to the global step.  It returns the next
+  to solve and keep zero factors), switch side, mark every id unprocessed
+  and prepare the Gramian the next sweep solves with; add k to the global
+  step.  It returns the next
   side and the global step, which the hook keeps (it never asks the session).
 * The batch loss is computed on the steps the Estimator logs (one run in
   ``LOSS_EVERY_STEPS``, from the first); summaries show the latest computed.
