@@ -245,3 +245,10 @@ def test_an_interrupt_that_lands_inside_a_c_call_is_still_an_interrupt(capsys):
     assert exit.value.code == 130
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: interrupted; earlier outputs are as they were, run the same command again"]
+
+
+@pytest.mark.parametrize("where", ["/proc/walsmf", "/dev/null/walsmf"])
+def test_a_data_dir_where_nothing_can_be_written_is_one_line(tmp_path, where):
+    with pytest.raises(DataError, match="cannot write {} .*a place you can write".format(where)):
+        with staged_directory(where, datadir.METADATA_FILE):
+            pass

@@ -44,8 +44,12 @@ def staged_directory(final_dir, marker):
             raise DataError("{} holds files walsmf did not write (it has no {}): name another directory, or "
                             "empty it first".format(final_dir, marker))
     parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    staged = temporary_directory("." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staged = temporary_directory("." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", parent)
+    except OSError as err:
+        raise DataError("cannot write {} ({}: {}): name a directory in a place you can write".format(
+            final_dir, err.strerror or type(err).__name__, err.filename or parent))
     try:
         os.chmod(staged, 0o755)  # mkdtemp makes it private; the data directory is not
         yield staged
