@@ -1,9 +1,10 @@
-"""walsmf.sweeps against contrib's own WALS training: the same factors, batch by batch, in far fewer session.runs."""
+"""walsmf.sweeps against contrib's own WALS training: the same factors and objective, in far fewer session.runs."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from walsmf import model, settings
+from walsmf import explore, model, settings
+from walsmf.datadir import read_interactions
 from walsmf.inputs import read_dataset
 from walsmf.recommend import load_factors
 
@@ -36,8 +37,9 @@ def contrib_fit(args, col_weights, phases, model_dir):
     ((1, 1), [250], 0.0),              # ends inside a row sweep
     ((2, 3), [140, 230], 0.5),         # a restart inside a row sweep, ends inside a column sweep; weights by item
 ], ids=["one session", "sharded, resumed, item weights"])
-def test_training_gives_contribs_factors_bit_for_bit_in_fewer_runs(small_data, tmp_path, shards, phases,
-                                                                    col_weight_exp):
+def test_training_gives_contribs_factors_in_fewer_runs(small_data, tmp_path, shards, phases, col_weight_exp):
+    """Equal up to float rounding, not bit for bit: walsmf.solve solves the ids with few reads through the
+    Woodbury identity (in float64) where contrib solves k×k systems, so the sums run in another order."""
     data_dir, metadata = small_data
     # small batches: a row sweep is about 100 batches, merged into one step (two after a restart mid-sweep)
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "walsmf"), nusers=metadata["nusers"],
@@ -49,8 +51,17 @@ def test_training_gives_contribs_factors_bit_for_bit_in_fewer_runs(small_data, t
     for last_step in phases:
         model.fit(args, last_step, hooks=[counter])
     expected_u, expected_v = contrib_fit(args, col_weights, phases, str(tmp_path / "contrib"))
-    np.testing.assert_array_equal(load_factors(args.output_dir, "row"), expected_u)
-    np.testing.assert_array_equal(load_factors(args.output_dir, "col"), expected_v)
+    u, v = load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col")
+    for got, expected in ((u, expected_u), (v, expected_v)):
+        assert np.linalg.norm(got - expected) <= 1e-5 * np.linalg.norm(expected)
+
+    interactions = read_interactions(data_dir, args.nusers, args.nitems)
+    item_weights = model.item_weights(interactions.by_item.counts, args.col_weight, args.col_weight_exp)
+
+    def objective(u, v):
+        return explore.wals_objective(interactions.by_user, u, v, args.unobserved_weight, np.ones(args.nusers),
+                                      item_weights, args.regularization)
+    assert objective(u, v) == pytest.approx(objective(expected_u, expected_v), rel=1e-5)
     checkpoint = tf.train.latest_checkpoint(args.output_dir)
     assert tf.train.load_variable(checkpoint, "global_step") == phases[-1]
     assert counter.runs < phases[-1] / 5, "steps were not merged"

@@ -30,6 +30,7 @@ The variables keep contrib's names, so checkpoints of either load in the other.
 import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 
+from walsmf import solve
 from walsmf.inputs import MERGED_BATCHES, MERGED_COLS, MERGED_ROWS
 
 # contrib.learn's Estimator logs the loss every 100 runs: the runs whose loss anyone reads.
@@ -167,13 +168,8 @@ def train_ops(model, features, params):
 
     def side_steps(row_side):
         """(step, step computing the loss) on merged batches of this side; each returns (side, global step)."""
-        if row_side:
-            sp_input = features[MERGED_ROWS]
-            _, update, loss, regularization, sum_weights = model.update_row_factors(sp_input=sp_input)
-        else:
-            sp_input = features[MERGED_COLS]
-            _, update, loss, regularization, sum_weights = model.update_col_factors(
-                sp_input=sp_input, transpose_input=True)
+        sp_input = features[MERGED_ROWS if row_side else MERGED_COLS]
+        update, loss, regularization, sum_weights = solve.update_factors(model, sp_input, row_side)
         ids = sp_input.indices[:, 0]
         with tf.control_dependencies([update]):
             marked = tf.compat.v1.scatter_update(processed[row_side], ids, tf.ones_like(ids, tf.bool))
