@@ -9,11 +9,12 @@ from walsmf import solve
 DIM = 6  # light buckets of 1, 2 and 4 reads; 5 reads and more take contrib's path
 
 
-def random_problem(rng, nusers=40, nitems=25):
-    """Ratings where user i reads i % 13 items (0 to 12: every bucket, heavy ids, ids absent from the input)."""
+def random_problem(rng, nusers, nitems, max_reads):
+    """Ratings where user i reads i % (max_reads + 1) items: every bucket, ids absent from the input,
+    heavy ids if max_reads > DIM."""
     rows, cols = [], []
     for user in range(nusers):
-        items = rng.choice(nitems, size=user % 13, replace=False)
+        items = rng.choice(nitems, size=user % (max_reads + 1), replace=False)
         rows += [user] * len(items)
         cols += list(items)
     values = rng.uniform(0.1, 1.0, len(rows)).astype(np.float32)
@@ -34,13 +35,14 @@ def numpy_solve(ids, others, values, n, other_factors, other_weights, id_weights
     return solved
 
 
-@pytest.mark.parametrize("weighted, regularization", [(True, 0.5), (True, None), (False, 0.2)],
-                         ids=["weights, regularization", "weights, no regularization", "plain ALS"])
+@pytest.mark.parametrize("weighted, regularization, max_reads", [
+    (True, 0.5, 12), (True, None, 12), (False, 0.2, 12), (True, 0.5, 4)],
+    ids=["weights, regularization", "weights, no regularization", "plain ALS", "no heavy id"])
 @pytest.mark.parametrize("row_side", [True, False], ids=["rows", "columns"])
-def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularization, row_side):
+def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularization, max_reads, row_side):
     rng = np.random.default_rng(7)
-    nusers, nitems = 40, 25
-    rows, cols, values = random_problem(rng, nusers, nitems)
+    nusers, nitems = 40, 25 if max_reads > DIM else 400
+    rows, cols, values = random_problem(rng, nusers, nitems, max_reads)
     row_weights = rng.uniform(0.5, 2.0, nusers).astype(np.float32)
     col_weights = rng.uniform(0.5, 3.0, nitems).astype(np.float32)
     row_init = rng.normal(size=(nusers, DIM)).astype(np.float32)
@@ -48,10 +50,10 @@ def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularizat
     w0 = 0.3
     with tf.Graph().as_default():
         model = WALSModel(nusers, nitems, DIM, unobserved_weight=w0, regularization=regularization,
-                          row_init=[row_init[:20], row_init[20:]], col_init=[col_init[:9], col_init[9:17], col_init[17:]],
+                          row_init=[row_init[:20], row_init[20:]], col_init=np.array_split(col_init, 3),
                           num_row_shards=2, num_col_shards=3,
                           row_weights=[row_weights[:20], row_weights[20:]] if weighted else None,
-                          col_weights=[col_weights[:9], col_weights[9:17], col_weights[17:]] if weighted else None,
+                          col_weights=np.array_split(col_weights, 3) if weighted else None,
                           use_factors_weights_cache=False, use_gramian_cache=False)
         if row_side:
             sp_input = tf.SparseTensor(np.stack([rows, cols], 1), values, [nusers, nitems])

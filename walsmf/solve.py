@@ -138,8 +138,11 @@ def update_factors(model, sp_input, row_side):
     heavy_position = tf.math.unsorted_segment_sum(tf.range(tf.size(heavy)), heavy, n)
     heavy_indices = tf.cast(tf.stack([tf.gather(heavy_position, tf.gather(local, heavy_reads)),
                                       tf.gather(right_local, heavy_reads)], axis=1), tf.int64)
-    solved.append(_heavy_solve(model, gramian, right, right_w, tf.gather(left_w, heavy), heavy_indices,
-                               tf.gather(values, heavy_reads), tf.size(heavy)))
+    # (contrib's kernel refuses a batch without ids)
+    solved.append(tf.cond(tf.size(heavy) > 0,
+                          lambda: _heavy_solve(model, gramian, right, right_w, tf.gather(left_w, heavy),
+                                               heavy_indices, tf.gather(values, heavy_reads), tf.size(heavy)),
+                          lambda: tf.zeros([0, dim])))
     new_values = tf.dynamic_stitch(id_parts, solved)
     update = model.scatter_update(left, left_ids, new_values, WALSModel._get_sharding_func(total_left, num_shards))
 
