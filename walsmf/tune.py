@@ -7,11 +7,10 @@ Carves a validation split from DATA (walsmf.evaluate's: one read held out
 per user with at least three), then trains each trial's settings on the rest
 exactly as walsmf.task trains, and ranks every held-out read: recall, NDCG and
 MAP at 10, items the user read in training left out.  Trial 1 is the lab's
-settings, trial 2 ``--preset tuned``; a third of the budget draws at random
-from SEARCH_SPACE (the space hptuning_config.yaml and
-cloud/vertex_hptuning.yaml name), the rest tries points near the best so
-far.  One
-progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
+settings, trial 2 ``--preset tuned``, then the iALS recipe at four
+unobserved weights (as a budget of 12 or less allows: at most half of it); two draws at random from SEARCH_SPACE
+(the space hptuning_config.yaml and cloud/vertex_hptuning.yaml name); the
+rest tries points near the best so far.  One progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
 ({walsmf.task flag: value}, best recall@10, NDCG@10 breaking ties) and prints
 the walsmf.task command that applies it.
 """
@@ -75,19 +74,33 @@ def near(point, rng):
     return moved
 
 
+# The iALS recipe's unobserved weights (Rendle et al., "Revisiting the performance of iALS", 2022):
+# every read a target of 1 weighing about 1, the most factors, ~20 epochs, the unobserved
+# weight — smaller for sparser data — tuned with λ.  Tried in this order, as the budget allows.
+RECIPE_UNOBSERVED_WEIGHTS = (0.01, 0.1, 0.003, 0.03)
+
+
+def recipe_point(unobserved_weight):
+    """The iALS recipe's point of SEARCH_SPACE at ``unobserved_weight`` (λ equal to it)."""
+    return {"target": "read", "n_embeds": max(SEARCH_SPACE["n_embeds"][1]), "regularization": unobserved_weight,
+            "unobserved_weight": unobserved_weight, "col_weight": 1.0, "col_weight_exp": 0.0, "num_epochs": 20}
+
+
 def first_points():
-    """The trials every search starts with: the lab's settings, then --preset tuned's."""
-    return [{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
-            {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
+    """The trials every search starts with: the lab's settings, --preset tuned's, then the iALS recipe's."""
+    return ([{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
+             {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
+            + [recipe_point(weight) for weight in RECIPE_UNOBSERVED_WEIGHTS])
 
 
 def next_point(done, max_trials, rng):
-    """The next trial's settings after ``done`` [(point, recall, ndcg)]: the first points, then random
-    draws for a third of the budget, then points near the best so far."""
+    """The next trial's settings after ``done`` [(point, recall, ndcg)]: the first points (all of a budget
+    that few, else at most half of it), two random draws, then points near the best so far."""
     starts = first_points()
+    starts = starts[:max_trials if max_trials <= len(starts) else max(2, max_trials // 2)]
     if len(done) < len(starts):
         return starts[len(done)]
-    if len(done) < max(len(starts) + 2, max_trials // 3):
+    if len(done) < len(starts) + 2:
         return draw(rng)
     best = max(done, key=lambda trial: (trial[1], trial[2]))[0]
     return near(best, rng)
