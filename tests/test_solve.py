@@ -35,14 +35,18 @@ def numpy_solve(ids, others, values, n, other_factors, other_weights, id_weights
     return solved
 
 
-@pytest.mark.parametrize("weighted, regularization, max_reads", [
-    (True, 0.5, 12), (True, None, 12), (False, 0.2, 12), (True, 0.5, 4)],
-    ids=["weights, regularization", "weights, no regularization", "plain ALS", "no heavy id"])
+@pytest.mark.parametrize("weighted, regularization, max_reads, shuffled", [
+    (True, 0.5, 12, False), (True, None, 12, False), (False, 0.2, 12, False), (True, 0.5, 4, False),
+    (True, 0.5, 12, True)],
+    ids=["weights, regularization", "weights, no regularization", "plain ALS", "no heavy id", "reads not by id"])
 @pytest.mark.parametrize("row_side", [True, False], ids=["rows", "columns"])
-def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularization, max_reads, row_side):
+def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularization, max_reads, shuffled, row_side):
     rng = np.random.default_rng(7)
     nusers, nitems = 40, 25 if max_reads > DIM else 400
     rows, cols, values = random_problem(rng, nusers, nitems, max_reads)
+    if shuffled:
+        order = rng.permutation(len(rows))
+        rows, cols, values = rows[order], cols[order], values[order]
     row_weights = rng.uniform(0.5, 2.0, nusers).astype(np.float32)
     col_weights = rng.uniform(0.5, 3.0, nitems).astype(np.float32)
     row_init = rng.normal(size=(nusers, DIM)).astype(np.float32)
@@ -60,7 +64,7 @@ def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularizat
             _, _, *expected = model.update_row_factors(sp_input=sp_input)
             left = model.row_factors
         else:
-            order = np.lexsort((rows, cols))
+            order = rng.permutation(len(rows)) if shuffled else np.lexsort((rows, cols))
             sp_input = tf.SparseTensor(np.stack([cols[order], rows[order]], 1), values[order], [nitems, nusers])
             _, _, *expected = model.update_col_factors(sp_input=sp_input, transpose_input=True)
             left = model.col_factors

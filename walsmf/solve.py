@@ -56,10 +56,13 @@ def _light_solve(base_inverse, right, right_solved, read_right, weighted_values,
     mask = tf.cast(present, right.dtype)
     columns = tf.gather(read_right, at)
     factors = tf.gather(right, columns)  # [ids, size, k]: pad slots hold a real factor, masked below
-    y = tf.matmul(tf.squeeze(tf.matmul((tf.gather(weighted_values, at) * mask)[:, None, :], factors), 1),
-                  base_inverse)
+    y = tf.matmul(tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1), base_inverse)
     scale = (tf.gather(scale, at) * mask)[:, :, None]
     x_reads, w_reads = scale * factors, scale * tf.gather(right_solved, columns)
+    if size == 1:  # I + X Wᵀ is a number: no batched linear algebra (its per-matrix cost dominates)
+        x_read, w_read = x_reads[:, 0], w_reads[:, 0]
+        return y - w_read * (tf.reduce_sum(x_read * y, 1, keepdims=True)
+                             / (1 + tf.reduce_sum(x_read * w_read, 1, keepdims=True)))
     capacitance = tf.eye(size, dtype=right.dtype) + tf.matmul(x_reads, w_reads, transpose_b=True)
     z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), tf.matmul(x_reads, y[:, :, None]))
     return y - tf.squeeze(tf.matmul(w_reads, z, transpose_a=True), 2)
@@ -96,14 +99,19 @@ def update_factors(model, sp_input, row_side):
     w0 = model._unobserved_weight
     dim = model._n_components
 
-    left_ids, local = tf.unique(sp_input.indices[:, 0])
-    # Each id's reads contiguous, in input order (a stable sort).
-    order = tf.argsort(local, stable=True)
-    local = tf.gather(local, order)
+    keys = sp_input.indices[:, 0]
+    # Reads by id (the TFRecords' order already: then no sort), each id's in input order.
+    order = tf.cond(tf.reduce_all(keys[1:] >= keys[:-1]), lambda: tf.range(tf.size(keys)),
+                    lambda: tf.argsort(keys, stable=True))
+    keys = tf.gather(keys, order)
     values = tf.gather(sp_input.values, order)
-    right_ids, right_local = tf.unique(tf.gather(sp_input.indices[:, 1], order))
+    starts = tf.logical_or(tf.not_equal(keys, tf.roll(keys, 1, 0)), tf.equal(tf.range(tf.size(keys)), 0))
+    left_ids = tf.boolean_mask(keys, starts)
+    local = tf.cumsum(tf.cast(starts, tf.int32)) - 1
+    first = tf.cast(tf.squeeze(tf.where(starts), 1), tf.int32)
+    reads = tf.concat([first[1:], tf.reshape(tf.size(keys), [1])], axis=0) - first
     n = tf.size(left_ids)
-    reads = tf.math.unsorted_segment_sum(tf.ones_like(local), local, n)
+    right_ids, right_local = tf.unique(tf.gather(sp_input.indices[:, 1], order))
 
     right = _lookup(right_shards, right_ids)
     if left_weights is None or right_weights is None:  # contrib's plain ALS: every observed entry weighs w0
@@ -121,7 +129,6 @@ def update_factors(model, sp_input, row_side):
     right_solved = tf.matmul(right_precise, base_inverse)
     weighted_values = tf.cast((w0 + extra) * values, precise)
     scale = tf.sqrt(tf.cast(extra, precise))
-    first = tf.cumsum(reads, exclusive=True)
 
     sizes = _bucket_sizes(dim)
     # Bucket of each id: the smallest size holding its reads; len(sizes) for the heavy ids.
