@@ -13,9 +13,11 @@ Here the same solves run in far fewer calls:
   (as many as fit in MAX_STEP_IDS ids: at lab size, the whole side) and
   counts as k steps.  Within a sweep each row (column) is solved from the
   other side's fixed factors, so which batches share a ``session.run`` does
-  not change the result: the factors are bit-identical to contrib's.  A step
-  never crosses the end of the side's batches (no id twice in one solve)
-  nor the last training step.
+  not change the result.  A step never crosses the end of the side's
+  batches (no id twice in one solve) nor the last training step.
+* The solves are walsmf.solve's: contrib's for ids with many reads, the
+  Woodbury identity for ids with few (most visitors), equal to contrib's up
+  to float rounding.
 * The step's op does the bookkeeping: mark its ids processed; when the side
   is done (every id with a record processed: ids without one have nothing
   to solve and keep zero factors), switch side, mark every id unprocessed
