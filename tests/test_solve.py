@@ -37,8 +37,9 @@ def numpy_solve(ids, others, values, n, other_factors, other_weights, id_weights
 
 @pytest.mark.parametrize("weighted, regularization, max_reads, shuffled", [
     (True, 0.5, 12, False), (True, None, 12, False), (False, 0.2, 12, False), (True, 0.5, 4, False),
-    (True, 0.5, 12, True)],
-    ids=["weights, regularization", "weights, no regularization", "plain ALS", "no heavy id", "reads not by id"])
+    (True, 0.5, 12, True), (True, 0.01, 12, False)],
+    ids=["weights, regularization", "weights, no regularization", "plain ALS", "no heavy id", "reads not by id",
+         "ill-conditioned"])
 @pytest.mark.parametrize("row_side", [True, False], ids=["rows", "columns"])
 def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularization, max_reads, shuffled, row_side):
     rng = np.random.default_rng(7)
@@ -51,7 +52,9 @@ def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularizat
     col_weights = rng.uniform(0.5, 3.0, nitems).astype(np.float32)
     row_init = rng.normal(size=(nusers, DIM)).astype(np.float32)
     col_init = rng.normal(size=(nitems, DIM)).astype(np.float32)
-    w0 = 0.3
+    w0 = 0.003 if regularization == 0.01 else 0.3  # the search space's least conditioned corner, with weights ×30
+    if regularization == 0.01:
+        col_weights *= 30
     with tf.Graph().as_default():
         model = WALSModel(nusers, nitems, DIM, unobserved_weight=w0, regularization=regularization,
                           row_init=[row_init[:20], row_init[20:]], col_init=np.array_split(col_init, 3),
@@ -60,19 +63,21 @@ def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularizat
                           col_weights=np.array_split(col_weights, 3) if weighted else None,
                           use_factors_weights_cache=False, use_gramian_cache=False)
         if row_side:
+            keys = rows
             sp_input = tf.SparseTensor(np.stack([rows, cols], 1), values, [nusers, nitems])
-            _, _, *expected = model.update_row_factors(sp_input=sp_input)
+            contrib_values, _, *expected = model.update_row_factors(sp_input=sp_input)
             left = model.row_factors
         else:
             order = rng.permutation(len(rows)) if shuffled else np.lexsort((rows, cols))
-            sp_input = tf.SparseTensor(np.stack([cols[order], rows[order]], 1), values[order], [nitems, nusers])
-            _, _, *expected = model.update_col_factors(sp_input=sp_input, transpose_input=True)
+            keys = cols[order]
+            sp_input = tf.SparseTensor(np.stack([keys, rows[order]], 1), values[order], [nitems, nusers])
+            contrib_values, _, *expected = model.update_col_factors(sp_input=sp_input, transpose_input=True)
             left = model.col_factors
         update, *got = solve.update_factors(model, sp_input, row_side)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             session.run([model.row_update_prep_gramian_op, model.col_update_prep_gramian_op])
-            expected_loss = session.run(expected)
+            contrib_new, expected_loss = session.run([contrib_values, expected])
             got_loss = session.run([update] + got)[1:]
             new = np.concatenate(session.run(left))
     if row_side:
@@ -83,9 +88,12 @@ def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularizat
         reference = numpy_solve(cols, rows, values, nitems, row_init, row_weights, col_weights if weighted else None,
                                 w0, regularization)
         start = col_init
+    _, first_seen = np.unique(keys, return_index=True)
+    contrib_new = dict(zip(keys[np.sort(first_seen)], contrib_new))  # contrib's rows: ids in order of appearance
     for i in range(len(start)):
-        if i in reference:
-            np.testing.assert_allclose(new[i], reference[i], rtol=1e-4, atol=1e-5 * np.abs(reference[i]).max())
+        if i in reference:  # float32 against float64: as close as contrib's own float32 solve, or within 1e-5
+            error = np.linalg.norm(new[i] - reference[i])
+            assert error <= max(1e-5 * np.linalg.norm(reference[i]), 3 * np.linalg.norm(contrib_new[i] - reference[i]))
         else:  # not in the input: untouched
             np.testing.assert_array_equal(new[i], start[i])
     # the loss, its regularization and the sum of weights as contrib defines them
