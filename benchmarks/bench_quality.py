@@ -1,10 +1,11 @@
 """walsmf tuned by walsmf.tune against implicit's ALS tuned by a grid, on the embedded sample and on data shaped unlike it.
 
     .venv/bin/python benchmarks/bench_quality.py [--datasets sample dense head-heavy long-tail heavy-readers]
-                                                 [--max_trials 12] [--seeds 0]
+                                                 [--ratings_csv movielens.csv] [--max_trials 12] [--seeds 0]
 
 For each data set (the embedded sample at lab size; the generated shapes of
-benchmarks/shapes.py): a test split (one read held out per user with at
+benchmarks/shapes.py; a public ratings file, its ratings ≥ 4 as reads — README
+says where to get MovieLens without a download): a test split (one read held out per user with at
 least three, walsmf.evaluate's split, seed 0); on its training part, the
 validation split walsmf.tune carves (the same function and seed), on which
 walsmf.tune searches walsmf.task's settings and a grid searches implicit's
@@ -21,6 +22,8 @@ import os
 import shutil
 import tempfile
 import time
+
+import pandas as pd
 
 from shapes import SHAPES, generate
 from walsmf import evaluate, tune
@@ -40,10 +43,23 @@ def split_data(split_dir):
     return read_metadata(split_dir), evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
 
 
-def write_dataset(name, directory, scale, log):
-    """The data directory of a data set: the embedded sample (``sample``) or a SHAPES entry, at ``scale``."""
+def rated_reads(ratings_csv, min_rating=4.0):
+    """Extracted rows of a public ratings file (userId, movieId or itemId, rating, ...): each rating of at
+    least ``min_rating`` a read, its rating standing in for the session duration."""
+    ratings = pd.read_csv(ratings_csv)
+    item = "movieId" if "movieId" in ratings.columns else "itemId"
+    reads = ratings[ratings["rating"] >= min_rating]
+    return pd.DataFrame({"visitorId": reads["userId"].map("u{}".format), "contentId": reads[item].map("m{}".format),
+                         "session_duration": reads["rating"]})
+
+
+def write_dataset(name, directory, scale, log, ratings_csv=None):
+    """The data directory of a data set: the embedded sample (``sample``), a SHAPES entry at ``scale``, or
+    the reads of ``ratings_csv`` (``ratings``)."""
     if name == "sample":
         rows = extract(sessions_file=write_sample(os.path.join(directory, "sample.parquet"), scale=scale, seed=0))
+    elif name == "ratings":
+        rows = rated_reads(ratings_csv)
     else:
         rows = generate(name, seed=0, scale=scale)
     return write_data_dir(rows, os.path.join(directory, "data"), log=log)
@@ -82,11 +98,11 @@ def mean(results):
     return {key: sum(r[key] for r in results) / len(results) for key in METRICS + ("train_s",)}
 
 
-def benchmark(name, workdir, scale, max_trials, seeds):
+def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     """Rows (method, metrics) of one data set."""
     log = lambda message: print("  [{}] {}".format(name, message), flush=True)
     directory = os.path.join(workdir, name)
-    metadata = write_dataset(name, directory, scale, log)
+    metadata = write_dataset(name, directory, scale, log, ratings_csv)
     split = os.path.join(directory, "split")
     evaluate.write_split(os.path.join(directory, "data"), split, seed=0, log=log)
     trials = tune.tune(split, os.path.join(directory, "tune"), max_trials=max_trials, seed=0, log=log)
@@ -118,18 +134,22 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--datasets", nargs="+", default=["sample"] + sorted(SHAPES),
-                        choices=["sample"] + sorted(SHAPES))
+                        choices=["sample"] + sorted(SHAPES) + ["ratings"])
+    parser.add_argument("--ratings_csv", help="a public ratings file (userId,movieId,rating,...; e.g. MovieLens): "
+                                              "adds the data set 'ratings', its ratings of 4 and more as reads")
     parser.add_argument("--scale", type=float, default=1.0, help="size of every data set (1 = as SHAPES says, the "
                                                                     "sample at the lab's size)")
     parser.add_argument("--max_trials", type=int, default=12, help="walsmf.tune's trials per data set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="initialization seeds of the final runs")
     parser.add_argument("--workdir", help="keep the data and models here (default: a temporary directory)")
     args = parser.parse_args(argv)
+    if args.ratings_csv and "ratings" not in args.datasets:
+        args.datasets.append("ratings")
     workdir = args.workdir or tempfile.mkdtemp(prefix="walsmf-bench-")
     tables = []
     for number, name in enumerate(args.datasets, 1):
         print("[{}/{}] {}".format(number, len(args.datasets), name), flush=True)
-        tables.append((name,) + benchmark(name, workdir, args.scale, args.max_trials, args.seeds))
+        tables.append((name,) + benchmark(name, workdir, args.scale, args.max_trials, args.seeds, args.ratings_csv))
     print("\n| data set | method | recall@10 | NDCG@10 | MAP@10 | train s |\n|---|---|---|---|---|---|")
     for name, summary, rows in tables:
         for method, r in rows:
