@@ -6,11 +6,14 @@
 Carves a validation split from DATA (walsmf.evaluate's: one read held out
 per user with at least three), then trains each trial's settings on the rest
 exactly as walsmf.task trains, and ranks every held-out read: recall, NDCG and
-MAP at 10, items the user read in training left out.  Trial 1 is the lab's
-settings, trial 2 ``--preset tuned``, then the iALS recipe at four
-unobserved weights (as a budget of 12 or less allows: at most half of it); two draws at random from SEARCH_SPACE
-(the space hptuning_config.yaml and cloud/vertex_hptuning.yaml name); the
-rest tries points near the best so far.  One progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
+MAP at 10, items the user read in training left out.  The trials: the lab's
+settings, ``--preset tuned``, then the iALS recipe (every read a target of
+1, 40 factors, 20 epochs) at four unobserved weights — a budget of up to 6
+runs that many of these 6 points, a larger one half its trials' worth — and,
+once all four were tried, λ ×10 and ×0.1 at the best; then two random draws
+from SEARCH_SPACE (the space hptuning_config.yaml and
+cloud/vertex_hptuning.yaml name) and points near the best so far.  One
+progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
 ({walsmf.task flag: value}, best recall@10, NDCG@10 breaking ties) and prints
 the walsmf.task command that applies it.
 """
@@ -36,7 +39,7 @@ BEST_PARAMS_FILE = "best_params.json"
 SEARCH_SPACE = {
     "target": ("choice", ["rating", "read"]),
     "n_embeds": ("choice", [10, 20, 40]),
-    "regularization": ("log", [0.01, 10.0]),
+    "regularization": ("log", [0.001, 10.0]),
     "unobserved_weight": ("log", [0.003, 1.0]),
     "col_weight": ("log", [0.3, 30.0]),
     "col_weight_exp": ("linear", [0.0, 1.0]),
@@ -74,36 +77,51 @@ def near(point, rng):
     return moved
 
 
-# The iALS recipe's unobserved weights (Rendle et al., "Revisiting the performance of iALS", 2022):
-# every read a target of 1 weighing about 1, the most factors, ~20 epochs, the unobserved
-# weight — smaller for sparser data — tuned with λ.  Tried in this order, as the budget allows.
-RECIPE_UNOBSERVED_WEIGHTS = (0.01, 0.1, 0.003, 0.03)
+# The iALS recipe (Rendle et al., "Revisiting the performance of iALS", 2022): every read a target of
+# 1 weighing about 1, the most factors, ~20 epochs, and the unobserved weight — smaller for sparser
+# data — tuned first, then λ with it.  Its unobserved weights, in the order tried.
+RECIPE_UNOBSERVED_WEIGHTS = (0.01, 0.1, 0.3, 0.03)
+# Then λ at the best of them: λ = unobserved weight × each of these (the recipe's first λ is ×1).
+RECIPE_REGULARIZATION_FACTORS = (10.0, 0.1)
 
 
-def recipe_point(unobserved_weight):
-    """The iALS recipe's point of SEARCH_SPACE at ``unobserved_weight`` (λ equal to it)."""
-    return {"target": "read", "n_embeds": max(SEARCH_SPACE["n_embeds"][1]), "regularization": unobserved_weight,
+def recipe_point(unobserved_weight, regularization_factor=1.0):
+    """The iALS recipe's point of SEARCH_SPACE at ``unobserved_weight``, λ = it × ``regularization_factor``."""
+    return {"target": "read", "n_embeds": max(SEARCH_SPACE["n_embeds"][1]),
+            "regularization": round(unobserved_weight * regularization_factor, 4),
             "unobserved_weight": unobserved_weight, "col_weight": 1.0, "col_weight_exp": 0.0, "num_epochs": 20}
 
 
 def first_points():
-    """The trials every search starts with: the lab's settings, --preset tuned's, then the iALS recipe's."""
+    """The trials every search starts with: the lab's settings, --preset tuned's, then the iALS recipe's
+    unobserved weights."""
     return ([{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
              {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
             + [recipe_point(weight) for weight in RECIPE_UNOBSERVED_WEIGHTS])
 
 
+def _best(done):
+    return max(done, key=lambda trial: (trial[1], trial[2]))[0]
+
+
 def next_point(done, max_trials, rng):
-    """The next trial's settings after ``done`` [(point, recall, ndcg)]: the first points (all of a budget
-    that few, else at most half of it), two random draws, then points near the best so far."""
+    """The next trial's settings after ``done`` [(point, recall, ndcg)].
+
+    The first points (all of a budget that few, else half of it); then, if
+    the recipe's weights were all tried, λ ×10 and ×0.1 at the best of them;
+    two random draws; then points near the best so far.
+    """
     starts = first_points()
-    starts = starts[:max_trials if max_trials <= len(starts) else max(2, max_trials // 2)]
-    if len(done) < len(starts):
+    n_starts = max_trials if max_trials <= len(starts) else max(2, min(len(starts), max_trials // 2))
+    if len(done) < n_starts:
         return starts[len(done)]
-    if len(done) < len(starts) + 2:
+    step = len(done) - n_starts
+    if n_starts == len(starts) and step < len(RECIPE_REGULARIZATION_FACTORS):
+        weight = _best(done[2:n_starts])["unobserved_weight"]
+        return recipe_point(weight, RECIPE_REGULARIZATION_FACTORS[step])
+    if step < len(RECIPE_REGULARIZATION_FACTORS) * (n_starts == len(starts)) + 2:
         return draw(rng)
-    best = max(done, key=lambda trial: (trial[1], trial[2]))[0]
-    return near(best, rng)
+    return near(_best(done), rng)
 
 
 def run_trial(split_dir, point, metadata, seed, workdir):
