@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_module
-from walsmf import settings, tune
+from walsmf import model, settings, tune
 
 
 def test_draws_stay_in_the_search_space():
@@ -65,25 +65,32 @@ def test_tune_refuses_bad_input_in_one_line_and_keeps_the_users_files(small_data
     assert (mine / "notes.txt").read_text() == "keep me" and not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("nusers, nitems", [(82802, 5668), (671, 6170), (50, 20)])
+def test_the_recipe_trains_16_sweeps_whatever_the_datas_shape(nusers, nitems):
+    args = settings.make(nusers=nusers, nitems=nitems, num_epochs=tune.recipe_epochs(nusers, nitems))
+    steps, _ = model.training_schedule(args)
+    assert steps / model.steps_per_sweep(args) == pytest.approx(16, abs=0.1)
+
+
 def test_the_search_refines_around_the_best_trial():
     rng = np.random.default_rng(0)
     # 12 trials: lab, tuned, the recipe at 4 unobserved weights, λ ×10 and ×0.1 at the best of them,
     # 2 random draws, then near the best
-    starts = [tune.next_point([None] * done, 12, rng) for done in range(6)]
-    assert starts[:2] == tune.first_points()[:2]
+    starts = [tune.next_point([None] * done, 12, rng, 17.0) for done in range(6)]
+    assert starts[:2] == tune.first_points(17.0)[:2]
     assert [p["unobserved_weight"] for p in starts[2:]] == [0.01, 0.1, 0.3, 0.03]
     assert all(p["target"] == "read" and p["n_embeds"] == 40 and p["col_weight_exp"] == 0 and
-               p["regularization"] == p["unobserved_weight"] for p in starts[2:])
+               p["regularization"] == p["unobserved_weight"] and p["num_epochs"] == 17.0 for p in starts[2:])
     scores = [0.1, 0.2, 0.15, 0.25, 0.12, 0.18]  # the recipe's 0.1 did best
     done = [(point, score, score) for point, score in zip(starts, scores)]
-    lambdas = [tune.next_point(done + [None] * k, 12, rng) for k in range(2)]
+    lambdas = [tune.next_point(done + [None] * k, 12, rng, 17.0) for k in range(2)]
     assert [(p["unobserved_weight"], p["regularization"]) for p in lambdas] == [(0.1, 1.0), (0.1, 0.01)]
     # a budget of 4 (the notebook's) runs the first four: lab, tuned, the recipe at 0.01 and 0.1
-    assert [tune.next_point([None] * done, 4, rng) for done in range(4)] == tune.first_points()[:4]
+    assert [tune.next_point([None] * done, 4, rng, 17.0) for done in range(4)] == tune.first_points(17.0)[:4]
     best = {"target": "read", "n_embeds": 20, "regularization": 1.0, "unobserved_weight": 0.1,
             "col_weight": 1.0, "col_weight_exp": 0.5, "num_epochs": 10}
     done = [(tune.draw(rng), 0.1, 0.1) for _ in range(8)] + [(best, 0.3, 0.2)] + [(tune.draw(rng), 0.2, 0.1)]
-    refined = [tune.next_point(done, 12, rng) for _ in range(200)]
+    refined = [tune.next_point(done, 12, rng, 17.0) for _ in range(200)]
     regularization = np.array([p["regularization"] for p in refined])
     # near the best: on a log scale mostly within a factor e of 1.0, and in the space
     assert np.mean(np.abs(np.log(regularization)) < 1) > 0.9

@@ -186,6 +186,11 @@ def steps_per_sweep(args):
     return -(-args.nusers // args.batch_size) + -(-args.nitems // args.batch_size)
 
 
+def epochs_for_sweeps(sweeps, nusers, nitems, batch_size):
+    """The num_epochs (the lab's: in row batches) that trains ``sweeps`` full sweeps of this data's shape."""
+    return sweeps * (-(-nusers // batch_size) + -(-nitems // batch_size)) * batch_size / nusers
+
+
 def check_existing_model(args):
     """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
     checkpoint = tf.train.latest_checkpoint(args.output_dir)

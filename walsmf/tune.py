@@ -8,7 +8,7 @@ per user with at least three), then trains each trial's settings on the rest
 exactly as walsmf.task trains, and ranks every held-out read: recall, NDCG and
 MAP at 10, items the user read in training left out.  The trials: the lab's
 settings, ``--preset tuned``, then the iALS recipe (every read a target of
-1, 40 factors, 20 epochs) at four unobserved weights — a budget of up to 6
+1, 40 factors, 16 sweeps) at four unobserved weights — a budget of up to 6
 runs that many of these 6 points, a larger one half its trials' worth — and,
 once all four were tried, λ ×10 and ×0.1 at the best; then two random draws
 from SEARCH_SPACE (the space hptuning_config.yaml and
@@ -78,47 +78,55 @@ def near(point, rng):
 
 
 # The iALS recipe (Rendle et al., "Revisiting the performance of iALS", 2022): every read a target of
-# 1 weighing about 1, the most factors, ~20 epochs, and the unobserved weight — smaller for sparser
+# 1 weighing about 1, the most factors, 16 sweeps, and the unobserved weight — smaller for sparser
 # data — tuned first, then λ with it.  Its unobserved weights, in the order tried.
 RECIPE_UNOBSERVED_WEIGHTS = (0.01, 0.1, 0.3, 0.03)
 # Then λ at the best of them: λ = unobserved weight × each of these (the recipe's first λ is ×1).
 RECIPE_REGULARIZATION_FACTORS = (10.0, 0.1)
+RECIPE_SWEEPS = 16
 
 
-def recipe_point(unobserved_weight, regularization_factor=1.0):
+def recipe_epochs(nusers, nitems):
+    """The recipe's training length as walsmf.task's num_epochs (row batches: 16 sweeps are 17 epochs
+    at lab size, 183 on MovieLens' 671 users and 6,170 items)."""
+    return round(model.epochs_for_sweeps(RECIPE_SWEEPS, nusers, nitems, settings.DEFAULTS["batch_size"]), 1)
+
+
+def recipe_point(unobserved_weight, num_epochs, regularization_factor=1.0):
     """The iALS recipe's point of SEARCH_SPACE at ``unobserved_weight``, λ = it × ``regularization_factor``."""
     return {"target": "read", "n_embeds": max(SEARCH_SPACE["n_embeds"][1]),
             "regularization": round(unobserved_weight * regularization_factor, 4),
-            "unobserved_weight": unobserved_weight, "col_weight": 1.0, "col_weight_exp": 0.0, "num_epochs": 20}
+            "unobserved_weight": unobserved_weight, "col_weight": 1.0, "col_weight_exp": 0.0,
+            "num_epochs": num_epochs}
 
 
-def first_points():
+def first_points(num_epochs):
     """The trials every search starts with: the lab's settings, --preset tuned's, then the iALS recipe's
-    unobserved weights."""
+    unobserved weights (trained ``num_epochs``)."""
     return ([{flag: settings.DEFAULTS[flag] for flag in SEARCH_SPACE},
              {flag: settings.PRESETS["tuned"].get(flag, settings.DEFAULTS[flag]) for flag in SEARCH_SPACE}]
-            + [recipe_point(weight) for weight in RECIPE_UNOBSERVED_WEIGHTS])
+            + [recipe_point(weight, num_epochs) for weight in RECIPE_UNOBSERVED_WEIGHTS])
 
 
 def _best(done):
     return max(done, key=lambda trial: (trial[1], trial[2]))[0]
 
 
-def next_point(done, max_trials, rng):
-    """The next trial's settings after ``done`` [(point, recall, ndcg)].
+def next_point(done, max_trials, rng, num_epochs):
+    """The next trial's settings after ``done`` [(point, recall, ndcg)]; the recipe trains ``num_epochs``.
 
     The first points (all of a budget that few, else half of it); then, if
     the recipe's weights were all tried, λ ×10 and ×0.1 at the best of them;
     two random draws; then points near the best so far.
     """
-    starts = first_points()
+    starts = first_points(num_epochs)
     n_starts = max_trials if max_trials <= len(starts) else max(2, min(len(starts), max_trials // 2))
     if len(done) < n_starts:
         return starts[len(done)]
     step = len(done) - n_starts
     if n_starts == len(starts) and step < len(RECIPE_REGULARIZATION_FACTORS):
         weight = _best(done[2:n_starts])["unobserved_weight"]
-        return recipe_point(weight, RECIPE_REGULARIZATION_FACTORS[step])
+        return recipe_point(weight, num_epochs, RECIPE_REGULARIZATION_FACTORS[step])
     if step < len(RECIPE_REGULARIZATION_FACTORS) * (n_starts == len(starts)) + 2:
         return draw(rng)
     return near(_best(done), rng)
@@ -161,8 +169,9 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         metadata.update({key: value for key, value in (("nusers", nusers), ("nitems", nitems)) if value})
         workdir = temporary_directory(".walsmf-tune-", staged)
         rows, done, rng = [], [], np.random.default_rng(seed)
+        epochs = recipe_epochs(metadata["nusers"], metadata["nitems"])
         for trial in range(1, max_trials + 1):
-            point = next_point(done, max_trials, rng)
+            point = next_point(done, max_trials, rng, epochs)
             result = run_trial(split_dir, point, metadata, seed, workdir)
             done.append((point, result["recall"], result["ndcg"]))
             rows.append(dict(trial=trial, **point, **result))
