@@ -36,6 +36,21 @@ def _lookup(shards, ids):
     return tf.nn.embedding_lookup(shards, ids, partition_strategy="div")
 
 
+def _table(shards):
+    """The whole of a sharded variable, as one tensor."""
+    return tf.concat(shards, axis=0) if len(shards) > 1 else tf.identity(shards[0])
+
+
+def _times(rows, square):
+    """``rows`` [n, k] times ``square`` [k, k], as n products of one row.
+
+    (A float64 MatMul of a tall [n, k] by [k, k] crashed TensorFlow 1.15's
+    threaded Eigen contraction with a segmentation fault, about one
+    lab-size training in five; the batched form runs another kernel.)
+    """
+    return tf.squeeze(tf.matmul(rows[:, None, :], square[None]), 1)
+
+
 def _bucket_sizes(dim):
     """Padded read counts of the light buckets: 1, 2, 4, … up to the largest power of two ≤ dim."""
     sizes = [1]
@@ -58,7 +73,7 @@ def _light_solve(base_inverse, right, right_solved, read_right, weighted_values,
     mask = tf.cast(present, right.dtype)
     columns = tf.gather(read_right, at)
     factors = tf.gather(right, columns)  # [ids, size, k]: pad slots hold a real factor, masked below
-    y = tf.matmul(tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1), base_inverse)
+    y = _times(tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1), base_inverse)
     scale = (tf.gather(scale, at) * mask)[:, :, None]
     x_reads, w_reads = scale * factors, scale * tf.gather(right_solved, columns)
     if size == 1:  # I + X Wᵀ is a number: no batched linear algebra (its per-matrix cost dominates)
@@ -113,13 +128,15 @@ def update_factors(model, sp_input, row_side):
     first = tf.cast(tf.squeeze(tf.where(starts), 1), tf.int32)
     reads = tf.concat([first[1:], tf.reshape(tf.size(keys), [1])], axis=0) - first
     n = tf.size(left_ids)
-    right_ids, right_local = tf.unique(tf.gather(sp_input.indices[:, 1], order))
+    # The other side's whole table: cheaper than finding the distinct ids read (tf.unique, 48 ms of a
+    # 10-factor column sweep at lab size)
+    right_local = tf.cast(tf.gather(sp_input.indices[:, 1], order), tf.int32)
 
-    right = _lookup(right_shards, right_ids)
+    right = _table(right_shards)
     if left_weights is None or right_weights is None:  # contrib's plain ALS: every observed entry weighs w0
-        right_w, left_w = tf.zeros([tf.size(right_ids)]), tf.zeros([n])
+        right_w, left_w = tf.zeros([total_right]), tf.zeros([n])
     else:
-        right_w, left_w = _lookup(right_weights, right_ids), _lookup(left_weights, left_ids)
+        right_w, left_w = _table(right_weights), _lookup(left_weights, left_ids)
     extra = tf.gather(left_w, local) * tf.gather(right_w, right_local)  # d_j of each read
 
     precise = tf.float64
@@ -128,7 +145,7 @@ def update_factors(model, sp_input, row_side):
         base += model._regularization * tf.eye(dim, dtype=precise)
     base_inverse = tf.linalg.cholesky_solve(tf.linalg.cholesky(base), tf.eye(dim, dtype=precise))
     right_precise = tf.cast(right, precise)
-    right_solved = tf.matmul(right_precise, base_inverse)
+    right_solved = _times(right_precise, base_inverse)
     weighted_values = tf.cast((w0 + extra) * values, precise)
     scale = tf.sqrt(tf.cast(extra, precise))
 
