@@ -6,7 +6,7 @@ from tensorflow.contrib.factorization.python.ops.factorization_ops import WALSMo
 
 from walsmf import solve
 
-DIM = 6  # light buckets of 1, 2 and 4 reads; 5 reads and more take contrib's path
+DIM = 6  # light buckets of 1, 2, 3, 4 and 6 reads; 7 reads and more take contrib's path
 
 
 def random_problem(rng, nusers, nitems, max_reads):
@@ -96,11 +96,12 @@ def test_each_id_gets_the_exact_solution_and_contribs_loss(weighted, regularizat
             assert error <= max(1e-5 * np.linalg.norm(reference[i]), 3 * np.linalg.norm(contrib_new[i] - reference[i]))
         else:  # not in the input: untouched
             np.testing.assert_array_equal(new[i], start[i])
-    # the loss, its regularization and the sum of weights as contrib defines them
-    np.testing.assert_allclose(got_loss, expected_loss, rtol=1e-5)
+    # the loss, its regularization and the sum of weights as contrib defines them (of factors that agree
+    # to 1e-4 where ill-conditioned)
+    np.testing.assert_allclose(got_loss, expected_loss, rtol=1e-4)
 
 
-def test_bucket_sizes_are_the_powers_of_two_up_to_the_dimension():
-    assert solve._bucket_sizes(6) == [1, 2, 4]
-    assert solve._bucket_sizes(30) == [1, 2, 4, 8, 16]
+def test_bucket_sizes_step_by_a_half_or_a_third_up_to_the_dimension():
+    assert solve._bucket_sizes(6) == [1, 2, 3, 4, 6]
+    assert solve._bucket_sizes(30) == [1, 2, 3, 4, 6, 8, 12, 16, 24]
     assert solve._bucket_sizes(1) == [1]

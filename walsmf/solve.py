@@ -16,8 +16,8 @@ B⁻¹ computed once, the Woodbury identity needs only an r×r solve:
     y = B⁻¹ b,   X = diag(√d) V,   W = X B⁻¹   (V: the r read factors)
     x = y − Wᵀ (I + X Wᵀ)⁻¹ X y
 
-Ids are grouped by reads into padded buckets of 1, 2, 4, … up to the
-largest power of two ≤ k (a pad row of zeros adds an identity row to
+Ids are grouped by reads into padded buckets of 1, 2, 3, 4, 6, 8, 12, …
+reads up to k (a pad row of zeros adds an identity row to
 I + X Wᵀ and nothing to x); ids with more reads, where the identity saves
 nothing, take contrib's path (its kernel and solve).  The light path runs in
 float64: it subtracts a correction from y, and B is ill-conditioned when λ
@@ -31,6 +31,11 @@ from tensorflow.contrib.factorization.python.ops import gen_factorization_ops
 from tensorflow.contrib.factorization.python.ops.factorization_ops import WALSModel
 
 
+# The ids solved by contrib's kernel are split in this many parts, solved in parallel (the kernel and
+# its solve use one core each).
+HEAVY_PARTS = 2
+
+
 def _lookup(shards, ids):
     """Rows ``ids`` of a sharded variable (contrib's "div" sharding)."""
     return tf.nn.embedding_lookup(shards, ids, partition_strategy="div")
@@ -41,22 +46,30 @@ def _table(shards):
     return tf.concat(shards, axis=0) if len(shards) > 1 else tf.identity(shards[0])
 
 
-def _times(rows, square):
-    """``rows`` [n, k] times ``square`` [k, k], as n products of one row.
+def _times(rows, square, block=64):
+    """``rows`` [n, k] times ``square`` [k, k], as products of ``block`` rows at a time.
 
     (A float64 MatMul of a tall [n, k] by [k, k] crashed TensorFlow 1.15's
     threaded Eigen contraction with a segmentation fault, about one
     lab-size training in five; the batched form runs another kernel.)
     """
-    return tf.squeeze(tf.matmul(rows[:, None, :], square[None]), 1)
+    n, dim = tf.shape(rows)[0], tf.shape(rows)[1]
+    blocks = (n + block - 1) // block
+    padded = tf.pad(rows, [[0, blocks * block - n], [0, 0]])
+    product = tf.matmul(tf.reshape(padded, [blocks, block, dim]), square[None])
+    return tf.reshape(product, [-1, dim])[:n]
 
 
 def _bucket_sizes(dim):
-    """Padded read counts of the light buckets: 1, 2, 4, … up to the largest power of two ≤ dim."""
-    sizes = [1]
-    while sizes[-1] * 2 <= dim:
-        sizes.append(sizes[-1] * 2)
-    return sizes
+    """Padded read counts of the light buckets: 1, 2, 3, 4, 6, 8, 12, 16, 24, … up to ``dim``.
+
+    Steps of ×1.5 and ×4/3 keep an id's padding under half its reads; past k
+    reads the r×r solve costs more than contrib's k×k one.
+    """
+    sizes = [1, 2]
+    while sizes[-1] * 3 // 2 <= dim:
+        sizes.append(sizes[-1] * 3 // 2 if sizes[-1] == 2 ** (sizes[-1].bit_length() - 1) else sizes[-1] * 4 // 3)
+    return [size for size in sizes if size <= dim]
 
 
 def _light_solve(base_inverse, right, right_solved, read_right, weighted_values, scale, first, reads, size):
@@ -65,7 +78,9 @@ def _light_solve(base_inverse, right, right_solved, read_right, weighted_values,
     An id's reads are ``first`` to ``first + reads`` of the per-read
     tensors: ``read_right`` (the other side's local id), ``weighted_values``
     ((w0 + d_j)·a_j) and ``scale`` (√d_j).  ``right``/``right_solved``: the
-    other side's factors v and v B⁻¹, by local id.
+    other side's factors v and v B⁻¹, by local id.  X and W are diag(√d)
+    times the read factors: the √d are applied to the small r-sized
+    products instead.
     """
     slots = tf.range(size)
     present = slots[None, :] < reads[:, None]
@@ -73,16 +88,19 @@ def _light_solve(base_inverse, right, right_solved, read_right, weighted_values,
     mask = tf.cast(present, right.dtype)
     columns = tf.gather(read_right, at)
     factors = tf.gather(right, columns)  # [ids, size, k]: pad slots hold a real factor, masked below
+    solved = tf.gather(right_solved, columns)
     y = _times(tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1), base_inverse)
-    scale = (tf.gather(scale, at) * mask)[:, :, None]
-    x_reads, w_reads = scale * factors, scale * tf.gather(right_solved, columns)
+    scale = tf.gather(scale, at) * mask  # [ids, size]; 0 on pad slots
     if size == 1:  # I + X Wᵀ is a number: no batched linear algebra (its per-matrix cost dominates)
-        x_read, w_read = x_reads[:, 0], w_reads[:, 0]
-        return y - w_read * (tf.reduce_sum(x_read * y, 1, keepdims=True)
-                             / (1 + tf.reduce_sum(x_read * w_read, 1, keepdims=True)))
-    capacitance = tf.eye(size, dtype=right.dtype) + tf.matmul(x_reads, w_reads, transpose_b=True)
-    z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), tf.matmul(x_reads, y[:, :, None]))
-    return y - tf.squeeze(tf.matmul(w_reads, z, transpose_a=True), 2)
+        factor, solved, scale = factors[:, 0], solved[:, 0], scale
+        z = scale * tf.reduce_sum(factor * y, 1, keepdims=True) / (
+            1 + tf.square(scale) * tf.reduce_sum(factor * solved, 1, keepdims=True))
+        return y - scale * z * solved
+    capacitance = tf.eye(size, dtype=right.dtype) + (
+        scale[:, :, None] * tf.matmul(factors, solved, transpose_b=True) * scale[:, None, :])
+    z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), (scale * tf.reduce_sum(factors * y[:, None, :], 2))[
+        :, :, None])
+    return y - tf.reduce_sum(solved * (scale[:, :, None] * z), 1)
 
 
 def _heavy_solve(model, gramian, right, right_weights, id_weights, indices, values, n):
@@ -159,17 +177,22 @@ def update_factors(model, sp_input, row_side):
             solved.append(tf.cast(_light_solve(base_inverse, right_precise, right_solved, right_local,
                                                weighted_values, scale, tf.gather(first, ids), tf.gather(reads, ids),
                                                size), tf.float32))
-    heavy = id_parts[-1]
+    # contrib's kernel and solve run on one core: the heavy ids go in HEAVY_PARTS interleaved parts, in parallel
     heavy_reads = tf.dynamic_partition(tf.range(tf.size(local)), tf.gather(bucket, local), len(sizes) + 1)[-1]
-    heavy_position = tf.math.unsorted_segment_sum(tf.range(tf.size(heavy)), heavy, n)
-    heavy_indices = tf.cast(tf.stack([tf.gather(heavy_position, tf.gather(local, heavy_reads)),
-                                      tf.gather(right_local, heavy_reads)], axis=1), tf.int64)
-    # (contrib's kernel refuses a batch without ids)
-    solved.append(tf.cond(tf.size(heavy) > 0,
-                          lambda: _heavy_solve(model, gramian, right, right_w, tf.gather(left_w, heavy),
-                                               heavy_indices, tf.gather(values, heavy_reads), tf.size(heavy)),
-                          lambda: tf.zeros([0, dim])))
-    new_values = tf.dynamic_stitch(id_parts, solved)
+    heavy_position = tf.gather(tf.math.unsorted_segment_sum(tf.range(tf.size(id_parts[-1])), id_parts[-1], n),
+                               tf.gather(local, heavy_reads))
+    heavy_ids = tf.dynamic_partition(id_parts[-1], tf.range(tf.size(id_parts[-1])) % HEAVY_PARTS, HEAVY_PARTS)
+    read_parts = tf.dynamic_partition(heavy_reads, heavy_position % HEAVY_PARTS, HEAVY_PARTS)
+    position_parts = tf.dynamic_partition(heavy_position // HEAVY_PARTS, heavy_position % HEAVY_PARTS, HEAVY_PARTS)
+    for ids, reads_of, positions in zip(heavy_ids, read_parts, position_parts):
+        indices = tf.cast(tf.stack([positions, tf.gather(right_local, reads_of)], axis=1), tf.int64)
+        # (contrib's kernel refuses a batch without ids)
+        solved.append(tf.cond(tf.size(ids) > 0,
+                              lambda ids=ids, reads_of=reads_of, indices=indices: _heavy_solve(
+                                  model, gramian, right, right_w, tf.gather(left_w, ids), indices,
+                                  tf.gather(values, reads_of), tf.size(ids)),
+                              lambda: tf.zeros([0, dim])))
+    new_values = tf.dynamic_stitch(id_parts[:-1] + heavy_ids, solved)
     update = model.scatter_update(left, left_ids, new_values, WALSModel._get_sharding_func(total_left, num_shards))
 
     # contrib's loss of the batch, scaled to the whole side
