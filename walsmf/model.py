@@ -186,9 +186,9 @@ def steps_per_sweep(args):
     return -(-args.nusers // args.batch_size) + -(-args.nitems // args.batch_size)
 
 
-def epochs_for_sweeps(sweeps, nusers, nitems, batch_size):
-    """The num_epochs (the lab's: in row batches) that trains ``sweeps`` full sweeps of this data's shape."""
-    return sweeps * (-(-nusers // batch_size) + -(-nitems // batch_size)) * batch_size / nusers
+def epochs_for_sweeps(sweeps, args):
+    """The num_epochs (the lab's: in row batches) that trains ``sweeps`` full sweeps of ``args``' data shape."""
+    return sweeps * steps_per_sweep(args) * args.batch_size / args.nusers
 
 
 def check_existing_model(args):

@@ -66,19 +66,16 @@ def _bucket_sizes(dim):
     Steps of ×1.5 and ×4/3 keep an id's padding under half its reads; past k
     reads the r×r solve costs more than contrib's k×k one.
     """
-    sizes = [1, 2]
-    while sizes[-1] * 3 // 2 <= dim:
-        sizes.append(sizes[-1] * 3 // 2 if sizes[-1] == 2 ** (sizes[-1].bit_length() - 1) else sizes[-1] * 4 // 3)
-    return [size for size in sizes if size <= dim]
+    return sorted({size for i in range(dim.bit_length()) for size in (2 ** i, 3 * 2 ** i // 2) if size <= dim})
 
 
 def _light_solve(base_inverse, right, right_solved, read_right, weighted_values, scale, first, reads, size):
     """x = y − Wᵀ(I + X Wᵀ)⁻¹ X y for ids with at most ``size`` reads.
 
     An id's reads are ``first`` to ``first + reads`` of the per-read
-    tensors: ``read_right`` (the other side's local id), ``weighted_values``
+    tensors: ``read_right`` (the other side's id), ``weighted_values``
     ((w0 + d_j)·a_j) and ``scale`` (√d_j).  ``right``/``right_solved``: the
-    other side's factors v and v B⁻¹, by local id.  X and W are diag(√d)
+    other side's factors v and v B⁻¹, by id.  X and W are diag(√d)
     times the read factors: the √d are applied to the small r-sized
     products instead.
     """
@@ -92,7 +89,7 @@ def _light_solve(base_inverse, right, right_solved, read_right, weighted_values,
     y = _times(tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1), base_inverse)
     scale = tf.gather(scale, at) * mask  # [ids, size]; 0 on pad slots
     if size == 1:  # I + X Wᵀ is a number: no batched linear algebra (its per-matrix cost dominates)
-        factor, solved, scale = factors[:, 0], solved[:, 0], scale
+        factor, solved = factors[:, 0], solved[:, 0]
         z = scale * tf.reduce_sum(factor * y, 1, keepdims=True) / (
             1 + tf.square(scale) * tf.reduce_sum(factor * solved, 1, keepdims=True))
         return y - scale * z * solved
@@ -104,7 +101,7 @@ def _light_solve(base_inverse, right, right_solved, read_right, weighted_values,
 
 
 def _heavy_solve(model, gramian, right, right_weights, id_weights, indices, values, n):
-    """contrib's solve (its kernel and LU) for ``n`` ids; ``indices`` [local id, local right id]."""
+    """contrib's solve (its kernel and LU) for ``n`` ids; ``indices`` [0..n−1, the other side's id]."""
     partial_lhs, rhs = gen_factorization_ops.wals_compute_partial_lhs_and_rhs(
         right, right_weights, model._unobserved_weight, id_weights, indices, values, [], tf.cast(n, tf.int64),
         False)
@@ -148,14 +145,14 @@ def update_factors(model, sp_input, row_side):
     n = tf.size(left_ids)
     # The other side's whole table: cheaper than finding the distinct ids read (tf.unique, 48 ms of a
     # 10-factor column sweep at lab size)
-    right_local = tf.cast(tf.gather(sp_input.indices[:, 1], order), tf.int32)
+    right_ids = tf.cast(tf.gather(sp_input.indices[:, 1], order), tf.int32)
 
     right = _table(right_shards)
     if left_weights is None or right_weights is None:  # contrib's plain ALS: every observed entry weighs w0
         right_w, left_w = tf.zeros([total_right]), tf.zeros([n])
     else:
         right_w, left_w = _table(right_weights), _lookup(left_weights, left_ids)
-    extra = tf.gather(left_w, local) * tf.gather(right_w, right_local)  # d_j of each read
+    extra = tf.gather(left_w, local) * tf.gather(right_w, right_ids)  # d_j of each read
 
     precise = tf.float64
     base = w0 * tf.cast(gramian, precise)
@@ -174,7 +171,7 @@ def update_factors(model, sp_input, row_side):
     solved = []
     for size, ids in zip(sizes, id_parts):
         with tf.name_scope("reads_up_to_{}".format(size)):
-            solved.append(tf.cast(_light_solve(base_inverse, right_precise, right_solved, right_local,
+            solved.append(tf.cast(_light_solve(base_inverse, right_precise, right_solved, right_ids,
                                                weighted_values, scale, tf.gather(first, ids), tf.gather(reads, ids),
                                                size), tf.float32))
     # contrib's kernel and solve run on one core: the heavy ids go in HEAVY_PARTS interleaved parts, in parallel
@@ -185,7 +182,7 @@ def update_factors(model, sp_input, row_side):
     read_parts = tf.dynamic_partition(heavy_reads, heavy_position % HEAVY_PARTS, HEAVY_PARTS)
     position_parts = tf.dynamic_partition(heavy_position // HEAVY_PARTS, heavy_position % HEAVY_PARTS, HEAVY_PARTS)
     for ids, reads_of, positions in zip(heavy_ids, read_parts, position_parts):
-        indices = tf.cast(tf.stack([positions, tf.gather(right_local, reads_of)], axis=1), tf.int64)
+        indices = tf.cast(tf.stack([positions, tf.gather(right_ids, reads_of)], axis=1), tf.int64)
         # (contrib's kernel refuses a batch without ids)
         solved.append(tf.cond(tf.size(ids) > 0,
                               lambda ids=ids, reads_of=reads_of, indices=indices: _heavy_solve(
@@ -196,7 +193,7 @@ def update_factors(model, sp_input, row_side):
     update = model.scatter_update(left, left_ids, new_values, WALSModel._get_sharding_func(total_left, num_shards))
 
     # contrib's loss of the batch, scaled to the whole side
-    approx = tf.reduce_sum(tf.gather(new_values, local) * tf.gather(right, right_local), axis=1)
+    approx = tf.reduce_sum(tf.gather(new_values, local) * tf.gather(right, right_ids), axis=1)
     residual_sq = tf.square(values - approx)
     new_gramian = tf.matmul(new_values, new_values, transpose_a=True)
     scale_up = tf.cast(total_left, tf.float32) / tf.cast(n, tf.float32)

@@ -89,7 +89,7 @@ RECIPE_SWEEPS = 16
 def recipe_epochs(nusers, nitems):
     """The recipe's training length as walsmf.task's num_epochs (row batches: 16 sweeps are 17 epochs
     at lab size, 183 on MovieLens' 671 users and 6,170 items)."""
-    return round(model.epochs_for_sweeps(RECIPE_SWEEPS, nusers, nitems, settings.DEFAULTS["batch_size"]), 1)
+    return round(model.epochs_for_sweeps(RECIPE_SWEEPS, settings.make(nusers=nusers, nitems=nitems)), 1)
 
 
 def recipe_point(unobserved_weight, num_epochs, regularization_factor=1.0):
@@ -109,6 +109,7 @@ def first_points(num_epochs):
 
 
 def _best(done):
+    """The point of the best trial in ``done`` [(point, recall, ndcg)]."""
     return max(done, key=lambda trial: (trial[1], trial[2]))[0]
 
 
@@ -120,14 +121,15 @@ def next_point(done, max_trials, rng, num_epochs):
     two random draws; then points near the best so far.
     """
     starts = first_points(num_epochs)
-    n_starts = max_trials if max_trials <= len(starts) else max(2, min(len(starts), max_trials // 2))
+    n_starts = max_trials if max_trials <= len(starts) else min(len(starts), max_trials // 2)
     if len(done) < n_starts:
         return starts[len(done)]
     step = len(done) - n_starts
-    if n_starts == len(starts) and step < len(RECIPE_REGULARIZATION_FACTORS):
+    lambda_steps = len(RECIPE_REGULARIZATION_FACTORS) if n_starts == len(starts) else 0
+    if step < lambda_steps:
         weight = _best(done[2:n_starts])["unobserved_weight"]
         return recipe_point(weight, num_epochs, RECIPE_REGULARIZATION_FACTORS[step])
-    if step < len(RECIPE_REGULARIZATION_FACTORS) * (n_starts == len(starts)) + 2:
+    if step < lambda_steps + 2:
         return draw(rng)
     return near(_best(done), rng)
 
