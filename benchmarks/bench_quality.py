@@ -109,7 +109,7 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     with open(os.path.join(directory, "tune", tune.BEST_PARAMS_FILE)) as f:
         params = json.load(f)
     val = os.path.join(directory, "val")
-    evaluate.write_split(split, val, seed=0, log=lambda _: None)  # the validation split walsmf.tune searched on
+    tune.write_validation_split(split, val, seed=0, log=lambda _: None)  # the split walsmf.tune searched on
     implicit_point = best_implicit(val, log)
     _, train, test = split_data(split)
     popular = evaluate.evaluate_factors(*evaluate.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
@@ -145,6 +145,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.ratings_csv and "ratings" not in args.datasets:
         args.datasets.append("ratings")
+    if "ratings" in args.datasets and not args.ratings_csv:
+        parser.error("the data set 'ratings' needs --ratings_csv FILE (README, Recommendation quality, says where to get MovieLens)")
     workdir = args.workdir or tempfile.mkdtemp(prefix="walsmf-bench-")
     tables = []
     for number, name in enumerate(args.datasets, 1):

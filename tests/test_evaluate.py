@@ -33,6 +33,17 @@ def test_split_holds_out_one_per_eligible_user_and_keeps_every_user():
     assert not evaluate.holdout_split(mapped, seed=4)[1].equals(test)
 
 
+def test_a_larger_holdout_takes_at_most_a_fifth_of_each_users_reads():
+    mapped = mapped_frame(np.random.default_rng(2), nusers=80, nitems=40, per_user=(1, 30))
+    train, test, _ = evaluate.holdout_split(mapped, holdout=4, seed=0)
+    reads = mapped.groupby("userId").size()
+    held = test.groupby("userId").size().reindex(reads.index, fill_value=0)
+    # 3 or 4 reads: one; 10 reads: two; 20 or more: four; fewer than 3: none
+    expected = np.where(reads < 3, 0, np.minimum(4, np.maximum(1, reads // 5)))
+    assert (held.values == expected).all() and len(train) + len(test) == len(mapped)
+    assert not set(map(tuple, test.values)) & set(map(tuple, train.values))
+
+
 def test_split_may_hold_out_an_items_only_read():
     # 20 users read items 1, 2 and one item of their own (20 + u): walsmf trains with items left unread
     mapped = pd.DataFrame([(u, i, 0.5) for u in range(20) for i in (1, 2, 20 + u)], columns=evaluate.MAPPED_COLUMNS)

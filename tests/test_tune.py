@@ -75,7 +75,7 @@ def test_the_recipe_trains_16_sweeps_whatever_the_datas_shape(nusers, nitems):
 def test_the_search_refines_around_the_best_trial():
     rng = np.random.default_rng(0)
     # 12 trials: lab, tuned, the recipe at 4 unobserved weights, λ ×10 and ×0.1 at the best of them,
-    # 2 random draws, then near the best
+    # 20 and 10 factors there, then near the best (every third a random draw)
     starts = [tune.next_point([None] * done, 12, rng, 17.0) for done in range(6)]
     assert starts[:2] == tune.first_points(17.0)[:2]
     assert [p["unobserved_weight"] for p in starts[2:]] == [0.01, 0.1, 0.3, 0.03]
@@ -85,6 +85,10 @@ def test_the_search_refines_around_the_best_trial():
     done = [(point, score, score) for point, score in zip(starts, scores)]
     lambdas = [tune.next_point(done + [None] * k, 12, rng, 17.0) for k in range(2)]
     assert [(p["unobserved_weight"], p["regularization"]) for p in lambdas] == [(0.1, 1.0), (0.1, 0.01)]
+    # then 20 and 10 factors at the best recipe point (here λ ×10)
+    done += [(lambdas[0], 0.3, 0.3), (lambdas[1], 0.05, 0.05)]
+    dimensions = [tune.next_point(done + [None] * k, 12, rng, 17.0) for k in range(2)]
+    assert dimensions == [dict(lambdas[0], n_embeds=20), dict(lambdas[0], n_embeds=10)]
     # a budget of 4 (the notebook's) runs the first four: lab, tuned, the recipe at 0.01 and 0.1
     assert [tune.next_point([None] * done, 4, rng, 17.0) for done in range(4)] == tune.first_points(17.0)[:4]
     best = {"target": "read", "n_embeds": 20, "regularization": 1.0, "unobserved_weight": 0.1,
@@ -97,3 +101,23 @@ def test_the_search_refines_around_the_best_trial():
     assert all(tune.SEARCH_SPACE["regularization"][1][0] <= r <= tune.SEARCH_SPACE["regularization"][1][1]
                for r in regularization)
     assert 0.6 < np.mean([p["target"] == "read" for p in refined]) < 0.95
+    # the third trial after the recipe's is a random draw: as far from the best as the space is wide
+    drawn = [tune.next_point(done + [None] * 2, 12, rng, 17.0)["regularization"] for _ in range(200)]
+    assert np.mean(np.abs(np.log(drawn)) < 1) < 0.5
+
+
+def test_the_validation_split_holds_out_more_reads_where_users_are_few(tmp_path):
+    from walsmf import datadir, evaluate
+    rng = np.random.default_rng(0)
+    for nusers, per_user in ((100, 40), (6000, 4)):
+        rows = [(u, i, 1.0) for u in range(nusers) for i in rng.choice(200, per_user, replace=False)]
+        mapped = pd.DataFrame(rows, columns=evaluate.MAPPED_COLUMNS)
+        data_dir = tmp_path / str(nusers)
+        data_dir.mkdir()
+        mapped.to_csv(data_dir / datadir.MAPPED_FILE, index=False, header=False)
+        datadir.write_metadata(str(data_dir), {"nusers": nusers, "nitems": 200})
+        for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
+            (data_dir / name).write_text("")
+        _, test = tune.write_validation_split(str(data_dir), str(tmp_path / "split{}".format(nusers)), log=print)
+        # 100 users: 5000 / 100 = 50 each, capped at a fifth of 40 reads = 8; 6000 users: one each
+        assert test.groupby("userId").size().tolist() == ([8] * 100 if nusers == 100 else [1] * 6000)

@@ -31,23 +31,26 @@ MAPPED_COLUMNS = ["userId", "itemId", "rating"]
 METRIC_NAMES = ["precision", "recall", "map", "ndcg", "coverage"]
 # The summary tag hyperparameter tuning reads (hptuning_config.yaml).
 HPTUNING_TAG = "recall_at_10"
+# Users with fewer interactions than this are not evaluated: none of theirs is held out.
+MIN_INTERACTIONS = 3
 
 
 # ---------------------------------------------------------------- split --
 
-def holdout_split(mapped, holdout=1, min_interactions=3, seed=0):
+def holdout_split(mapped, holdout=1, min_interactions=MIN_INTERACTIONS, seed=0):
     """Split collab_mapped rows into (train, test, n_unevaluated_users).
 
     Users with at least ``min_interactions`` hold out ``holdout`` random
-    interactions each: any of them, an item's only reader's included (the
-    item then has no training read, and walsmf trains without it).
+    interactions each, at most a fifth of their interactions (one at
+    least): any of them, an item's only reader's included (the item then
+    has no training read, and walsmf trains without it).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(mapped))
     shuffled = mapped.iloc[order]
     per_user = shuffled.groupby("userId").cumcount().values
     user_count = shuffled.groupby("userId")["userId"].transform("size").values
-    candidate = (user_count >= min_interactions) & (per_user < holdout)
+    candidate = (user_count >= min_interactions) & (per_user < np.clip(user_count // 5, 1, holdout))
     held = np.zeros(len(mapped), bool)
     held[order[candidate]] = True
     train, test = mapped[~held].reset_index(drop=True), mapped[held].reset_index(drop=True)
@@ -204,7 +207,8 @@ def main(argv=None):
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data_dir", required=True, help="a split directory (written with --split_from)")
     parser.add_argument("--split_from", help="write a held-out split of this data directory into --data_dir")
-    parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user")
+    parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user "
+                        "(at most a fifth of a user's, one at least)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
     parser.add_argument("--model_dir", help="a WALS model trained on --data_dir (walsmf.task --output_dir)")
     parser.add_argument("--k", type=int, default=10, help="length of the recommendation lists")

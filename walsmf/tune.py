@@ -4,18 +4,20 @@
                           [--nusers U --nitems I]
 
 Carves a validation split from DATA (walsmf.evaluate's: one read held out
-per user with at least three), then trains each trial's settings on the rest
-exactly as walsmf.task trains, and ranks every held-out read: recall, NDCG and
-MAP at 10, items the user read in training left out.  The trials: the lab's
+per user with at least three, more where users are few, for about 5,000
+held-out reads), then trains each trial's settings on the rest exactly as
+walsmf.task trains, and ranks every held-out read: recall, NDCG and MAP at
+10, items the user read in training left out.  The trials: the lab's
 settings, ``--preset tuned``, then the iALS recipe (every read a target of
 1, 40 factors, 16 sweeps) at four unobserved weights — a budget of up to 6
-runs that many of these 6 points, a larger one half its trials' worth — and,
-once all four were tried, λ ×10 and ×0.1 at the best; then two random draws
-from SEARCH_SPACE (the space hptuning_config.yaml and
-cloud/vertex_hptuning.yaml name) and points near the best so far.  One
-progress line per trial.  Writes DIR/trials.csv and DIR/best_params.json
-({walsmf.task flag: value}, best recall@10, NDCG@10 breaking ties) and prints
-the walsmf.task command that applies it.
+runs that many of these 6 points, a larger one half its trials' worth —
+and, once all four were tried, λ ×10 and ×0.1 at the best, then 20 and 10
+factors at the best recipe point; then points near the best so far, every
+third a random draw from SEARCH_SPACE (the space hptuning_config.yaml and
+cloud/vertex_hptuning.yaml name).  One progress line per trial.  Writes
+DIR/trials.csv and DIR/best_params.json ({walsmf.task flag: value}, best
+recall@10, NDCG@10 breaking ties) and prints the walsmf.task command that
+applies it.
 """
 import argparse
 import json
@@ -46,6 +48,9 @@ SEARCH_SPACE = {
     "num_epochs": ("choice", [5, 10, 20, 40]),
 }
 METRICS = ("recall", "ndcg", "map")
+# Where users are few (MovieLens' 671), one held-out read each ranks settings mostly by chance: each then
+# holds out enough for about this many held-out reads (walsmf.evaluate takes at most a fifth of a user's).
+VALIDATION_READS = 5000
 
 
 def draw(rng):
@@ -83,6 +88,8 @@ def near(point, rng):
 RECIPE_UNOBSERVED_WEIGHTS = (0.01, 0.1, 0.3, 0.03)
 # Then λ at the best of them: λ = unobserved weight × each of these (the recipe's first λ is ×1).
 RECIPE_REGULARIZATION_FACTORS = (10.0, 0.1)
+# Then, at the best recipe point, the other dimensions: 40 factors overfit where items are few (800).
+RECIPE_DIMENSIONS = sorted(set(SEARCH_SPACE["n_embeds"][1]) - {max(SEARCH_SPACE["n_embeds"][1])}, reverse=True)
 RECIPE_SWEEPS = 16
 
 
@@ -117,21 +124,35 @@ def next_point(done, max_trials, rng, num_epochs):
     """The next trial's settings after ``done`` [(point, recall, ndcg)]; the recipe trains ``num_epochs``.
 
     The first points (all of a budget that few, else half of it); then, if
-    the recipe's weights were all tried, λ ×10 and ×0.1 at the best of them;
-    two random draws; then points near the best so far.
+    the recipe's weights were all tried, λ ×10 and ×0.1 at the best of them
+    and the other dimensions at the best recipe point; then points near the
+    best so far, every third a random draw.
     """
     starts = first_points(num_epochs)
     n_starts = max_trials if max_trials <= len(starts) else min(len(starts), max_trials // 2)
     if len(done) < n_starts:
         return starts[len(done)]
     step = len(done) - n_starts
-    lambda_steps = len(RECIPE_REGULARIZATION_FACTORS) if n_starts == len(starts) else 0
+    whole_recipe = n_starts == len(starts)
+    lambda_steps = len(RECIPE_REGULARIZATION_FACTORS) if whole_recipe else 0
     if step < lambda_steps:
         weight = _best(done[2:n_starts])["unobserved_weight"]
         return recipe_point(weight, num_epochs, RECIPE_REGULARIZATION_FACTORS[step])
-    if step < lambda_steps + 2:
-        return draw(rng)
-    return near(_best(done), rng)
+    step -= lambda_steps
+    dimension_steps = len(RECIPE_DIMENSIONS) if whole_recipe else 0
+    if step < dimension_steps:
+        return dict(_best(done[2:n_starts + lambda_steps]), n_embeds=RECIPE_DIMENSIONS[step])
+    step -= dimension_steps
+    return draw(rng) if step % 3 == 2 else near(_best(done), rng)
+
+
+def write_validation_split(input_path, split_dir, seed=0, log=print):
+    """walsmf.evaluate's split of ``input_path`` into ``split_dir``, holding out enough reads per user for
+    about VALIDATION_READS held-out reads."""
+    user_reads = evaluate.read_mapped(input_path)["userId"].value_counts()
+    evaluated = max(1, int((user_reads >= evaluate.MIN_INTERACTIONS).sum()))
+    holdout = max(1, math.ceil(VALIDATION_READS / evaluated))
+    return evaluate.write_split(input_path, split_dir, holdout=holdout, seed=seed, log=log)
 
 
 def run_trial(split_dir, point, metadata, seed, workdir):
@@ -166,7 +187,7 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         raise DataError("--max_trials {} must be at least 1".format(max_trials))
     with staged_directory(output_dir, BEST_PARAMS_FILE) as staged:
         split_dir = os.path.join(staged, "validation_split")
-        evaluate.write_split(input_path, split_dir, seed=seed, log=lambda line: log("validation split: " + line))
+        write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line))
         metadata = dict(read_metadata(split_dir))
         metadata.update({key: value for key, value in (("nusers", nusers), ("nitems", nitems)) if value})
         workdir = temporary_directory(".walsmf-tune-", staged)
