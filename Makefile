@@ -19,12 +19,15 @@ run: data
 	rm -rf $(OUTPUT_DIR)
 	$(PY) -m walsmf.task --input_path $(DATA_DIR) --output_dir $(OUTPUT_DIR) --num_epochs $(NUM_EPOCHS)
 
+# Two workers: the machines have two cores, and most tests wait on a TensorFlow subprocess or import.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
 # Second variants of what `make test` covers (a full sdist install, gcloud with other counts); CI runs them too.
 test-slow: setup
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m slow tests
 
 bench: data
 	$(PY) benchmarks/bench_scale.py --scales 1 10

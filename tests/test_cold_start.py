@@ -8,6 +8,7 @@ import pytest
 
 from conftest import batch_pred, closed_form, gcloud_env, low_rank_ratings, needs_gcloud, run_module, write_matrix
 from walsmf import datadir, predict, recommend, serving
+from walsmf.errors import DataError
 from walsmf.preprocess import rating_of
 
 UNREAD_USERS, UNREAD_ITEMS = [0, 57, 119], [5, 39]
@@ -111,11 +112,9 @@ def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_mo
 def test_bad_new_visitor_instances_are_named(trained, tmp_path, line, message):
     path = tmp_path / "input.json"
     path.write_text('{"userId": 1, "itemId": -1}\n' + line + "\n")
-    result = run_module("walsmf.predict", "--model-dir", os.path.join(trained.output_dir, "export", "Servo"),
-                        "--json-instances", path)
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 1 and last.startswith("error: ") and message in last
-    assert "line 2" in last or "instance 2" in last
+    with pytest.raises(DataError) as refused:
+        predict.main(["--model-dir", os.path.join(trained.output_dir, "export", "Servo"), "--json-instances", str(path)])
+    assert message in str(refused.value) and ("line 2" in str(refused.value) or "instance 2" in str(refused.value))
 
 
 @needs_gcloud

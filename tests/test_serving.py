@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from conftest import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
 from walsmf import datadir, predict
+from walsmf.errors import DataError
 
 
 def export_dir(trained):
@@ -99,10 +100,17 @@ def write_instances(tmp_path, lines):
 ])
 def test_bad_instances_are_named(trained, tmp_path, line, message):
     path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', line])
+    with pytest.raises(DataError) as refused:
+        predict.main(["--model-dir", export_dir(trained), "--json-instances", str(path)])
+    assert message in str(refused.value) and ("line 2" in str(refused.value) or "instance 2" in str(refused.value))
+
+
+def test_the_cli_says_a_bad_instance_in_one_error_line(trained, tmp_path):
+    path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', '{"userId": 4}'])
     result = run_module("walsmf.predict", "--model-dir", export_dir(trained), "--json-instances", path)
-    assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last and ("line 2" in last or "instance 2" in last)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines[-1].startswith("error: ") and "line 2" in lines[-1]
+    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
