@@ -6,7 +6,8 @@
 For each data set (the embedded sample at lab size; the generated shapes of
 benchmarks/shapes.py; a public ratings file, its ratings ≥ 4 as reads — README
 says where to get MovieLens without a download): a test split (one read held out per user with at
-least three, walsmf.evaluate's split, seed 0); on its training part, the
+least three, walsmf.evaluate's split, seed 0: a random read, or the user's latest where the ratings
+file has a timestamp column); on its training part, the
 validation split walsmf.tune carves (the same function and seed), on which
 walsmf.tune searches walsmf.task's settings and a grid searches implicit's
 (factors x regularization x alpha).  Then each method trains on the whole
@@ -36,6 +37,8 @@ from walsmf.sample import write_sample
 METRICS = ("recall", "ndcg", "map")
 IMPLICIT_GRID = list(itertools.product((10, 20, 40), (0.1, 1.0, 10.0), (10.0, 40.0, 100.0)))
 IMPLICIT_ITERATIONS = 15
+# A data set's read times, where it has them: its test split then holds out each user's latest read.
+TIMES_FILE = "times.csv"
 
 
 def split_data(split_dir):
@@ -44,22 +47,28 @@ def split_data(split_dir):
 
 
 def rated_reads(ratings_csv, min_rating=4.0):
-    """Extracted rows of a public ratings file (userId, movieId or itemId, rating, ...): each rating of at
-    least ``min_rating`` a read, its rating standing in for the session duration."""
+    """Extracted rows of a public ratings file (userId, movieId or itemId, rating[, timestamp]): each rating
+    of at least ``min_rating`` a read, its rating standing in for the session duration; and the reads'
+    times (visitorId, contentId, time) if the file has them, else None."""
     ratings = pd.read_csv(ratings_csv)
     item = "movieId" if "movieId" in ratings.columns else "itemId"
     reads = ratings[ratings["rating"] >= min_rating]
-    return pd.DataFrame({"visitorId": reads["userId"].map("u{}".format), "contentId": reads[item].map("m{}".format),
+    rows = pd.DataFrame({"visitorId": reads["userId"].map("u{}".format), "contentId": reads[item].map("m{}".format),
                          "session_duration": reads["rating"]})
+    times = rows[["visitorId", "contentId"]].assign(time=reads["timestamp"]) if "timestamp" in reads else None
+    return rows, times
 
 
 def write_dataset(name, directory, scale, log, ratings_csv=None):
     """The data directory of a data set: the embedded sample (``sample``), a SHAPES entry at ``scale``, or
-    the reads of ``ratings_csv`` (``ratings``)."""
+    the reads of ``ratings_csv`` (``ratings``, and TIMES_FILE beside it where the file has times)."""
     if name == "sample":
         rows = extract(sessions_file=write_sample(os.path.join(directory, "sample.parquet"), scale=scale, seed=0))
     elif name == "ratings":
-        rows = rated_reads(ratings_csv)
+        rows, times = rated_reads(ratings_csv)
+        if times is not None:
+            os.makedirs(directory, exist_ok=True)
+            times.to_csv(os.path.join(directory, TIMES_FILE), index=False)
     else:
         rows = generate(name, seed=0, scale=scale)
     return write_data_dir(rows, os.path.join(directory, "data"), log=log)
@@ -104,7 +113,9 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     directory = os.path.join(workdir, name)
     metadata = write_dataset(name, directory, scale, log, ratings_csv)
     split = os.path.join(directory, "split")
-    evaluate.write_split(os.path.join(directory, "data"), split, seed=0, log=log)
+    times = os.path.join(directory, TIMES_FILE)
+    evaluate.write_split(os.path.join(directory, "data"), split, seed=0, log=log,
+                         times_csv=times if os.path.exists(times) else None)
     trials = tune.tune(split, os.path.join(directory, "tune"), max_trials=max_trials, seed=0, log=log)
     with open(os.path.join(directory, "tune", tune.BEST_PARAMS_FILE)) as f:
         params = json.load(f)

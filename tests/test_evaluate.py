@@ -1,6 +1,7 @@
 """Held-out split, ranking metrics (hand-computed), baselines, and the hyperparameter-tuning summary."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from conftest import ROOT, run_module
 from walsmf import datadir, evaluate
+from walsmf.errors import DataError
 
 
 def mapped_frame(rng, nusers=60, nitems=15, per_user=(1, 8)):
@@ -42,6 +44,59 @@ def test_a_larger_holdout_takes_at_most_a_fifth_of_each_users_reads():
     expected = np.where(reads < 3, 0, np.minimum(4, np.maximum(1, reads // 5)))
     assert (held.values == expected).all() and len(train) + len(test) == len(mapped)
     assert not set(map(tuple, test.values)) & set(map(tuple, train.values))
+
+
+def test_with_times_each_user_holds_out_their_latest_reads():
+    rng = np.random.default_rng(5)
+    mapped = mapped_frame(rng, nusers=80, nitems=40, per_user=(1, 30))
+    times = rng.permutation(len(mapped)).astype(float)
+    for holdout in (1, 3):
+        train, test, _ = evaluate.holdout_split(mapped, holdout=holdout, seed=1, times=times)
+        timed = mapped.assign(time=times)
+        for user, reads in timed.groupby("userId"):
+            n = 0 if len(reads) < 3 else min(holdout, max(1, len(reads) // 5))
+            latest = set(reads.nlargest(n, "time")["itemId"]) if n else set()
+            assert set(test.loc[test["userId"] == user, "itemId"]) == latest
+
+
+def test_a_split_by_a_times_csv_holds_out_each_visitors_latest_read(small_data, tmp_path):
+    data_dir, _ = small_data
+    raw = pd.read_csv(os.path.join(data_dir, datadir.RAW_FILE), header=None, dtype=str,
+                      names=["visitorId", "contentId", "rating"])
+    rng = np.random.default_rng(0)
+    seconds = rng.permutation(len(raw)) * 60
+    # dates, as a BigQuery export of hits.time would give them, and a pair listed twice: its latest time counts
+    dates = pd.to_datetime(seconds, unit="s", origin="2026-01-01").strftime("%Y-%m-%d %H:%M:%S")
+    times = pd.DataFrame({"visitorId": raw["visitorId"], "contentId": raw["contentId"], "time": dates})
+    early = times.iloc[:5].assign(time="2025-01-01 00:00:00")
+    pd.concat([times, early]).to_csv(tmp_path / "times.csv", index=False)
+    result = run_module("walsmf.evaluate", "--split_from", data_dir, "--data_dir", tmp_path / "split",
+                        "--latest_from", tmp_path / "times.csv")
+    assert result.returncode == 0, result.stderr[-2000:]
+    users = pd.Series(np.arange(len(raw["visitorId"].unique())), index=datadir.read_id_map(
+        os.path.join(data_dir, datadir.USERS_FILE)))
+    items = pd.Series(np.arange(len(raw["contentId"].unique())), index=datadir.read_id_map(
+        os.path.join(data_dir, datadir.ITEMS_FILE)))
+    timed = pd.DataFrame({"userId": raw["visitorId"].map(users), "itemId": raw["contentId"].map(items),
+                          "time": seconds})
+    eligible = timed.groupby("userId").filter(lambda reads: len(reads) >= 3)
+    expected = eligible.loc[eligible.groupby("userId")["time"].idxmax(), ["userId", "itemId"]]
+    held = evaluate.read_mapped(str(tmp_path / "split"), evaluate.HELDOUT_FILE)
+    assert sorted(map(tuple, held[["userId", "itemId"]].values)) == sorted(map(tuple, expected.values))
+    assert datadir.read_metadata(str(tmp_path / "split"))["held_out"] == "latest"
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("visitorId,contentId\n", "lacks column(s) time"),
+    ("visitorId,contentId,time\nnobody,nothing,3\n", "no time for"),
+    ("visitorId,contentId,time\nnobody,nothing,soon\n", "'soon' is neither a number nor a date"),
+])
+def test_a_bad_times_csv_is_named_and_writes_no_split(small_data, tmp_path, rows, message):
+    (tmp_path / "times.csv").write_text(rows)
+    with pytest.raises(DataError, match=re.escape(message)):
+        evaluate.write_split(small_data[0], str(tmp_path / "split"), times_csv=str(tmp_path / "times.csv"),
+                             log=lambda _: None)
+    assert not (tmp_path / "split").exists()
 
 
 def test_split_may_hold_out_an_items_only_read():

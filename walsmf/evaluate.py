@@ -5,9 +5,11 @@
     python -m walsmf.evaluate --data_dir data_split --model_dir wals_split [--implicit]
 
 The split holds out, for each user with at least 3 interactions, a fixed
-number of them (default 1, chosen with a seed), only where the item keeps a
-training interaction: WALS completes a sweep only when every user and item
-is present.  The training part is written in the lab's formats (TFRecords,
+number of them (default 1, at most a fifth of the user's): random ones
+(chosen with a seed), or with ``--latest_from TIMES.csv`` (visitorId,
+contentId, time: a number or a date) each user's latest.  Any read may be
+held out, an item's only one included: walsmf trains with ids left unread.
+The training part is written in the lab's formats (TFRecords,
 collab_mapped.csv, metadata.json); the held-out part as heldout.csv.
 
 Metrics at k (default 10), over held-out users only, each user's training
@@ -37,16 +39,19 @@ MIN_INTERACTIONS = 3
 
 # ---------------------------------------------------------------- split --
 
-def holdout_split(mapped, holdout=1, min_interactions=MIN_INTERACTIONS, seed=0):
+def holdout_split(mapped, holdout=1, min_interactions=MIN_INTERACTIONS, seed=0, times=None):
     """Split collab_mapped rows into (train, test, n_unevaluated_users).
 
     Users with at least ``min_interactions`` hold out ``holdout`` random
-    interactions each, at most a fifth of their interactions (one at
+    interactions each — their latest ones if ``times`` (one per row, larger
+    is later) is given — at most a fifth of their interactions (one at
     least): any of them, an item's only reader's included (the item then
     has no training read, and walsmf trains without it).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(mapped))
+    if times is not None:
+        order = order[np.argsort(-np.asarray(times)[order], kind="stable")]  # latest first, ties at random
     shuffled = mapped.iloc[order]
     per_user = shuffled.groupby("userId").cumcount().values
     user_count = shuffled.groupby("userId")["userId"].transform("size").values
@@ -58,11 +63,48 @@ def holdout_split(mapped, holdout=1, min_interactions=MIN_INTERACTIONS, seed=0):
     return train, test, int(unevaluated)
 
 
-def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
-    """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``."""
+def read_times(times_csv, data_dir, mapped):
+    """The time of each row of ``mapped`` (collab_mapped.csv of ``data_dir``) from a CSV of visitorId,
+    contentId, time (a number or a date; a pair's latest time counts), as numbers, larger later."""
+    if not tf.io.gfile.exists(times_csv):
+        raise DataError("times file {} does not exist: give a CSV of visitorId,contentId,time".format(times_csv))
+    with tf.io.gfile.GFile(times_csv) as f:
+        try:
+            times = pd.read_csv(f, dtype={"visitorId": str, "contentId": str})
+        except (ValueError, pd.errors.ParserError) as err:
+            raise DataError("{} is not a CSV of visitorId,contentId,time: {}".format(times_csv, err))
+    missing = [c for c in ("visitorId", "contentId", "time") if c not in times.columns]
+    if missing:
+        raise DataError("{} lacks column(s) {}: give a CSV of visitorId,contentId,time".format(
+            times_csv, ", ".join(missing)))
+    value = pd.to_numeric(times["time"], errors="coerce")
+    if value.isna().any():
+        try:
+            value = pd.to_datetime(times["time"]).astype("int64").astype(float)
+        except (ValueError, TypeError):
+            raise DataError("{}: time {!r} is neither a number nor a date".format(
+                times_csv, times["time"][value.isna()].iloc[0]))
+    ids = [pd.Series(np.arange(len(original)), index=original)
+           for original in (datadir.read_id_map(os.path.join(data_dir, name))
+                            for name in (datadir.USERS_FILE, datadir.ITEMS_FILE))]
+    keyed = pd.DataFrame({"userId": times["visitorId"].map(ids[0]), "itemId": times["contentId"].map(ids[1]),
+                          "time": value}).dropna().groupby(["userId", "itemId"])["time"].max()
+    found = keyed.reindex(pd.MultiIndex.from_arrays([mapped["userId"], mapped["itemId"]])).values
+    if np.isnan(found).any():
+        raise DataError("{} has no time for {} of {} reads in {} (e.g. user {}, item {}): give every "
+                        "visitorId,contentId pair of collab_raw.csv a time".format(
+                            times_csv, int(np.isnan(found).sum()), len(mapped), data_dir,
+                            *mapped[np.isnan(found)].iloc[0][["userId", "itemId"]]))
+    return found
+
+
+def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None):
+    """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``
+    (each user's latest reads held out by ``times_csv``'s times, if given)."""
     mapped = read_mapped(data_dir)
     metadata = read_metadata(data_dir)
-    train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed)
+    times = read_times(times_csv, data_dir, mapped) if times_csv else None
+    train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed, times=times)
     with staged_directory(split_dir, datadir.METADATA_FILE) as staged:
         for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
             tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
@@ -70,7 +112,8 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print):
         test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
         datadir.write_interactions(staged, datadir.interactions_of(train, metadata["nusers"], metadata["nitems"]))
         datadir.write_metadata(staged, dict(metadata, interactions=len(train), heldout=len(test),
-                                            unevaluated_users=unevaluated, split_seed=seed))
+                                            unevaluated_users=unevaluated, split_seed=seed,
+                                            held_out="latest" if times_csv else "random"))
     log("{} training interactions, {} held out from {} users; {} users have too few interactions "
         "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
     return train, test
@@ -210,12 +253,17 @@ def main(argv=None):
     parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user "
                         "(at most a fifth of a user's, one at least)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
+    parser.add_argument("--latest_from", metavar="TIMES_CSV",
+                        help="with --split_from: hold out each user's latest reads by this CSV's times "
+                             "(visitorId,contentId,time) instead of random ones")
     parser.add_argument("--model_dir", help="a WALS model trained on --data_dir (walsmf.task --output_dir)")
     parser.add_argument("--k", type=int, default=10, help="length of the recommendation lists")
     parser.add_argument("--implicit", action="store_true", help="also score implicit's ALS (10 factors)")
     args = parser.parse_args(argv)
+    if args.latest_from and not args.split_from:
+        parser.error("--latest_from chooses the held-out reads of a new split: give --split_from DATA too")
     if args.split_from:
-        write_split(args.split_from, args.data_dir, args.holdout, args.seed)
+        write_split(args.split_from, args.data_dir, args.holdout, args.seed, times_csv=args.latest_from)
         return
     metadata = read_metadata(args.data_dir)
     train, test = read_mapped(args.data_dir), read_mapped(args.data_dir, HELDOUT_FILE)
