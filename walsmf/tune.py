@@ -11,10 +11,10 @@ walsmf.task trains, and ranks every held-out read: recall, NDCG and MAP at
 settings, ``--preset tuned``, then the iALS recipe (every read a target of
 1, 40 factors, 16 sweeps) at four unobserved weights — a budget of up to 6
 runs that many of these 6 points, a larger one half its trials' worth —
-and, once all four were tried, λ ×10 and ×0.1 at the best, then 20 and 10
-factors at the best recipe point; then points near the best so far, every
-third a random draw from SEARCH_SPACE (the space hptuning_config.yaml and
-cloud/vertex_hptuning.yaml name).  One progress line per trial.  Writes
+and, once all four were tried, λ ×10 and ×0.1 at the best, then 20
+factors at the best recipe point; two random draws from SEARCH_SPACE (the
+space hptuning_config.yaml and cloud/vertex_hptuning.yaml name); then points
+near the best so far, every third a random draw.  One progress line per trial.  Writes
 DIR/trials.csv and DIR/best_params.json ({walsmf.task flag: value}, best
 recall@10, NDCG@10 breaking ties) and prints the walsmf.task command that
 applies it.
@@ -88,8 +88,10 @@ def near(point, rng):
 RECIPE_UNOBSERVED_WEIGHTS = (0.01, 0.1, 0.3, 0.03)
 # Then λ at the best of them: λ = unobserved weight × each of these (the recipe's first λ is ×1).
 RECIPE_REGULARIZATION_FACTORS = (10.0, 0.1)
-# Then, at the best recipe point, the other dimensions: 40 factors overfit where items are few (800).
-RECIPE_DIMENSIONS = sorted(set(SEARCH_SPACE["n_embeds"][1]) - {max(SEARCH_SPACE["n_embeds"][1])}, reverse=True)
+# Then, at the best recipe point, half its factors: 40 overfit where articles are few (800).
+RECIPE_DIMENSIONS = (max(SEARCH_SPACE["n_embeds"][1]) // 2,)
+# Then random draws (what found head-heavy's popularity weighting: col_weight ~20, col_weight_exp ~0.8).
+RANDOM_DRAWS = 2
 RECIPE_SWEEPS = 16
 
 
@@ -125,8 +127,8 @@ def next_point(done, max_trials, rng, num_epochs):
 
     The first points (all of a budget that few, else half of it); then, if
     the recipe's weights were all tried, λ ×10 and ×0.1 at the best of them
-    and the other dimensions at the best recipe point; then points near the
-    best so far, every third a random draw.
+    and half the factors at the best recipe point; two random draws; then
+    points near the best so far, every third a random draw.
     """
     starts = first_points(num_epochs)
     n_starts = max_trials if max_trials <= len(starts) else min(len(starts), max_trials // 2)
@@ -143,7 +145,7 @@ def next_point(done, max_trials, rng, num_epochs):
     if step < dimension_steps:
         return dict(_best(done[2:n_starts + lambda_steps]), n_embeds=RECIPE_DIMENSIONS[step])
     step -= dimension_steps
-    return draw(rng) if step % 3 == 2 else near(_best(done), rng)
+    return draw(rng) if step < RANDOM_DRAWS or (step - RANDOM_DRAWS) % 3 == 2 else near(_best(done), rng)
 
 
 def write_validation_split(input_path, split_dir, seed=0, log=print):
