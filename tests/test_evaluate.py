@@ -192,15 +192,27 @@ def test_split_of_a_missing_directory_says_what_to_run(tmp_path):
     assert result.returncode == 1 and "does not exist" in result.stderr.strip().splitlines()[-1]
 
 
-def test_bench_prints_one_table_of_every_method_and_data_set(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_quality.py"), "--scale", "0.01",
-                             "--max_trials", "2", "--datasets", "sample", "dense", "--workdir", str(tmp_path)],
+def test_bench_prints_a_table_of_every_method_on_a_ratings_file_split_by_time(tmp_path):
+    rng = np.random.default_rng(0)
+    ratings = pd.DataFrame([(u, int(m), float(rng.choice([3, 4, 5])), int(rng.integers(10 ** 9)))
+                            for u in range(60) for m in rng.choice(40, int(rng.integers(8, 20)), replace=False)],
+                           columns=["userId", "movieId", "rating", "timestamp"])
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_quality.py"), "--max_trials", "1",
+                             "--datasets", "ratings", "--ratings_csv", str(tmp_path / "ratings.csv"),
+                             "--workdir", str(tmp_path / "work")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| sample") or
-            line.startswith("| dense")]
-    assert [(row[0].split()[1], row[1].split()[0].rstrip(",")) for row in rows] == [
-        (name, method) for name in ("sample", "dense") for method in ("walsmf", "walsmf", "implicit", "most")]
-    assert all(0 < float(row[2]) <= 1 for row in rows)
-    assert sum(line.startswith(("sample: walsmf tuned / implicit", "dense: walsmf tuned / implicit"))
-               for line in result.stdout.splitlines()) == 2
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ratings")]
+    assert [row[1].split()[0].rstrip(",") for row in rows] == ["walsmf", "walsmf", "implicit", "most"]
+    assert all(0 <= float(row[2]) <= 1 for row in rows)
+    assert sum(line.startswith("ratings: walsmf tuned / implicit") for line in result.stdout.splitlines()) == 1
+    # the test split held out each user's latest read (ratings of 4 and more are the reads)
+    reads = ratings[ratings["rating"] >= 4]
+    counted = reads.groupby("userId").filter(lambda r: len(r) >= 3)
+    latest = counted.loc[counted.groupby("userId")["timestamp"].idxmax()]
+    split = str(tmp_path / "work" / "ratings" / "split")
+    users, items = (datadir.read_id_map(os.path.join(split, name)) for name in (datadir.USERS_FILE, datadir.ITEMS_FILE))
+    held = evaluate.read_mapped(split, evaluate.HELDOUT_FILE)
+    assert sorted(zip(users[held["userId"]], items[held["itemId"]])) == sorted(
+        zip("u" + latest["userId"].astype(str), "m" + latest["movieId"].astype(str)))

@@ -169,7 +169,7 @@ def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
         data_dir, output_dir = tmp_path / "d{}".format(density), tmp_path / "m{}".format(density)
         ratings = low_rank_ratings(np.random.default_rng(0), density=density)
         write_matrix(str(data_dir), ratings)
-        model.train_and_evaluate(settings.make(input_path=str(data_dir), output_dir=str(output_dir), num_epochs=7,
+        model.train_and_evaluate(settings.make(input_path=str(data_dir), output_dir=str(output_dir), num_epochs=1,
                                                batch_size=500, n_embeds=3, nusers=120, nitems=40, seed=0))
         export = predict.latest_export(str(output_dir / "export" / "Servo"))
         assets = sum(os.path.getsize(p) for p in tf.io.gfile.glob(os.path.join(export, "assets", "*")))
