@@ -98,11 +98,15 @@ def read_times(times_csv, data_dir, mapped):
     return found
 
 
-def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None):
+def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None, heldout_reads=None):
     """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``
-    (each user's latest reads held out by ``times_csv``'s times, if given)."""
+    (each user's latest reads held out by ``times_csv``'s times, if given; with ``heldout_reads``, more
+    than ``holdout`` per user where that many users hold out fewer reads than this)."""
     mapped = read_mapped(data_dir)
     metadata = read_metadata(data_dir)
+    if heldout_reads:
+        evaluated = max(1, int((mapped["userId"].value_counts() >= MIN_INTERACTIONS).sum()))
+        holdout = max(holdout, -(-heldout_reads // evaluated))
     times = read_times(times_csv, data_dir, mapped) if times_csv else None
     train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed, times=times)
     with staged_directory(split_dir, datadir.METADATA_FILE) as staged:

@@ -151,10 +151,7 @@ def next_point(done, max_trials, rng, num_epochs):
 def write_validation_split(input_path, split_dir, seed=0, log=print):
     """walsmf.evaluate's split of ``input_path`` into ``split_dir``, holding out enough reads per user for
     about VALIDATION_READS held-out reads."""
-    user_reads = evaluate.read_mapped(input_path)["userId"].value_counts()
-    evaluated = max(1, int((user_reads >= evaluate.MIN_INTERACTIONS).sum()))
-    holdout = max(1, math.ceil(VALIDATION_READS / evaluated))
-    return evaluate.write_split(input_path, split_dir, holdout=holdout, seed=seed, log=log)
+    return evaluate.write_split(input_path, split_dir, seed=seed, log=log, heldout_reads=VALIDATION_READS)
 
 
 def run_trial(split_dir, point, metadata, seed, workdir):
