@@ -9,7 +9,7 @@ import pytest
 from conftest import batch_pred, closed_form, gcloud_env, low_rank_ratings, needs_gcloud, run_module, write_matrix
 from walsmf import datadir, predict, recommend, serving
 from walsmf.errors import DataError
-from walsmf.preprocess import rating_of
+from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 
 UNREAD_USERS, UNREAD_ITEMS = [0, 57, 119], [5, 39]
 
@@ -89,14 +89,14 @@ def test_a_known_users_history_as_a_new_visitor_gets_that_users_answer(trained, 
 
 
 def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_most_read(trained):
-    assert serving.MEDIAN_READ_RATING == rating_of(1000.0, 1000.0)
+    assert MEDIAN_READ_RATING == rating_of(1000.0, 1000.0)
     export = os.path.join(trained.output_dir, "export", "Servo")
     items, _ = fitted_history(trained.input_path, 4)
     # (one request gives ratings for every new visitor or for none, as gcloud's batching requires)
     unrated, nothing = predict.predict(export, [{"userId": -1, "itemId": -1, "items": items},
                                                 {"userId": -1, "itemId": -1}])
     rated = predict.predict(export, [{"userId": -1, "itemId": -1, "items": items,
-                                      "ratings": [serving.MEDIAN_READ_RATING] * len(items)}])[0]
+                                      "ratings": [MEDIAN_READ_RATING] * len(items)}])[0]
     assert unrated == rated
     readers = datadir.read_interactions(trained.input_path, trained.nusers, trained.nitems).by_item.counts
     assert nothing["top_k_ids"] == list(np.argsort(-readers, kind="stable")[:len(nothing["top_k_ids"])])

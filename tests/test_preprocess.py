@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import HAND_SESSIONS, run_module, write_sessions
-from walsmf import datadir, preprocess
+from walsmf import datadir, preprocess, ratings
 from walsmf.errors import DataError
 
 
@@ -21,7 +21,7 @@ def read_csv(data_dir, name, columns):
 def test_rating_formula_and_cap():
     df = pd.DataFrame({"visitorId": list("abcde"), "contentId": list("xxyyz"),
                        "session_duration": [10, 20, 30, 100, 1000]})
-    raw, median = preprocess.add_ratings(df)
+    raw, median = ratings.add_ratings(df)
     assert median == 30
     # 0.3·(1 + (d − 30)/30) = d/100, capped at 1
     np.testing.assert_allclose(raw["rating"], [0.1, 0.2, 0.3, 1.0, 1.0])

@@ -29,7 +29,7 @@ from walsmf import datadir
 from walsmf.errors import DataError
 from walsmf.extract import lab_sql, run_local
 from walsmf.fileio import staged_directory, temporary_directory
-from walsmf.preprocess import rating_of
+from walsmf.ratings import rating_of
 from walsmf.sample import ensure_sample
 
 # Durations are bucketed by their high bits to find the median's bucket.

@@ -21,26 +21,7 @@ from walsmf import datadir
 from walsmf import extract as extract_stage
 from walsmf.errors import run_cli
 from walsmf.fileio import staged_directory
-
-RATING_SCALE = 0.3
-MAX_RATING = 1.0
-
-
-def add_ratings(df):
-    """Scale session_duration to a rating: 0.3·(1 + (d − median)/median), capped at 1.
-
-    Returns (visitorId, contentId, rating) rows and the median duration.
-    """
-    median = float(df["session_duration"].median())
-    out = df[["visitorId", "contentId"]].copy()
-    out["rating"] = rating_of(df["session_duration"].values, median)
-    return out, median
-
-
-def rating_of(duration, median):
-    """The lab's rating of a duration (a number or an array): 0.3·(1 + (d − median)/median), capped at 1."""
-    return np.minimum(RATING_SCALE * (1 + (duration - median) / median), MAX_RATING)
-
+from walsmf.ratings import add_ratings
 
 def map_ids(raw):
     """Map visitorId and contentId to 0..N−1 in order of appearance, as the lab does.

@@ -28,13 +28,12 @@ from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
 from walsmf.datadir import CSR, read_interactions
 from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
+from walsmf.ratings import MEDIAN_READ_RATING
 
 PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
 TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
 USER_ID, ITEM_ID = "userId", "itemId"
 READ_ITEMS, READ_RATINGS = "items", "ratings"
-# The rating of a read of median length (walsmf.preprocess.rating_of(median, median)).
-MEDIAN_READ_RATING = 0.3
 # The export's asset files: one per side and CSR array, e.g. by_user.indices.int64
 SERVING_ASSETS_DIR = "serving_assets"
 _PARTS = (("offsets", np.dtype("<i8"), tf.int64), ("indices", np.dtype("<i8"), tf.int64),
