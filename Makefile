@@ -6,7 +6,7 @@ OUTPUT_DIR ?= wals_trained
 SCALE ?= 1
 NUM_EPOCHS ?= 5
 
-.PHONY: setup data run test test-slow bench notebook clean
+.PHONY: setup data run test test-slow lint bench notebook clean
 
 setup:
 	@scripts/setup-env
@@ -24,6 +24,10 @@ TEST_WORKERS ?= 2
 
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+
+# Style and errors pyflakes finds, configured once in ruff.toml.
+lint: setup
+	.venv/bin/ruff check .
 
 # Second variants of what `make test` covers (a full sdist install, gcloud with other counts); CI runs them too.
 test-slow: setup

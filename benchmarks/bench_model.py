@@ -16,8 +16,8 @@ import tempfile
 import time
 
 import tensorflow as tf
-
 from bench_training import sweep_seconds
+
 from walsmf import evaluate, inputs, model, serving, settings
 from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_interactions, read_metadata, tfrecord_files
 from walsmf.recommend import load_factors, top_k_items

@@ -1,4 +1,5 @@
-"""walsmf tuned by walsmf.tune against implicit's ALS tuned by a grid, on the embedded sample and on data shaped unlike it.
+"""walsmf tuned by walsmf.tune against implicit's ALS tuned by a grid, on the embedded sample and on data
+shaped unlike it.
 
     .venv/bin/python benchmarks/bench_quality.py [--datasets sample dense head-heavy long-tail heavy-readers]
                                                  [--ratings_csv movielens.csv] [--max_trials 12] [--seeds 0]
@@ -25,8 +26,8 @@ import tempfile
 import time
 
 import pandas as pd
-
 from shapes import SHAPES, generate
+
 from walsmf import evaluate, tune
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import run_cli
@@ -109,7 +110,8 @@ def mean(results):
 
 def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     """Rows (method, metrics) of one data set."""
-    log = lambda message: print("  [{}] {}".format(name, message), flush=True)
+    def log(message):
+        return print("  [{}] {}".format(name, message), flush=True)
     directory = os.path.join(workdir, name)
     metadata = write_dataset(name, directory, scale, log, ratings_csv)
     split = os.path.join(directory, "split")
@@ -157,7 +159,8 @@ def main(argv=None):
     if args.ratings_csv and "ratings" not in args.datasets:
         args.datasets.append("ratings")
     if "ratings" in args.datasets and not args.ratings_csv:
-        parser.error("the data set 'ratings' needs --ratings_csv FILE (README, Recommendation quality, says where to get MovieLens)")
+        parser.error("the data set 'ratings' needs --ratings_csv FILE (docs/quality.md says where to get "
+                     "MovieLens)")
     workdir = args.workdir or tempfile.mkdtemp(prefix="walsmf-bench-")
     tables = []
     for number, name in enumerate(args.datasets, 1):

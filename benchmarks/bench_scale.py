@@ -55,6 +55,7 @@ def run_stage(stage, scale, workdir, predict_users=None):
         main(["--sessions_file", sample, "--data_dir", os.path.join(workdir, "beam"), "--runner", "DirectRunner"])
     elif stage == "sweep":
         import tensorflow as tf
+
         from walsmf import model, settings, trainer
         tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
         args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0))
@@ -77,6 +78,7 @@ def run_stage(stage, scale, workdir, predict_users=None):
     elif stage == "export":
         import tensorflow as tf
         from tensorflow.contrib import predictor
+
         from walsmf import model, serving, settings, trainer
         tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
         args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0))
@@ -121,7 +123,8 @@ def main():
                       "(use DataflowRunner)".format(scale, stage, "-", "-", args.beam_max_scale), flush=True)
                 continue
             result = subprocess.run([sys.executable, __file__, "--stage", stage, "--scale", str(scale),
-                                     "--workdir", workdir, "--predict_users", str(args.predict_users)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     "--workdir", workdir, "--predict_users", str(args.predict_users)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     universal_newlines=True)
             if result.returncode != 0:
                 last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -14,14 +14,13 @@ time is the best of ``--repeats`` interleaved runs.  Prints
 one line per run, then the ratios side by side.
 """
 import argparse
+import collections
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-
-import collections
 
 import tensorflow as tf
 

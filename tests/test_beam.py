@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import batch_pred, run_module
+
 from walsmf import datadir
 
 beam = pytest.importorskip("apache_beam")

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 import yaml
-
 from conftest import ROOT, free_ports, needs_gcloud
+
 from walsmf import tune
 from walsmf.settings import FLAGS
 
@@ -181,4 +181,5 @@ def test_vertex_tuning_job_is_accepted_by_gcloud(vertex, tmp_path):
     assert "hyperparameterTuningJobs" in path
     assert body["studySpec"]["metrics"] == [{"goal": "MAXIMIZE", "metricId": "recall_at_10"}]
     # discrete values arrive as floats (20.0): walsmf.task's integer flags take them
-    assert any(v == 20.0 for p in body["studySpec"]["parameters"] for v in p.get("discreteValueSpec", {}).get("values", []))
+    discrete = [v for p in body["studySpec"]["parameters"] for v in p.get("discreteValueSpec", {}).get("values", [])]
+    assert 20.0 in discrete

@@ -5,9 +5,9 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import batch_pred, closed_form, gcloud_env, low_rank_ratings, needs_gcloud, run_module, write_matrix
-from walsmf import datadir, predict, recommend, serving
+
+from walsmf import datadir, predict, recommend
 from walsmf.errors import DataError
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 
@@ -113,7 +113,8 @@ def test_bad_new_visitor_instances_are_named(trained, tmp_path, line, message):
     path = tmp_path / "input.json"
     path.write_text('{"userId": 1, "itemId": -1}\n' + line + "\n")
     with pytest.raises(DataError) as refused:
-        predict.main(["--model-dir", os.path.join(trained.output_dir, "export", "Servo"), "--json-instances", str(path)])
+        predict.main(["--model-dir", os.path.join(trained.output_dir, "export", "Servo"),
+                      "--json-instances", str(path)])
     assert message in str(refused.value) and ("line 2" in str(refused.value) or "instance 2" in str(refused.value))
 
 

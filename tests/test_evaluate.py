@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, run_module
+
 from walsmf import datadir, evaluate
 from walsmf.errors import DataError
 
@@ -174,7 +174,7 @@ def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, 
     assert table.returncode == 0, table.stderr[-2000:]
     lines = table.stdout.splitlines()
     assert lines[1].split()[:2] == ["method", "precision@10"]
-    assert [l.split()[0] for l in lines[2:]] == ["WALS", "most", "implicit"]
+    assert [line.split()[0] for line in lines[2:]] == ["WALS", "most", "implicit"]
 
 
 def test_hptuning_config_names_the_tag_written():

@@ -5,8 +5,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pandas as pd
 import pytest
-
 from conftest import HAND_EXPECTED, HAND_SESSIONS, run_module, write_sessions
+
 from walsmf import extract
 from walsmf.errors import DataError
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from conftest import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
+
 from walsmf import datadir, model, recommend, settings, trainer
 
 
@@ -145,8 +145,8 @@ def test_find_top_k_of_one_user_and_of_a_block():
 
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained.input_path
-    visitors = [l.split(",")[0] for l in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
-    contents = [l.split(",")[0] for l in open(os.path.join(data_dir, "items.csv")).read().splitlines()]
+    visitors = [line.split(",")[0] for line in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
+    contents = [line.split(",")[0] for line in open(os.path.join(data_dir, "items.csv")).read().splitlines()]
     mapped = open(os.path.join(trained.output_dir, datadir.BATCH_PRED_FILE)).read().splitlines()
     original = open(os.path.join(trained.output_dir, datadir.ORIGINAL_IDS_PRED_FILE)).read().splitlines()
     for user in (0, 5, len(mapped) - 1):
@@ -292,6 +292,7 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
 
 def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_path):
     from conftest import page, write_sessions
+
     from walsmf.datadir import read_id_map, read_original_ids_pred
     odd = ['line\nbreak', 'a,b', 'say "hi"', 'tab\there', 'plain']
     # every odd visitor reads every odd article (and one plain one), with durations from the next page

@@ -5,7 +5,6 @@ import os
 import re
 
 import nbformat
-
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("execute_notebook", os.path.join(ROOT, "scripts", "execute_notebook.py"))
@@ -29,7 +28,7 @@ def test_notebook_runs_offline_at_small_scale(tmp_path):
     assert len((tmp_path / "tuned" / "trials.csv").read_text().splitlines()) == 1 + 3
     metadata = json.loads((tmp_path / "data" / "metadata.json").read_text())
     lines = (tmp_path / "wals_trained" / "batch_pred.txt").read_text().splitlines()
-    assert len(lines) == metadata["nusers"] and all(len(set(l.split(","))) == 3 for l in lines)
+    assert len(lines) == metadata["nusers"] and all(len(set(line.split(","))) == 3 for line in lines)
     assert (tmp_path / "wals_trained_module" / "batch_pred.txt").exists()
     text = json.dumps([c.outputs for c in notebook.cells if c.cell_type == "code"])
     assert "PROJECTION" in text and "Will train for" in text

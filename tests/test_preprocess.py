@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from conftest import HAND_SESSIONS, run_module, write_sessions
-from walsmf import datadir, preprocess, ratings
+
+from walsmf import datadir, ratings
 from walsmf.errors import DataError
 
 
@@ -117,7 +117,8 @@ def test_hand_table_end_to_end(tmp_path):
     sessions = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
     assert run_module("walsmf.preprocess", "--sessions_file", sessions, "--data_dir", tmp_path / "d").returncode == 0
     # durations 1500, 2000, 60, 30: median 780, so rating = 0.3·d/780 (none reaches the cap)
-    raw = pd.read_csv(str(tmp_path / "d" / "collab_raw.csv"), header=None, names=["v", "c", "r"], dtype={"v": str, "c": str})
+    raw = pd.read_csv(str(tmp_path / "d" / "collab_raw.csv"), header=None, names=["v", "c", "r"],
+                      dtype={"v": str, "c": str})
     expected = {("1", "100"): 0.3 * 1500 / 780, ("1", "200"): 0.3 * 2000 / 780,
                 ("2", "400"): 0.3 * 60 / 780, ("2", "500"): 0.3 * 30 / 780}
     assert {(v, c): r for v, c, r in raw.itertuples(index=False)} == pytest.approx(expected)
@@ -127,7 +128,8 @@ def test_data_too_large_for_this_process_stops_naming_the_beam_runner(tmp_path, 
     from walsmf import extract
     available = 10 * extract.PREPROCESS_BYTES_PER_ROW  # room for 10 rows
     monkeypatch.setattr(extract, "_available_memory_bytes", lambda: available)
-    with pytest.raises(DataError, match=r"2,586 extracted rows need about .* GB to preprocess in one process .* instead \(--runner DataflowRunner"):
+    with pytest.raises(DataError, match=r"2,586 extracted rows need about .* GB to preprocess in one process "
+                                        r".* instead \(--runner DataflowRunner"):
         extract.extract(sessions_file=small_sample)
     # DuckDB's spill directory went with the run
     assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("walsmf-duckdb-{}-".format(os.getpid()))]

@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from walsmf import datadir, predict, settings, trainer
 from walsmf.errors import DataError

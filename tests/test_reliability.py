@@ -4,15 +4,16 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import low_rank_ratings, run_module, write_matrix
+
 from walsmf import datadir, model, settings, trainer
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory
 
 
 def snapshot(directory):
-    return sorted((os.path.relpath(os.path.join(root, name), str(directory)), open(os.path.join(root, name), "rb").read())
+    return sorted((os.path.relpath(os.path.join(root, name), str(directory)),
+                   open(os.path.join(root, name), "rb").read())
                   for root, _, names in os.walk(str(directory)) for name in names)
 
 
@@ -114,7 +115,9 @@ def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_
     import subprocess
     import sys
     import time
+
     from conftest import ROOT
+
     from walsmf.sample import write_sample
     sample = write_sample(str(tmp_path / "s.parquet"), scale=0.3, seed=0)
     process = subprocess.Popen([sys.executable, "-m", "walsmf.preprocess", "--sessions_file", sample, "--data_dir",
@@ -167,6 +170,7 @@ def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_d
     import subprocess
     import sys
     import time
+
     from conftest import ROOT, batch_pred
     data_dir, metadata = small_data
     out = tmp_path / "out"

@@ -1,8 +1,8 @@
 """The embedded GA360-shaped sample: deterministic, lab-shaped, with taste structure."""
 import numpy as np
 import pyarrow.parquet as pq
-
 from conftest import session_schema
+
 from walsmf import extract
 from walsmf.sample import LAB_ARTICLES, LAB_VISITORS, generate_sessions, write_sample
 

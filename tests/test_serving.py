@@ -1,15 +1,13 @@
 """The exported model: id-specific projections and top-k against numpy; local predict and gcloud."""
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
+
 from walsmf import datadir, predict
 from walsmf.errors import DataError
 
@@ -157,12 +155,13 @@ def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
         universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (out / datadir.BATCH_PRED_FILE).read_text().splitlines()
-    assert len(lines) == metadata["nusers"] and all(len(l.split(",")) == 3 for l in lines)
+    assert len(lines) == metadata["nusers"] and all(len(line.split(",")) == 3 for line in lines)
 
 
 def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
     """Two models of one shape, 4x the interactions apart: the same saved_model.pb size, the interactions in assets."""
     from conftest import low_rank_ratings, write_matrix
+
     from walsmf import model, settings
     sizes = {}
     for density in (0.2, 0.9):

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_module
+
 from walsmf import model, settings, tune
 
 

@@ -54,7 +54,7 @@ def run_cli(main, argv=None):
         sys.stderr.close()
     except KeyboardInterrupt:
         _exit_interrupted()
-    except Exception as err:  # noqa: B902 (the promise: one line, whatever failed)
+    except Exception as err:  # the promise: one line, whatever failed
         if _interrupted(err):
             _exit_interrupted()
         if os.environ.get(DEBUG_ENV):

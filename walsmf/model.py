@@ -26,8 +26,7 @@ from walsmf import sweeps
 from walsmf.datadir import SERVING_INFO_FILE, read_interactions, unread_ids
 from walsmf.errors import DataError
 from walsmf.fileio import atomic_write_text
-from walsmf.inputs import (INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords,  # noqa: F401
-                           read_dataset, remap_keys)
+from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
 from walsmf.serving import create_serving_input_fn, serving_predictions
 

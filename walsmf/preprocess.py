@@ -23,6 +23,7 @@ from walsmf.errors import run_cli
 from walsmf.fileio import staged_directory
 from walsmf.ratings import add_ratings
 
+
 def map_ids(raw):
     """Map visitorId and contentId to 0..N−1 in order of appearance, as the lab does.
 

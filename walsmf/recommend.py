@@ -9,8 +9,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from walsmf.datadir import (BATCH_PRED_FILE, ITEMS_FILE, ORIGINAL_IDS_PRED_FILE, USERS_FILE, original_ids_lines,
-                            read_id_map, read_interactions)
+from walsmf.datadir import (
+    BATCH_PRED_FILE,
+    ITEMS_FILE,
+    ORIGINAL_IDS_PRED_FILE,
+    USERS_FILE,
+    original_ids_lines,
+    read_id_map,
+    read_interactions,
+)
 from walsmf.errors import DataError
 from walsmf.fileio import atomic_output
 

@@ -95,8 +95,9 @@ def serving_predictions(model, params, features):
         ids, read_items, read_ratings = inputs
         user_id, item_id = ids[0], ids[1]
         read = read_items >= 0
-        new_visitor = lambda: answer(tf.boolean_mask(read_items, read), tf.boolean_mask(read_ratings, read),
-                                     tf.reduce_mean(row_weights), *users_side)
+        def new_visitor():
+            return answer(tf.boolean_mask(read_items, read), tf.boolean_mask(read_ratings, read),
+                                             tf.reduce_mean(row_weights), *users_side)
         return tf.cond(
             user_id < 0,
             lambda: tf.cond(item_id < 0, new_visitor, lambda: known(item_id, col_weights, ratings_by_item,

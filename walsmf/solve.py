@@ -30,7 +30,6 @@ import tensorflow as tf
 from tensorflow.contrib.factorization.python.ops import gen_factorization_ops
 from tensorflow.contrib.factorization.python.ops.factorization_ops import WALSModel
 
-
 # The ids solved by contrib's kernel are split in this many parts, solved in parallel (the kernel and
 # its solve use one core each).
 HEAVY_PARTS = 2
