@@ -5,6 +5,8 @@ DATA_DIR ?= data
 OUTPUT_DIR ?= wals_trained
 SCALE ?= 1
 NUM_EPOCHS ?= 5
+# ga360 (the lab's Universal Analytics sessions) or ga4 (GA4 events): which embedded sample runs
+SCHEMA ?= ga360
 
 .PHONY: setup data run test test-slow lint bench notebook clean
 
@@ -12,7 +14,7 @@ setup:
 	@scripts/setup-env
 
 data: setup
-	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE)
+	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE) --schema $(SCHEMA)
 
 # As the lab does, train into a fresh output directory.
 run: data

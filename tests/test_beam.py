@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import batch_pred, run_module
+from helpers import batch_pred, run_module
 
 from walsmf import datadir
 

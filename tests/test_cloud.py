@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import yaml
-from conftest import ROOT, free_ports, needs_gcloud
+from helpers import ROOT, free_ports, needs_gcloud
 
 from walsmf import tune
 from walsmf.settings import FLAGS

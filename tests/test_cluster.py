@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, free_ports, gcloud_env, needs_gcloud, run_module
+from helpers import ROOT, free_ports, gcloud_env, needs_gcloud, run_module
 
 from walsmf import cluster, datadir, predict
 from walsmf.errors import DataError

@@ -5,7 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import batch_pred, closed_form, gcloud_env, low_rank_ratings, needs_gcloud, run_module, write_matrix
+from helpers import batch_pred, closed_form, gcloud_env, low_rank_ratings, needs_gcloud, run_module, write_matrix
 
 from walsmf import datadir, predict, recommend
 from walsmf.errors import DataError

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_module
+from helpers import ROOT, run_module
 
 from walsmf import datadir, evaluate
 from walsmf.errors import DataError

@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pandas as pd
 import pytest
-from conftest import HAND_EXPECTED, HAND_SESSIONS, run_module, write_sessions
+from helpers import HAND_EXPECTED, HAND_SESSIONS, run_module, write_sessions
 
 from walsmf import extract
 from walsmf.errors import DataError
@@ -17,16 +17,20 @@ def rows_of(df):
 
 def test_sql_semantics_on_hand_built_table(tmp_path):
     path = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
-    df = extract.normalize_extracted(extract.run_local(extract.lab_sql(), path))
+    df = extract.normalize_extracted(extract.run_local(extract.Query(), path))
     assert rows_of(df) == sorted(HAND_EXPECTED)
-    assert list(df.columns) == extract.COLUMNS
+    assert list(df.columns) == extract.COLUMNS + [extract.TIME_COLUMN]
+    # a pair's latest time: visitStartTime (s) * 1000 + its latest PAGE hit's time (ms)
+    start = 1500000000 * 1000
+    assert dict(zip(zip(df["visitorId"], df["contentId"]), df["read_time"])) == {
+        ("1", "100"): start + 3000, ("1", "200"): start + 1000, ("2", "400"): start + 10, ("2", "500"): start + 70}
 
 
 def test_newline_delimited_json_export_reads_the_same(tmp_path):
     parquet = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
     ndjson = tmp_path / "s.json"
     pd.read_parquet(parquet).to_json(ndjson, orient="records", lines=True)
-    df = extract.normalize_extracted(extract.run_local(extract.lab_sql(), str(ndjson)))
+    df = extract.normalize_extracted(extract.run_local(extract.Query(), str(ndjson)))
     assert rows_of(df) == sorted(HAND_EXPECTED)
 
 
@@ -124,7 +128,7 @@ class FakeBigQuery(BaseHTTPRequestHandler):
 def fake_bigquery(tmp_path):
     path = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
     # the fake server computes its rows with the embedded engine
-    FakeBigQuery.rows = rows_of(extract.normalize_extracted(extract.run_local(extract.lab_sql(), path)))
+    FakeBigQuery.rows = rows_of(extract.normalize_extracted(extract.run_local(extract.Query(), path)))
     FakeBigQuery.requests, FakeBigQuery.fail_with = [], None
     server = HTTPServer(("127.0.0.1", 0), FakeBigQuery)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -167,7 +171,7 @@ def test_bigquery_without_project_says_so():
 
 
 def test_bigquery_without_credentials_says_how_to_get_them(tmp_path):
-    from conftest import run_module
+    from helpers import run_module
     # no key file, no gcloud login, and no probe of the GCE metadata server (a network call)
     env = {"GOOGLE_APPLICATION_CREDENTIALS": "", "CLOUDSDK_CONFIG": str(tmp_path), "HOME": str(tmp_path),
            "NO_GCE_CHECK": "True"}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
+from helpers import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
 
 from walsmf import datadir, model, recommend, settings, trainer
 
@@ -291,7 +291,7 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
 
 
 def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_path):
-    from conftest import page, write_sessions
+    from helpers import page, write_sessions
 
     from walsmf.datadir import read_id_map, read_original_ids_pred
     odd = ['line\nbreak', 'a,b', 'say "hi"', 'tab\there', 'plain']

@@ -5,7 +5,7 @@ import os
 import re
 
 import nbformat
-from conftest import ROOT
+from helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("execute_notebook", os.path.join(ROOT, "scripts", "execute_notebook.py"))
 execute_notebook = importlib.util.module_from_spec(spec)

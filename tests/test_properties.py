@@ -92,7 +92,7 @@ def test_random_trainer_flags_are_a_setting_or_one_error_never_an_exception(smal
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from conftest import low_rank_ratings, write_matrix
+    from helpers import low_rank_ratings, write_matrix
     data_dir = str(tmp_path_factory.mktemp("tiny") / "data")
     write_matrix(data_dir, low_rank_ratings(np.random.default_rng(7), nusers=30, nitems=12))
     return data_dir

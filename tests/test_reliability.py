@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import low_rank_ratings, run_module, write_matrix
+from helpers import low_rank_ratings, run_module, write_matrix
 
 from walsmf import datadir, model, settings, trainer
 from walsmf.errors import DataError
@@ -116,7 +116,7 @@ def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_
     import sys
     import time
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     from walsmf.sample import write_sample
     sample = write_sample(str(tmp_path / "s.parquet"), scale=0.3, seed=0)
@@ -171,7 +171,7 @@ def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_d
     import sys
     import time
 
-    from conftest import ROOT, batch_pred
+    from helpers import ROOT, batch_pred
     data_dir, metadata = small_data
     out = tmp_path / "out"
     command = [sys.executable, "-m", "walsmf.task", "--input_path", data_dir, "--output_dir", str(out),

@@ -1,7 +1,7 @@
 """The embedded GA360-shaped sample: deterministic, lab-shaped, with taste structure."""
 import numpy as np
 import pyarrow.parquet as pq
-from conftest import session_schema
+from helpers import session_schema
 
 from walsmf import extract
 from walsmf.sample import LAB_ARTICLES, LAB_VISITORS, generate_sessions, write_sample
@@ -19,7 +19,7 @@ def test_schema_is_the_ga360_export_subset(small_sample):
 
 
 def test_lab_query_sees_every_reader_and_every_article(small_sample):
-    df = extract.normalize_extracted(extract.run_local(extract.lab_sql(), small_sample))
+    df = extract.normalize_extracted(extract.run_local(extract.Query(), small_sample))
     assert df["visitorId"].nunique() == round(LAB_VISITORS * 0.01)
     assert df["contentId"].nunique() == round(LAB_ARTICLES * 0.01)
     # about 3.4 articles per visitor, as in the lab's 278,913 / 82,802
@@ -42,7 +42,7 @@ def test_co_reading_predicts_better_than_popularity(tmp_path):
     import scipy.sparse as sp
 
     path = write_sample(str(tmp_path / "s.parquet"), scale=0.05, seed=1)
-    df = extract.normalize_extracted(extract.run_local(extract.lab_sql(), path))
+    df = extract.normalize_extracted(extract.run_local(extract.Query(), path))
     users = df["visitorId"].astype("category").cat.codes.values
     items = df["contentId"].astype("category").cat.codes.values
     rng = np.random.default_rng(0)

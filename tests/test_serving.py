@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
+from helpers import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
 
 from walsmf import datadir, predict
 from walsmf.errors import DataError
@@ -160,7 +160,7 @@ def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
 
 def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
     """Two models of one shape, 4x the interactions apart: the same saved_model.pb size, the interactions in assets."""
-    from conftest import low_rank_ratings, write_matrix
+    from helpers import low_rank_ratings, write_matrix
 
     from walsmf import model, settings
     sizes = {}

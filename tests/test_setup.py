@@ -3,7 +3,7 @@ import os
 import shutil
 import subprocess
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_setup_without_python37_stops_with_one_clear_line(tmp_path):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_module
+from helpers import run_module
 
 from walsmf import model, settings, tune
 

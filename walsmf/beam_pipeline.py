@@ -27,13 +27,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from walsmf import datadir
 from walsmf.errors import DataError
-from walsmf.extract import lab_sql, run_local
+from walsmf.extract import TIME_COLUMN, run_local
 from walsmf.fileio import staged_directory, temporary_directory
 from walsmf.ratings import rating_of
 from walsmf.sample import ensure_sample
 
 # Durations are bucketed by their high bits to find the median's bucket.
 _BUCKET_BITS = 16
+EXTRACTED_FIELDS = ("visitorId", "contentId", "session_duration", TIME_COLUMN)
 
 
 def csv_line(*fields):
@@ -43,24 +44,26 @@ def csv_line(*fields):
     return out.getvalue()
 
 
-def parse_extracted(line):
-    """(visitorId, contentId, session_duration) of one extracted CSV line; None when the lab's query
-    would have dropped it (no article, no positive duration)."""
+def parse_extracted(line, n_fields=3):
+    """(visitorId, contentId, session_duration, read_time or None) of one extracted CSV line of ``n_fields``
+    (3, or 4 with read_time); None when the lab's query would have dropped it (no article, no positive
+    duration)."""
     (fields,) = csv.reader([line])
-    if len(fields) != 3:
-        raise DataError("extracted CSV line {!r} does not have 3 fields (visitorId,contentId,session_duration)"
-                        .format(line[:200]))
-    visitor, content, duration = fields
-    try:
-        duration = int(float(duration))
-    except ValueError:
-        raise DataError("session_duration is not numeric (e.g. {!r})".format(fields[2]))
-    return _kept(visitor, content, duration)
+    if len(fields) != n_fields:
+        raise DataError("extracted CSV line {!r} does not have {} fields ({})".format(
+            line[:200], n_fields, ",".join(EXTRACTED_FIELDS[:n_fields])))
+    numbers = []
+    for name, text in zip(EXTRACTED_FIELDS[2:], fields[2:]):
+        try:
+            numbers.append(int(float(text)))
+        except ValueError:
+            raise DataError("{} is not numeric (e.g. {!r})".format(name, text))
+    return _kept(fields[0], fields[1], numbers[0], numbers[1] if len(numbers) > 1 else None)
 
 
-def _kept(visitor, content, duration):
+def _kept(visitor, content, duration, read_time=None):
     """The row, or None where the lab's query drops it (no visitor or article, no positive duration)."""
-    return (visitor, content, duration) if visitor and content and duration > 0 else None
+    return (visitor, content, duration, read_time) if visitor and content and duration > 0 else None
 
 
 class _Median(beam.PTransform):
@@ -122,11 +125,16 @@ def _example(key_and_entries):
     return datadir.encode_example(key, [i for i, _ in entries], np.array([v for _, v in entries], np.float32))
 
 
-def build(pipeline, rows, data_dir, source):
-    """Add the preprocessing to ``pipeline`` over ``rows`` of (visitorId, contentId, session_duration)."""
-    def write_text(pcoll, name, label):
+def build(pipeline, rows, data_dir, source, with_times):
+    """Add the preprocessing to ``pipeline`` over ``rows`` of (visitorId, contentId, session_duration,
+    read_time); ``with_times``: the rows have times, written to times.csv."""
+    def write_text(pcoll, name, label, header=None):
         return pcoll | label >> beam.io.WriteToText(os.path.join(data_dir, name), num_shards=1,
-                                                    shard_name_template="")
+                                                    shard_name_template="", header=header)
+
+    if with_times:
+        write_text(rows | "time lines" >> beam.Map(lambda r: csv_line(r[0], r[1], r[3])), datadir.TIMES_FILE,
+                   "write times", header=",".join(datadir.TIMES_COLUMNS))
 
     median = rows | "durations" >> beam.Map(lambda r: r[2]) | "median" >> _Median()
     raw = rows | "rating" >> beam.Map(lambda r, m: (r[0], r[1], float(rating_of(r[2], m))),
@@ -183,70 +191,81 @@ def build(pipeline, rows, data_dir, source):
     write_text(metadata, datadir.METADATA_FILE, "write metadata")
 
 
-def run(data_dir, source, read_rows, beam_args, log=print):
+def run(data_dir, source, read_rows, beam_args, with_times, log=print):
     """Run the pipeline with ``beam_args`` (``--runner`` and its options) into ``data_dir``.
 
     ``read_rows(pipeline)`` returns the PCollection of extracted rows.
     """
     options = PipelineOptions(beam_args, save_main_session=False)
     with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, read_rows(pipeline), data_dir, source)
+        build(pipeline, read_rows(pipeline), data_dir, source, with_times)
     log("Beam pipeline done ({})".format(options.get_all_options()["runner"] or "DirectRunner"))
 
 
 def _rows_of_bigquery(row):
-    """(visitorId, contentId, session_duration) of a BigQuery result row; None if the query would drop it."""
-    visitor, content, duration = (row.get(c) for c in ("visitorId", "contentId", "session_duration"))
+    """(visitorId, contentId, session_duration, read_time) of a BigQuery result row; None if the query would
+    drop it."""
+    visitor, content, duration, read_time = (row.get(c) for c in EXTRACTED_FIELDS)
     return _kept(None if visitor is None else str(visitor), None if content is None else str(content),
-                 int(duration or 0))
+                 int(duration or 0), None if read_time is None else int(read_time))
 
 
-def preprocess(args, beam_args, log=print):
-    """walsmf.preprocess --runner: read the rows where ``args`` say, run the pipeline into ``args.data_dir``.
+def _csv_fields(path):
+    """How many fields the extracted CSV's header names (3, or 4 with read_time), checked."""
+    with tf.io.gfile.GFile(path) as f:
+        header = next(csv.reader([f.readline()]), [])
+    if tuple(header) not in (EXTRACTED_FIELDS[:3], EXTRACTED_FIELDS):
+        raise DataError("{} does not start with the header {} (optionally ,{}): write it with 'python -m "
+                        "walsmf.extract --output FILE'".format(path, ",".join(EXTRACTED_FIELDS[:3]), TIME_COLUMN))
+    return len(header)
+
+
+def preprocess(query, data_dir, runner, beam_args, extracted_csv=None, log=print):
+    """walsmf.preprocess --runner: read the rows ``query`` names (or ``extracted_csv``), run the pipeline on
+    ``runner`` into ``data_dir``.
 
     A local data_dir is built beside the old one and swapped in when the
     pipeline succeeds; a gs:// one must not exist yet (there is no rename of
     a directory on Cloud Storage).
     """
-    beam_args = ["--runner", args.runner] + list(beam_args)
-    if args.project:
-        beam_args += ["--project", args.project]
-    remote = "://" in args.data_dir
-    if args.runner == "DataflowRunner" and args.source == "local" and not (args.extracted_csv or "").startswith(
-            "gs://"):
+    beam_args = ["--runner", runner] + list(beam_args)
+    if query.project:
+        beam_args += ["--project", query.project]
+    remote = "://" in data_dir
+    if runner == "DataflowRunner" and query.source == "local" and not (extracted_csv or "").startswith("gs://"):
         raise DataError("DataflowRunner's workers read from BigQuery (--source bigquery --project P) or a gs:// "
                         "--extracted_csv, not from this machine")
+    query.check()
     workdir = temporary_directory("walsmf-beam-")
     try:
-        if args.extracted_csv:
-            csv_path = args.extracted_csv
-        elif args.source == "local":
-            sessions = args.sessions_file or ensure_sample(scale=args.scale, seed=args.seed)
-            csv_path = run_local(lab_sql(args.table), sessions, os.path.join(workdir, "extracted.csv"))
+        if extracted_csv:
+            csv_path = extracted_csv
+        elif query.source == "local":
+            sessions = query.sessions_file or ensure_sample(scale=query.scale, seed=query.seed, schema=query.schema)
+            csv_path = run_local(query, sessions, os.path.join(workdir, "extracted.csv"))
             log("extracted with DuckDB into {}".format(csv_path))
         else:
             csv_path = None
-            if not args.project:
-                raise DataError("--source bigquery needs --project (the GCP project billed for the query)")
+        n_fields = len(EXTRACTED_FIELDS) if csv_path is None else _csv_fields(csv_path)
 
         def read_rows(pipeline):
             if csv_path is None:
-                rows = pipeline | "query" >> beam.io.ReadFromBigQuery(query=lab_sql(args.table),
-                                                                      use_standard_sql=True)
+                rows = pipeline | "query" >> beam.io.ReadFromBigQuery(query=query.sql(), use_standard_sql=True)
                 return rows | "rows" >> beam.Map(_rows_of_bigquery) | "kept" >> beam.Filter(bool)
             lines = pipeline | "read" >> beam.io.ReadFromText(csv_path, skip_header_lines=1)
-            return lines | "rows" >> beam.Map(parse_extracted) | "kept" >> beam.Filter(bool)
+            return lines | "rows" >> beam.Map(parse_extracted, n_fields) | "kept" >> beam.Filter(bool)
 
+        with_times = n_fields == len(EXTRACTED_FIELDS)
         if remote:
-            if tf.io.gfile.exists(args.data_dir) and tf.io.gfile.listdir(args.data_dir):
+            if tf.io.gfile.exists(data_dir) and tf.io.gfile.listdir(data_dir):
                 raise DataError("{} exists and is not empty: Beam writes a gs:// data directory fresh; name a "
-                                "new one".format(args.data_dir))
-            run(args.data_dir, args.source, read_rows, beam_args, log)
+                                "new one".format(data_dir))
+            run(data_dir, query.source, read_rows, beam_args, with_times, log)
         else:
-            with staged_directory(args.data_dir, datadir.METADATA_FILE) as staged:
-                run(staged, args.source, read_rows, beam_args, log)
+            with staged_directory(data_dir, datadir.METADATA_FILE) as staged:
+                run(staged, query.source, read_rows, beam_args, with_times, log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    metadata = datadir.read_metadata(args.data_dir)
+    metadata = datadir.read_metadata(data_dir)
     log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))
     return metadata

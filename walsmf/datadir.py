@@ -11,6 +11,7 @@ A data directory (``walsmf.preprocess --data_dir``, a split from
     users_for_item       TFRecord: per item an Example (key = itemId, indices = userIds, values = ratings)
     items_for_user_subset  items_for_user of the first 20 users (the lab's try-out file)
     metadata.json        {"nusers", "nitems", "interactions", ...}
+    times.csv            visitorId,contentId,time  (with a header; each pair's latest read, ms since the epoch)
     heldout.csv          userId,itemId,rating held out (split directories only)
 
 A TFRecord set is the named file or its shards ``NAME-*`` (as Beam writes
@@ -25,6 +26,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from walsmf.errors import DataError
@@ -38,6 +40,9 @@ COLS_FILE = "users_for_item"
 SUBSET_FILE = "items_for_user_subset"
 METADATA_FILE = "metadata.json"
 HELDOUT_FILE = "heldout.csv"
+# visitorId,contentId,time: each pair's latest read (ms since the epoch), where the export has times.
+TIMES_FILE = "times.csv"
+TIMES_COLUMNS = ("visitorId", "contentId", "time")
 DATA_FILES = (RAW_FILE, USERS_FILE, ITEMS_FILE, MAPPED_FILE, ROWS_FILE, COLS_FILE, SUBSET_FILE, METADATA_FILE)
 SUBSET_USERS = 20
 
@@ -88,6 +93,13 @@ def write_metadata(data_dir, metadata):
     """Write metadata.json (sorted keys, indented: one format for every writer)."""
     with tf.io.gfile.GFile(os.path.join(data_dir, METADATA_FILE), "w") as f:
         f.write(json.dumps(metadata, indent=2, sort_keys=True))
+
+
+def write_times(data_dir, visitors, contents, times):
+    """Write times.csv: each (visitorId, contentId) pair's latest read time, as walsmf.evaluate reads it."""
+    frame = pd.DataFrame({TIMES_COLUMNS[0]: np.asarray(visitors), TIMES_COLUMNS[1]: np.asarray(contents),
+                          TIMES_COLUMNS[2]: np.asarray(times)})
+    frame.to_csv(os.path.join(data_dir, TIMES_FILE), index=False)
 
 
 def counts(mapped):

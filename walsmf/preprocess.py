@@ -60,6 +60,8 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
         raw.assign(**{c: np.asarray(raw[c]) for c in ("visitorId", "contentId")}).to_csv(
             os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
         users, items, mapped = map_ids(raw)
+        if extract_stage.TIME_COLUMN in extracted:
+            datadir.write_times(staged, raw["visitorId"], raw["contentId"], extracted[extract_stage.TIME_COLUMN])
         users.to_csv(os.path.join(staged, datadir.USERS_FILE), index=False, header=False)
         items.to_csv(os.path.join(staged, datadir.ITEMS_FILE), index=False, header=False)
         mapped.to_csv(os.path.join(staged, datadir.MAPPED_FILE), index=False, header=False)
@@ -74,14 +76,15 @@ def build_parser():
     """The CLI's flags."""
     parser = argparse.ArgumentParser(
         prog="python -m walsmf.preprocess",
-        description="Extract GA360 sessions with the lab's SQL and write the WALS input files "
+        description="Extract (visitor, article, reading time) from a GA360 or GA4 export with the lab's SQL "
+                    "and write the WALS input files "
                     "({}).".format(", ".join(datadir.DATA_FILES)),
         epilog="With --runner, options the runner takes (--region, --temp_location, --setup_file, "
                "--num_workers, ...) pass through to Beam.")
     extract_stage.add_source_arguments(parser)
     parser.add_argument("--extracted_csv",
-                        help="a CSV of visitorId,contentId,session_duration (what 'walsmf.extract --output' "
-                             "writes) to use instead of running the query")
+                        help="a CSV of visitorId,contentId,session_duration[,read_time] (what 'walsmf.extract "
+                             "--output' writes) to use instead of running the query")
     parser.add_argument("--data_dir", default="data",
                         help="directory to write (replaced whole, only when every file is written)")
     parser.add_argument("--runner", choices=["DirectRunner", "DataflowRunner"],
@@ -96,26 +99,27 @@ def main(argv=None):
     args, beam_args = parser.parse_known_args(argv)
     if beam_args and not args.runner:
         parser.error("unrecognized arguments: {} (runner options need --runner)".format(" ".join(beam_args)))
-    log = lambda message: print("      " + message, flush=True)  # noqa: E731
+    query = extract_stage.query_of(args)
+
+    def log(message):
+        print("      " + message, flush=True)
     start = time.time()
     if args.runner:
         from walsmf import beam_pipeline  # Apache Beam: an optional extra
 
         print("[1/1] Beam pipeline on {} -> {}".format(args.runner, args.data_dir), flush=True)
-        beam_pipeline.preprocess(args, beam_args, log)
+        beam_pipeline.preprocess(query, args.data_dir, args.runner, beam_args, args.extracted_csv, log)
         print("      done in {:.1f}s".format(time.time() - start), flush=True)
         return
     if args.extracted_csv:
         print("[1/2] extract: read {}".format(args.extracted_csv), flush=True)
         extracted = extract_stage.read_extracted_csv(args.extracted_csv)
     else:
-        print("[1/2] extract: lab SQL on {}".format(
-            "BigQuery project " + str(args.project) if args.source == "bigquery" else "DuckDB (local)"), flush=True)
-        extracted = extract_stage.extract(args.source, args.project, args.table, args.sessions_file,
-                                          args.scale, args.seed)
+        print("[1/2] extract: {}".format(query.describe()), flush=True)
+        extracted = extract_stage.extract(query)
     log("{} rows in {:.1f}s".format(len(extracted), time.time() - start))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
-    write_data_dir(extracted, args.data_dir, args.source, log=log)
+    write_data_dir(extracted, args.data_dir, query.source, log=log)
     log("done in {:.1f}s".format(time.time() - start))
 
 
