@@ -312,7 +312,8 @@ def generate_events(scale=1.0, seed=0):
     article = r.article[page]
     suffix = rng.choice(len(_URL_SUFFIXES), size=n_events, p=_URL_SUFFIX_SHARES)
     sections = np.where(article >= 0, _section_of(r.topic[np.maximum(article, 0)]), len(SECTIONS) - 1)
-    bases = np.concatenate([np.char.add(np.char.add(_SITE, SECTIONS[:-1][:, None]), np.char.add("/", r.content_ids)[None, :]).ravel(), [_SITE]])
+    article_urls = np.char.add(np.char.add(_SITE, SECTIONS[:-1][:, None]), np.char.add("/", r.content_ids)[None, :])
+    bases = np.concatenate([article_urls.ravel(), [_SITE]])
     base = np.where(article >= 0, sections * len(r.content_ids) + np.maximum(article, 0), len(bases) - 1)
     urls = np.char.add(np.repeat(bases, len(_URL_SUFFIXES)), np.tile(_URL_SUFFIXES, len(bases)))
     url = base * len(_URL_SUFFIXES) + suffix
