@@ -1,8 +1,10 @@
 """Helpers the tests import: hand-built export tables, running a module, small matrices, gcloud's environment."""
+import json
 import os
 import shutil
 import subprocess
 import sys
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -132,3 +134,98 @@ def batch_pred(output_dir):
     """batch_pred.txt of a model directory as an array [users, k]."""
     with open(os.path.join(str(output_dir), "batch_pred.txt")) as f:
         return np.array([[int(x) for x in line.split(",")] for line in f.read().splitlines()])
+
+
+def events_schema():
+    """The GA4 export schema subset the GA4 query reads."""
+    import pyarrow as pa
+
+    value = pa.struct([("string_value", pa.string()), ("int_value", pa.int64()), ("float_value", pa.float64()),
+                       ("double_value", pa.float64())])
+    return pa.schema([("event_date", pa.string()), ("event_timestamp", pa.int64()), ("event_name", pa.string()),
+                      ("event_params", pa.list_(pa.struct([("key", pa.string()), ("value", value)]))),
+                      ("user_pseudo_id", pa.string()), ("user_id", pa.string())])
+
+
+def event(visitor, time_us, name, date="20240101", session=1, user_id=None, **params):
+    """One GA4 event: ``params`` by key, an int as int_value and a str as string_value; session None: no
+    ga_session_id."""
+    if session is not None:
+        params["ga_session_id"] = session
+    return {"event_date": date, "event_timestamp": time_us, "event_name": name, "user_pseudo_id": visitor,
+            "user_id": user_id,
+            "event_params": [{"key": key, "value": {"string_value": value if isinstance(value, str) else None,
+                                                    "int_value": value if isinstance(value, int) else None,
+                                                    "float_value": None, "double_value": None}}
+                             for key, value in params.items()]}
+
+
+def write_events(path, events):
+    """Write GA4 events (dicts of :func:`event`) as a GA4-export-shaped Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(list(events), schema=events_schema()), str(path))
+    return str(path)
+
+
+class FakeBigQuery(BaseHTTPRequestHandler):
+    """Answers jobs.insert (refusing SQL that does not parse as BigQuery's) and jobs.getQueryResults in
+    BigQuery's REST JSON."""
+
+    rows = []
+    requests = []
+    fail_with = None
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body):
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self):
+        import sqlglot
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("POST", self.path, body))
+        try:  # what BigQuery would refuse, the fake refuses: the SQL must parse as standard SQL
+            sqlglot.parse_one(body["configuration"]["query"]["query"], read="bigquery")
+        except sqlglot.errors.ParseError as err:
+            return self.reply(400, {"error": {"code": 400, "message": str(err), "errors": [
+                {"reason": "invalidQuery", "message": str(err)}]}})
+        if self.fail_with:
+            return self.reply(self.fail_with[0], {"error": {"code": self.fail_with[0], "message": self.fail_with[1],
+                                                            "errors": [{"reason": "notFound",
+                                                                        "message": self.fail_with[1]}]}})
+        job = dict(body, status={"state": "DONE"}, statistics={"creationTime": "1", "startTime": "1", "endTime": "2"})
+        job["jobReference"] = dict(body["jobReference"], location="US")
+        self.reply(200, job)
+
+    def do_GET(self):
+        self.requests.append(("GET", self.path, None))
+        job_id = self.path.split("/queries/")[1].split("?")[0]
+        result = {
+            "kind": "bigquery#getQueryResultsResponse", "jobComplete": True,
+            "jobReference": {"projectId": "p", "jobId": job_id, "location": "US"},
+            "schema": {"fields": [{"name": "visitorId", "type": "STRING", "mode": "NULLABLE"},
+                                  {"name": "contentId", "type": "STRING", "mode": "NULLABLE"},
+                                  {"name": "session_duration", "type": "INTEGER", "mode": "NULLABLE"}]},
+            "totalRows": str(len(self.rows)),
+        }
+        if "maxResults=0" not in self.path:
+            result["rows"] = [{"f": [{"v": v}, {"v": c}, {"v": str(d)}]} for v, c, d in self.rows]
+        self.reply(200, result)
+
+
+def client_for(server):
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(project="p", credentials=AnonymousCredentials(), client_options=ClientOptions(
+        api_endpoint="http://127.0.0.1:{}".format(server.server_address[1])))

@@ -1,11 +1,10 @@
 """The lab's SQL: its semantics on a hand-built table, the DuckDB rewrite, the BigQuery client path."""
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
 import pandas as pd
 import pytest
-from helpers import HAND_EXPECTED, HAND_SESSIONS, run_module, write_sessions
+from helpers import HAND_EXPECTED, HAND_SESSIONS, FakeBigQuery, client_for, run_module, write_sessions
 
 from walsmf import extract
 from walsmf.errors import DataError
@@ -79,51 +78,6 @@ def test_normalize_drops_what_the_lab_drops_and_refuses_the_rest():
         extract.normalize_extracted(df.iloc[2:])
 
 
-class FakeBigQuery(BaseHTTPRequestHandler):
-    """Answers jobs.insert and jobs.getQueryResults in BigQuery's REST JSON."""
-
-    rows = []
-    requests = []
-    fail_with = None
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body):
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append(("POST", self.path, body))
-        if self.fail_with:
-            return self.reply(self.fail_with[0], {"error": {"code": self.fail_with[0], "message": self.fail_with[1],
-                                                            "errors": [{"reason": "notFound",
-                                                                        "message": self.fail_with[1]}]}})
-        job = dict(body, status={"state": "DONE"}, statistics={"creationTime": "1", "startTime": "1", "endTime": "2"})
-        job["jobReference"] = dict(body["jobReference"], location="US")
-        self.reply(200, job)
-
-    def do_GET(self):
-        self.requests.append(("GET", self.path, None))
-        job_id = self.path.split("/queries/")[1].split("?")[0]
-        result = {
-            "kind": "bigquery#getQueryResultsResponse", "jobComplete": True,
-            "jobReference": {"projectId": "p", "jobId": job_id, "location": "US"},
-            "schema": {"fields": [{"name": "visitorId", "type": "STRING", "mode": "NULLABLE"},
-                                  {"name": "contentId", "type": "STRING", "mode": "NULLABLE"},
-                                  {"name": "session_duration", "type": "INTEGER", "mode": "NULLABLE"}]},
-            "totalRows": str(len(self.rows)),
-        }
-        if "maxResults=0" not in self.path:
-            result["rows"] = [{"f": [{"v": v}, {"v": c}, {"v": str(d)}]} for v, c, d in self.rows]
-        self.reply(200, result)
-
-
 @pytest.fixture
 def fake_bigquery(tmp_path):
     path = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
@@ -135,15 +89,6 @@ def fake_bigquery(tmp_path):
     thread.start()
     yield server
     server.shutdown()
-
-
-def client_for(server):
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    return bigquery.Client(project="p", credentials=AnonymousCredentials(), client_options=ClientOptions(
-        api_endpoint="http://127.0.0.1:{}".format(server.server_address[1])))
 
 
 def test_bigquery_path_sends_the_lab_sql_and_returns_typed_rows(fake_bigquery):
