@@ -192,6 +192,14 @@ class Query:
         return "\n    AND _TABLE_SUFFIX BETWEEN '{}' AND '{}'".format(self.start_date or "00000000",
                                                                        self.end_date or "99999999")
 
+    def shown_sql(self):
+        """The BigQuery SQL to show a user: this query's, or, run locally, the same on the lab's table (GA360)
+        or on an example property's daily tables (GA4)."""
+        if self.source == "bigquery":
+            return self.sql()
+        return dataclasses.replace(self, source="bigquery", table=DEFAULT_TABLE if self.schema == "ga360"
+                                   else EXAMPLE_GA4_TABLE).sql()
+
     def check(self):
         """Refuse settings the query cannot run with, in one line each, before anything runs."""
         if self.schema not in SCHEMAS:
@@ -627,9 +635,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     query = query_of(args)
     if args.print_sql:
-        shown = query if query.source == "bigquery" else dataclasses.replace(
-            query, source="bigquery", table=DEFAULT_TABLE if query.schema == "ga360" else EXAMPLE_GA4_TABLE)
-        print(shown.sql())
+        print(query.shown_sql())
         print("-- DuckDB form:\n" + to_duckdb_sql(query.sql(local=True)))
         return
     if args.output != "-" and os.path.isdir(args.output):
