@@ -56,6 +56,9 @@ def test_integer_flags_refuse_other_values(value, capsys):
     ('{"batch_size": "big"}', "batch_size = 'big' is not a valid value"),
     ('[1, 2]', "expected a JSON object"),
     ('{"n_embeds": ', "is not JSON"),
+    ('{"exclude_seen": "false"}', "exclude_seen = 'false' is not a boolean: give true or false"),
+    ('{"exclude_seen": 1}', "is not a boolean"),
+    ('{"n_embeds": null}', "n_embeds is null: give a value \\(its default is 10\\)"),
 ])
 def test_bad_params_files_are_named(tmp_path, content, message):
     params = tmp_path / "p.json"
@@ -71,3 +74,27 @@ def test_help_answers_without_tensorflow():
                             universal_newlines=True)
     assert result.returncode == 0, result.stderr
     assert "--num_row_shards" in result.stdout and "--params_file" in result.stdout
+
+
+def test_params_file_booleans_and_nulls_where_the_setting_takes_them(tmp_path):
+    params = tmp_path / "p.json"
+    params.write_text('{"exclude_seen": false, "regularization": null, "seed": null}')
+    parsed = settings.parse(REQUIRED + ["--params_file", str(params)])
+    assert parsed.exclude_seen is False and parsed.regularization is None and parsed.seed is None
+    params.write_text('{"exclude_seen": true}')
+    assert settings.parse(REQUIRED + ["--params_file", str(params)]).exclude_seen is True
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"n_embeds": 0}, "--n_embeds must be a positive integer"),
+    ({"num_row_shards": 9}, "--num_row_shards 9 is more shards than the 8 users ids"),
+    ({"num_epochs": 0.1}, "less than one training step"),
+    ({"col_weight": 0.0}, "--col_weight must be a positive number"),
+    ({"regularization": -1.0}, "--regularization must be 0 or more"),
+    ({"col_weight_exp": float("nan")}, "--col_weight_exp must be a number"),
+])
+def test_validate_refuses_what_wals_cannot_train(changes, message):
+    good = settings.make(input_path="d", output_dir="o", nusers=8, nitems=4, batch_size=4)
+    settings.validate(good)
+    with pytest.raises(DataError, match=message):
+        settings.validate(good.replace(**changes))

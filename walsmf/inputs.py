@@ -72,7 +72,7 @@ def remap_keys(sparse_tensor):
                            dense_shape=tf.stack([n_keys, sparse_tensor.dense_shape[1]]))
 
 
-def batch_iterator(filename, vocab_size, mode, args):
+def batch_iterator(filename, vocab_size, mode, settings):
     """One-shot iterator over remapped SparseTensor batches of ``filename``.
 
     TRAIN repeats forever, EVAL reads once.  The lab repeated before it
@@ -80,26 +80,26 @@ def batch_iterator(filename, vocab_size, mode, args):
     WALS kernel summed the duplicates (a doubled objective); here every
     batch holds each key at most once: batch, then repeat.  In training,
     parsed batches are cached, so epochs after the first skip parsing.
-    With ``args.target == "read"`` every observed value becomes 1
+    With ``settings.target == "read"`` every observed value becomes 1
     (walsmf.task --target).
     """
     @tf.autograph.experimental.do_not_convert
     def decode_batch(protos):
         batch = remap_keys(decode_example(protos, vocab_size))
-        if args.target == "read":
+        if settings.target == "read":
             batch = tf.SparseTensor(batch.indices, tf.ones_like(batch.values), batch.dense_shape)
         return batch
 
-    files = tfrecord_files(args.input_path, filename)
-    dataset = tf.data.TFRecordDataset(files).batch(args.batch_size).map(decode_batch)
+    files = tfrecord_files(settings.input_path, filename)
+    dataset = tf.data.TFRecordDataset(files).batch(settings.batch_size).map(decode_batch)
     if mode == tf.estimator.ModeKeys.TRAIN:
         dataset = dataset.cache().repeat()
     return tf.compat.v1.data.make_one_shot_iterator(dataset.prefetch(1))
 
 
-def parse_tfrecords(filename, vocab_size, mode, args):
+def parse_tfrecords(filename, vocab_size, mode, settings):
     """The next remapped SparseTensor batch of ``filename`` (see batch_iterator)."""
-    return batch_iterator(filename, vocab_size, mode, args).get_next()
+    return batch_iterator(filename, vocab_size, mode, settings).get_next()
 
 
 def merge_batches(iterator, batches):
@@ -116,7 +116,7 @@ def merge_batches(iterator, batches):
     return tf.SparseTensor(tf.reshape(indices.concat(), [-1, 2]), tf.reshape(values.concat(), [-1]), dense_shape)
 
 
-def read_dataset(mode, args):
+def read_dataset(mode, settings):
     """The estimator's input_fn: rows (items_for_user), columns (users_for_item), project_row.
 
     Each side also comes as the union of the next MERGED_BATCHES batches
@@ -127,18 +127,18 @@ def read_dataset(mode, args):
     def _input_fn():
         batches = tf.compat.v1.placeholder_with_default(tf.constant(1), [], name=MERGED_BATCHES)
         features = {PROJECT_ROW: tf.constant(True), MERGED_BATCHES: batches}
-        for key, merged, filename, vocab_size in ((INPUT_ROWS, MERGED_ROWS, ROWS_FILE, args.nitems),
-                                                  (INPUT_COLS, MERGED_COLS, COLS_FILE, args.nusers)):
-            iterator = batch_iterator(filename, vocab_size, mode, args)
+        for key, merged, filename, vocab_size in ((INPUT_ROWS, MERGED_ROWS, ROWS_FILE, settings.nitems),
+                                                  (INPUT_COLS, MERGED_COLS, COLS_FILE, settings.nusers)):
+            iterator = batch_iterator(filename, vocab_size, mode, settings)
             features[key] = iterator.get_next()
             features[merged] = merge_batches(iterator, batches)
         return features, None
     return _input_fn
 
 
-def try_out(args, filename=SUBSET_FILE):
+def try_out(settings, filename=SUBSET_FILE):
     """The first EVAL batch of ``filename`` as a SparseTensorValue (the lab's try_out)."""
     with tf.Graph().as_default():
-        rows = parse_tfrecords(filename, args.nitems, tf.estimator.ModeKeys.EVAL, args)
+        rows = parse_tfrecords(filename, settings.nitems, tf.estimator.ModeKeys.EVAL, settings)
         with tf.compat.v1.Session() as sess:
             return sess.run(rows)

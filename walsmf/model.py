@@ -29,6 +29,7 @@ from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
 from walsmf.serving import create_serving_input_fn, serving_predictions
+from walsmf.settings import training_schedule
 
 
 def item_weights(item_counts, col_weight, col_weight_exp):
@@ -140,8 +141,8 @@ class WALSRecommender(WALSMatrixFactorization):
                            cols_read=self.params["num_cols"] if cols_read is None else cols_read)
 
 
-def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_step=None, interactions=None):
-    """The WALS estimator for settings ``args`` (the lab's, plus the weights it left at contrib defaults).
+def build_estimator(settings, col_weights=1.0, config=None, model_dir=None, last_step=None, interactions=None):
+    """The WALS estimator for settings ``settings`` (the lab's, plus the weights it left at contrib defaults).
 
     ``col_weights``: a float, or per-item weights by shard (see prepare_training).
     ``last_step``: the global step training stops at (no merged step runs past it).
@@ -149,21 +150,21 @@ def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_ste
     (default: every id has some).
     Without a seed, one is drawn and logged, so any run can be repeated.
     """
-    seed = args.seed
+    seed = settings.seed
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2 ** 31)
         tf.compat.v1.logging.info("Initialization seed %d (--seed %d gives this model again)", seed, seed)
     unread_users, unread_items = unread_ids(interactions) if interactions else ((), ())
     return WALSRecommender(
-        num_rows=args.nusers, num_cols=args.nitems, embedding_dimension=args.n_embeds,
-        row_init=initial_factors(args.nusers, args.n_embeds, args.num_row_shards, seed, 0, unread_users),
-        col_init=initial_factors(args.nitems, args.n_embeds, args.num_col_shards, seed, 1, unread_items),
-        rows_read=args.nusers - len(unread_users), cols_read=args.nitems - len(unread_items),
-        unobserved_weight=args.unobserved_weight, regularization_coeff=args.regularization,
-        row_weights=args.row_weight, col_weights=col_weights,
-        num_row_shards=args.num_row_shards, num_col_shards=args.num_col_shards,
-        serving_top_k=args.topk, batch_size=args.batch_size, last_step=last_step,
-        model_dir=model_dir or args.output_dir, config=config)
+        num_rows=settings.nusers, num_cols=settings.nitems, embedding_dimension=settings.n_embeds,
+        row_init=initial_factors(settings.nusers, settings.n_embeds, settings.num_row_shards, seed, 0, unread_users),
+        col_init=initial_factors(settings.nitems, settings.n_embeds, settings.num_col_shards, seed, 1, unread_items),
+        rows_read=settings.nusers - len(unread_users), cols_read=settings.nitems - len(unread_items),
+        unobserved_weight=settings.unobserved_weight, regularization_coeff=settings.regularization,
+        row_weights=settings.row_weight, col_weights=col_weights,
+        num_row_shards=settings.num_row_shards, num_col_shards=settings.num_col_shards,
+        serving_top_k=settings.topk, batch_size=settings.batch_size, last_step=last_step,
+        model_dir=model_dir or settings.output_dir, config=config)
 
 
 # ----------------------------------------------------------------- train --
@@ -173,80 +174,74 @@ def build_estimator(args, col_weights=1.0, config=None, model_dir=None, last_ste
 # checkpoint (about 1 s at lab size) to report one batch's loss.
 EVALUATION_INTERVAL_SECS = 30
 
-def training_schedule(args):
-    """(train_steps, steps_in_epoch) as the lab computes them: row batches, not sweeps."""
-    train_steps = int(0.5 + (1.0 * args.num_epochs * args.nusers) / args.batch_size)
-    steps_in_epoch = max(1, int(0.5 + args.nusers / args.batch_size))
-    return train_steps, steps_in_epoch
-
-
-def steps_per_sweep(args):
+def steps_per_sweep(settings):
     """Training steps of one full sweep: every row batch, then every column batch."""
-    return -(-args.nusers // args.batch_size) + -(-args.nitems // args.batch_size)
+    return -(-settings.nusers // settings.batch_size) + -(-settings.nitems // settings.batch_size)
 
 
-def epochs_for_sweeps(sweeps, args):
-    """The num_epochs (the lab's: in row batches) that trains ``sweeps`` full sweeps of ``args``' data shape."""
-    return sweeps * steps_per_sweep(args) * args.batch_size / args.nusers
+def epochs_for_sweeps(sweeps, settings):
+    """The num_epochs (the lab's: in row batches) that trains ``sweeps`` full sweeps of ``settings``' data shape."""
+    return sweeps * steps_per_sweep(settings) * settings.batch_size / settings.nusers
 
 
-def check_existing_model(args):
+def check_existing_model(settings):
     """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
-    checkpoint = tf.train.latest_checkpoint(args.output_dir)
+    checkpoint = tf.train.latest_checkpoint(settings.output_dir)
     if checkpoint is None:
         return
     shapes = dict(tf.train.list_variables(checkpoint))
     found = [sum(shape[0] for name, shape in shapes.items() if name.startswith(side + "_factors_shard_"))
              for side in ("row", "col")]
     dims = {shape[1] for name, shape in shapes.items() if "_factors_shard_" in name}
-    if found != [args.nusers, args.nitems] or dims != {args.n_embeds}:
+    if found != [settings.nusers, settings.nitems] or dims != {settings.n_embeds}:
         raise DataError("{} holds a model of {} users x {} items x {} factors, not {} x {} x {}: choose another "
-                        "--output_dir or delete it".format(args.output_dir, found[0], found[1],
-                                                           "/".join(map(str, sorted(dims))), args.nusers,
-                                                           args.nitems, args.n_embeds))
+                        "--output_dir or delete it".format(settings.output_dir, found[0], found[1],
+                                                           "/".join(map(str, sorted(dims))), settings.nusers,
+                                                           settings.nitems, settings.n_embeds))
 
 
-def prepare_training(args):
+def prepare_training(settings):
     """Check output_dir and the data; return (Interactions, col_weights for the estimator).
 
     The TFRecords are scanned here once; the export and batch prediction
     reuse what was read.
     """
-    check_existing_model(args)
-    interactions = read_interactions(args.input_path, args.nusers, args.nitems)
+    check_existing_model(settings)
+    interactions = read_interactions(settings.input_path, settings.nusers, settings.nitems)
     unread_users, unread_items = (len(ids) for ids in unread_ids(interactions))
-    read = min(args.nusers - unread_users, args.nitems - unread_items)
-    if not args.regularization and args.n_embeds > read:
+    read = min(settings.nusers - unread_users, settings.nitems - unread_items)
+    if not settings.regularization and settings.n_embeds > read:
         raise DataError("--n_embeds {} is more than the {} {} with reads: without regularization WALS's solves are "
                         "singular; use --regularization 0.1 (or more), or at most {} factors".format(
-                            args.n_embeds, read, "users" if args.nusers - unread_users == read else "items", read))
+                            settings.n_embeds, read, "users" if settings.nusers - unread_users == read else "items",
+                            read))
     if unread_users or unread_items:
         tf.compat.v1.logging.info("{} users and {} items have no interaction: their factors stay zero; such a user "
                                   "is recommended the most read items, such an item is not recommended".format(
                                       unread_users, unread_items))
-    if args.col_weight_exp == 0:
-        return interactions, float(args.col_weight)
-    weights = item_weights(interactions.by_item.counts, args.col_weight, args.col_weight_exp)
-    return interactions, shard(weights, args.num_col_shards)
+    if settings.col_weight_exp == 0:
+        return interactions, float(settings.col_weight)
+    weights = item_weights(interactions.by_item.counts, settings.col_weight, settings.col_weight_exp)
+    return interactions, shard(weights, settings.num_col_shards)
 
 
-def fit(args, steps, hooks=()):
+def fit(settings, steps, hooks=()):
     """Train to global step ``steps`` without the Experiment (no evaluation, no export): searches, benchmarks.
 
     Saves a checkpoint at the start and at the end only.
     """
-    interactions, col_weights = prepare_training(args)
+    interactions, col_weights = prepare_training(settings)
     config = tf.contrib.learn.RunConfig(save_checkpoints_secs=None, save_checkpoints_steps=10 ** 9,
-                                        save_summary_steps=10 ** 9, tf_random_seed=args.seed)
-    estimator = build_estimator(args, col_weights, config, last_step=steps, interactions=interactions)
-    estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args), max_steps=steps, monitors=list(hooks))
+                                        save_summary_steps=10 ** 9, tf_random_seed=settings.seed)
+    estimator = build_estimator(settings, col_weights, config, last_step=steps, interactions=interactions)
+    estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, settings), max_steps=steps, monitors=list(hooks))
     return estimator
 
 
-def train_and_evaluate(args):
+def train_and_evaluate(settings):
     """Train WALS with tf.contrib.learn.Experiment + learn_runner, export, then batch-predict."""
-    interactions, col_weights = prepare_training(args)
-    train_steps, steps_in_epoch = training_schedule(args)
+    interactions, col_weights = prepare_training(settings)
+    train_steps, steps_in_epoch = training_schedule(settings)
     tf.compat.v1.logging.info("Will train for {} steps, evaluating once every {} steps".format(
         train_steps, steps_in_epoch))
 
@@ -254,22 +249,22 @@ def train_and_evaluate(args):
         # Checkpoint as often as the Experiment evaluates, so each
         # evaluation sees the model as trained so far, not the step-0 one.
         config = tf.contrib.learn.RunConfig(save_checkpoints_steps=steps_in_epoch,
-                                            save_checkpoints_secs=None, tf_random_seed=args.seed)
+                                            save_checkpoints_secs=None, tf_random_seed=settings.seed)
         return tf.contrib.learn.Experiment(
-            build_estimator(args, col_weights, config, model_dir=output_dir, last_step=train_steps,
+            build_estimator(settings, col_weights, config, model_dir=output_dir, last_step=train_steps,
                             interactions=interactions),
-            train_input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, args),
-            eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, args),
+            train_input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, settings),
+            eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, settings),
             train_steps=train_steps,
             eval_steps=1,
             min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS,
             export_strategies=saved_model_export_utils.make_export_strategy(
-                serving_input_fn=create_serving_input_fn(args, interactions),
+                serving_input_fn=create_serving_input_fn(settings, interactions),
                 assets_extra={SERVING_INFO_FILE: serving_info}))
 
-    serving_info = os.path.join(args.output_dir, SERVING_INFO_FILE)
-    tf.io.gfile.makedirs(args.output_dir)
-    atomic_write_text(serving_info, json.dumps({"nusers": args.nusers, "nitems": args.nitems, "topk": args.topk,
-                                                "n_embeds": args.n_embeds}))
-    learn_runner.run(experiment_fn, args.output_dir)
-    return batch_predict(args, interactions)
+    serving_info = os.path.join(settings.output_dir, SERVING_INFO_FILE)
+    tf.io.gfile.makedirs(settings.output_dir)
+    atomic_write_text(serving_info, json.dumps({"nusers": settings.nusers, "nitems": settings.nitems,
+                                                "topk": settings.topk, "n_embeds": settings.n_embeds}))
+    learn_runner.run(experiment_fn, settings.output_dir)
+    return batch_predict(settings, interactions)

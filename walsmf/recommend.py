@@ -105,35 +105,35 @@ def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size
     return np.concatenate(blocks) if blocks else np.empty((0, min(k, item_factors.shape[0])), np.int64)
 
 
-def batch_predict(args, interactions=None, log=tf.compat.v1.logging.info):
+def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
     Streams: each block of users goes straight to the files (written under
     temporary names, renamed when complete), so memory holds the factors and
     one block, whatever the number of users; a progress line every tenth.
-    With ``args.exclude_seen``, items a user already read are left out (the
+    With ``settings.exclude_seen``, items a user already read are left out (the
     lab kept them).  A user without reads gets the most read items; an item
     without readers is never recommended.  ``interactions``: the data's, if
     the training run read them already.  Returns the number of users written.
     """
-    user_factors = load_factors(args.output_dir, "row")
-    item_factors = load_factors(args.output_dir, "col")
-    interactions = interactions or read_interactions(args.input_path, args.nusers, args.nitems)
-    seen = interactions.by_user if args.exclude_seen else None
-    users_csv = os.path.join(args.input_path, USERS_FILE)
-    items_csv = os.path.join(args.input_path, ITEMS_FILE)
+    user_factors = load_factors(settings.output_dir, "row")
+    item_factors = load_factors(settings.output_dir, "col")
+    interactions = interactions or read_interactions(settings.input_path, settings.nusers, settings.nitems)
+    seen = interactions.by_user if settings.exclude_seen else None
+    users_csv = os.path.join(settings.input_path, USERS_FILE)
+    items_csv = os.path.join(settings.input_path, ITEMS_FILE)
     originals = tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv)
     visitors, contents = (read_id_map(users_csv), read_id_map(items_csv)) if originals else (None, None)
     n_users = user_factors.shape[0]
     report_every = max(1, n_users // 10)
     with contextlib.ExitStack() as stack:
         pred = stack.enter_context(tf.io.gfile.GFile(
-            stack.enter_context(atomic_output(os.path.join(args.output_dir, BATCH_PRED_FILE))), "w"))
+            stack.enter_context(atomic_output(os.path.join(settings.output_dir, BATCH_PRED_FILE))), "w"))
         original = stack.enter_context(tf.io.gfile.GFile(
-            stack.enter_context(atomic_output(os.path.join(args.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
+            stack.enter_context(atomic_output(os.path.join(settings.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
             if originals else None
         done = 0
-        for users, top in top_k_blocks(user_factors, item_factors, args.topk, seen, reads=interactions):
+        for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
                 original.write(original_ids_lines(visitors[users], (contents[row] for row in top)))

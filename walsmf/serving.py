@@ -168,15 +168,15 @@ def observed_values(interactions, target):
     return type(interactions)(*(side.with_values(np.ones_like(side.values)) for side in interactions))
 
 
-def create_serving_input_fn(args, interactions=None):
+def create_serving_input_fn(settings, interactions=None):
     """The serving input: JSON {"userId": u, "itemId": i} (and, for a new visitor, "items", "ratings"), batched.
 
     ``interactions``: the data's Interactions if already read (a training
-    run reads each TFRecord set once); read from ``args.input_path`` otherwise.
+    run reads each TFRecord set once); read from ``settings.input_path`` otherwise.
     Their CSR arrays are written under ``output_dir/serving_assets`` and
     become the export's assets.
     """
-    assets = os.path.join(args.output_dir, SERVING_ASSETS_DIR)
+    assets = os.path.join(settings.output_dir, SERVING_ASSETS_DIR)
 
     def serving_input_fn():
         user_id = tf.compat.v1.placeholder(tf.int64, [None], name=USER_ID)
@@ -186,13 +186,13 @@ def create_serving_input_fn(args, interactions=None):
             tf.fill(tf.stack([tf.shape(user_id)[0], 0]), tf.constant(-1, tf.int64)), [None, None], name=READ_ITEMS)
         read_ratings = tf.compat.v1.placeholder_with_default(
             tf.fill(tf.shape(read_items), MEDIAN_READ_RATING), [None, None], name=READ_RATINGS)
-        fitted = observed_values(interactions or read_interactions(args.input_path, args.nusers, args.nitems),
-                                 args.target)
+        read = interactions or read_interactions(settings.input_path, settings.nusers, settings.nitems)
+        fitted = observed_values(read, settings.target)
         write_serving_assets(assets, fitted)
         features = {
             USER_ID: user_id, ITEM_ID: item_id, READ_ITEMS: read_items,
             # what WALS fits with --target read is 1 for every read
-            READ_RATINGS: tf.ones_like(read_ratings) if args.target == "read" else read_ratings,
+            READ_RATINGS: tf.ones_like(read_ratings) if settings.target == "read" else read_ratings,
             INPUT_ROWS: _asset_csr(assets, "by_user"),
             INPUT_COLS: _asset_csr(assets, "by_item"),
             PROJECT_ROW: user_id >= 0,

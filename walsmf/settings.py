@@ -149,6 +149,12 @@ def params_as_settings(params, where):
         if name not in types or name in ("input_path", "output_dir", "params_file", "preset"):
             raise DataError("{}: {!r} is not a walsmf.task setting it can hold".format(where, name))
         meta = types[name]
+        if value is None and DEFAULTS[name] is not None:
+            raise DataError("{}: {} is null: give a value (its default is {!r}) or leave the key out".format(
+                where, name, DEFAULTS[name]))
+        if meta["type"] is bool and not isinstance(value, bool):
+            raise DataError("{}: {} = {!r} is not a boolean: give true or false (JSON, unquoted)".format(
+                where, name, value))
         try:
             out[name] = value if value is None or meta["type"] is bool else meta["type"](str(value))
         except (argparse.ArgumentTypeError, ValueError):
@@ -157,3 +163,40 @@ def params_as_settings(params, where):
             raise DataError("{}: {} must be one of {}".format(where, name, ", ".join(meta["choices"])))
     return out
 
+
+
+def training_schedule(settings):
+    """(train_steps, steps_in_epoch) as the lab computes them: row batches, not sweeps."""
+    train_steps = int(0.5 + (1.0 * settings.num_epochs * settings.nusers) / settings.batch_size)
+    steps_in_epoch = max(1, int(0.5 + settings.nusers / settings.batch_size))
+    return train_steps, steps_in_epoch
+
+
+def validate(settings):
+    """Refuse settings WALS cannot train, each in one line saying what to give; nusers/nitems must be set.
+
+    (What depends on the data itself, such as more factors than ids with reads, is checked when the
+    data is read: walsmf.model.prepare_training.)
+    """
+    for flag in ("nusers", "nitems", "batch_size", "n_embeds", "topk", "num_row_shards", "num_col_shards"):
+        if getattr(settings, flag) < 1:
+            raise DataError("--{} must be a positive integer, got {}".format(flag, getattr(settings, flag)))
+    for flag, ids in (("num_row_shards", "nusers"), ("num_col_shards", "nitems")):
+        if getattr(settings, flag) > getattr(settings, ids):
+            raise DataError("--{} {} is more shards than the {} {} ids: use at most {}".format(
+                flag, getattr(settings, flag), getattr(settings, ids), ids[1:], getattr(settings, ids)))
+    if not (math.isfinite(settings.num_epochs) and settings.num_epochs > 0):
+        raise DataError("--num_epochs must be a positive number, got {}".format(settings.num_epochs))
+    if training_schedule(settings)[0] < 1:
+        raise DataError("--num_epochs {} is less than one training step ({} users in batches of {}): use at "
+                        "least {:.3g}".format(settings.num_epochs, settings.nusers, settings.batch_size,
+                                              0.5 * settings.batch_size / settings.nusers))
+    for flag in ("unobserved_weight", "row_weight", "col_weight"):
+        if not (math.isfinite(getattr(settings, flag)) and getattr(settings, flag) > 0):
+            raise DataError("--{} must be a positive number (a weight of 0 leaves WALS's solve singular), "
+                            "got {}".format(flag, getattr(settings, flag)))
+    if settings.regularization is not None and not (
+            math.isfinite(settings.regularization) and settings.regularization >= 0):
+        raise DataError("--regularization must be 0 or more, got {}".format(settings.regularization))
+    if not math.isfinite(settings.col_weight_exp):
+        raise DataError("--col_weight_exp must be a number, got {}".format(settings.col_weight_exp))

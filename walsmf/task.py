@@ -11,10 +11,10 @@ from walsmf.errors import run_cli
 
 def main(argv=None):
     """CLI: parse the flags, then train, export and batch-predict (walsmf.trainer)."""
-    args = settings.parse(argv)
+    parsed = settings.parse(argv)
     # Imported after parsing: --help and flag errors answer before TensorFlow loads.
     from walsmf import trainer
-    trainer.run(args)
+    trainer.run(parsed)
 
 
 if __name__ == "__main__":

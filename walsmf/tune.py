@@ -156,15 +156,15 @@ def write_validation_split(input_path, split_dir, seed=0, log=print):
 
 def run_trial(split_dir, point, metadata, seed, workdir):
     """Train ``point`` on the split's training part; its metrics on the held-out reads and training seconds."""
-    args = settings.make(input_path=split_dir, output_dir=os.path.join(workdir, "model"), nusers=metadata["nusers"],
+    trial = settings.make(input_path=split_dir, output_dir=os.path.join(workdir, "model"), nusers=metadata["nusers"],
                          nitems=metadata["nitems"], seed=seed, **point)
     start = time.perf_counter()
-    model.fit(args, model.training_schedule(args)[0])
+    model.fit(trial, model.training_schedule(trial)[0])
     seconds = time.perf_counter() - start
     train, test = evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
-    metrics = evaluate.evaluate_factors(load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col"),
+    metrics = evaluate.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
                                         train, test, metadata["nusers"])
-    shutil.rmtree(args.output_dir)
+    shutil.rmtree(trial.output_dir)
     return dict(metrics, train_seconds=round(seconds, 2))
 
 
