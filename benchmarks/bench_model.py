@@ -18,7 +18,7 @@ import time
 import tensorflow as tf
 from bench_training import sweep_seconds
 
-from walsmf import evaluate, inputs, model, serving, settings
+from walsmf import baselines, inputs, model, serving, settings, splits
 from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_interactions, read_metadata, tfrecord_files
 from walsmf.recommend import load_factors, top_k_items
 
@@ -85,9 +85,9 @@ def time_training(data_dir, meta, batch_size, sweeps=3):
 
 def time_implicit(data_dir, meta, iterations=10):
     """Seconds per iteration of implicit's ALS (10 factors) on the same user x item matrix."""
-    train = evaluate.read_mapped(data_dir)
+    train = splits.read_mapped(data_dir)
     start = time.perf_counter()
-    evaluate.implicit_als(train, meta["nusers"], meta["nitems"], factors=10, iterations=iterations)
+    baselines.implicit_als(train, meta["nusers"], meta["nitems"], factors=10, iterations=iterations)
     return (time.perf_counter() - start) / iterations
 
 

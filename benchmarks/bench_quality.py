@@ -28,7 +28,7 @@ import time
 import pandas as pd
 from shapes import SHAPES, generate
 
-from walsmf import evaluate, tune
+from walsmf import baselines, metrics, splits, tune
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import run_cli
 from walsmf.extract import extract
@@ -44,7 +44,7 @@ TIMES_FILE = "times.csv"
 
 def split_data(split_dir):
     """(metadata, training rows, held-out rows) of a split directory."""
-    return read_metadata(split_dir), evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
+    return read_metadata(split_dir), splits.read_mapped(split_dir), splits.read_mapped(split_dir, HELDOUT_FILE)
 
 
 def rated_reads(ratings_csv, min_rating=4.0):
@@ -85,10 +85,10 @@ def run_implicit(split_dir, factors, regularization, alpha, seed):
     """implicit's ALS on the split's training part; metrics, seconds."""
     metadata, train, test = split_data(split_dir)
     start = time.perf_counter()
-    u, v = evaluate.implicit_als(train, metadata["nusers"], metadata["nitems"], factors, regularization, alpha,
+    u, v = baselines.implicit_als(train, metadata["nusers"], metadata["nitems"], factors, regularization, alpha,
                                  IMPLICIT_ITERATIONS, seed)
     seconds = time.perf_counter() - start
-    return dict(evaluate.evaluate_factors(u, v, train, test, metadata["nusers"]), train_s=seconds)
+    return dict(metrics.evaluate_factors(u, v, train, test, metadata["nusers"]), train_s=seconds)
 
 
 def best_implicit(val_dir, log):
@@ -116,7 +116,7 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     metadata = write_dataset(name, directory, scale, log, ratings_csv)
     split = os.path.join(directory, "split")
     times = os.path.join(directory, TIMES_FILE)
-    evaluate.write_split(os.path.join(directory, "data"), split, seed=0, log=log,
+    splits.write_split(os.path.join(directory, "data"), split, seed=0, log=log,
                          times_csv=times if os.path.exists(times) else None)
     trials = tune.tune(split, os.path.join(directory, "tune"), max_trials=max_trials, seed=0, log=log)
     with open(os.path.join(directory, "tune", tune.BEST_PARAMS_FILE)) as f:
@@ -125,7 +125,7 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     tune.write_validation_split(split, val, seed=0, log=lambda _: None)  # the split walsmf.tune searched on
     implicit_point = best_implicit(val, log)
     _, train, test = split_data(split)
-    popular = evaluate.evaluate_factors(*evaluate.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
+    popular = metrics.evaluate_factors(*baselines.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
                                         train, test, metadata["nusers"])
     rows = [
         ("walsmf tuned ({} trials)".format(len(trials)), mean([run_wals(split, params, s, directory) for s in seeds])),

@@ -24,7 +24,7 @@ import time
 
 import tensorflow as tf
 
-from walsmf import evaluate, inputs, model, settings
+from walsmf import baselines, inputs, model, settings, splits
 from walsmf import sweeps as sweeps_module
 from walsmf.datadir import METADATA_FILE, read_metadata
 
@@ -110,9 +110,9 @@ def task_run(data_dir, epochs, n_embeds, batch_size, workdir):
 
 def implicit_seconds(data_dir, meta, factors, iterations):
     """Wall seconds of implicit's ALS fit at ``factors`` for ``iterations`` on collab_mapped.csv."""
-    train = evaluate.read_mapped(data_dir)
+    train = splits.read_mapped(data_dir)
     start = time.perf_counter()
-    evaluate.implicit_als(train, meta["nusers"], meta["nitems"], factors=factors, iterations=iterations)
+    baselines.implicit_als(train, meta["nusers"], meta["nitems"], factors=factors, iterations=iterations)
     return time.perf_counter() - start
 
 

@@ -11,33 +11,33 @@ import pytest
 import tensorflow as tf
 from helpers import ROOT, run_module
 
-from walsmf import datadir, evaluate
+from walsmf import baselines, datadir, metrics, splits
 from walsmf.errors import DataError
 
 
 def mapped_frame(rng, nusers=60, nitems=15, per_user=(1, 8)):
     rows = [(u, i, round(float(rng.random()), 2)) for u in range(nusers)
             for i in rng.choice(nitems, size=int(rng.integers(*per_user)), replace=False)]
-    return pd.DataFrame(rows, columns=evaluate.MAPPED_COLUMNS)
+    return pd.DataFrame(rows, columns=splits.MAPPED_COLUMNS)
 
 
 def test_split_holds_out_one_per_eligible_user_and_keeps_every_user():
     mapped = mapped_frame(np.random.default_rng(0))
-    train, test, unevaluated = evaluate.holdout_split(mapped, seed=3)
+    train, test, unevaluated = splits.holdout_split(mapped, seed=3)
     assert len(train) + len(test) == len(mapped)
     assert set(map(tuple, pd.concat([train, test]).values)) == set(map(tuple, mapped.values))
     per_user = mapped.groupby("userId").size()
     assert test["userId"].is_unique and set(test["userId"]) <= set(per_user[per_user >= 3].index)
     assert set(train["userId"]) == set(mapped["userId"])
     assert unevaluated == mapped["userId"].nunique() - test["userId"].nunique()
-    again = evaluate.holdout_split(mapped, seed=3)[1]
+    again = splits.holdout_split(mapped, seed=3)[1]
     assert again.equals(test)
-    assert not evaluate.holdout_split(mapped, seed=4)[1].equals(test)
+    assert not splits.holdout_split(mapped, seed=4)[1].equals(test)
 
 
 def test_a_larger_holdout_takes_at_most_a_fifth_of_each_users_reads():
     mapped = mapped_frame(np.random.default_rng(2), nusers=80, nitems=40, per_user=(1, 30))
-    train, test, _ = evaluate.holdout_split(mapped, holdout=4, seed=0)
+    train, test, _ = splits.holdout_split(mapped, holdout=4, seed=0)
     reads = mapped.groupby("userId").size()
     held = test.groupby("userId").size().reindex(reads.index, fill_value=0)
     # 3 or 4 reads: one; 10 reads: two; 20 or more: four; fewer than 3: none
@@ -51,7 +51,7 @@ def test_with_times_each_user_holds_out_their_latest_reads():
     mapped = mapped_frame(rng, nusers=80, nitems=40, per_user=(1, 30))
     times = rng.permutation(len(mapped)).astype(float)
     for holdout in (1, 3):
-        train, test, _ = evaluate.holdout_split(mapped, holdout=holdout, seed=1, times=times)
+        train, test, _ = splits.holdout_split(mapped, holdout=holdout, seed=1, times=times)
         timed = mapped.assign(time=times)
         for user, reads in timed.groupby("userId"):
             n = 0 if len(reads) < 3 else min(holdout, max(1, len(reads) // 5))
@@ -81,7 +81,7 @@ def test_a_split_by_a_times_csv_holds_out_each_visitors_latest_read(small_data, 
                           "time": seconds})
     eligible = timed.groupby("userId").filter(lambda reads: len(reads) >= 3)
     expected = eligible.loc[eligible.groupby("userId")["time"].idxmax(), ["userId", "itemId"]]
-    held = evaluate.read_mapped(str(tmp_path / "split"), evaluate.HELDOUT_FILE)
+    held = splits.read_mapped(str(tmp_path / "split"), datadir.HELDOUT_FILE)
     assert sorted(map(tuple, held[["userId", "itemId"]].values)) == sorted(map(tuple, expected.values))
     assert datadir.read_metadata(str(tmp_path / "split"))["held_out"] == "latest"
 
@@ -94,22 +94,22 @@ def test_a_split_by_a_times_csv_holds_out_each_visitors_latest_read(small_data, 
 def test_a_bad_times_csv_is_named_and_writes_no_split(small_data, tmp_path, rows, message):
     (tmp_path / "times.csv").write_text(rows)
     with pytest.raises(DataError, match=re.escape(message)):
-        evaluate.write_split(small_data[0], str(tmp_path / "split"), times_csv=str(tmp_path / "times.csv"),
+        splits.write_split(small_data[0], str(tmp_path / "split"), times_csv=str(tmp_path / "times.csv"),
                              log=lambda _: None)
     assert not (tmp_path / "split").exists()
 
 
 def test_split_may_hold_out_an_items_only_read():
     # 20 users read items 1, 2 and one item of their own (20 + u): walsmf trains with items left unread
-    mapped = pd.DataFrame([(u, i, 0.5) for u in range(20) for i in (1, 2, 20 + u)], columns=evaluate.MAPPED_COLUMNS)
-    train, test, _ = evaluate.holdout_split(mapped, seed=0)
+    mapped = pd.DataFrame([(u, i, 0.5) for u in range(20) for i in (1, 2, 20 + u)], columns=splits.MAPPED_COLUMNS)
+    train, test, _ = splits.holdout_split(mapped, seed=0)
     assert len(test) == 20 and set(test["itemId"]) - set(train["itemId"])
 
 
 def test_metrics_match_a_hand_computation():
     top = np.array([[5, 2, 9], [1, 3, 4]])
     test = pd.DataFrame({"userId": [0, 1, 1], "itemId": [2, 4, 7], "rating": [1, 1, 1]})
-    m = evaluate.ranking_metrics(top, np.array([0, 1]), test, nitems=10)
+    m = metrics.ranking_metrics(top, np.array([0, 1]), test, nitems=10)
     # user 0: hit at rank 2 of 1 held-out; user 1: hit at rank 3 of 2 held-out
     ndcg0 = (1 / np.log2(3)) / 1
     ndcg1 = (1 / np.log2(4)) / (1 + 1 / np.log2(3))
@@ -124,7 +124,7 @@ def test_top_k_of_chosen_users_is_the_brute_force_ranking_without_training_items
     u, v = rng.standard_normal((30, 3)).astype(np.float32), rng.standard_normal((12, 3)).astype(np.float32)
     scores = u @ v.T
     users = np.arange(0, 30, 2)
-    top = top_k_items(u, v, 4, seen=evaluate.by_user(train, 30), users=users, block_size=4)
+    top = top_k_items(u, v, 4, seen=metrics.by_user(train, 30), users=users, block_size=4)
     for row, user in zip(top, users):
         seen = set(train[train["userId"] == user]["itemId"])
         expected = [i for i in np.argsort(-scores[user]) if i not in seen][:4]
@@ -134,7 +134,7 @@ def test_top_k_of_chosen_users_is_the_brute_force_ranking_without_training_items
 def test_popularity_recommends_the_most_read_unseen_items():
     train = pd.DataFrame({"userId": [0, 1, 1, 2, 2, 2], "itemId": [0, 0, 1, 0, 1, 2], "rating": 1.0})
     from walsmf.recommend import top_k_items
-    top = top_k_items(*evaluate.popularity_factors(train, 3, 4), 2, seen=evaluate.by_user(train, 3),
+    top = top_k_items(*baselines.popularity_factors(train, 3, 4), 2, seen=metrics.by_user(train, 3),
                       users=np.array([0, 1]))
     assert top.tolist() == [[1, 2], [2, 3]]
 
@@ -148,8 +148,8 @@ def split(small_data, tmp_path_factory):
 
 
 def test_split_directory_is_in_the_labs_formats(split, small_data):
-    original = evaluate.read_mapped(small_data[0])
-    train, test = evaluate.read_mapped(split), evaluate.read_mapped(split, evaluate.HELDOUT_FILE)
+    original = splits.read_mapped(small_data[0])
+    train, test = splits.read_mapped(split), splits.read_mapped(split, datadir.HELDOUT_FILE)
     assert len(train) + len(test) == len(original)
     for name in (datadir.ROWS_FILE, datadir.COLS_FILE, datadir.USERS_FILE, datadir.ITEMS_FILE, datadir.METADATA_FILE):
         assert os.path.exists(os.path.join(split, name))
@@ -165,11 +165,11 @@ def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, 
     for path in tf.io.gfile.glob(str(out / datadir.HELDOUT_SUMMARY_DIR / "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update({v.tag: v.simple_value for v in event.summary.value})
-    expected = evaluate.evaluate_model(str(out), split)
-    assert tags[evaluate.HPTUNING_TAG] == pytest.approx(expected["recall"])
+    expected = metrics.evaluate_model(str(out), split)
+    assert tags[metrics.HPTUNING_TAG] == pytest.approx(expected["recall"])
     # what Vertex AI's tuning reads: cloudml-hypertune's file
     (reported,) = [json.loads(line) for line in metric_file.read_text().splitlines()]
-    assert float(reported[evaluate.HPTUNING_TAG]) == pytest.approx(expected["recall"])
+    assert float(reported[metrics.HPTUNING_TAG]) == pytest.approx(expected["recall"])
     table = run_module("walsmf.evaluate", "--data_dir", split, "--model_dir", out, "--implicit")
     assert table.returncode == 0, table.stderr[-2000:]
     lines = table.stdout.splitlines()
@@ -182,7 +182,7 @@ def test_hptuning_config_names_the_tag_written():
     with open(os.path.join(ROOT, "hptuning_config.yaml")) as f:
         config = yaml.safe_load(f)
     spec = config["trainingInput"]["hyperparameters"]
-    assert spec["hyperparameterMetricTag"] == evaluate.HPTUNING_TAG and spec["goal"] == "MAXIMIZE"
+    assert spec["hyperparameterMetricTag"] == metrics.HPTUNING_TAG and spec["goal"] == "MAXIMIZE"
     from walsmf.settings import FLAGS
     assert {p["parameterName"] for p in spec["params"]} <= set(FLAGS)
 
@@ -213,6 +213,6 @@ def test_bench_prints_a_table_of_every_method_on_a_ratings_file_split_by_time(tm
     latest = counted.loc[counted.groupby("userId")["timestamp"].idxmax()]
     split = str(tmp_path / "work" / "ratings" / "split")
     users, items = (datadir.read_id_map(os.path.join(split, name)) for name in (datadir.USERS_FILE, datadir.ITEMS_FILE))
-    held = evaluate.read_mapped(split, evaluate.HELDOUT_FILE)
+    held = splits.read_mapped(split, datadir.HELDOUT_FILE)
     assert sorted(zip(users[held["userId"]], items[held["itemId"]])) == sorted(
         zip("u" + latest["userId"].astype(str), "m" + latest["movieId"].astype(str)))

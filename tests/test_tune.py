@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import run_module
 
-from walsmf import model, settings, tune
+from walsmf import model, settings, splits, tune
 
 
 def test_draws_stay_in_the_search_space():
@@ -109,11 +109,11 @@ def test_the_search_refines_around_the_best_trial():
 
 
 def test_the_validation_split_holds_out_more_reads_where_users_are_few(tmp_path):
-    from walsmf import datadir, evaluate
+    from walsmf import datadir
     rng = np.random.default_rng(0)
     for nusers, per_user in ((100, 40), (6000, 4)):
         rows = [(u, i, 1.0) for u in range(nusers) for i in rng.choice(200, per_user, replace=False)]
-        mapped = pd.DataFrame(rows, columns=evaluate.MAPPED_COLUMNS)
+        mapped = pd.DataFrame(rows, columns=splits.MAPPED_COLUMNS)
         data_dir = tmp_path / str(nusers)
         data_dir.mkdir()
         mapped.to_csv(data_dir / datadir.MAPPED_FILE, index=False, header=False)

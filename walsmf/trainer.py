@@ -4,7 +4,7 @@ import os
 
 import tensorflow as tf
 
-from walsmf import cluster, evaluate, model
+from walsmf import cluster, metrics, model, splits
 from walsmf import settings as settings_module
 from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, read_metadata
 from walsmf.errors import DataError
@@ -70,9 +70,9 @@ def run(settings, environ=os.environ):
     with exclusive_directory(settings.output_dir, "walsmf.task training"):
         model.train_and_evaluate(settings)
     show_recommendations(settings)
-    if evaluate.has_heldout(settings.input_path):
-        metrics = evaluate.evaluate_model(settings.output_dir, settings.input_path)
+    if splits.has_heldout(settings.input_path):
+        scores = metrics.evaluate_model(settings.output_dir, settings.input_path)
         steps = model.training_schedule(settings)[0]
-        evaluate.write_hptuning_metric(settings.output_dir, metrics, steps)
-        evaluate.report_hypertune_metric(metrics, steps)
-        print(evaluate.format_table([("WALS on the held-out split", metrics)], 10))
+        metrics.write_hptuning_metric(settings.output_dir, scores, steps)
+        metrics.report_hypertune_metric(scores, steps)
+        print(metrics.format_table([("WALS on the held-out split", scores)], 10))

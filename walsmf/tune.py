@@ -3,7 +3,7 @@
     python -m walsmf.tune --input_path DATA --output_dir DIR [--max_trials 12] [--seed 0]
                           [--nusers U --nitems I]
 
-Carves a validation split from DATA (walsmf.evaluate's: one read held out
+Carves a validation split from DATA (walsmf.splits': one read held out
 per user with at least three, more where users are few, for about 5,000
 held-out reads), then trains each trial's settings on the rest exactly as
 walsmf.task trains, and ranks every held-out read: recall, NDCG and MAP at
@@ -29,7 +29,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import evaluate, model, settings
+from walsmf import metrics, model, settings, splits
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import staged_directory, temporary_directory
@@ -49,7 +49,7 @@ SEARCH_SPACE = {
 }
 METRICS = ("recall", "ndcg", "map")
 # Where users are few (MovieLens' 671), one held-out read each ranks settings mostly by chance: each then
-# holds out enough for about this many held-out reads (walsmf.evaluate takes at most a fifth of a user's).
+# holds out enough for about this many held-out reads (walsmf.splits takes at most a fifth of a user's).
 VALIDATION_READS = 5000
 
 
@@ -149,9 +149,9 @@ def next_point(done, max_trials, rng, num_epochs):
 
 
 def write_validation_split(input_path, split_dir, seed=0, log=print):
-    """walsmf.evaluate's split of ``input_path`` into ``split_dir``, holding out enough reads per user for
+    """walsmf.splits' split of ``input_path`` into ``split_dir``, holding out enough reads per user for
     about VALIDATION_READS held-out reads."""
-    return evaluate.write_split(input_path, split_dir, seed=seed, log=log, heldout_reads=VALIDATION_READS)
+    return splits.write_split(input_path, split_dir, seed=seed, log=log, heldout_reads=VALIDATION_READS)
 
 
 def run_trial(split_dir, point, metadata, seed, workdir):
@@ -161,11 +161,11 @@ def run_trial(split_dir, point, metadata, seed, workdir):
     start = time.perf_counter()
     model.fit(trial, model.training_schedule(trial)[0])
     seconds = time.perf_counter() - start
-    train, test = evaluate.read_mapped(split_dir), evaluate.read_mapped(split_dir, HELDOUT_FILE)
-    metrics = evaluate.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
-                                        train, test, metadata["nusers"])
+    train, test = splits.read_mapped(split_dir), splits.read_mapped(split_dir, HELDOUT_FILE)
+    scores = metrics.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
+                                      train, test, metadata["nusers"])
     shutil.rmtree(trial.output_dir)
-    return dict(metrics, train_seconds=round(seconds, 2))
+    return dict(scores, train_seconds=round(seconds, 2))
 
 
 def plain(value):

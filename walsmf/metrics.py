@@ -1,0 +1,99 @@
+"""Ranking metrics of recommendations on held-out reads, and their report to tuning services.
+
+Metrics at k (default 10), over held-out users only, each user's training
+items left out of the ranking: precision, recall, MAP, NDCG, and catalogue
+coverage (share of items recommended to anyone).
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from walsmf import datadir
+from walsmf.datadir import CSR, HELDOUT_FILE, read_metadata
+from walsmf.recommend import load_factors, top_k_items
+from walsmf.splits import read_mapped
+
+METRIC_NAMES = ["precision", "recall", "map", "ndcg", "coverage"]
+# The summary tag hyperparameter tuning reads (hptuning_config.yaml).
+HPTUNING_TAG = "recall_at_10"
+
+
+def by_user(rows, nusers):
+    """userId,itemId,rating rows as a CSR by user over users 0..nusers−1."""
+    return CSR.from_triples(rows["userId"].values, rows["itemId"].values, rows["rating"].values, nusers)
+
+
+def ranking_metrics(top, users, test, nitems):
+    """precision, recall, MAP, NDCG at k = top.shape[1], and catalogue coverage, for ``users``."""
+    k = top.shape[1]
+    test_csr = by_user(test, users.max() + 1)
+    held = [set(test_csr.row(u)[0]) for u in users]
+    relevant = np.array([[item in h for item in row] for row, h in zip(top, held)], dtype=np.float64)
+    n_held = np.array([len(h) for h in held], dtype=np.float64)
+    hits = relevant.sum(axis=1)
+    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
+    average_precision = (precision_at * relevant).sum(axis=1) / np.minimum(n_held, k)
+    discount = 1 / np.log2(np.arange(2, k + 2))
+    ideal = np.array([discount[:int(min(n, k))].sum() for n in n_held])
+    return {
+        "precision": float(np.mean(hits / k)),
+        "recall": float(np.mean(hits / n_held)),
+        "map": float(np.mean(average_precision)),
+        "ndcg": float(np.mean((relevant * discount).sum(axis=1) / ideal)),
+        "coverage": float(len(np.unique(top)) / nitems),
+    }
+
+
+def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10):
+    """Metrics at k of a factorization (score = user factor · item factor) on the held-out users.
+
+    Every method is ranked alike: training items left out, a user without
+    training reads gets the most read items, an item without one is not ranked.
+    """
+    users = np.unique(test["userId"].values)
+    reads = datadir.interactions_of(train, nusers, item_factors.shape[0])
+    top = top_k_items(user_factors, item_factors, k, seen=reads.by_user, users=users, reads=reads)
+    return ranking_metrics(top, users, test, item_factors.shape[0])
+
+
+def write_hptuning_metric(output_dir, metrics, step, k=10):
+    """Write the metrics at k as scalar summaries; recall@k is what AI Platform's tuning read."""
+    writer = tf.compat.v1.summary.FileWriter(os.path.join(output_dir, datadir.HELDOUT_SUMMARY_DIR))
+    summary = tf.compat.v1.Summary(value=[
+        tf.compat.v1.Summary.Value(tag="{}_at_{}".format(name, k), simple_value=metrics[name])
+        for name in METRIC_NAMES])
+    writer.add_summary(summary, step)
+    writer.close()
+
+
+def report_hypertune_metric(metrics, step, k=10):
+    """Report recall@k to Vertex AI hyperparameter tuning (cloudml-hypertune), when the package is there.
+
+    Vertex reads what the package writes (CLOUD_ML_HP_METRIC_FILE, by default
+    /tmp/hypertune/output.metrics), not TensorFlow summaries.  Returns whether it reported.
+    """
+    try:
+        import hypertune
+    except ImportError:  # an optional extra: AI Platform's runtime reads the summary instead
+        return False
+    hypertune.HyperTune().report_hyperparameter_tuning_metric(
+        hyperparameter_metric_tag=HPTUNING_TAG, metric_value=metrics["recall"], global_step=step)
+    return True
+
+
+def evaluate_model(model_dir, data_dir, k=10):
+    """Metrics at k of the WALS model in ``model_dir`` on the held-out part of ``data_dir``."""
+    metadata = read_metadata(data_dir)
+    train, test = read_mapped(data_dir), read_mapped(data_dir, HELDOUT_FILE)
+    return evaluate_factors(load_factors(model_dir, "row"), load_factors(model_dir, "col"), train, test,
+                            metadata["nusers"], k)
+
+
+def format_table(rows, k):
+    """Rows of (name, metrics) as a fixed-width table."""
+    header = "{:<28}".format("method") + "".join("{:>12}".format("{}@{}".format(m, k) if m != "coverage"
+                                                                 else m) for m in METRIC_NAMES)
+    lines = [header] + ["{:<28}".format(name) + "".join("{:12.4f}".format(metrics[m]) for m in METRIC_NAMES)
+                        for name, metrics in rows]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Held-out splits: a data directory's training part in the lab's formats, and heldout.csv.
+
+The split holds out, for each user with at least 3 interactions, a fixed
+number of them (default 1, at most a fifth of the user's): random ones
+(chosen with a seed), or by a times file (visitorId, contentId, time: a
+number or a date) each user's latest.  Any read may be held out, an item's
+only one included: walsmf trains with ids left unread.
+"""
+import os
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from walsmf import datadir
+from walsmf.datadir import HELDOUT_FILE, MAPPED_FILE, read_metadata
+from walsmf.errors import DataError
+from walsmf.fileio import staged_directory
+
+MAPPED_COLUMNS = ["userId", "itemId", "rating"]
+# Users with fewer interactions than this are not evaluated: none of theirs is held out.
+MIN_INTERACTIONS = 3
+
+
+def holdout_split(mapped, holdout=1, min_interactions=MIN_INTERACTIONS, seed=0, times=None):
+    """Split collab_mapped rows into (train, test, n_unevaluated_users).
+
+    Users with at least ``min_interactions`` hold out ``holdout`` random
+    interactions each — their latest ones if ``times`` (one per row, larger
+    is later) is given — at most a fifth of their interactions (one at
+    least): any of them, an item's only reader's included (the item then
+    has no training read, and walsmf trains without it).
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(mapped))
+    if times is not None:
+        order = order[np.argsort(-np.asarray(times)[order], kind="stable")]  # latest first, ties at random
+    shuffled = mapped.iloc[order]
+    per_user = shuffled.groupby("userId").cumcount().values
+    user_count = shuffled.groupby("userId")["userId"].transform("size").values
+    candidate = (user_count >= min_interactions) & (per_user < np.clip(user_count // 5, 1, holdout))
+    held = np.zeros(len(mapped), bool)
+    held[order[candidate]] = True
+    train, test = mapped[~held].reset_index(drop=True), mapped[held].reset_index(drop=True)
+    unevaluated = mapped["userId"].nunique() - test["userId"].nunique()
+    return train, test, int(unevaluated)
+
+
+def read_times(times_csv, data_dir, mapped):
+    """The time of each row of ``mapped`` (collab_mapped.csv of ``data_dir``) from a CSV of visitorId,
+    contentId, time (a number or a date; a pair's latest time counts), as numbers, larger later."""
+    if not tf.io.gfile.exists(times_csv):
+        raise DataError("times file {} does not exist: give a CSV of visitorId,contentId,time".format(times_csv))
+    with tf.io.gfile.GFile(times_csv) as f:
+        try:
+            times = pd.read_csv(f, dtype={"visitorId": str, "contentId": str})
+        except (ValueError, pd.errors.ParserError) as err:
+            raise DataError("{} is not a CSV of visitorId,contentId,time: {}".format(times_csv, err))
+    missing = [c for c in ("visitorId", "contentId", "time") if c not in times.columns]
+    if missing:
+        raise DataError("{} lacks column(s) {}: give a CSV of visitorId,contentId,time".format(
+            times_csv, ", ".join(missing)))
+    value = pd.to_numeric(times["time"], errors="coerce")
+    if value.isna().any():
+        try:
+            value = pd.to_datetime(times["time"]).astype("int64").astype(float)
+        except (ValueError, TypeError):
+            raise DataError("{}: time {!r} is neither a number nor a date".format(
+                times_csv, times["time"][value.isna()].iloc[0]))
+    ids = [pd.Series(np.arange(len(original)), index=original)
+           for original in (datadir.read_id_map(os.path.join(data_dir, name))
+                            for name in (datadir.USERS_FILE, datadir.ITEMS_FILE))]
+    keyed = pd.DataFrame({"userId": times["visitorId"].map(ids[0]), "itemId": times["contentId"].map(ids[1]),
+                          "time": value}).dropna().groupby(["userId", "itemId"])["time"].max()
+    found = keyed.reindex(pd.MultiIndex.from_arrays([mapped["userId"], mapped["itemId"]])).values
+    if np.isnan(found).any():
+        raise DataError("{} has no time for {} of {} reads in {} (e.g. user {}, item {}): give every "
+                        "visitorId,contentId pair of collab_raw.csv a time".format(
+                            times_csv, int(np.isnan(found).sum()), len(mapped), data_dir,
+                            *mapped[np.isnan(found)].iloc[0][["userId", "itemId"]]))
+    return found
+
+
+def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None, heldout_reads=None):
+    """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``
+    (each user's latest reads held out by ``times_csv``'s times, if given; with ``heldout_reads``, more
+    than ``holdout`` per user where that many users hold out fewer reads than this)."""
+    mapped = read_mapped(data_dir)
+    metadata = read_metadata(data_dir)
+    if heldout_reads:
+        evaluated = max(1, int((mapped["userId"].value_counts() >= MIN_INTERACTIONS).sum()))
+        holdout = max(holdout, -(-heldout_reads // evaluated))
+    times = read_times(times_csv, data_dir, mapped) if times_csv else None
+    train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed, times=times)
+    with staged_directory(split_dir, datadir.METADATA_FILE) as staged:
+        for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
+            tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
+        train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)
+        test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
+        datadir.write_interactions(staged, datadir.interactions_of(train, metadata["nusers"], metadata["nitems"]))
+        datadir.write_metadata(staged, dict(metadata, interactions=len(train), heldout=len(test),
+                                            unevaluated_users=unevaluated, split_seed=seed,
+                                            held_out="latest" if times_csv else "random"))
+    log("{} training interactions, {} held out from {} users; {} users have too few interactions "
+        "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
+    return train, test
+
+
+def has_heldout(data_dir):
+    """Whether ``data_dir`` is a split directory (has heldout.csv)."""
+    return tf.io.gfile.exists(os.path.join(data_dir, HELDOUT_FILE))
+
+
+def read_mapped(data_dir, name=MAPPED_FILE):
+    """collab_mapped.csv (or heldout.csv) of ``data_dir`` as userId, itemId, rating."""
+    path = os.path.join(data_dir, name)
+    if not tf.io.gfile.exists(path):
+        hint = ("make one with 'python -m walsmf.evaluate --split_from DATA --data_dir {}'".format(data_dir)
+                if name == HELDOUT_FILE else "run 'python -m walsmf.preprocess' first")
+        raise DataError("{} does not exist: {}".format(path, hint))
+    with tf.io.gfile.GFile(path) as f:
+        return pd.read_csv(f, header=None, names=MAPPED_COLUMNS)
