@@ -16,8 +16,8 @@ items left out of the ranking: precision, recall, MAP, NDCG, and catalogue
 coverage (walsmf.metrics); baselines: most popular and implicit's ALS
 (walsmf.baselines).
 """
-import argparse
 
+from walsmf import flags
 from walsmf.baselines import implicit_als, popularity_factors
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import run_cli
@@ -27,8 +27,7 @@ from walsmf.splits import read_mapped, write_split
 
 def main(argv=None):
     """CLI: write a split, or score a trained model (and baselines) on one."""
-    parser = argparse.ArgumentParser(prog="python -m walsmf.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = flags.Parser(prog="python -m walsmf.evaluate", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data_dir", required=True, help="a split directory (written with --split_from)")
     parser.add_argument("--split_from", help="write a held-out split of this data directory into --data_dir")

@@ -9,7 +9,6 @@ One SQL text, the lab's standard SQL, runs on two engines:
   rewritten on its syntax tree where DuckDB's reading of BigQuery's UNNEST
   differs (see :func:`to_duckdb_sql`).
 """
-import argparse
 import dataclasses
 import datetime
 import glob
@@ -22,6 +21,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from walsmf import flags
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import atomic_output, temporary_directory
 from walsmf.sample import ensure_sample
@@ -626,7 +626,7 @@ def add_source_arguments(parser):
 
 def main(argv=None):
     """CLI: print the query, or run it and write the rows as CSV."""
-    parser = argparse.ArgumentParser(prog="python -m walsmf.extract",
+    parser = flags.Parser(prog="python -m walsmf.extract",
                                      description="Run the lab's query on a GA360 or GA4 export; write visitorId,"
                                                  "contentId,session_duration,read_time as CSV.")
     add_source_arguments(parser)

@@ -9,7 +9,6 @@ for a new visitor who read items 3 and 7 (ratings optional).  Output: a
 table with a column per output key (gcloud's default) or ``--format json``:
 {"predictions": [...]}.
 """
-import argparse
 import json
 import os
 
@@ -17,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.contrib import predictor
 
+from walsmf import flags
 from walsmf.datadir import SERVING_INFO_FILE
 from walsmf.errors import DataError, run_cli
 
@@ -157,7 +157,7 @@ def format_table(predictions):
 
 def main(argv=None):
     """CLI: predict for the instances of a file."""
-    parser = argparse.ArgumentParser(prog="python -m walsmf.predict", description=__doc__.split("\n\n")[0])
+    parser = flags.Parser(prog="python -m walsmf.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", dest="model_dir", required=True,
                         help="an export (export/Servo/<timestamp>) or the directory of exports (newest is used)")
     parser.add_argument("--json-instances", dest="json_instances", required=True,

@@ -10,14 +10,13 @@ items_for_user_subset) -> metadata.json (nusers, nitems, interactions).
 The data directory is built beside the old one and swapped in only when
 complete: a failed run leaves an earlier data directory as it was.
 """
-import argparse
 import os
 import time
 
 import numpy as np
 import pandas as pd
 
-from walsmf import datadir
+from walsmf import datadir, flags
 from walsmf import extract as extract_stage
 from walsmf.errors import run_cli
 from walsmf.fileio import staged_directory
@@ -74,7 +73,7 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
 
 def build_parser():
     """The CLI's flags."""
-    parser = argparse.ArgumentParser(
+    parser = flags.Parser(
         prog="python -m walsmf.preprocess",
         description="Extract (visitor, article, reading time) from a GA360 or GA4 export with the lab's SQL "
                     "and write the WALS input files "

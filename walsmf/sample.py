@@ -26,12 +26,12 @@ each visitor mostly reads from a primary and a secondary topic, so
 collaborative filtering has real signal to find.  Article popularity and
 visitor activity are heavy-tailed.
 """
-import argparse
 import math
 import os
 
 import numpy as np
 
+from walsmf import flags
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import atomic_output
 
@@ -388,7 +388,7 @@ def ensure_sample(path=None, scale=1.0, seed=0, schema="ga360"):
 
 def main(argv=None):
     """CLI: write the embedded GA360-shaped (or GA4-shaped) sample."""
-    parser = argparse.ArgumentParser(
+    parser = flags.Parser(
         prog="python -m walsmf.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--schema", choices=["ga360", "ga4"], default="ga360",
                         help="ga360: sessions with hits (the lab's); ga4: one row per event")

@@ -14,6 +14,7 @@ import json
 import math
 from typing import Optional
 
+from walsmf import flags
 from walsmf.errors import DataError
 
 PRESETS = {
@@ -90,17 +91,21 @@ FLAGS = [field.name for field in dataclasses.fields(Settings)]
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
 
+# Flags whose names are not their field's: gcloud's --job-dir, and the data directory's two names.
+_OPTION_NAMES = {"job_dir": ("--job-dir",), "input_path": flags.DATA_DIR_FLAGS[::-1]}
+
+
 def build_parser(prog="python -m walsmf.task", description=None):
     """The trainer's flags, one per Settings field; unset flags stay out of the parsed namespace."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    parser = flags.Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     for field in dataclasses.fields(Settings):
         meta = field.metadata
-        name = "--job-dir" if field.name == "job_dir" else "--" + field.name
+        names = _OPTION_NAMES.get(field.name, ("--" + field.name,))
         if meta["type"] is bool:
-            parser.add_argument(name, dest=field.name, action="store_true", help=meta["help"])
+            parser.add_argument(*names, dest=field.name, action="store_true", help=meta["help"])
             continue
         default = "" if field.default is None else " (default: {})".format(field.default)
-        parser.add_argument(name, dest=field.name, type=meta["type"], choices=meta["choices"],
+        parser.add_argument(*names, dest=field.name, type=meta["type"], choices=meta["choices"],
                             required=meta["required"], help=meta["help"] + ("" if meta["required"] else default))
     return parser
 

@@ -19,7 +19,6 @@ DIR/trials.csv and DIR/best_params.json ({walsmf.task flag: value}, best
 recall@10, NDCG@10 breaking ties) and prints the walsmf.task command that
 applies it.
 """
-import argparse
 import json
 import math
 import os
@@ -29,7 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import metrics, model, settings, splits
+from walsmf import flags, metrics, model, settings, splits
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import staged_directory, temporary_directory
@@ -217,10 +216,10 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
 
 def main(argv=None):
     """CLI: python -m walsmf.tune."""
-    parser = argparse.ArgumentParser(prog="python -m walsmf.tune", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = flags.Parser(prog="python -m walsmf.tune", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--input_path", required=True, help="data directory (walsmf.preprocess's output)")
+    parser.add_argument(*flags.DATA_DIR_FLAGS[::-1], dest="input_path", required=True,
+                        help="data directory (walsmf.preprocess's output)")
     parser.add_argument("--output_dir", required=True, help="where trials.csv and best_params.json go")
     parser.add_argument("--max_trials", type=settings.integer, default=12, help="trials to run (default 12)")
     parser.add_argument("--seed", type=settings.integer, default=0,

@@ -1,0 +1,53 @@
+"""One spelling rule for every module's flags.
+
+Each ``--word_word`` flag also answers to ``--word-word`` (gcloud's spelling, as in ``--model-dir``
+and ``--job-dir``) and the reverse; ``--help`` lists the first spelling.  The data directory
+walsmf.task trains on is ``--input_path`` (the lab's name) and ``--data_dir`` alike wherever a
+module reads it.  docs/flags.md lists every module's flags.
+"""
+import argparse
+import copy
+
+# The lab's trainer calls the data directory --input_path; the other modules, --data_dir.
+DATA_DIR_FLAGS = ("--data_dir", "--input_path")
+
+
+def spellings(option):
+    """``option`` and its other spelling (``_`` and ``-`` between words swapped), the given one first."""
+    if not option.startswith("--"):
+        return [option]
+    words = option[2:]
+    other = "--" + (words.replace("_", "-") if "_" in words else words.replace("-", "_"))
+    return [option] if other == option else [option, other]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Lists each option under the spellings it was declared with, not the ones this module adds."""
+
+    def _format_action_invocation(self, action):
+        declared = getattr(action, "declared_options", None)
+        if declared:
+            action = copy.copy(action)
+            action.option_strings = declared
+        return super()._format_action_invocation(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose long options take both spellings (see the module's docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["formatter_class"] = _HelpFormatter
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *options, **kwargs):
+        """As argparse's, with each long option's other spelling added."""
+        if not options or not options[0].startswith("-"):
+            return super().add_argument(*options, **kwargs)
+        every = []
+        for option in options:
+            every.extend(o for o in spellings(option) if o not in every)
+        if "dest" not in kwargs:
+            kwargs["dest"] = options[0].lstrip("-").replace("-", "_")
+        action = super().add_argument(*every, **kwargs)
+        action.declared_options = list(options)
+        return action
