@@ -39,6 +39,7 @@ def tfrecords(data_dir, name):
     return records
 
 
+@pytest.mark.training
 def test_beam_writes_the_in_process_records(beam_data, small_data):
     in_process = small_data[0]
     for name in (datadir.RAW_FILE, datadir.USERS_FILE, datadir.ITEMS_FILE, datadir.MAPPED_FILE):
@@ -46,11 +47,16 @@ def test_beam_writes_the_in_process_records(beam_data, small_data):
     for name in (datadir.ROWS_FILE, datadir.COLS_FILE, datadir.SUBSET_FILE):
         assert tfrecords(beam_data, name) == tfrecords(in_process, name), name
     assert datadir.read_metadata(beam_data) == datadir.read_metadata(in_process)
+    with open(os.path.join(beam_data, datadir.METADATA_FILE), "rb") as beam_file, \
+            open(os.path.join(in_process, datadir.METADATA_FILE), "rb") as in_process_file:
+        assert beam_file.read() == in_process_file.read()
     # Beam's layout: TFRecord shards NAME-*, which the trainer reads
     assert not os.path.exists(os.path.join(beam_data, datadir.ROWS_FILE))
     assert datadir.tfrecord_files(beam_data, datadir.ROWS_FILE)[0].endswith("-of-00001")
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_the_trainer_reads_beams_shards(beam_data, tmp_path, small_data):
     for name, data_dir in (("beam", beam_data), ("in-process", small_data[0])):
         result = run_module("walsmf.task", "--input_path", data_dir, "--output_dir", tmp_path / name,
@@ -72,6 +78,7 @@ def test_exact_median_in_two_passes_is_pandas_median(values):
         assert_that(median, equal_to([float(np.median(values))]))
 
 
+@pytest.mark.subprocess
 def test_dataflow_cannot_read_this_machines_files(tmp_path):
     result = run_module("walsmf.preprocess", "--runner", "DataflowRunner", "--data_dir", tmp_path / "d")
     assert result.returncode == 1

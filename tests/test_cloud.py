@@ -54,6 +54,7 @@ def test_dataflow_workers_install_the_locks_pins():
     assert "tensorflow" in pins and all(lock()[name] == version for name, version in pins.items())
 
 
+@pytest.mark.subprocess
 def test_sdist_asks_for_the_protobuf_tensorflow_1_15_imports(tmp_path):
     """The fast check of what the slow install test proves: protobuf 4.x is kept out."""
     subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)], cwd=ROOT, check=True,
@@ -62,6 +63,7 @@ def test_sdist_asks_for_the_protobuf_tensorflow_1_15_imports(tmp_path):
     assert requires.read_text().split("\n")[0] == "protobuf<4,>=3.6.1"
 
 
+@pytest.mark.training
 def test_container_installs_the_trainer_with_the_locks_pins():
     with open(os.path.join(ROOT, "cloud", "Dockerfile")) as f:
         dockerfile = f.read()
@@ -75,6 +77,8 @@ def test_container_installs_the_trainer_with_the_locks_pins():
     assert 'ENTRYPOINT ["python", "-m", "walsmf.task"]' in dockerfile
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 @pytest.mark.slow
 def test_sdist_installs_beside_tensorflow_alone_and_trains(tmp_path, small_data):
     """`pip install tensorflow==1.15.5 pandas numpy <sdist>` in a fresh Python 3.7 venv, as a job would."""
@@ -148,6 +152,7 @@ def gcloud(env, *args):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.gcloud
 @needs_gcloud
 def test_vertex_train_script_sends_primary_empty_workers_and_parameter_servers(vertex):
     env, requests = vertex
@@ -161,6 +166,7 @@ def test_vertex_train_script_sends_primary_empty_workers_and_parameter_servers(v
     assert flag_names(args) <= set(FLAGS) and "--output_dir=gs://b/wals/model" in args
 
 
+@pytest.mark.gcloud
 @needs_gcloud
 def test_vertex_single_machine_job_config_is_accepted_by_gcloud(vertex, tmp_path):
     env, requests = vertex
@@ -171,6 +177,8 @@ def test_vertex_single_machine_job_config_is_accepted_by_gcloud(vertex, tmp_path
     assert flag_names(primary["containerSpec"]["args"]) <= set(FLAGS)
 
 
+@pytest.mark.gcloud
+@pytest.mark.training
 @needs_gcloud
 def test_vertex_tuning_job_is_accepted_by_gcloud(vertex, tmp_path):
     env, requests = vertex

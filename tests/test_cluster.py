@@ -68,6 +68,8 @@ def test_clusters_wals_cannot_use_say_what_to_change(environ, message):
         cluster.role(environ)
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_the_cli_names_the_cluster_problem_in_one_line(small_data, tmp_path):
     env = tf_config({"chief": ["a:1", "b:1"]}, "chief")
     result = run_module("walsmf.task", "--input_path", small_data[0], "--output_dir", tmp_path / "o", env=env)
@@ -105,6 +107,7 @@ def assert_same_model(output_dir, reference_dir):
         np.testing.assert_allclose(ours["projection"], theirs["projection"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.subprocess
 def test_loopback_cluster_trains_exports_and_predicts_what_one_process_does(small_data, single_process_model,
                                                                            tmp_path):
     """Vertex AI's dialect (chief), primary + 2 PS + 1 worker on free loopback ports, factors in 3x2 shards."""
@@ -132,6 +135,9 @@ def test_loopback_cluster_trains_exports_and_predicts_what_one_process_does(smal
     assert_same_model(output_dir, single_process_model)
 
 
+@pytest.mark.gcloud
+@pytest.mark.subprocess
+@pytest.mark.training
 @needs_gcloud
 @pytest.mark.parametrize("counts", [[], pytest.param(["--worker-count", "0", "--parameter-server-count", "1"],
                                                       marks=pytest.mark.slow)], ids=["default counts", "no workers"])

@@ -74,6 +74,7 @@ def fitted_history(data_dir, user):
     return [int(i) for i in items], [float(r) for r in values]
 
 
+@pytest.mark.training
 def test_a_known_users_history_as_a_new_visitor_gets_that_users_answer(trained, tmp_path):
     export = os.path.join(trained.output_dir, "export", "Servo")
     items, ratings = fitted_history(trained.input_path, 4)
@@ -88,6 +89,7 @@ def test_a_known_users_history_as_a_new_visitor_gets_that_users_answer(trained, 
     assert answers[3]["top_k_ids"] == predict.predict(export, [(9, -1)])[0]["top_k_ids"]
 
 
+@pytest.mark.training
 def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_most_read(trained):
     assert MEDIAN_READ_RATING == rating_of(1000.0, 1000.0)
     export = os.path.join(trained.output_dir, "export", "Servo")
@@ -102,6 +104,7 @@ def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_mo
     assert nothing["top_k_ids"] == list(np.argsort(-readers, kind="stable")[:len(nothing["top_k_ids"])])
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("line, message", [
     ('{"userId": 4, "itemId": -1, "items": [1]}', "new visitor: give them with userId -1 and itemId -1"),
     ('{"userId": -1, "itemId": -1, "items": [100000]}', "items must be a list of itemIds the model knows"),
@@ -118,6 +121,9 @@ def test_bad_new_visitor_instances_are_named(trained, tmp_path, line, message):
     assert message in str(refused.value) and ("line 2" in str(refused.value) or "instance 2" in str(refused.value))
 
 
+@pytest.mark.gcloud
+@pytest.mark.subprocess
+@pytest.mark.training
 @needs_gcloud
 def test_gcloud_local_predict_answers_a_new_visitor_as_walsmf_predict_does(trained, tmp_path):
     items, ratings = fitted_history(trained.input_path, 4)

@@ -59,6 +59,7 @@ def test_with_times_each_user_holds_out_their_latest_reads():
             assert set(test.loc[test["userId"] == user, "itemId"]) == latest
 
 
+@pytest.mark.subprocess
 def test_a_split_by_a_times_csv_holds_out_each_visitors_latest_read(small_data, tmp_path):
     data_dir, _ = small_data
     raw = pd.read_csv(os.path.join(data_dir, datadir.RAW_FILE), header=None, dtype=str,
@@ -86,6 +87,7 @@ def test_a_split_by_a_times_csv_holds_out_each_visitors_latest_read(small_data, 
     assert datadir.read_metadata(str(tmp_path / "split"))["held_out"] == "latest"
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("rows, message", [
     ("visitorId,contentId\n", "lacks column(s) time"),
     ("visitorId,contentId,time\nnobody,nothing,3\n", "no time for"),
@@ -155,6 +157,8 @@ def test_split_directory_is_in_the_labs_formats(split, small_data):
         assert os.path.exists(os.path.join(split, name))
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_task_trains_on_a_split_unchanged_and_writes_the_hptuning_metric(split, tmp_path):
     out = tmp_path / "model"
     metric_file = tmp_path / "hypertune" / "output.metrics"
@@ -187,11 +191,13 @@ def test_hptuning_config_names_the_tag_written():
     assert {p["parameterName"] for p in spec["params"]} <= set(FLAGS)
 
 
+@pytest.mark.subprocess
 def test_split_of_a_missing_directory_says_what_to_run(tmp_path):
     result = run_module("walsmf.evaluate", "--data_dir", tmp_path / "nothing")
     assert result.returncode == 1 and "does not exist" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.subprocess
 def test_bench_prints_a_table_of_every_method_on_a_ratings_file_split_by_time(tmp_path):
     rng = np.random.default_rng(0)
     ratings = pd.DataFrame([(u, int(m), float(rng.choice([3, 4, 5])), int(rng.integers(10 ** 9)))

@@ -54,6 +54,7 @@ def test_bigquery_table_references_are_taken(table):
     assert "FROM `{}`".format(table) in extract.lab_sql(table)
 
 
+@pytest.mark.subprocess
 def test_a_bad_or_misplaced_table_is_one_line_before_any_network_call(tmp_path):
     # no credentials and no network here: a check that reached the client would say so instead
     bad = run_module("walsmf.extract", "--source", "bigquery", "--project", "p", "--table", "p.d.t;x",
@@ -115,6 +116,7 @@ def test_bigquery_without_project_says_so():
         extract.extract(source="bigquery")
 
 
+@pytest.mark.subprocess
 def test_bigquery_without_credentials_says_how_to_get_them(tmp_path):
     from helpers import run_module
     # no key file, no gcloud login, and no probe of the GCE metadata server (a network call)

@@ -237,6 +237,7 @@ def test_ga4_through_the_real_bigquery_client_against_a_loopback_fake(tmp_path):
     assert sorted(zip(df["visitorId"], df["contentId"], df["session_duration"].astype(int))) == FakeGA4BigQuery.rows
 
 
+@pytest.mark.subprocess
 def test_print_sql_shows_the_ga4_query_and_its_duckdb_form():
     result = run_module("walsmf.extract", "--schema", "ga4", "--content_param", "article_id", "--print_sql")
     assert result.returncode == 0, result.stderr
@@ -245,6 +246,7 @@ def test_print_sql_shows_the_ga4_query_and_its_duckdb_form():
     assert "IGNORE NULLS" in duckdb and extract.LOCAL_VIEW in duckdb
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
     (["--schema", "ga4", "--sessions_file", "{ga360}"], "holds GA360 sessions, not GA4 events: use --schema ga360"),
     (["--sessions_file", "{ga4}"], "holds GA4 events, not GA360 sessions: use --schema ga4"),
@@ -283,6 +285,7 @@ def test_a_window_needs_the_rows_date_field(tmp_path):
         extract.extract(sessions_file=path, start_date="20170101")
 
 
+@pytest.mark.subprocess
 def test_beam_writes_the_in_process_ga4_data_directory(tmp_path):
     pytest.importorskip("apache_beam")
     path = write_events(tmp_path / "e.parquet", hand_events())

@@ -97,6 +97,7 @@ def objective(ratings, u, v, w0=0.1):
     return ((w0 + 1) * (ratings - approx) ** 2 * observed).sum() + w0 * (approx ** 2 * ~observed).sum()
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("target", ["rating", "read"])
 def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_than_the_data(tmp_path, target):
     ratings = low_rank_ratings(np.random.default_rng(1))
@@ -123,6 +124,7 @@ def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_tha
     assert ranks[fitted != 0].mean() < 0.25
 
 
+@pytest.mark.training
 def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):
     u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
     expected = np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :3]
@@ -143,6 +145,7 @@ def test_find_top_k_of_one_user_and_of_a_block():
     np.testing.assert_array_equal(block, expected)
 
 
+@pytest.mark.training
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained.input_path
     visitors = [line.split(",")[0] for line in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
@@ -155,6 +158,7 @@ def test_batch_pred_in_original_ids_follows_the_mappings(trained):
         assert items.split(",") == [contents[int(i)] for i in mapped[user].split(",")]
 
 
+@pytest.mark.training
 def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"), exclude_seen=True)
@@ -167,6 +171,7 @@ def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     assert mapped["u"].nunique() == trained.nusers
 
 
+@pytest.mark.training
 def test_runs_past_mid_training_evaluations_with_the_labs_defaults(trained):
     """The lab's trap: evaluation every epoch (here 13 steps) of 52, no regularization."""
     steps = set()
@@ -200,6 +205,7 @@ def test_step0_checkpoint_evaluates(small_data, tmp_path):
         step0_checkpoint(small_data, str(tmp_path / "c"), tf.contrib.factorization.WALSMatrixFactorization)
 
 
+@pytest.mark.training
 def test_factor_shards_are_all_read_and_do_not_change_the_model(small_data, tmp_path):
     data_dir, metadata = small_data
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=128,
@@ -227,6 +233,8 @@ def test_item_weights_from_popularity():
     assert [len(s) for s in model.shard(np.arange(7), 3)] == [3, 2, 2]
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_small_vocabularies_stop_before_training(tmp_path):
     ratings = low_rank_ratings(np.random.default_rng(2), nusers=20, nitems=9)
     write_matrix(str(tmp_path / "d"), ratings)
@@ -240,6 +248,8 @@ def test_small_vocabularies_stop_before_training(tmp_path):
     assert missing.returncode == 1 and "metadata.json does not exist" in missing.stderr
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_a_model_of_another_shape_in_output_dir_is_refused(trained, tmp_path):
     import shutil
     output_dir = str(tmp_path / "old")
@@ -261,6 +271,7 @@ def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path):
     assert me.kind == cluster.SINGLE and args.output_dir == os.path.join(str(tmp_path), "7")
 
 
+@pytest.mark.training
 def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
     """The checks, the export and batch prediction (with --exclude_seen) share one scan of each set."""
     write_matrix(str(tmp_path / "d"), low_rank_ratings(np.random.default_rng(3), nusers=30, nitems=12))
@@ -274,6 +285,7 @@ def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(args.output_dir, datadir.BATCH_PRED_FILE))
 
 
+@pytest.mark.training
 def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"))
@@ -290,6 +302,8 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     np.testing.assert_array_equal(np.concatenate([top for _, top in blocks]), batch_pred(args.output_dir))
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_path):
     from helpers import page, write_sessions
 

@@ -5,6 +5,7 @@ import os
 import re
 
 import nbformat
+import pytest
 from helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("execute_notebook", os.path.join(ROOT, "scripts", "execute_notebook.py"))
@@ -17,6 +18,7 @@ def errors(notebook):
     return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
 
 
+@pytest.mark.subprocess
 def test_notebook_runs_offline_at_small_scale(tmp_path):
     # a model of another run left in the module step's directory: the step starts afresh, as step 8 does
     (tmp_path / "wals_trained_module").mkdir()

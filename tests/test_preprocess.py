@@ -70,6 +70,7 @@ def test_every_interaction_is_in_each_tfrecord_exactly_once(small_data):
     assert subset == {u: by_user[u] for u in range(20)}
 
 
+@pytest.mark.subprocess
 def test_same_input_same_files(tmp_path, small_sample):
     for name in ("a", "b"):
         assert run_module("walsmf.preprocess", "--sessions_file", small_sample,
@@ -78,6 +79,7 @@ def test_same_input_same_files(tmp_path, small_sample):
         assert filecmp.cmp(str(tmp_path / "a" / name), str(tmp_path / "b" / name), shallow=False), name
 
 
+@pytest.mark.subprocess
 def test_cli_prints_the_lab_counts(tmp_path, small_sample):
     result = run_module("walsmf.preprocess", "--sessions_file", small_sample, "--data_dir", tmp_path / "d")
     metadata = json.loads((tmp_path / "d" / "metadata.json").read_text())
@@ -88,6 +90,7 @@ def snapshot(directory):
     return {name: (directory / name).read_bytes() for name in os.listdir(str(directory))}
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("make_input, message", [
     (lambda tmp: str(tmp / "missing.parquet"), "does not exist"),
     (lambda tmp: pd.DataFrame({"x": [1]}).to_parquet(str(tmp / "flat.parquet")) or str(tmp / "flat.parquet"),
@@ -114,6 +117,7 @@ def test_read_metadata_missing_says_what_to_run(tmp_path):
         datadir.read_metadata(str(tmp_path))
 
 
+@pytest.mark.subprocess
 def test_hand_table_end_to_end(tmp_path):
     sessions = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
     assert run_module("walsmf.preprocess", "--sessions_file", sessions, "--data_dir", tmp_path / "d").returncode == 0

@@ -17,6 +17,7 @@ def snapshot(directory):
                   for root, _, names in os.walk(str(directory)) for name in names)
 
 
+@pytest.mark.subprocess
 def test_preprocess_never_replaces_a_directory_walsmf_did_not_write(tmp_path, small_sample):
     mine = tmp_path / "u"
     (mine / "sub").mkdir(parents=True)
@@ -91,6 +92,8 @@ def test_a_record_with_more_values_than_indices_is_named(matrix_dir):
         datadir.read_interactions(matrix_dir, 2, 9)
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_a_truncated_tfrecord_is_one_line_saying_regenerate(matrix_dir, tmp_path):
     path = os.path.join(matrix_dir, datadir.COLS_FILE)
     with open(path, "rb") as f:
@@ -110,6 +113,7 @@ def test_a_negative_id_is_not_called_a_small_vocabulary(matrix_dir):
         datadir.read_interactions(matrix_dir, 1, 9)
 
 
+@pytest.mark.subprocess
 def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_is_swept(tmp_path, small_data):
     import signal
     import subprocess
@@ -138,6 +142,7 @@ def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_
     assert sorted(os.listdir(str(tmp_path))) == ["d", "s.parquet"]
 
 
+@pytest.mark.training
 def test_a_second_training_into_a_busy_output_dir_refuses_naming_the_first(tmp_path):
     from walsmf.fileio import LOCK_FILE, exclusive_directory
     with exclusive_directory(str(tmp_path), "walsmf.task training"):
@@ -152,6 +157,7 @@ def test_a_second_training_into_a_busy_output_dir_refuses_naming_the_first(tmp_p
         pass
 
 
+@pytest.mark.subprocess
 def test_any_failure_is_one_error_line(capsys, monkeypatch):
     from walsmf.errors import DEBUG_ENV, run_cli
 
@@ -165,6 +171,8 @@ def test_any_failure_is_one_error_line(capsys, monkeypatch):
         "error: OSError: [Errno 28] No space left on device (set WALSMF_DEBUG=1 for the traceback)"]
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_data, tmp_path):
     import signal
     import subprocess
@@ -197,6 +205,7 @@ def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_d
     assert batch_pred(out).shape == (metadata["nusers"], 3)
 
 
+@pytest.mark.training
 def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
     from walsmf import predict, sample
     bad = tmp_path / "bad.json"
@@ -235,6 +244,7 @@ def test_more_factors_than_items_without_regularization_is_refused_before_traini
     assert model.prepare_training(args.replace(regularization=0.1))[0].by_item.n_rows == 6
 
 
+@pytest.mark.subprocess
 def test_an_interrupt_that_lands_inside_a_c_call_is_still_an_interrupt(capsys):
     """SIGTERM during numpy's C code surfaces as a SystemError caused by the KeyboardInterrupt."""
     from walsmf.errors import run_cli

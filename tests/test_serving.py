@@ -33,6 +33,7 @@ def dense_ratings(trained):
     return ratings, observed
 
 
+@pytest.mark.training
 def test_export_lives_where_the_lab_puts_it(trained):
     path = export_dir(trained)
     assert os.path.dirname(path) == os.path.join(trained.output_dir, "export", "Servo")
@@ -40,6 +41,7 @@ def test_export_lives_where_the_lab_puts_it(trained):
     assert predict.serving_info(path)["nusers"] == trained.nusers
 
 
+@pytest.mark.training
 def test_projections_are_the_closed_form_solve_for_the_id_asked(trained):
     users, items = [0, 4, 5, trained.nusers - 1], [0, 4, trained.nitems - 1]
     out = predict.predict(export_dir(trained), [(u, -1) for u in users] + [(-1, i) for i in items])
@@ -60,6 +62,7 @@ def test_projections_are_the_closed_form_solve_for_the_id_asked(trained):
     assert not np.allclose(out[1]["projection"], out[2]["projection"])
 
 
+@pytest.mark.training
 def test_closed_form_is_what_contribs_projection_computes_with_a_prepared_gramian(trained):
     """Grounds the numpy reference in TF's own WALS code (walsmf's formula is tested against it)."""
     u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
@@ -87,6 +90,7 @@ def write_instances(tmp_path, lines):
     return path
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("line, message", [
     ('{"userId": 4}', "missing key 'itemId'"),
     ('{"userId": "4", "itemId": -1}', "userId must be an integer, got '4'"),
@@ -103,6 +107,8 @@ def test_bad_instances_are_named(trained, tmp_path, line, message):
     assert message in str(refused.value) and ("line 2" in str(refused.value) or "instance 2" in str(refused.value))
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_the_cli_says_a_bad_instance_in_one_error_line(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', '{"userId": 4}'])
     result = run_module("walsmf.predict", "--model-dir", export_dir(trained), "--json-instances", path)
@@ -111,6 +117,7 @@ def test_the_cli_says_a_bad_instance_in_one_error_line(trained, tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.training
 def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
     """A client that skips walsmf.predict's checks (gcloud) gets the graph's assertion."""
     from tensorflow.contrib import predictor
@@ -119,6 +126,8 @@ def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
         predict_fn({"userId": np.array([trained.nusers]), "itemId": np.array([-1])})
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}'])
     result = run_module("walsmf.predict", "--model-dir", os.path.join(trained.output_dir, "export", "Servo"),
@@ -128,6 +137,9 @@ def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     assert header.split() == ["PROJECTION", "TOP_K_IDS", "TOP_K_SCORES"] and len(rows) == 2
 
 
+@pytest.mark.gcloud
+@pytest.mark.subprocess
+@pytest.mark.training
 @needs_gcloud
 def test_gcloud_local_predict_returns_what_walsmf_predict_returns(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}',
@@ -144,6 +156,9 @@ def test_gcloud_local_predict_returns_what_walsmf_predict_returns(trained, tmp_p
         np.testing.assert_allclose(a["projection"], b["projection"], rtol=1e-6)
 
 
+@pytest.mark.gcloud
+@pytest.mark.subprocess
+@pytest.mark.training
 @needs_gcloud
 def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
     data_dir, metadata = small_data
@@ -158,6 +173,7 @@ def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
     assert len(lines) == metadata["nusers"] and all(len(line.split(",")) == 3 for line in lines)
 
 
+@pytest.mark.training
 def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
     """Two models of one shape, 4x the interactions apart: the same saved_model.pb size, the interactions in assets."""
     from helpers import low_rank_ratings, write_matrix

@@ -67,6 +67,7 @@ def test_bad_params_files_are_named(tmp_path, content, message):
         settings.parse(REQUIRED + ["--params_file", str(params)])
 
 
+@pytest.mark.subprocess
 def test_help_answers_without_tensorflow():
     code = ("import sys\nsys.modules['tensorflow'] = None\nfrom walsmf import task\n"
             "try:\n    task.main(['--help'])\nexcept SystemExit as e:\n    sys.exit(e.code)\n")

@@ -3,9 +3,11 @@ import os
 import shutil
 import subprocess
 
+import pytest
 from helpers import ROOT
 
 
+@pytest.mark.subprocess
 def test_setup_without_python37_stops_with_one_clear_line(tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
@@ -22,6 +24,7 @@ def test_setup_without_python37_stops_with_one_clear_line(tmp_path):
     assert not (checkout / ".venv").exists()
 
 
+@pytest.mark.subprocess
 def test_sdist_carries_the_package(tmp_path):
     import sys
     import tarfile
@@ -33,6 +36,8 @@ def test_sdist_carries_the_package(tmp_path):
         assert any(n.endswith("walsmf/{}.py".format(module)) for n in names)
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_trainer_imports_nothing_ai_platform_runtime_lacks():
     """A job's Python has TensorFlow, numpy and pandas; setup.py asks for protobuf<4 only; extras stay optional."""
     import sys

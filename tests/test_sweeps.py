@@ -33,6 +33,7 @@ def contrib_fit(args, col_weights, phases, model_dir):
     return load_factors(model_dir, "row"), load_factors(model_dir, "col")
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("shards, phases, col_weight_exp", [
     ((1, 1), [250], 0.0),              # ends inside a row sweep
     ((2, 3), [140, 230], 0.5),         # a restart inside a row sweep, ends inside a column sweep; weights by item
@@ -67,6 +68,7 @@ def test_training_gives_contribs_factors_in_fewer_runs(small_data, tmp_path, sha
     assert counter.runs < phases[-1] / 5, "steps were not merged"
 
 
+@pytest.mark.training
 def test_training_log_and_summaries_keep_the_loss(trained):
     events = tf.io.gfile.glob(trained.output_dir + "/events.out.tfevents.*")
     losses = [value.simple_value for path in events for event in tf.compat.v1.train.summary_iterator(path)

@@ -25,6 +25,8 @@ def test_draws_stay_in_the_search_space():
     assert 0.4 < np.mean(np.array(logs) < np.mean([math.log(v) for v in tune.SEARCH_SPACE["regularization"][1]])) < 0.6
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_data, tmp_path):
     data_dir, metadata = small_data
     out = tmp_path / "tuned"
@@ -53,6 +55,8 @@ def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_d
     assert sorted(p.name for p in out.iterdir()) == sorted([tune.TRIALS_FILE, tune.BEST_PARAMS_FILE])
 
 
+@pytest.mark.subprocess
+@pytest.mark.training
 def test_tune_refuses_bad_input_in_one_line_and_keeps_the_users_files(small_data, tmp_path):
     data_dir, _ = small_data
     mine = tmp_path / "mine"

@@ -128,9 +128,10 @@ def _example(key_and_entries):
 def build(pipeline, rows, data_dir, source, with_times):
     """Add the preprocessing to ``pipeline`` over ``rows`` of (visitorId, contentId, session_duration,
     read_time); ``with_times``: the rows have times, written to times.csv."""
-    def write_text(pcoll, name, label, header=None):
+    def write_text(pcoll, name, label, header=None, trailing_newline=True):
         return pcoll | label >> beam.io.WriteToText(os.path.join(data_dir, name), num_shards=1,
-                                                    shard_name_template="", header=header)
+                                                    shard_name_template="", header=header,
+                                                    append_trailing_newlines=trailing_newline)
 
     if with_times:
         write_text(rows | "time lines" >> beam.Map(lambda r: csv_line(r[0], r[1], r[3])), datadir.TIMES_FILE,
@@ -188,7 +189,8 @@ def build(pipeline, rows, data_dir, source, with_times):
                 | "metadata" >> beam.Map(lambda _, **c: json.dumps(dict(c, source=source), indent=2,
                                                                     sort_keys=True),
                                          **{k: beam.pvalue.AsSingleton(v) for k, v in counts.items()}))
-    write_text(metadata, datadir.METADATA_FILE, "write metadata")
+    # metadata.json byte for byte as datadir.write_metadata writes it: no newline after the object
+    write_text(metadata, datadir.METADATA_FILE, "write metadata", trailing_newline=False)
 
 
 def run(data_dir, source, read_rows, beam_args, with_times, log=print):
