@@ -5,7 +5,7 @@ shaped unlike it.
                                                  [--ratings_csv movielens.csv] [--max_trials 12] [--seeds 0]
 
 For each data set (the embedded sample at lab size; the generated shapes of
-benchmarks/shapes.py; a public ratings file, its ratings ≥ 4 as reads — README
+benchmarks/shapes.py; a public ratings file, its ratings ≥ 4 as reads — docs/quality.md
 says where to get MovieLens without a download): a test split (one read held out per user with at
 least three, walsmf.evaluate's split, seed 0: a random read, or the user's latest where the ratings
 file has a timestamp column); on its training part, the

@@ -5,7 +5,7 @@ The lab's names stay importable from here: ``decode_example``,
 ``find_top_k``, ``batch_predict`` (walsmf.recommend),
 ``create_serving_input_fn`` (walsmf.serving) and ``train_and_evaluate``.
 This module holds the estimator, its model_fn and the training driver.
-Where the lab was wrong, the docstring says what changed and why (README,
+Where the lab was wrong, the docstring says what changed and why (docs/lab.md,
 "Fixes to the lab").
 
 Every file is read and written through ``tf.io.gfile``, so ``input_path``
