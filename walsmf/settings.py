@@ -20,8 +20,8 @@ from walsmf.errors import DataError
 PRESETS = {
     # The lab's settings: contrib's defaults, no regularization.
     "lab": {},
-    # Searched on a validation split of the lab-sized embedded sample (docs/quality.md): fit reads rather than durations, 30 factors,
-    # popular items weighted down, large batches; 20 epochs of batch 16,384
+    # Searched on a validation split of the lab-sized embedded sample (docs/quality.md): fit reads rather
+    # than durations, 30 factors, popular items weighted down, large batches; 20 epochs of batch 16,384
     # are about 14 sweeps.
     "tuned": {"target": "read", "n_embeds": 30, "regularization": 1.0, "unobserved_weight": 0.1,
               "col_weight_exp": 0.5, "batch_size": 16384, "num_epochs": 20.0},
@@ -69,7 +69,8 @@ class Settings:
     col_weight_exp: float = _flag(0.0, "item weight = col_weight·(popularity/mean popularity)^-exp; "
                                        "0 = uniform (lab)", float)
     target: str = _flag("rating", "what WALS fits for an observed (user, item): the lab's duration-based rating, "
-                                  "or 1 for every read (implicit feedback; finds held-out reads better: docs/quality.md)",
+                                  "or 1 for every read (implicit feedback; finds held-out reads better: "
+                                  "docs/quality.md)",
                         str, ["rating", "read"])
     num_row_shards: int = _flag(1, "shards of the user factors (spread over parameter servers)", integer)
     num_col_shards: int = _flag(1, "shards of the item factors", integer)
