@@ -75,18 +75,43 @@ def fitted_history(data_dir, user):
 
 
 @pytest.mark.training
-def test_a_known_users_history_as_a_new_visitor_gets_that_users_answer(trained, tmp_path):
+def test_a_known_visitor_gets_online_what_batch_pred_holds_by_userId_or_visitorId(trained):
     export = os.path.join(trained.output_dir, "export", "Servo")
+    visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
+    contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
+    by_user = predict.predict(export, [{"userId": u} for u in range(trained.nusers)])
+    by_visitor = predict.predict(export, [{"visitorId": v} for v in visitors])
+    expected = batch_pred(trained.output_dir)
+    assert [p["top_k_ids"] for p in by_user] == expected.tolist()
+    assert [p["top_k_ids"] for p in by_visitor] == expected.tolist()
+    assert [p["top_k_content_ids"] for p in by_visitor] == [list(contents[row]) for row in expected]
+    assert all(p["known_visitor"] for p in by_visitor)
+    # an unknown visitorId is a new visitor: their contentIds decide; unknown contentIds are skipped and counted
     items, ratings = fitted_history(trained.input_path, 4)
-    other_items, _ = fitted_history(trained.input_path, 9)
-    answers = predict.predict(export, [
-        {"userId": 4, "itemId": -1},
-        {"userId": -1, "itemId": -1, "items": items, "ratings": ratings},
-        {"userId": -1, "itemId": -1, "items": other_items[:1], "ratings": [1.0]},  # a shorter list: padded
-        {"userId": 9, "itemId": -1}])
-    assert answers[1]["top_k_ids"] == answers[0]["top_k_ids"]
-    np.testing.assert_allclose(answers[1]["projection"], answers[0]["projection"], rtol=1e-5, atol=1e-6)
-    assert answers[3]["top_k_ids"] == predict.predict(export, [(9, -1)])[0]["top_k_ids"]
+    new, same = predict.predict(export, [
+        {"visitorId": "never seen", "contentIds": [contents[i] for i in items] + ["no such article"],
+         "ratings": ratings + [1.0]},
+        {"items": items, "ratings": ratings}])
+    assert not new["known_visitor"] and new["unknown_content_ids"] == 1
+    assert new["top_k_ids"] == same["top_k_ids"]
+    np.testing.assert_allclose(new["projection"], same["projection"], rtol=1e-6)
+
+
+@pytest.mark.training
+def test_k_and_exclusions_shape_the_answer(trained):
+    export = os.path.join(trained.output_dir, "export", "Servo")
+    contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
+    u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
+    read, _ = fitted_history(trained.input_path, 4)
+    ranked = [int(i) for i in np.argsort(-(v @ u[4]), kind="stable")]
+    plain, longer, left_out, unread = predict.predict(export, [
+        {"userId": 4}, {"userId": 4, "k": 6}, {"userId": 4, "k": 6, "exclude": [contents[ranked[0]]]},
+        {"userId": 4, "k": 6, "excludeRead": True}])
+    assert plain["top_k_ids"] == ranked[:3] + [-1, -1, -1]  # one batch: padded to its longest k
+    assert longer["top_k_ids"] == ranked[:6]
+    assert left_out["top_k_ids"] == ranked[1:7]
+    assert unread["top_k_ids"] == [i for i in ranked if i not in read][:6]
+    assert plain["top_k_content_ids"][:3] == [contents[i] for i in ranked[:3]] and plain["top_k_scores"][3:] == [0] * 3
 
 
 @pytest.mark.training

@@ -110,10 +110,14 @@ def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_tha
     u, v = recommend.load_factors(args.output_dir, "row"), recommend.load_factors(args.output_dir, "col")
     # the last step was the column sweep: V is the exact solve for the final U (no key counted twice)
     np.testing.assert_allclose(v, closed_form(fitted.T, u, 0.1, np.ones(40), np.ones(120)), rtol=2e-3, atol=2e-4)
-    # the export projects a user's own values the same way training fits them
+    # the export answers a known user with their trained factor (batch_pred.txt's), and folds in user 7's
+    # reads as a new visitor the way training fits a row
     from walsmf import predict
-    served = predict.predict(os.path.join(args.output_dir, "export", "Servo"), [(7, -1)])
-    np.testing.assert_allclose(served[0]["projection"], closed_form(fitted, v, 0.1, np.ones(120), np.ones(40))[7],
+    items = [int(i) for i in np.flatnonzero(ratings[7])]
+    known, folded = predict.predict(os.path.join(args.output_dir, "export", "Servo"), [
+        {"userId": 7}, {"items": items, "ratings": [float(r) for r in ratings[7][items]]}])
+    np.testing.assert_allclose(known["projection"], u[7], rtol=1e-6)
+    np.testing.assert_allclose(folded["projection"], closed_form(fitted, v, 0.1, np.ones(120), np.ones(40))[7],
                                rtol=2e-3, atol=2e-4)
     start = tf.train.load_variable(os.path.join(args.output_dir, "model.ckpt-0"), "col_factors_shard_0")
     u0 = tf.train.load_variable(os.path.join(args.output_dir, "model.ckpt-0"), "row_factors_shard_0")

@@ -11,6 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from walsmf import datadir, predict, settings, trainer
+from walsmf import instances as instances_module
 from walsmf.errors import DataError
 
 FEW = hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -43,16 +44,18 @@ def test_walsmf_predict_and_the_export_give_every_instance_the_same_verdict(serv
     @given(instances(nusers, nitems))
     def check(instance):
         try:
-            checked = predict.check_instance(instance, "instance 1", nusers, nitems)
+            checked = instances_module.check_instance(instance, "instance 1", {"nusers": nusers, "nitems": nitems})
         except DataError:
             checked = None
-        typed = all(isinstance(instance.get(k), int) and not isinstance(instance.get(k), bool)
-                    for k in ("userId", "itemId")) and (
-            "items" not in instance or all(isinstance(i, int) for i in instance["items"]))
+        typed = set(instance) <= {"userId", "itemId", "items"} and all(
+            isinstance(instance[k], int) and not isinstance(instance[k], bool)
+            for k in ("userId", "itemId") if k in instance) and (
+            "items" not in instance or isinstance(instance["items"], list) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in instance["items"]))
         if not typed:  # the export takes int64 only: a client's conversion decides, walsmf.predict refuses
             assert checked is None
             return
-        feed = {"userId": np.array([instance["userId"]]), "itemId": np.array([instance["itemId"]])}
+        feed = {k: np.array([instance[k]]) for k in ("userId", "itemId") if k in instance}
         if "items" in instance:
             feed["items"] = np.array([instance["items"]], np.int64).reshape(1, -1)
         try:

@@ -42,22 +42,25 @@ def test_export_lives_where_the_lab_puts_it(trained):
 
 
 @pytest.mark.training
-def test_projections_are_the_closed_form_solve_for_the_id_asked(trained):
+def test_known_ids_are_answered_with_their_trained_factors_and_new_visitors_by_the_closed_form(trained):
     users, items = [0, 4, 5, trained.nusers - 1], [0, 4, trained.nitems - 1]
-    out = predict.predict(export_dir(trained), [(u, -1) for u in users] + [(-1, i) for i in items])
     u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
     ratings, observed = dense_ratings(trained)
-    user_expected = closed_form(ratings, v, 0.1, np.ones(len(u)), np.ones(len(v)), observed=observed)
-    item_expected = closed_form(ratings.T, u, 0.1, np.ones(len(v)), np.ones(len(u)), observed=observed.T)
+    histories = [{"items": [int(i) for i in np.flatnonzero(observed[user])],
+                  "ratings": [float(r) for r in ratings[user][observed[user]]]} for user in users]
+    out = predict.predict(export_dir(trained), [(user, -1) for user in users] + [(-1, i) for i in items] + histories)
+    folded = closed_form(ratings, v, 0.1, np.ones(len(u)), np.ones(len(v)), observed=observed)
     for n, user in enumerate(users):
-        projection = np.array(out[n]["projection"])
-        np.testing.assert_allclose(projection, user_expected[user], rtol=2e-3, atol=2e-4)
-        assert out[n]["top_k_ids"] == list(np.argsort(-(v @ projection), kind="stable")[:3])
-        np.testing.assert_allclose(out[n]["top_k_scores"], np.sort(v @ projection)[::-1][:3], rtol=1e-5)
+        np.testing.assert_allclose(out[n]["projection"], u[user], rtol=1e-6)
+        assert out[n]["top_k_ids"] == list(np.argsort(-(v @ u[user]), kind="stable")[:3])
+        np.testing.assert_allclose(out[n]["top_k_scores"], np.sort(v @ u[user])[::-1][:3], rtol=1e-5)
     for n, item in enumerate(items, len(users)):
+        np.testing.assert_allclose(out[n]["projection"], v[item], rtol=1e-6)
+        assert out[n]["top_k_ids"] == list(np.argsort(-(u @ v[item]), kind="stable")[:3])
+    for n, user in enumerate(users, len(users) + len(items)):
         projection = np.array(out[n]["projection"])
-        np.testing.assert_allclose(projection, item_expected[item], rtol=2e-3, atol=2e-4)
-        assert out[n]["top_k_ids"] == list(np.argsort(-(u @ projection), kind="stable")[:3])
+        np.testing.assert_allclose(projection, folded[user], rtol=2e-3, atol=2e-4)
+        assert out[n]["top_k_ids"] == list(np.argsort(-(v @ projection), kind="stable")[:3])
     # different ids, different answers (the lab's export gave every id the same)
     assert not np.allclose(out[1]["projection"], out[2]["projection"])
 
@@ -92,7 +95,8 @@ def write_instances(tmp_path, lines):
 
 @pytest.mark.training
 @pytest.mark.parametrize("line, message", [
-    ('{"userId": 4}', "missing key 'itemId'"),
+    ('{"userId": 4, "visitorId": "x"}', "name the visitor once: userId or visitorId"),
+    ('{"userId": 4, "k": 0}', "k must be 1 or more"),
     ('{"userId": "4", "itemId": -1}', "userId must be an integer, got '4'"),
     ('{"userId": 4.5, "itemId": -1}', "userId must be an integer, got 4.5"),
     ('{"userId": 100000, "itemId": -1}', "userId 100000 out of range"),
@@ -110,7 +114,7 @@ def test_bad_instances_are_named(trained, tmp_path, line, message):
 @pytest.mark.subprocess
 @pytest.mark.training
 def test_the_cli_says_a_bad_instance_in_one_error_line(trained, tmp_path):
-    path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', '{"userId": 4}'])
+    path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', '{"userId": 4, "k": "3"}'])
     result = run_module("walsmf.predict", "--model-dir", export_dir(trained), "--json-instances", path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and lines[-1].startswith("error: ") and "line 2" in lines[-1]
@@ -134,7 +138,8 @@ def test_predict_cli_prints_gclouds_table(trained, tmp_path):
                         "--json-instances", path)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.strip().splitlines()
-    assert header.split() == ["PROJECTION", "TOP_K_IDS", "TOP_K_SCORES"] and len(rows) == 2
+    assert header.split() == ["KNOWN_VISITOR", "PROJECTION", "TOP_K_CONTENT_IDS", "TOP_K_IDS", "TOP_K_SCORES",
+                              "TOP_K_VISITOR_IDS", "UNKNOWN_CONTENT_IDS"] and len(rows) == 2
 
 
 @pytest.mark.gcloud

@@ -28,7 +28,7 @@ from walsmf.errors import DataError
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
-from walsmf.serving import create_serving_input_fn, serving_predictions
+from walsmf.serving import create_serving_input_fn, median_duration, serving_predictions
 from walsmf.settings import training_schedule
 
 
@@ -238,6 +238,14 @@ def fit(settings, steps, hooks=()):
     return estimator
 
 
+def serving_info_of(settings):
+    """What a client of the export must know of the model (serving_info.json): its shape and the defaults
+    of an instance's k and excludeRead; whether it rates durations (a median read time)."""
+    return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
+            "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
+            "rates_durations": median_duration(settings.input_path) is not None}
+
+
 def train_and_evaluate(settings):
     """Train WALS with tf.contrib.learn.Experiment + learn_runner, export, then batch-predict."""
     interactions, col_weights = prepare_training(settings)
@@ -264,7 +272,6 @@ def train_and_evaluate(settings):
 
     serving_info = os.path.join(settings.output_dir, SERVING_INFO_FILE)
     tf.io.gfile.makedirs(settings.output_dir)
-    atomic_write_text(serving_info, json.dumps({"nusers": settings.nusers, "nitems": settings.nitems,
-                                                "topk": settings.topk, "n_embeds": settings.n_embeds}))
+    atomic_write_text(serving_info, json.dumps(serving_info_of(settings)))
     learn_runner.run(experiment_fn, settings.output_dir)
     return batch_predict(settings, interactions)

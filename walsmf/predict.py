@@ -4,10 +4,10 @@
 
 Each line of the instances file is one JSON instance: {"userId": 4, "itemId": -1}
 asks for user 4's top-k items; {"userId": -1, "itemId": 4} for item 4's top-k
-users; {"userId": -1, "itemId": -1, "items": [3, 7], "ratings": [0.5, 1.0]}
-for a new visitor who read items 3 and 7 (ratings optional).  Output: a
-table with a column per output key (gcloud's default) or ``--format json``:
-{"predictions": [...]}.
+users; {"visitorId": "1323869757724419136", "contentIds": ["299965853"]} for a
+visitor in the site's own ids (a new one: from the articles read); the keys
+and their rules are walsmf.instances'.  Output: a table with a column per
+output key (gcloud's default) or ``--format json``: {"predictions": [...]}.
 """
 import json
 import os
@@ -19,9 +19,7 @@ from tensorflow.contrib import predictor
 from walsmf import flags
 from walsmf.datadir import SERVING_INFO_FILE
 from walsmf.errors import DataError, run_cli
-
-INSTANCE_KEYS = ("userId", "itemId")
-NEW_VISITOR_KEYS = ("items", "ratings")
+from walsmf.instances import check_instance, feed
 
 
 def latest_export(path):
@@ -59,56 +57,6 @@ def read_instances(path):
     return instances
 
 
-def _integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_instance(instance, where, nusers=None, nitems=None):
-    """Return one instance as {"userId", "itemId"[, "items"[, "ratings"]]}, or raise a DataError saying what is wrong.
-
-    The same rules as the export's: integer ids, userId below nusers, itemId
-    -1 or a known item; items (known itemIds) and ratings (numbers, as many)
-    only for a new visitor (userId and itemId -1).
-    """
-    if not isinstance(instance, dict):
-        raise DataError("{}: an instance must be a JSON object like {{\"userId\": 4, \"itemId\": -1}}".format(where))
-    unknown = sorted(set(instance) - set(INSTANCE_KEYS + NEW_VISITOR_KEYS))
-    if unknown:
-        raise DataError("{}: unknown key {!r} (an instance has userId, itemId and, for a new visitor, items and "
-                        "ratings)".format(where, unknown[0]))
-    for key in INSTANCE_KEYS:
-        if key not in instance:
-            raise DataError("{}: missing key {!r} (give both userId and itemId; -1 for the one not asked)".format(
-                where, key))
-        if not _integer(instance[key]):
-            raise DataError("{}: {} must be an integer, got {!r}".format(where, key, instance[key]))
-    user_id, item_id = instance["userId"], instance["itemId"]
-    if nusers is not None and user_id >= nusers:
-        raise DataError("{}: userId {} out of range: the model knows users 0..{}".format(where, user_id, nusers - 1))
-    if item_id < -1 or (nitems is not None and item_id >= nitems):
-        raise DataError("{}: itemId {} out of range: -1, or an item the model knows (0..{})".format(
-            where, item_id, "N-1" if nitems is None else nitems - 1))
-    checked = {"userId": user_id, "itemId": item_id}
-    if "items" in instance or "ratings" in instance:
-        if (instance.get("items") or instance.get("ratings")) and (user_id >= 0 or item_id >= 0):
-            raise DataError("{}: items and ratings describe a new visitor: give them with userId -1 and "
-                            "itemId -1".format(where))
-        items = instance.get("items", [])
-        if not isinstance(items, list) or not all(_integer(i) and i >= 0 and (nitems is None or i < nitems)
-                                                  for i in items):
-            raise DataError("{}: items must be a list of itemIds the model knows (0..{}), got {!r}".format(
-                where, "N-1" if nitems is None else nitems - 1, items))
-        checked["items"] = items
-        if "ratings" in instance:
-            ratings = instance["ratings"]
-            if not (isinstance(ratings, list) and len(ratings) == len(items) and all(
-                    isinstance(r, (int, float)) and not isinstance(r, bool) and np.isfinite(r) for r in ratings)):
-                raise DataError("{}: ratings must be a list of numbers, one per item, got {!r}".format(
-                    where, ratings))
-            checked["ratings"] = ratings
-    return checked
-
-
 def serving_info(export_dir):
     """What the export says of itself (nusers, nitems, topk), if it says it."""
     path = os.path.join(export_dir, "assets.extra", SERVING_INFO_FILE)
@@ -122,29 +70,31 @@ def predict(model_dir, instances):
     """Run the export on instances (dicts as in an instances file, or (userId, itemId) pairs); one dict each."""
     export_dir = latest_export(model_dir)
     info = serving_info(export_dir)
-    instances = [check_instance(dict(zip(INSTANCE_KEYS, i)) if isinstance(i, tuple) else i,
-                                "instance {}".format(number), info.get("nusers"), info.get("nitems"))
-                 for number, i in enumerate(instances, 1)]
-    feed = {key: np.array([i[key] for i in instances], np.int64) for key in INSTANCE_KEYS}
-    if any("items" in i for i in instances):
-        # a batch of lists: -1 pads them to the longest, as the export expects
-        width = max(len(i.get("items", [])) for i in instances)
-        feed["items"] = np.full((len(instances), width), -1, np.int64)
-        for row, i in enumerate(instances):
-            feed["items"][row, :len(i.get("items", []))] = i.get("items", [])
-        if any("ratings" in i for i in instances):
-            if not all("ratings" in i for i in instances if "items" in i):
-                raise DataError("give ratings for every new visitor of a file, or for none")
-            feed["ratings"] = np.zeros((len(instances), width), np.float32)
-            for row, i in enumerate(instances):
-                feed["ratings"][row, :len(i.get("ratings", []))] = i.get("ratings", [])
+    checked = [check_instance(dict(zip(("userId", "itemId"), i)) if isinstance(i, tuple) else i,
+                              "instance {}".format(number), info) for number, i in enumerate(instances, 1)]
+    return run(load(export_dir), checked, info)
+
+
+def load(export_dir):
+    """The export's predict function (contrib's predictor), or a DataError saying the export is unreadable."""
     try:
-        predict_fn = predictor.from_saved_model(export_dir)
+        return predictor.from_saved_model(export_dir)
     except (IOError, ValueError, RuntimeError, tf.errors.OpError) as err:
         raise DataError("{} is not a readable SavedModel ({}): export it again with python -m walsmf.task".format(
             export_dir, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__))
-    outputs = predict_fn(feed)
-    return [{key: value[n].tolist() for key, value in sorted(outputs.items())} for n in range(len(instances))]
+
+
+def run(predict_fn, checked, info):
+    """The export's answers to checked instances, one dict of JSON values each (strings decoded)."""
+    outputs = predict_fn(feed(checked, info))
+    return [{key: _plain(value[n]) for key, value in sorted(outputs.items())} for n in range(len(checked))]
+
+
+def _plain(value):
+    """An output of one instance as JSON values: lists, numbers, and strings where TensorFlow has bytes."""
+    if value.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(value).tolist()
+    return value.tolist()
 
 
 def format_table(predictions):

@@ -1,23 +1,33 @@
-"""The serving export: the lab's {"userId": u, "itemId": i} instances, answered per id; new visitors too.
+"""The serving export: the lab's {"userId": u, "itemId": i} instances, visitors in the site's own ids, new visitors.
 
-As in the lab, userId < 0 asks about item itemId, otherwise about user
-userId (a tf.cond per instance).  {"userId": -1, "itemId": -1, "items": [...],
-"ratings": [...]} asks about a visitor the model has never seen, from the
-articles they read (itemIds; -1 pads a list to the batch's longest) and,
-optionally, their ratings (default: what a read of median length gets, or 1
-with --target read): their projection is the same closed-form solve a known
-user's is.  An id without interactions is answered with the other side's
-most read ids, and is never in anyone's answer.  The lab fed its tf.cond a
-row of rating 0.1 over every item; contrib's projection ignores row indices, so every
-userId got the same answer.  Here each instance projects that id's own
-interactions with Gramians computed from the exported factors, which gives
-the learned factor after a final row solve, and ranks the other side.
+Every input is optional (docs/serving.md lists them); an instance asks about
 
-The interactions travel with the export as asset files (CSR arrays by user
-and by item, raw little-endian), read into local variables when the model is
-loaded: the graph (saved_model.pb) stays the same size at any scale, where
-graph constants would pass protobuf's 2 GB limit near 190x the lab's data.
+* a known user: ``userId`` ≥ 0, or a ``visitorId`` the model knows: their
+  trained factor (the one batch_pred.txt ranks with) and their top-k items;
+* an item: ``userId`` −1 and ``itemId`` ≥ 0 (the lab's targeting): its trained
+  factor and its top-k users;
+* a visitor the model has never seen (no userId, an unknown or no
+  visitorId): the articles they read, as ``contentIds`` (unknown ones skipped
+  and counted) or internal ``items``, optionally with ``durations`` (ms, rated
+  by the lab's rule with the training median) or ``ratings``; their factor is
+  the closed-form WALS solve against the item factors (fold-in).
+
+``k`` sets an instance's answer length (default: the trainer's --topk), and
+``exclude`` (contentIds) and ``excludeRead`` (the visitor's reads; default:
+the trainer's --exclude_seen) leave articles out.  Answers carry internal
+ids (``top_k_ids``) and original ones (``top_k_content_ids`` for a visitor,
+``top_k_visitor_ids`` for an item).  An id without interactions is answered
+with the other side's most read ids, and is never in anyone's answer.  The
+lab fed its tf.cond a row of rating 0.1 over every item; contrib's projection
+ignores row indices, so every userId got the same answer.
+
+The interactions and the id maps travel with the export as asset files (CSR
+arrays, raw little-endian; the original ids one per line, base64url so any
+id fits on one), read when the model is loaded: the graph (saved_model.pb)
+stays the same size at any scale, where graph constants would pass
+protobuf's 2 GB limit near 190x the lab's data.
 """
+import base64
 import os
 
 import numpy as np
@@ -25,19 +35,28 @@ import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
 
-from walsmf.datadir import CSR, read_interactions
+from walsmf.datadir import CSR, ITEMS_FILE, METADATA_FILE, USERS_FILE, read_id_map, read_interactions, read_metadata
 from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
-from walsmf.ratings import MEDIAN_READ_RATING
+from walsmf.ratings import MAX_RATING, MEDIAN_READ_RATING, RATING_SCALE
 
 PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
 TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
+TOP_K_CONTENT_IDS, TOP_K_VISITOR_IDS = "top_k_content_ids", "top_k_visitor_ids"
+UNKNOWN_CONTENT_IDS, KNOWN_VISITOR = "unknown_content_ids", "known_visitor"
 USER_ID, ITEM_ID = "userId", "itemId"
 READ_ITEMS, READ_RATINGS = "items", "ratings"
-# The export's asset files: one per side and CSR array, e.g. by_user.indices.int64
+VISITOR_ID, CONTENT_IDS, DURATIONS = "visitorId", "contentIds", "durations"
+EXCLUDE, EXCLUDE_READ, K = "exclude", "excludeRead", "k"
+# Features the serving input passes the model_fn besides the inputs: the ids as given (checked), the maps back
+GIVEN_IDS, ORIGINAL_USER_IDS, ORIGINAL_ITEM_IDS = "given_ids", "original_user_ids", "original_item_ids"
+# The export's asset files: one per side and CSR array, e.g. by_user.indices.int64, and the id maps
 SERVING_ASSETS_DIR = "serving_assets"
+ID_FILES = {"user": "visitor_ids.b64", "item": "content_ids.b64"}
 _PARTS = (("offsets", np.dtype("<i8"), tf.int64), ("indices", np.dtype("<i8"), tf.int64),
           ("values", np.dtype("<f4"), tf.float32))
+# An internal id with no original id (a --nusers beyond users.csv): a line base64 never produces
+_NO_ORIGINAL = "!"
 
 
 def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobserved_weight,
@@ -62,54 +81,84 @@ def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobse
 
 
 def serving_predictions(model, params, features):
-    """Per instance: the projection of the user (or item) asked for, and its top-k (the model_fn's INFER)."""
+    """Per instance: the factor of the user, item or new visitor asked about, and the other side's top-k
+    (the model_fn's INFER)."""
     row_factors = tf.concat(model.row_factors, 0)
     col_factors = tf.concat(model.col_factors, 0)
     row_weights = tf.concat(model.row_weights, 0)
     col_weights = tf.concat(model.col_weights, 0)
-    row_gramian = _gramian64(row_factors)
     col_gramian = _gramian64(col_factors)
-    ratings_by_user, ratings_by_item = features[INPUT_ROWS], features[INPUT_COLS]
-    w0, reg, k = params["unobserved_weight"], params["regularization_coeff"], params["serving_top_k"]
+    by_user, by_item = features[INPUT_ROWS], features[INPUT_COLS]
+    w0, reg = params["unobserved_weight"], params["regularization_coeff"]
+    nusers, nitems = params["num_rows"], params["num_cols"]
     readers = {side: tf.cast(csr.offsets[1:] - csr.offsets[:-1], tf.float32)
-               for side, csr in (("user", ratings_by_user), ("item", ratings_by_item))}
+               for side, csr in (("user", by_user), ("item", by_item))}
+    width = tf.cast(tf.minimum(tf.reduce_max(features[K]), max(nusers, nitems)), tf.int32)
 
-    def answer(ids, ratings, own_weight, other_factors, other_weights, gramian, other_readers, n_others):
-        """Projection from (ids, ratings) of the other side, and the top-k of the other side."""
-        projection = solve_projection(other_factors, gramian, ids, ratings, other_weights, own_weight, w0, reg)
-        # without interactions: the most read; never what has no reader
-        scores = tf.cond(tf.size(ids) > 0, lambda: tf.linalg.matvec(other_factors, projection),
-                         lambda: other_readers)
-        scores += tf.where(other_readers > 0, tf.zeros_like(scores), tf.fill(tf.shape(scores), -np.inf))
-        top_scores, top_ids = tf.nn.top_k(scores, k=min(k, n_others))
-        return projection, tf.cast(top_ids, tf.int64), top_scores
+    def rank(factor, has_reads, other_factors, other_readers, left_out, k):
+        """The other side's top-k for ``factor``: without reads the most read; never what has no reader nor
+        what is left out; padded to the batch's width with id −1 and score 0."""
+        n_others = tf.shape(other_readers)[0]
+        scores = tf.cond(has_reads, lambda: tf.linalg.matvec(other_factors, factor), lambda: other_readers)
+        excluded = tf.scatter_nd(left_out[:, None], tf.ones_like(left_out, tf.int32), [n_others]) > 0
+        scores = tf.where((other_readers > 0) & ~excluded, scores, tf.fill([n_others], -np.inf))
+        top_scores, top_ids = tf.nn.top_k(scores, k=tf.minimum(width, n_others))
+        answered = tf.math.is_finite(top_scores) & (tf.range(tf.size(top_ids)) < tf.cast(k, tf.int32))
+        pad = width - tf.size(top_ids)
+        return (tf.pad(tf.where(answered, tf.cast(top_ids, tf.int64), -tf.ones_like(top_ids, tf.int64)), [[0, pad]],
+                       constant_values=-1),
+                tf.pad(tf.where(answered, top_scores, tf.zeros_like(top_scores)), [[0, pad]]))
 
-    def known(own_id, own_weights, csr, *other_side):
+    def reads_of(csr, own_id):
         start, end = csr.offsets[own_id], csr.offsets[own_id + 1]
-        return answer(csr.indices[start:end], csr.values[start:end], tf.gather(own_weights, own_id), *other_side)
-
-    users_side = (col_factors, col_weights, col_gramian, readers["item"], params["num_cols"])
-    items_side = (row_factors, row_weights, row_gramian, readers["user"], params["num_rows"])
+        return csr.indices[start:end], csr.values[start:end]
 
     def instance(inputs):
-        ids, read_items, read_ratings = inputs
-        user_id, item_id = ids[0], ids[1]
-        read = read_items >= 0
-        def new_visitor():
-            return answer(tf.boolean_mask(read_items, read), tf.boolean_mask(read_ratings, read),
-                                             tf.reduce_mean(row_weights), *users_side)
-        return tf.cond(
-            user_id < 0,
-            lambda: tf.cond(item_id < 0, new_visitor, lambda: known(item_id, col_weights, ratings_by_item,
-                                                                      *items_side)),
-            lambda: known(user_id, row_weights, ratings_by_user, *users_side))
+        user_id, item_id, new_items, new_ratings, left_out, exclude_read, k = inputs
+        read = new_items >= 0
+        visitor_items, visitor_ratings = tf.boolean_mask(new_items, read), tf.boolean_mask(new_ratings, read)
+        left_out = tf.boolean_mask(left_out, left_out >= 0)
 
-    pairs = tf.stack([features[USER_ID], features[ITEM_ID]], axis=1)
-    pairs, read_items = _checked_ids(pairs, features[READ_ITEMS], params["num_rows"], params["num_cols"])
+        def known_user():
+            items, _ = reads_of(by_user, user_id)
+            dropped = tf.cond(exclude_read, lambda: tf.concat([left_out, items, visitor_items], 0), lambda: left_out)
+            top = rank(row_factors[user_id], readers["user"][user_id] > 0, col_factors, readers["item"], dropped, k)
+            return (row_factors[user_id],) + top
+
+        def item():
+            users, _ = reads_of(by_item, item_id)
+            dropped = tf.cond(exclude_read, lambda: users, lambda: tf.zeros([0], tf.int64))
+            top = rank(col_factors[item_id], readers["item"][item_id] > 0, row_factors, readers["user"], dropped, k)
+            return (col_factors[item_id],) + top
+
+        def new_visitor():
+            factor = solve_projection(col_factors, col_gramian, visitor_items, visitor_ratings, col_weights,
+                                      tf.reduce_mean(row_weights), w0, reg)
+            dropped = tf.cond(exclude_read, lambda: tf.concat([left_out, visitor_items], 0), lambda: left_out)
+            return (factor,) + rank(factor, tf.size(visitor_items) > 0, col_factors, readers["item"], dropped, k)
+
+        return tf.cond(user_id >= 0, known_user, lambda: tf.cond(item_id >= 0, item, new_visitor))
+
+    checks = _id_checks(features[GIVEN_IDS], nusers, nitems)
+    with tf.control_dependencies(checks):
+        user_ids, item_ids = tf.identity(features[USER_ID]), tf.identity(features[ITEM_ID])
     projection, top_ids, top_scores = tf.map_fn(
-        instance, (pairs, read_items, features[READ_RATINGS]), dtype=(tf.float32, tf.int64, tf.float32),
-        back_prop=False)
-    return {PROJECTION: projection, TOP_K_IDS: top_ids, TOP_K_SCORES: top_scores}
+        instance, (user_ids, item_ids, features[READ_ITEMS], features[READ_RATINGS], features[EXCLUDE],
+                   features[EXCLUDE_READ], features[K]),
+        dtype=(tf.float32, tf.int64, tf.float32), back_prop=False)
+    asks_item = (user_ids < 0) & (item_ids >= 0)
+    none = tf.fill(tf.shape(top_ids), "")
+    return {PROJECTION: projection, TOP_K_IDS: top_ids, TOP_K_SCORES: top_scores,
+            TOP_K_CONTENT_IDS: tf.where(asks_item, none, _originals(features[ORIGINAL_ITEM_IDS], top_ids)),
+            TOP_K_VISITOR_IDS: tf.where(asks_item, _originals(features[ORIGINAL_USER_IDS], top_ids), none),
+            UNKNOWN_CONTENT_IDS: features[UNKNOWN_CONTENT_IDS], KNOWN_VISITOR: user_ids >= 0}
+
+
+def _originals(original, ids):
+    """The original ids of internal ``ids`` of ``original``'s side ("" for −1); ids of the other side (both are
+    computed, one kept) are clipped into range."""
+    inside = tf.clip_by_value(ids, 0, tf.size(original, out_type=tf.int64) - 1)
+    return tf.where(ids >= 0, tf.gather(original, inside), tf.fill(tf.shape(ids), ""))
 
 
 def _gramian64(factors):
@@ -117,13 +166,14 @@ def _gramian64(factors):
     return tf.matmul(factors, factors, transpose_a=True)
 
 
-def _checked_ids(pairs, read_items, nusers, nitems):
-    """Assert every instance asks for one known user, one known item, or a new visitor's known items."""
-    user_id, item_id = pairs[:, 0], pairs[:, 1]
+def _id_checks(given, nusers, nitems):
+    """Assertions that every instance's internal ids (as given) name a known user, a known item, or a new
+    visitor's known items."""
+    user_id, item_id, read_items = given
     new_visitor = (user_id < 0) & (item_id < 0)
-    checks = [
-        tf.debugging.Assert(tf.reduce_all(user_id < nusers),
-                            ["userId out of range: must be below", nusers, "got", user_id], summarize=10),
+    return [
+        tf.debugging.Assert(tf.reduce_all((user_id >= -1) & (user_id < nusers)),
+                            ["userId out of range: must be -1 or below", nusers, "got", user_id], summarize=10),
         tf.debugging.Assert(tf.reduce_all((item_id >= -1) & (item_id < nitems)),
                             ["itemId out of range: must be -1 or in [0,", nitems, ") got", item_id], summarize=10),
         tf.debugging.Assert(tf.reduce_all((read_items >= -1) & (read_items < nitems)),
@@ -132,18 +182,47 @@ def _checked_ids(pairs, read_items, nusers, nitems):
         tf.debugging.Assert(tf.reduce_all(new_visitor | tf.reduce_all(read_items < 0, axis=1)),
                             ["items are for a new visitor: give them with userId -1 and itemId -1"]),
     ]
-    with tf.control_dependencies(checks):
-        return tf.identity(pairs), tf.identity(read_items)
 
 
-def write_serving_assets(directory, interactions):
-    """Write both sides' CSR arrays as the export's asset files in ``directory`` (local or gs://)."""
+def write_serving_assets(directory, interactions, visitor_ids, content_ids):
+    """Write both sides' CSR arrays and the original ids (index = internal id) as the export's asset files in
+    ``directory`` (local or gs://)."""
     tf.io.gfile.makedirs(directory)
     for side in interactions._fields:
         for part, dtype, _ in _PARTS:
             with atomic_output(os.path.join(directory, "{}.{}.{}".format(side, part, dtype.name))) as tmp, \
                     tf.io.gfile.GFile(tmp, "wb") as f:
                 f.write(np.ascontiguousarray(getattr(interactions, side)._asdict()[part], dtype).tobytes())
+    for side, originals in (("user", visitor_ids), ("item", content_ids)):
+        with atomic_output(os.path.join(directory, ID_FILES[side])) as tmp, tf.io.gfile.GFile(tmp, "w") as f:
+            f.write("".join(_encoded(original, n) + "\n" for n, original in enumerate(originals)))
+
+
+def _encoded(original, n):
+    """An original id as its asset line: base64url (one line whatever the id holds), or a line no id matches."""
+    if original is None:
+        return "{}{}".format(_NO_ORIGINAL, n)
+    return base64.urlsafe_b64encode(str(original).encode("utf-8")).decode("ascii")
+
+
+def original_ids(directory, nusers, nitems):
+    """The export's id maps, from its asset files: per side, a function of original ids (strings) to
+    internal ones (−1 where unknown), and the original ids as a vector indexed by internal id."""
+    to_internal, originals = {}, {}
+    for side, n in (("user", nusers), ("item", nitems)):
+        path = tf.constant(os.path.join(directory, ID_FILES[side]), name=side + "_ids_path")
+        # SavedModel copies the file into the export's assets/ and feeds its new path at load
+        tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS, path)
+        table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            vocab_size=n), -1)
+        to_internal[side] = lambda ids, table=table: table.lookup(tf.io.encode_base64(ids, pad=True))
+        lines = tf.compat.v1.string_split([tf.io.read_file(path)], "\n").values
+        decoded = tf.io.decode_base64(tf.strings.regex_replace(lines, "^" + _NO_ORIGINAL + ".*$", ""))
+        originals[side] = tf.compat.v1.Variable(decoded, trainable=False, validate_shape=False,
+                                                name=side + "_original_ids",
+                                                collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES]).read_value()
+    return to_internal, originals
 
 
 def _asset_csr(directory, side):
@@ -168,35 +247,99 @@ def observed_values(interactions, target):
     return type(interactions)(*(side.with_values(np.ones_like(side.values)) for side in interactions))
 
 
+def _optional(dtype, rank, name):
+    """An input an instance may leave out: empty when not fed (gcloud and walsmf.predict feed the keys given)."""
+    return tf.compat.v1.placeholder_with_default(tf.zeros([0] * rank, dtype), [None] * rank, name=name)
+
+
+def _fill_to(tensor, shape, value):
+    """``tensor``, or where it was left out (empty), ``value`` in ``shape``."""
+    return tf.cond(tf.equal(tf.shape(tensor)[0], 0), lambda: tf.fill(shape, tf.constant(value, tensor.dtype)),
+                   lambda: tensor)
+
+
+def serving_inputs(settings, to_internal, median_duration):
+    """The serving input's placeholders and the features they resolve to (see the module's docstring)."""
+    given = {USER_ID: _optional(tf.int64, 1, USER_ID), ITEM_ID: _optional(tf.int64, 1, ITEM_ID),
+             READ_ITEMS: _optional(tf.int64, 2, READ_ITEMS), READ_RATINGS: _optional(tf.float32, 2, READ_RATINGS),
+             VISITOR_ID: _optional(tf.string, 1, VISITOR_ID), CONTENT_IDS: _optional(tf.string, 2, CONTENT_IDS),
+             DURATIONS: _optional(tf.float32, 2, DURATIONS), EXCLUDE: _optional(tf.string, 2, EXCLUDE),
+             EXCLUDE_READ: _optional(tf.bool, 1, EXCLUDE_READ), K: _optional(tf.int64, 1, K)}
+    # the batch: as long as the inputs fed; one instance (a new visitor with no reads) if none is
+    n = tf.maximum(tf.reduce_max(tf.stack([tf.shape(t)[0] for t in given.values()])), 1)
+    given_user, item_id = _fill_to(given[USER_ID], [n], -1), _fill_to(given[ITEM_ID], [n], -1)
+    items = _fill_to(given[READ_ITEMS], [n, 0], -1)
+    known = to_internal["user"](_fill_to(given[VISITOR_ID], [n], ""))
+    contents = _fill_to(given[CONTENT_IDS], [n, 0], "")
+    content_items = to_internal["item"](contents)
+    # an instance's reads: its contentIds (unknown ones dropped) if it has any, else its items
+    width = tf.maximum(tf.shape(items)[1], tf.shape(content_items)[1])
+    has_contents = tf.reduce_any(tf.not_equal(contents, ""), axis=1, keepdims=True)
+    reads = tf.where(tf.tile(has_contents, [1, width]), _pad_to(content_items, width, -1),
+                     _pad_to(items, width, -1))
+    ratings = _pad_to(_fill_to(given[READ_RATINGS], [n, width], MEDIAN_READ_RATING), width, MEDIAN_READ_RATING)
+    if median_duration:  # without a median (a data directory of the lab's files only) walsmf.predict refuses them
+        durations = _pad_to(_fill_to(given[DURATIONS], [n, width], -1.0), width, -1.0)
+        rated = tf.minimum(RATING_SCALE * (1 + (durations - median_duration) / median_duration), MAX_RATING)
+        ratings = tf.where(durations >= 0, rated, ratings)
+    features = {
+        GIVEN_IDS: (given_user, item_id, items),
+        USER_ID: tf.where(given_user >= 0, given_user, known), ITEM_ID: item_id, READ_ITEMS: reads,
+        # what WALS fits with --target read is 1 for every read
+        READ_RATINGS: tf.ones_like(ratings) if settings.target == "read" else ratings,
+        EXCLUDE: to_internal["item"](_fill_to(given[EXCLUDE], [n, 0], "")),
+        EXCLUDE_READ: _fill_to(given[EXCLUDE_READ], [n], bool(settings.exclude_seen)),
+        K: _fill_to(given[K], [n], settings.topk),
+        UNKNOWN_CONTENT_IDS: tf.reduce_sum(tf.cast(tf.not_equal(contents, "") & (content_items < 0), tf.int64),
+                                           axis=1),
+    }
+    return given, features
+
+
+def _pad_to(tensor, width, value):
+    """``tensor`` [n, m] padded on the right to ``width`` columns with ``value``."""
+    return tf.pad(tensor, [[0, 0], [0, width - tf.shape(tensor)[1]]], constant_values=value)
+
+
 def create_serving_input_fn(settings, interactions=None):
-    """The serving input: JSON {"userId": u, "itemId": i} (and, for a new visitor, "items", "ratings"), batched.
+    """The serving input (every instance form of the module's docstring), batched.
 
     ``interactions``: the data's Interactions if already read (a training
-    run reads each TFRecord set once); read from ``settings.input_path`` otherwise.
-    Their CSR arrays are written under ``output_dir/serving_assets`` and
-    become the export's assets.
+    run reads each TFRecord set once); read from ``settings.input_path``
+    otherwise.  Their CSR arrays and the data's id maps are written under
+    ``output_dir/serving_assets`` and become the export's assets.
     """
     assets = os.path.join(settings.output_dir, SERVING_ASSETS_DIR)
 
     def serving_input_fn():
-        user_id = tf.compat.v1.placeholder(tf.int64, [None], name=USER_ID)
-        item_id = tf.compat.v1.placeholder(tf.int64, [None], name=ITEM_ID)
-        # Optional inputs: the lab's instances leave them out (gcloud feeds the keys an instance has).
-        read_items = tf.compat.v1.placeholder_with_default(
-            tf.fill(tf.stack([tf.shape(user_id)[0], 0]), tf.constant(-1, tf.int64)), [None, None], name=READ_ITEMS)
-        read_ratings = tf.compat.v1.placeholder_with_default(
-            tf.fill(tf.shape(read_items), MEDIAN_READ_RATING), [None, None], name=READ_RATINGS)
         read = interactions or read_interactions(settings.input_path, settings.nusers, settings.nitems)
-        fitted = observed_values(read, settings.target)
-        write_serving_assets(assets, fitted)
-        features = {
-            USER_ID: user_id, ITEM_ID: item_id, READ_ITEMS: read_items,
-            # what WALS fits with --target read is 1 for every read
-            READ_RATINGS: tf.ones_like(read_ratings) if settings.target == "read" else read_ratings,
-            INPUT_ROWS: _asset_csr(assets, "by_user"),
-            INPUT_COLS: _asset_csr(assets, "by_item"),
-            PROJECT_ROW: user_id >= 0,
-        }
-        return input_fn_utils.InputFnOps(features, None, {USER_ID: user_id, ITEM_ID: item_id,
-                                                          READ_ITEMS: read_items, READ_RATINGS: read_ratings})
+        write_serving_assets(assets, observed_values(read, settings.target),
+                             *id_maps(settings.input_path, settings.nusers, settings.nitems))
+        to_internal, originals = original_ids(assets, settings.nusers, settings.nitems)
+        given, features = serving_inputs(settings, to_internal, median_duration(settings.input_path))
+        features.update({INPUT_ROWS: _asset_csr(assets, "by_user"), INPUT_COLS: _asset_csr(assets, "by_item"),
+                         PROJECT_ROW: features[USER_ID] >= 0, ORIGINAL_USER_IDS: originals["user"],
+                         ORIGINAL_ITEM_IDS: originals["item"]})
+        return input_fn_utils.InputFnOps(features, None, given)
     return serving_input_fn
+
+
+def id_maps(data_dir, nusers, nitems):
+    """(visitorIds, contentIds) indexed by internal id from users.csv and items.csv; an id with no original
+    one is None, and without the files every original id is the internal one as a string."""
+    out = []
+    for name, n in ((USERS_FILE, nusers), (ITEMS_FILE, nitems)):
+        path = os.path.join(data_dir, name)
+        if not tf.io.gfile.exists(path):
+            out.append([str(i) for i in range(n)])
+            continue
+        known = read_id_map(path)
+        out.append([known[i] if i < len(known) else None for i in range(n)])
+    return tuple(out)
+
+
+def median_duration(data_dir):
+    """The training data's median read duration (ms), if its metadata.json says it."""
+    if not tf.io.gfile.exists(os.path.join(data_dir, METADATA_FILE)):
+        return None
+    return read_metadata(data_dir).get("median_duration_ms")

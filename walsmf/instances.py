@@ -1,0 +1,121 @@
+"""Prediction instances: the checks a client's JSON gets before the export runs, and the batch fed to it.
+
+walsmf.predict and walsmf.serve read instances through this module; the
+export checks what it can see itself (ids in range), so gcloud's and TF
+Serving's clients get the same verdicts for those.  The keys (the export's
+inputs, walsmf.serving) and their rules:
+
+    userId      int, −1 or a known user          itemId      int, −1 or a known item
+    visitorId   string (an unknown one is a new visitor)
+    contentIds  strings: a new visitor's reads   items       ints: the same in internal ids
+    ratings     numbers, one per read            durations   ms (≥ 0), one per read
+    exclude     strings: contentIds left out     excludeRead bool: leave the visitor's reads out
+    k           int ≥ 1: the answer's length
+"""
+import numbers
+
+import numpy as np
+
+from walsmf.errors import DataError
+from walsmf.ratings import MEDIAN_READ_RATING
+
+INT_KEYS = ("userId", "itemId", "k")
+ID_LISTS = {"items": int, "contentIds": str, "exclude": str}
+PER_READ = ("ratings", "durations")
+KEYS = INT_KEYS + ("visitorId", "excludeRead") + tuple(ID_LISTS) + PER_READ
+# What a batch fills in for a key an instance leaves out (k and excludeRead: the model's own defaults)
+_FILL = {"userId": -1, "itemId": -1, "visitorId": "", "items": -1, "contentIds": "", "exclude": "",
+         "ratings": MEDIAN_READ_RATING, "durations": -1.0}
+_DTYPES = {"userId": np.int64, "itemId": np.int64, "k": np.int64, "visitorId": object, "excludeRead": bool,
+           "items": np.int64, "contentIds": object, "exclude": object, "ratings": np.float32,
+           "durations": np.float32}
+
+
+def _integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_instance(instance, where, info=None):
+    """Return one instance with only the keys it gives, checked; or raise a DataError naming ``where`` and the
+    field.  ``info`` (the export's serving_info.json) bounds the ids and says whether durations are rated."""
+    info = info or {}
+    nusers, nitems = info.get("nusers"), info.get("nitems")
+    if not isinstance(instance, dict):
+        raise DataError("{}: an instance must be a JSON object like {{\"userId\": 4, \"itemId\": -1}} or "
+                        "{{\"visitorId\": \"...\", \"contentIds\": [...]}}".format(where))
+    unknown = sorted(set(instance) - set(KEYS))
+    if unknown:
+        raise DataError("{}: unknown key {!r} (an instance has {})".format(where, unknown[0], ", ".join(KEYS)))
+    for key in INT_KEYS:
+        if key in instance and not _integer(instance[key]):
+            raise DataError("{}: {} must be an integer, got {!r}".format(where, key, instance[key]))
+    user_id, item_id = instance.get("userId", -1), instance.get("itemId", -1)
+    if user_id < -1 or (nusers is not None and user_id >= nusers):
+        raise DataError("{}: userId {} out of range: -1, or a user the model knows (0..{})".format(
+            where, user_id, "N-1" if nusers is None else nusers - 1))
+    if item_id < -1 or (nitems is not None and item_id >= nitems):
+        raise DataError("{}: itemId {} out of range: -1, or an item the model knows (0..{})".format(
+            where, item_id, "N-1" if nitems is None else nitems - 1))
+    if "k" in instance and instance["k"] < 1:
+        raise DataError("{}: k must be 1 or more, got {}".format(where, instance["k"]))
+    if "visitorId" in instance and not isinstance(instance["visitorId"], str):
+        raise DataError("{}: visitorId must be a string, got {!r}".format(where, instance["visitorId"]))
+    if "visitorId" in instance and user_id >= 0:
+        raise DataError("{}: name the visitor once: userId or visitorId".format(where))
+    if "excludeRead" in instance and not isinstance(instance["excludeRead"], bool):
+        raise DataError("{}: excludeRead must be true or false, got {!r}".format(where, instance["excludeRead"]))
+    for key, kind in ID_LISTS.items():
+        values = instance.get(key, [])
+        listed = isinstance(values, list)
+        bounded = listed and kind is int and all(_integer(i) and i >= 0 and (nitems is None or i < nitems)
+                                                 for i in values)
+        if not (bounded or (listed and kind is str and all(isinstance(i, str) for i in values))):
+            raise DataError("{}: {} must be a list of {}, got {!r}".format(
+                where, key, "itemIds the model knows (0..{})".format("N-1" if nitems is None else nitems - 1)
+                if kind is int else "contentIds (strings)", values))
+    if instance.get("items") and instance.get("contentIds"):
+        raise DataError("{}: give a new visitor's reads once: contentIds or items".format(where))
+    reads = instance.get("contentIds") or instance.get("items") or []
+    if reads and "items" in instance and (user_id >= 0 or item_id >= 0):
+        raise DataError("{}: items describe a new visitor: give them with userId -1 and itemId -1".format(where))
+    if "ratings" in instance and "durations" in instance:
+        raise DataError("{}: give ratings or durations, not both".format(where))
+    for key in PER_READ:
+        if key in instance:
+            values = instance[key]
+            if not (isinstance(values, list) and len(values) == len(reads) and all(_number(v) for v in values)):
+                raise DataError("{}: {} must be a list of numbers, one per item read, got {!r}".format(
+                    where, key, values))
+    if instance.get("durations"):
+        if any(v < 0 for v in instance["durations"]):
+            raise DataError("{}: durations are milliseconds, 0 or more".format(where))
+        if info.get("rates_durations") is False:
+            raise DataError("{}: this model was trained without a median read time (no metadata.json): give "
+                            "ratings instead of durations".format(where))
+    return dict(instance)
+
+
+def feed(instances, info=None):
+    """The export's feed for checked instances: each key any instance gives, lists padded to one length."""
+    info = info or {}
+    defaults = dict(_FILL, k=info.get("topk", 10), excludeRead=bool(info.get("exclude_seen", False)))
+    # userId always: the batch is as long as the instances, even when each is {} (a new visitor, no reads)
+    given = sorted({key for instance in instances for key in instance} | {"userId"})
+    out = {}
+    for key in given:
+        if key in ID_LISTS or key in PER_READ:
+            width = max(len(i.get(key, [])) for i in instances)
+            array = np.full((len(instances), width), _FILL[key], _DTYPES[key])
+            for row, instance in enumerate(instances):
+                values = instance.get(key, [])
+                if key in PER_READ and key not in instance:  # one per read: the default for each
+                    values = [defaults[key]] * len(instance.get("contentIds") or instance.get("items") or [])
+                array[row, :len(values)] = values
+        else:
+            array = np.array([i.get(key, defaults[key]) for i in instances], _DTYPES[key])
+        out[key] = array
+    return out
