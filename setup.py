@@ -21,5 +21,6 @@ setup(
                     "duckdb==1.2.2", "sqlglot==26.9.0"],
         "bench": ["implicit==0.7.2"],
         "tuning": ["cloudml-hypertune==0.1.0.dev6"],
+        "serve": ["gunicorn==23.0.0"],
     },
 )

@@ -79,7 +79,7 @@ def check_instance(instance, where, info=None):
                 if kind is int else "contentIds (strings)", values))
     if instance.get("items") and instance.get("contentIds"):
         raise DataError("{}: give a new visitor's reads once: contentIds or items".format(where))
-    reads = instance.get("contentIds") or instance.get("items") or []
+    reads = _reads(instance)
     if reads and "items" in instance and (user_id >= 0 or item_id >= 0):
         raise DataError("{}: items describe a new visitor: give them with userId -1 and itemId -1".format(where))
     if "ratings" in instance and "durations" in instance:
@@ -99,6 +99,11 @@ def check_instance(instance, where, info=None):
     return dict(instance)
 
 
+def _reads(instance):
+    """A new visitor's reads: contentIds, else items (an instance gives one of them)."""
+    return instance.get("contentIds") or instance.get("items") or []
+
+
 def feed(instances, info=None):
     """The export's feed for checked instances: each key any instance gives, lists padded to one length."""
     info = info or {}
@@ -108,12 +113,12 @@ def feed(instances, info=None):
     out = {}
     for key in given:
         if key in ID_LISTS or key in PER_READ:
-            width = max(len(i.get(key, [])) for i in instances)
+            width = max(len(_reads(i) if key in PER_READ else i.get(key, [])) for i in instances)
             array = np.full((len(instances), width), _FILL[key], _DTYPES[key])
             for row, instance in enumerate(instances):
                 values = instance.get(key, [])
                 if key in PER_READ and key not in instance:  # one per read: the default for each
-                    values = [defaults[key]] * len(instance.get("contentIds") or instance.get("items") or [])
+                    values = [defaults[key]] * len(_reads(instance))
                 array[row, :len(values)] = values
         else:
             array = np.array([i.get(key, defaults[key]) for i in instances], _DTYPES[key])

@@ -85,9 +85,15 @@ def load(export_dir):
 
 
 def run(predict_fn, checked, info):
-    """The export's answers to checked instances, one dict of JSON values each (strings decoded)."""
+    """The export's answers to checked instances, one dict of JSON values each (strings decoded), each top-k
+    list as long as its instance's k (the export pads a batch's lists to its longest)."""
     outputs = predict_fn(feed(checked, info))
-    return [{key: _plain(value[n]) for key, value in sorted(outputs.items())} for n in range(len(checked))]
+    answers = []
+    for n, instance in enumerate(checked):
+        k = instance.get("k", info.get("topk"))
+        answers.append({key: _plain(value[n])[:k] if key.startswith("top_k_") else _plain(value[n])
+                        for key, value in sorted(outputs.items())})
+    return answers
 
 
 def _plain(value):

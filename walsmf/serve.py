@@ -1,0 +1,235 @@
+"""Online recommendations: an HTTP server for a walsmf export, speaking TF Serving's REST API and Vertex AI's
+custom-container contract, on gunicorn.
+
+    python -m walsmf.serve --model-dir wals_trained/export/Servo [--port 8080] [--workers 2]
+
+Routes (docs/serving.md):
+
+    GET  /v1/models/NAME                 TF Serving's model status
+    GET  /v1/models/NAME/metadata        the export's inputs and outputs
+    POST /v1/models/NAME:predict         {"instances": [...]} -> {"predictions": [...]},
+                                         {"inputs": {key: [...]}} -> {"outputs": {key: [...]}}
+    GET  $AIP_HEALTH_ROUTE (/health)     200 once this worker has loaded the model
+    POST $AIP_PREDICT_ROUTE (/predict)   {"instances": [...], "parameters": {...}} -> {"predictions": [...]}
+
+An instance is what walsmf.predict reads (walsmf.instances); Vertex's
+``parameters`` (k, exclude, excludeRead) apply to every instance that does not
+set them.  A bad request is a 400 with one line {"error": "instance 2: ..."}
+naming the instance and the field; a body over --max_request_bytes (Vertex's
+1.5 MB) a 413; the server goes on serving.  Each worker process (one per core)
+loads the model after the fork (TensorFlow does not survive a fork), so the
+port answers only once a worker holds the model.  SIGTERM (Vertex removing a
+replica) lets in-flight requests finish, then the server exits 0.
+
+Without --model-dir the model is $AIP_STORAGE_URI (a gs:// copy of the export,
+copied to local disk by each worker); the port is $AIP_HTTP_PORT (8080).
+"""
+import json
+import os
+import shutil
+import tempfile
+
+from walsmf import flags
+from walsmf.errors import DataError, run_cli
+from walsmf.instances import KEYS, check_instance
+
+DEFAULT_PORT = 8080
+# Vertex AI's shared public endpoints take at most 1.5 MB a request.
+MAX_REQUEST_BYTES = 1536 * 1024
+MODEL_NAME = "walsmf"
+# Vertex's parameters that apply to every instance of a request.
+PARAMETERS = ("k", "exclude", "excludeRead")
+_JSON = [("Content-Type", "application/json")]
+
+
+class BadRequest(Exception):
+    """A request the server answers with a 4xx: ``status`` and a one-line message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Model:
+    """A loaded export and what the routes need of it: its predict function, serving_info and version."""
+
+    def __init__(self, model_dir):
+        import tensorflow as tf  # in the worker, after the fork
+
+        from walsmf import predict
+
+        self.invalid = tf.errors.InvalidArgumentError
+        self.export_dir = predict.latest_export(model_dir)
+        self.version = os.path.basename(self.export_dir.rstrip("/"))
+        self.info = predict.serving_info(self.export_dir)
+        self.predict_fn = predict.load(self.export_dir)
+        self._run = predict.run
+
+    def answer(self, instances, parameters=None):
+        """One prediction dict per JSON instance, or a BadRequest naming the instance and what is wrong."""
+        if not isinstance(instances, list) or not instances:
+            raise BadRequest(400, "instances must be a non-empty JSON list of instance objects")
+        parameters = parameters or {}
+        if not isinstance(parameters, dict) or set(parameters) - set(PARAMETERS):
+            raise BadRequest(400, "parameters may hold {} only, got {}".format(
+                ", ".join(PARAMETERS), json.dumps(parameters)[:200]))
+        checked = []
+        for number, instance in enumerate(instances, 1):
+            if isinstance(instance, dict):
+                instance = dict({k: v for k, v in parameters.items() if k not in instance}, **instance)
+            try:
+                checked.append(check_instance(instance, "instance {}".format(number), self.info))
+            except DataError as err:
+                raise BadRequest(400, str(err))
+        try:
+            return self._run(self.predict_fn, checked, self.info)
+        except self.invalid as err:
+            raise BadRequest(400, (err.message.strip().splitlines() or ["invalid instance"])[0])
+
+
+def routes(environ):
+    """(model name for TF Serving, health route, predict route) from Vertex's variables and the defaults."""
+    return (environ.get("WALSMF_MODEL_NAME", MODEL_NAME), environ.get("AIP_HEALTH_ROUTE", "/health"),
+            environ.get("AIP_PREDICT_ROUTE", "/predict"))
+
+
+def application(model, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ):
+    """The WSGI application serving ``model``."""
+    name, health_route, predict_route = routes(environ)
+    base = "/v1/models/" + name
+    versioned = base + "/versions/" + model.version
+
+    def status():
+        return {"model_version_status": [{"version": model.version, "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+    def metadata():
+        return {"model_spec": {"name": name, "version": model.version},
+                "metadata": {"inputs": list(KEYS), "serving_info": model.info}}
+
+    def tf_serving_predict(body):
+        if "instances" in body:
+            return {"predictions": model.answer(body["instances"])}
+        if "inputs" in body and isinstance(body["inputs"], dict) and body["inputs"]:
+            columns = body["inputs"]
+            lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
+            if len(lengths) != 1 or -1 in lengths:
+                raise BadRequest(400, "inputs must map each key to a list, one entry per instance, all as long")
+            rows = [{key: values[n] for key, values in columns.items()} for n in range(lengths.pop())]
+            answers = model.answer(rows)
+            return {"outputs": {key: [a[key] for a in answers] for key in answers[0]}}
+        raise BadRequest(400, 'the body must hold "instances" (a list) or "inputs" (a map of lists)')
+
+    gets = {base: status, versioned: status, base + "/metadata": metadata, versioned + "/metadata": metadata,
+            health_route: lambda: {"status": "ok", "version": model.version}}
+    posts = {base + ":predict": tf_serving_predict, versioned + ":predict": tf_serving_predict,
+             predict_route: lambda body: {"predictions": model.answer(body.get("instances"), body.get("parameters"))}}
+
+    def app(request, start_response):
+        path, method = request.get("PATH_INFO", ""), request["REQUEST_METHOD"]
+        try:
+            if method == "GET" and path in gets:
+                return _reply(start_response, "200 OK", gets[path]())
+            if method == "POST" and path in posts:
+                return _reply(start_response, "200 OK", posts[path](_json_body(request, max_request_bytes)))
+            if path in gets or path in posts:
+                raise BadRequest(405, "{} takes {}, not {}".format(path, "GET" if path in gets else "POST", method))
+            raise BadRequest(404, "no route {} (see /v1/models/{} and {})".format(path, name, predict_route))
+        except BadRequest as err:
+            return _reply(start_response, "{} {}".format(err.status, _REASONS[err.status]), {"error": str(err)})
+    return app
+
+
+_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+
+
+def _json_body(request, max_request_bytes):
+    """The request's JSON object, read only up to the limit."""
+    length = request.get("CONTENT_LENGTH") or ""
+    if length.isdigit() and int(length) > max_request_bytes:
+        raise BadRequest(413, "the request holds {} bytes, over this server's {}: send fewer instances per "
+                              "request".format(length, max_request_bytes))
+    data = request["wsgi.input"].read(int(length) if length.isdigit() else max_request_bytes + 1)
+    if len(data) > max_request_bytes:
+        raise BadRequest(413, "the request is over this server's {} bytes: send fewer instances per request".format(
+            max_request_bytes))
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BadRequest(400, "the body is not JSON: {}".format(str(err).splitlines()[0]))
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the body must be a JSON object")
+    return body
+
+
+def _reply(start_response, status, payload):
+    body = json.dumps(payload).encode("utf-8")
+    start_response(status, _JSON + [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def local_model_dir(model_dir):
+    """A local copy of a gs:// export directory (its newest export), or ``model_dir`` itself when local."""
+    if "://" not in model_dir:
+        return model_dir
+    import tensorflow as tf
+
+    from walsmf import predict
+
+    source = predict.latest_export(model_dir)
+    target = tempfile.mkdtemp(prefix="walsmf-model-")
+    for root, _, files in tf.io.gfile.walk(source):
+        relative = os.path.relpath(root, source) if root != source else ""
+        os.makedirs(os.path.join(target, relative), exist_ok=True)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, relative, name), overwrite=True)
+    return target
+
+
+def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES):
+    """Run gunicorn with ``workers`` processes (default: one per core), each loading ``model_dir`` after the fork."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            settings = {"bind": "{}:{}".format(host, port), "workers": workers or os.cpu_count() or 1,
+                        "worker_class": "gthread", "threads": 4, "timeout": 60, "graceful_timeout": 30,
+                        "preload_app": False, "accesslog": None, "loglevel": "info"}
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            copied = local_model_dir(model_dir)
+            try:
+                return application(Model(copied), max_request_bytes)
+            finally:
+                if copied != model_dir:
+                    shutil.rmtree(copied, ignore_errors=True)  # loaded: the session holds what it needs
+
+    Server().run()
+
+
+def main(argv=None):
+    """CLI: serve an export over HTTP until SIGTERM or Ctrl-C."""
+    parser = flags.Parser(prog="python -m walsmf.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", dest="model_dir", default=os.environ.get("AIP_STORAGE_URI"),
+                        help="an export or a directory of exports, local or gs:// (default: $AIP_STORAGE_URI)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT", DEFAULT_PORT)),
+                        help="port (default: $AIP_HTTP_PORT or 8080)")
+    parser.add_argument("--workers", type=int, help="worker processes, each with the model (default: one per core)")
+    parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
+                        help="largest request body answered; larger is a 413 (default: Vertex's 1.5 MB)")
+    args = parser.parse_args(argv)
+    if not args.model_dir:
+        raise DataError("no model: give --model-dir DIR (an export, or export/Servo) or set AIP_STORAGE_URI")
+    if "://" not in args.model_dir and not os.path.isdir(args.model_dir):
+        raise DataError("--model-dir {} is not a directory: give an export (export/Servo/<timestamp>) or the "
+                        "directory of exports".format(args.model_dir))
+    if args.workers is not None and args.workers < 1:
+        raise DataError("--workers {} is not a number of processes: give 1 or more".format(args.workers))
+    serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes)
+
+
+if __name__ == "__main__":
+    run_cli(main)
