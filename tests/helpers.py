@@ -4,6 +4,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler
 
 import numpy as np
@@ -229,3 +232,34 @@ def client_for(server):
 
     return bigquery.Client(project="p", credentials=AnonymousCredentials(), client_options=ClientOptions(
         api_endpoint="http://127.0.0.1:{}".format(server.server_address[1])))
+
+
+def start(model_dir, port, env=None, *args):
+    """``python -m walsmf.serve`` on loopback; returns the process once /health (or AIP_HEALTH_ROUTE) answers."""
+    env = dict(os.environ, **(env or {}))
+    process = subprocess.Popen([sys.executable, "-m", "walsmf.serve", "--host", "127.0.0.1", "--port", str(port),
+                                "--workers", "2"] + (["--model-dir", model_dir] if model_dir else []) + list(args),
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    health = env.get("AIP_HEALTH_ROUTE", "/health")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        try:
+            if call(port, health)[0] == 200:
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("walsmf.serve did not become healthy in 120 s")
+
+
+def call(port, path, body=None, raw=None):
+    """(status, JSON answer) of a GET, or a POST of ``body`` (JSON) or ``raw`` bytes."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request("http://127.0.0.1:{}{}".format(port, path), data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

@@ -1,51 +1,15 @@
 """walsmf.serve on loopback: TF Serving's REST API and Vertex's contract answer what walsmf.predict answers;
 bad requests are 4xx and the server goes on; SIGTERM lets in-flight requests finish and exits 0."""
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from helpers import ROOT, free_ports
+from helpers import call, free_ports, start
 
 from walsmf import datadir, predict, serve
 from walsmf.errors import DataError
-
-
-def start(model_dir, port, env=None, *args):
-    """``python -m walsmf.serve`` on loopback; returns the process once /health (or AIP_HEALTH_ROUTE) answers."""
-    env = dict(os.environ, **(env or {}))
-    process = subprocess.Popen([sys.executable, "-m", "walsmf.serve", "--host", "127.0.0.1", "--port", str(port),
-                                "--workers", "2"] + (["--model-dir", model_dir] if model_dir else []) + list(args),
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    health = env.get("AIP_HEALTH_ROUTE", "/health")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert process.poll() is None, process.stdout.read().decode()[-3000:]
-        try:
-            if call(port, health)[0] == 200:
-                return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError("walsmf.serve did not become healthy in 120 s")
-
-
-def call(port, path, body=None, raw=None):
-    """(status, JSON answer) of a GET, or a POST of ``body`` (JSON) or ``raw`` bytes."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request("http://127.0.0.1:{}{}".format(port, path), data=data,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 @pytest.fixture(scope="module")
