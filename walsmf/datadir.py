@@ -89,6 +89,23 @@ def read_metadata(data_dir):
     return metadata
 
 
+def data_counts(data_dir, nusers=None, nitems=None):
+    """nusers and nitems of ``data_dir``: the ones given, else metadata.json's, else (a directory of the lab's
+    files alone) one more than the largest id its TFRecords hold."""
+    if nusers is None or nitems is None:
+        if tf.io.gfile.exists(os.path.join(data_dir, METADATA_FILE)):
+            metadata = read_metadata(data_dir)
+            nusers, nitems = nusers or metadata["nusers"], nitems or metadata["nitems"]
+        else:
+            largest = [0, 0]
+            for name, (key_side, index_side) in ((ROWS_FILE, (0, 1)), (COLS_FILE, (1, 0))):
+                keys, _, indices, _ = scan_records(data_dir, name)
+                largest[key_side] = max(largest[key_side], int(keys.max()) + 1)
+                largest[index_side] = max(largest[index_side], int(indices.max()) + 1 if len(indices) else 0)
+            nusers, nitems = nusers or largest[0], nitems or largest[1]
+    return {"nusers": int(nusers), "nitems": int(nitems)}
+
+
 def write_metadata(data_dir, metadata):
     """Write metadata.json (sorted keys, indented: one format for every writer)."""
     with tf.io.gfile.GFile(os.path.join(data_dir, METADATA_FILE), "w") as f:

@@ -17,46 +17,62 @@ coverage (walsmf.metrics); baselines: most popular and implicit's ALS
 (walsmf.baselines).
 """
 
+import os
+
 from walsmf import flags
-from walsmf.baselines import implicit_als, popularity_factors
-from walsmf.datadir import HELDOUT_FILE, read_metadata
-from walsmf.errors import run_cli
+from walsmf.baselines import implicit_als, most_read_recently, popularity_factors
+from walsmf.datadir import HELDOUT_FILE, TIMES_FILE, data_counts
+from walsmf.errors import DataError, run_cli
 from walsmf.metrics import evaluate_factors, evaluate_model, format_table
-from walsmf.splits import read_mapped, write_split
+from walsmf.splits import has_times, read_mapped, read_times, write_split
 
 
 def main(argv=None):
     """CLI: write a split, or score a trained model (and baselines) on one."""
     parser = flags.Parser(prog="python -m walsmf.evaluate", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1])
+                          epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data_dir", required=True, help="a split directory (written with --split_from)")
     parser.add_argument("--split_from", help="write a held-out split of this data directory into --data_dir")
     parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user "
                         "(at most a fifth of a user's, one at least)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
+    parser.add_argument("--held_out", choices=["latest", "random"],
+                        help="with --split_from: each user's latest reads (the default where the data has "
+                             "times.csv or --latest_from is given) or random ones")
     parser.add_argument("--latest_from", metavar="TIMES_CSV",
-                        help="with --split_from: hold out each user's latest reads by this CSV's times "
-                             "(visitorId,contentId,time) instead of random ones")
+                        help="with --split_from: the read times (visitorId,contentId,time) to hold out by, "
+                             "instead of the data's own times.csv")
+    parser.add_argument("--nusers", type=int, help="number of users (default: metadata.json, else the TFRecords)")
+    parser.add_argument("--nitems", type=int, help="number of items (default: metadata.json, else the TFRecords)")
     parser.add_argument("--model_dir", help="a WALS model trained on --data_dir (walsmf.task --output_dir)")
     parser.add_argument("--k", type=int, default=10, help="length of the recommendation lists")
     parser.add_argument("--implicit", action="store_true", help="also score implicit's ALS (10 factors)")
     args = parser.parse_args(argv)
-    if args.latest_from and not args.split_from:
-        parser.error("--latest_from chooses the held-out reads of a new split: give --split_from DATA too")
+    if (args.latest_from or args.held_out) and not args.split_from:
+        parser.error("--latest_from and --held_out choose the held-out reads of a new split: give --split_from "
+                     "DATA too")
     if args.split_from:
-        write_split(args.split_from, args.data_dir, args.holdout, args.seed, times_csv=args.latest_from)
+        write_split(args.split_from, args.data_dir, args.holdout, args.seed, times_csv=args.latest_from,
+                    held_out=args.held_out, nusers=args.nusers, nitems=args.nitems)
         return
-    metadata = read_metadata(args.data_dir)
+    if args.k < 1:
+        raise DataError("--k {} must be 1 or more: the length of each recommendation list".format(args.k))
     train, test = read_mapped(args.data_dir), read_mapped(args.data_dir, HELDOUT_FILE)
-    nusers, nitems = metadata["nusers"], metadata["nitems"]
+    counts = data_counts(args.data_dir, args.nusers, args.nitems)
+    nusers, nitems = counts["nusers"], counts["nitems"]
+
+    def score(factors, fit=train, check=test):
+        return evaluate_factors(*factors, fit, check, nusers, args.k)
     rows = []
     if args.model_dir:
         rows.append(("WALS ({})".format(args.model_dir), evaluate_model(args.model_dir, args.data_dir, args.k)))
-    rows.append(("most popular", evaluate_factors(*popularity_factors(train, nusers, nitems), train, test, nusers,
-                                                  args.k)))
+    rows.append(("most popular", score(popularity_factors(train, nusers, nitems))))
+    if has_times(args.data_dir):
+        factors, days = most_read_recently(train, read_times(os.path.join(args.data_dir, TIMES_FILE),
+                                                             args.data_dir, train), nusers, nitems, score)
+        rows.append(("most read, last {}".format("{} days".format(days) if days else "period"), score(factors)))
     if args.implicit:
-        rows.append(("implicit ALS", evaluate_factors(*implicit_als(train, nusers, nitems), train, test, nusers,
-                                                      args.k)))
+        rows.append(("implicit ALS", score(implicit_als(train, nusers, nitems))))
     print("{} held-out interactions of {} users; k = {}".format(len(test), test["userId"].nunique(), args.k))
     print(format_table(rows, args.k))
 

@@ -4,13 +4,15 @@ Metrics at k (default 10), over held-out users only, each user's training
 items left out of the ranking: precision, recall, MAP, NDCG, and catalogue
 coverage (share of items recommended to anyone).
 """
+import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from walsmf import datadir
-from walsmf.datadir import CSR, HELDOUT_FILE, read_metadata
+from walsmf.datadir import CSR, HELDOUT_FILE
+from walsmf.errors import DataError
 from walsmf.recommend import load_factors, top_k_items
 from walsmf.splits import read_mapped
 
@@ -25,7 +27,8 @@ def by_user(rows, nusers):
 
 
 def ranking_metrics(top, users, test, nitems):
-    """precision, recall, MAP, NDCG at k = top.shape[1], and catalogue coverage, for ``users``."""
+    """precision, recall, MAP, NDCG at k = top.shape[1], and catalogue coverage, for ``users``; with the
+    standard errors of recall and NDCG (their per-user spread over √users)."""
     k = top.shape[1]
     test_csr = by_user(test, users.max() + 1)
     held = [set(test_csr.row(u)[0]) for u in users]
@@ -36,25 +39,46 @@ def ranking_metrics(top, users, test, nitems):
     average_precision = (precision_at * relevant).sum(axis=1) / np.minimum(n_held, k)
     discount = 1 / np.log2(np.arange(2, k + 2))
     ideal = np.array([discount[:int(min(n, k))].sum() for n in n_held])
+    recall, ndcg = hits / n_held, (relevant * discount).sum(axis=1) / ideal
     return {
         "precision": float(np.mean(hits / k)),
-        "recall": float(np.mean(hits / n_held)),
+        "recall": float(np.mean(recall)),
         "map": float(np.mean(average_precision)),
-        "ndcg": float(np.mean((relevant * discount).sum(axis=1) / ideal)),
+        "ndcg": float(np.mean(ndcg)),
         "coverage": float(len(np.unique(top)) / nitems),
+        "recall_se": _standard_error(recall),
+        "ndcg_se": _standard_error(ndcg),
     }
 
 
-def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10):
-    """Metrics at k of a factorization (score = user factor · item factor) on the held-out users.
+def _standard_error(per_user):
+    """The standard error of a mean over users."""
+    return float(np.std(per_user, ddof=1) / np.sqrt(len(per_user))) if len(per_user) > 1 else 0.0
+
+
+def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10, popularity_weights=(0.0,)):
+    """Metrics at k of a factorization (score = user factor · item factor, plus β·log(1 + readers)) on the
+    held-out users, at each β of ``popularity_weights``: one metrics dict, or a list of them for several.
 
     Every method is ranked alike: training items left out, a user without
     training reads gets the most read items, an item without one is not ranked.
     """
     users = np.unique(test["userId"].values)
     reads = datadir.interactions_of(train, nusers, item_factors.shape[0])
-    top = top_k_items(user_factors, item_factors, k, seen=reads.by_user, users=users, reads=reads)
-    return ranking_metrics(top, users, test, item_factors.shape[0])
+    answers = [ranking_metrics(top_k_items(user_factors, item_factors, k, seen=reads.by_user, users=users,
+                                           reads=reads, popularity_weight=beta), users, test, item_factors.shape[0])
+               for beta in popularity_weights]
+    return answers[0] if len(answers) == 1 else answers
+
+
+def choose(results):
+    """The index of the result the rule picks: the best NDCG@k among those within one standard error of the
+    best recall@k (recall first, as the held-out reads are what a list must find; NDCG among the ties, as a
+    site shows the top of the list first); the earliest of equals."""
+    best = max(range(len(results)), key=lambda n: (results[n]["recall"], -n))
+    floor = results[best]["recall"] - results[best]["recall_se"]
+    tied = [n for n in range(len(results)) if results[n]["recall"] >= floor]
+    return max(tied, key=lambda n: (results[n]["ndcg"], results[n]["recall"], -n))
 
 
 def write_hptuning_metric(output_dir, metrics, step, k=10):
@@ -83,17 +107,29 @@ def report_hypertune_metric(metrics, step, k=10):
 
 
 def evaluate_model(model_dir, data_dir, k=10):
-    """Metrics at k of the WALS model in ``model_dir`` on the held-out part of ``data_dir``."""
-    metadata = read_metadata(data_dir)
+    """Metrics at k of the WALS model in ``model_dir`` (with its popularity blend) on the held-out part of
+    ``data_dir``."""
     train, test = read_mapped(data_dir), read_mapped(data_dir, HELDOUT_FILE)
-    return evaluate_factors(load_factors(model_dir, "row"), load_factors(model_dir, "col"), train, test,
-                            metadata["nusers"], k)
+    user_factors, item_factors = load_factors(model_dir, "row"), load_factors(model_dir, "col")
+    if user_factors.shape[0] != datadir.data_counts(data_dir)["nusers"] or \
+            item_factors.shape[0] != datadir.data_counts(data_dir)["nitems"]:
+        raise DataError("{} is a model of {} users x {} items, and {} a split of {} x {}: score a model trained on "
+                        "this split".format(model_dir, user_factors.shape[0], item_factors.shape[0], data_dir,
+                                            *datadir.data_counts(data_dir).values()))
+    info_path = os.path.join(model_dir, datadir.SERVING_INFO_FILE)
+    beta = 0.0
+    if tf.io.gfile.exists(info_path):
+        with tf.io.gfile.GFile(info_path) as f:
+            beta = float(json.load(f).get("popularity_weight", 0.0))
+    return evaluate_factors(user_factors, item_factors, train, test, user_factors.shape[0], k, (beta,))
 
 
 def format_table(rows, k):
-    """Rows of (name, metrics) as a fixed-width table."""
-    header = "{:<28}".format("method") + "".join("{:>12}".format("{}@{}".format(m, k) if m != "coverage"
-                                                                 else m) for m in METRIC_NAMES)
-    lines = [header] + ["{:<28}".format(name) + "".join("{:12.4f}".format(metrics[m]) for m in METRIC_NAMES)
+    """Rows of (name, metrics) as a fixed-width table, with the standard errors of recall and NDCG."""
+    columns = METRIC_NAMES + ["recall_se", "ndcg_se"]
+    names = {"coverage": "coverage", "recall_se": "±recall", "ndcg_se": "±ndcg"}
+    header = "{:<28}".format("method") + "".join("{:>12}".format(names.get(m, "{}@{}".format(m, k)))
+                                                 for m in columns)
+    lines = [header] + ["{:<28}".format(name) + "".join("{:12.4f}".format(metrics[m]) for m in columns)
                         for name, metrics in rows]
     return "\n".join(lines)

@@ -133,10 +133,12 @@ def walsmf_model_fn(features, labels, mode, params, config):
 class WALSRecommender(WALSMatrixFactorization):
     """contrib's WALSMatrixFactorization with walsmf's evaluation and serving (walsmf_model_fn)."""
 
-    def __init__(self, serving_top_k=10, batch_size=512, last_step=None, rows_read=None, cols_read=None, **kwargs):
+    def __init__(self, serving_top_k=10, batch_size=512, last_step=None, rows_read=None, cols_read=None,
+                 popularity_weight=0.0, **kwargs):
         super(WALSRecommender, self).__init__(**kwargs)
         self._model_fn = walsmf_model_fn
         self.params = dict(self.params, serving_top_k=serving_top_k, batch_size=batch_size, last_step=last_step,
+                           popularity_weight=popularity_weight,
                            rows_read=self.params["num_rows"] if rows_read is None else rows_read,
                            cols_read=self.params["num_cols"] if cols_read is None else cols_read)
 
@@ -164,7 +166,7 @@ def build_estimator(settings, col_weights=1.0, config=None, model_dir=None, last
         row_weights=settings.row_weight, col_weights=col_weights,
         num_row_shards=settings.num_row_shards, num_col_shards=settings.num_col_shards,
         serving_top_k=settings.topk, batch_size=settings.batch_size, last_step=last_step,
-        model_dir=model_dir or settings.output_dir, config=config)
+        popularity_weight=settings.popularity_weight, model_dir=model_dir or settings.output_dir, config=config)
 
 
 # ----------------------------------------------------------------- train --
@@ -243,6 +245,7 @@ def serving_info_of(settings):
     of an instance's k and excludeRead; whether it rates durations (a median read time)."""
     return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
             "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
+            "popularity_weight": settings.popularity_weight,
             "rates_durations": median_duration(settings.input_path) is not None}
 
 

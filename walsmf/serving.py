@@ -89,17 +89,21 @@ def serving_predictions(model, params, features):
     col_weights = tf.concat(model.col_weights, 0)
     col_gramian = _gramian64(col_factors)
     by_user, by_item = features[INPUT_ROWS], features[INPUT_COLS]
-    w0, reg = params["unobserved_weight"], params["regularization_coeff"]
+    w0, reg, blend = params["unobserved_weight"], params["regularization_coeff"], params["popularity_weight"]
     nusers, nitems = params["num_rows"], params["num_cols"]
     readers = {side: tf.cast(csr.offsets[1:] - csr.offsets[:-1], tf.float32)
                for side, csr in (("user", by_user), ("item", by_item))}
     width = tf.cast(tf.minimum(tf.reduce_max(features[K]), max(nusers, nitems)), tf.int32)
 
-    def rank(factor, has_reads, other_factors, other_readers, left_out, k):
+    def rank(factor, has_reads, other_factors, other_readers, left_out, k, blend=0.0):
         """The other side's top-k for ``factor``: without reads the most read; never what has no reader nor
-        what is left out; padded to the batch's width with id −1 and score 0."""
+        what is left out; ``blend`` β adds β·log(1 + readers); padded to the batch's width with id −1, score 0."""
         n_others = tf.shape(other_readers)[0]
-        scores = tf.cond(has_reads, lambda: tf.linalg.matvec(other_factors, factor), lambda: other_readers)
+        def scored():
+            scores = tf.linalg.matvec(other_factors, factor)
+            return scores + blend * tf.math.log1p(other_readers) if blend else scores
+
+        scores = tf.cond(has_reads, scored, lambda: other_readers)
         excluded = tf.scatter_nd(left_out[:, None], tf.ones_like(left_out, tf.int32), [n_others]) > 0
         scores = tf.where((other_readers > 0) & ~excluded, scores, tf.fill([n_others], -np.inf))
         top_scores, top_ids = tf.nn.top_k(scores, k=tf.minimum(width, n_others))
@@ -122,7 +126,8 @@ def serving_predictions(model, params, features):
         def known_user():
             items, _ = reads_of(by_user, user_id)
             dropped = tf.cond(exclude_read, lambda: tf.concat([left_out, items, visitor_items], 0), lambda: left_out)
-            top = rank(row_factors[user_id], readers["user"][user_id] > 0, col_factors, readers["item"], dropped, k)
+            top = rank(row_factors[user_id], readers["user"][user_id] > 0, col_factors, readers["item"], dropped, k,
+                       blend)
             return (row_factors[user_id],) + top
 
         def item():
@@ -135,7 +140,8 @@ def serving_predictions(model, params, features):
             factor = solve_projection(col_factors, col_gramian, visitor_items, visitor_ratings, col_weights,
                                       tf.reduce_mean(row_weights), w0, reg)
             dropped = tf.cond(exclude_read, lambda: tf.concat([left_out, visitor_items], 0), lambda: left_out)
-            return (factor,) + rank(factor, tf.size(visitor_items) > 0, col_factors, readers["item"], dropped, k)
+            return (factor,) + rank(factor, tf.size(visitor_items) > 0, col_factors, readers["item"], dropped, k,
+                                    blend)
 
         return tf.cond(user_id >= 0, known_user, lambda: tf.cond(item_id >= 0, item, new_visitor))
 

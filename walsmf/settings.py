@@ -68,6 +68,9 @@ class Settings:
                                    "(contrib default 1)", float)
     col_weight_exp: float = _flag(0.0, "item weight = col_weight·(popularity/mean popularity)^-exp; "
                                        "0 = uniform (lab)", float)
+    popularity_weight: float = _flag(0.0, "β of the blend with popularity: every item's score gains "
+                                           "β·log(1 + its readers), in batch_pred.txt, the export and evaluation "
+                                           "(0: the factors alone)", float)
     target: str = _flag("rating", "what WALS fits for an observed (user, item): the lab's duration-based rating, "
                                   "or 1 for every read (implicit feedback; finds held-out reads better: "
                                   "docs/quality.md)",
@@ -203,5 +206,7 @@ def validate(settings):
     if settings.regularization is not None and not (
             math.isfinite(settings.regularization) and settings.regularization >= 0):
         raise DataError("--regularization must be 0 or more, got {}".format(settings.regularization))
+    if not (math.isfinite(settings.popularity_weight) and settings.popularity_weight >= 0):
+        raise DataError("--popularity_weight must be 0 or more, got {}".format(settings.popularity_weight))
     if not math.isfinite(settings.col_weight_exp):
         raise DataError("--col_weight_exp must be a number, got {}".format(settings.col_weight_exp))

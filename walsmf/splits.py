@@ -81,20 +81,52 @@ def read_times(times_csv, data_dir, mapped):
     return found
 
 
-def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None, heldout_reads=None):
-    """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``
-    (each user's latest reads held out by ``times_csv``'s times, if given; with ``heldout_reads``, more
-    than ``holdout`` per user where that many users hold out fewer reads than this)."""
+def times_file(data_dir, times_csv=None, held_out=None):
+    """The times file a split of ``data_dir`` holds out by: ``times_csv``, else the data's own times.csv;
+    None for a random split (``held_out="random"``, or no times)."""
+    if held_out == "random":
+        return None
+    own = os.path.join(data_dir, datadir.TIMES_FILE)
+    chosen = times_csv or (own if tf.io.gfile.exists(own) else None)
+    if held_out == "latest" and chosen is None:
+        raise DataError("--held_out latest needs read times: {} has no {} (walsmf.preprocess writes it from an "
+                        "export with times); give --latest_from TIMES.csv".format(data_dir, datadir.TIMES_FILE))
+    return chosen
+
+
+def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None, heldout_reads=None,
+                held_out=None, nusers=None, nitems=None):
+    """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``.
+
+    Each user's latest reads are held out where there are times (``times_csv``, else the data's times.csv;
+    ``held_out="random"`` ignores them), random ones otherwise; with ``heldout_reads``, more than ``holdout``
+    per user where that many users hold out fewer reads than this.  The counts come from metadata.json,
+    else ``nusers``/``nitems`` or the TFRecords (a directory of the lab's files alone).
+    """
+    if holdout < 1:
+        raise DataError("--holdout {} holds out nothing: give 1 or more reads per user".format(holdout))
+    if _inside(split_dir, data_dir):
+        raise DataError("--data_dir {} is --split_from {} or inside it: a split is written beside its data, never "
+                        "into it; name another directory".format(split_dir, data_dir))
     mapped = read_mapped(data_dir)
-    metadata = read_metadata(data_dir)
+    metadata = dict(read_metadata(data_dir)) if tf.io.gfile.exists(os.path.join(data_dir, datadir.METADATA_FILE)) \
+        else {}
+    metadata.update(datadir.data_counts(data_dir, nusers, nitems))
     if heldout_reads:
         evaluated = max(1, int((mapped["userId"].value_counts() >= MIN_INTERACTIONS).sum()))
         holdout = max(holdout, -(-heldout_reads // evaluated))
+    times_csv = times_file(data_dir, times_csv, held_out)
     times = read_times(times_csv, data_dir, mapped) if times_csv else None
     train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed, times=times)
+    if len(test) == 0:
+        raise DataError("no user of {} has the {} reads a held-out split needs: there is nothing to evaluate on"
+                        .format(data_dir, MIN_INTERACTIONS))
     with staged_directory(split_dir, datadir.METADATA_FILE) as staged:
         for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
-            tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
+            if tf.io.gfile.exists(os.path.join(data_dir, name)):
+                tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
+        if times_csv:  # the training reads' times, for the most-read-recently baseline
+            tf.io.gfile.copy(times_csv, os.path.join(staged, datadir.TIMES_FILE))
         train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)
         test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
         datadir.write_interactions(staged, datadir.interactions_of(train, metadata["nusers"], metadata["nitems"]))
@@ -104,6 +136,19 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     log("{} training interactions, {} held out from {} users; {} users have too few interactions "
         "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
     return train, test
+
+
+def _inside(path, directory):
+    """Whether local ``path`` is ``directory`` or below it."""
+    if "://" in path or "://" in directory:
+        return path.rstrip("/") == directory.rstrip("/")
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory + os.sep)
+
+
+def has_times(data_dir):
+    """Whether ``data_dir`` has read times (times.csv)."""
+    return tf.io.gfile.exists(os.path.join(data_dir, datadir.TIMES_FILE))
 
 
 def has_heldout(data_dir):

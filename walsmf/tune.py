@@ -4,8 +4,8 @@
                           [--nusers U --nitems I]
 
 Carves a validation split from DATA (walsmf.splits': one read held out
-per user with at least three, more where users are few, for about 5,000
-held-out reads), then trains each trial's settings on the rest exactly as
+per user with at least three — each user's latest where DATA has times.csv —
+more where users are few, for about 5,000 held-out reads), then trains each trial's settings on the rest exactly as
 walsmf.task trains, and ranks every held-out read: recall, NDCG and MAP at
 10, items the user read in training left out.  The trials: the lab's
 settings, ``--preset tuned``, then the iALS recipe (every read a target of
@@ -14,10 +14,13 @@ runs that many of these 6 points, a larger one half its trials' worth —
 and, once all four were tried, λ ×10 and ×0.1 at the best, then 20
 factors at the best recipe point; two random draws from SEARCH_SPACE (the
 space hptuning_config.yaml and cloud/vertex_hptuning.yaml name); then points
-near the best so far, every third a random draw.  One progress line per trial.  Writes
-DIR/trials.csv and DIR/best_params.json ({walsmf.task flag: value}, best
-recall@10, NDCG@10 breaking ties) and prints the walsmf.task command that
-applies it.
+near the best so far, every third a random draw.  Each trial is ranked with
+and without a blend with popularity (score + β·log(1 + readers), β among
+POPULARITY_WEIGHTS; ranking only) and keeps its best β.  The choice, of β as
+of trials (metrics.choose): the best NDCG@10 among those within one standard
+error of the best recall@10.  One progress line per trial, with standard
+errors.  Writes DIR/trials.csv and DIR/best_params.json ({walsmf.task flag:
+value}) and prints the walsmf.task command that applies it.
 """
 import json
 import math
@@ -47,6 +50,8 @@ SEARCH_SPACE = {
     "num_epochs": ("choice", [5, 10, 20, 40]),
 }
 METRICS = ("recall", "ndcg", "map")
+# The blends with popularity each trial is ranked with (score + β·log(1 + readers)): ranking only, no training.
+POPULARITY_WEIGHTS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 # Where users are few (MovieLens' 671), one held-out read each ranks settings mostly by chance: each then
 # holds out enough for about this many held-out reads (walsmf.splits takes at most a fifth of a user's).
 VALIDATION_READS = 5000
@@ -117,8 +122,8 @@ def first_points(num_epochs):
 
 
 def _best(done):
-    """The point of the best trial in ``done`` [(point, recall, ndcg)]."""
-    return max(done, key=lambda trial: (trial[1], trial[2]))[0]
+    """The point of the best trial in ``done`` [(point, metrics)], by metrics.choose's rule."""
+    return done[metrics.choose([result for _, result in done])][0]
 
 
 def next_point(done, max_trials, rng, num_epochs):
@@ -147,24 +152,27 @@ def next_point(done, max_trials, rng, num_epochs):
     return draw(rng) if step < RANDOM_DRAWS or (step - RANDOM_DRAWS) % 3 == 2 else near(_best(done), rng)
 
 
-def write_validation_split(input_path, split_dir, seed=0, log=print):
-    """walsmf.splits' split of ``input_path`` into ``split_dir``, holding out enough reads per user for
-    about VALIDATION_READS held-out reads."""
-    return splits.write_split(input_path, split_dir, seed=seed, log=log, heldout_reads=VALIDATION_READS)
+def write_validation_split(input_path, split_dir, seed=0, log=print, held_out=None, nusers=None, nitems=None):
+    """walsmf.splits' split of ``input_path`` into ``split_dir`` (each user's latest reads where the data has
+    times), holding out enough reads per user for about VALIDATION_READS held-out reads."""
+    return splits.write_split(input_path, split_dir, seed=seed, log=log, heldout_reads=VALIDATION_READS,
+                              held_out=held_out, nusers=nusers, nitems=nitems)
 
 
 def run_trial(split_dir, point, metadata, seed, workdir):
-    """Train ``point`` on the split's training part; its metrics on the held-out reads and training seconds."""
+    """Train ``point`` on the split's training part; its metrics on the held-out reads at the blend with
+    popularity metrics.choose picks among POPULARITY_WEIGHTS (``popularity_weight``), and training seconds."""
     trial = settings.make(input_path=split_dir, output_dir=os.path.join(workdir, "model"), nusers=metadata["nusers"],
                          nitems=metadata["nitems"], seed=seed, **point)
     start = time.perf_counter()
     model.fit(trial, model.training_schedule(trial)[0])
     seconds = time.perf_counter() - start
     train, test = splits.read_mapped(split_dir), splits.read_mapped(split_dir, HELDOUT_FILE)
-    scores = metrics.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
-                                      train, test, metadata["nusers"])
+    blends = metrics.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
+                                      train, test, metadata["nusers"], popularity_weights=POPULARITY_WEIGHTS)
     shutil.rmtree(trial.output_dir)
-    return dict(scores, train_seconds=round(seconds, 2))
+    chosen = metrics.choose(blends)
+    return dict(blends[chosen], popularity_weight=POPULARITY_WEIGHTS[chosen], train_seconds=round(seconds, 2))
 
 
 def plain(value):
@@ -175,36 +183,39 @@ def plain(value):
 
 
 def best_trial(trials):
-    """The row of the best trial: highest recall@10, then NDCG@10, then the earliest."""
-    return trials.sort_values(["recall", "ndcg", "trial"], ascending=[False, False, True]).iloc[0]
+    """The row of the best trial, by metrics.choose's rule (the best NDCG@10 within one standard error of the
+    best recall@10)."""
+    return trials.iloc[metrics.choose(trials.to_dict("records"))]
 
 
-def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None, log=print):
-    """Search SEARCH_SPACE on a validation split of ``input_path``; write trials.csv and best_params.json."""
+def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None, log=print, held_out=None):
+    """Search SEARCH_SPACE (and the blend with popularity) on a validation split of ``input_path``; write
+    trials.csv and best_params.json."""
     if max_trials < 1:
         raise DataError("--max_trials {} must be at least 1".format(max_trials))
     with staged_directory(output_dir, BEST_PARAMS_FILE) as staged:
         split_dir = os.path.join(staged, "validation_split")
-        write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line))
-        metadata = dict(read_metadata(split_dir))
-        metadata.update({key: value for key, value in (("nusers", nusers), ("nitems", nitems)) if value})
+        write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line),
+                               held_out=held_out, nusers=nusers, nitems=nitems)
+        metadata = read_metadata(split_dir)
         workdir = temporary_directory(".walsmf-tune-", staged)
         rows, done, rng = [], [], np.random.default_rng(seed)
         epochs = recipe_epochs(metadata["nusers"], metadata["nitems"])
         for trial in range(1, max_trials + 1):
             point = next_point(done, max_trials, rng, epochs)
             result = run_trial(split_dir, point, metadata, seed, workdir)
-            done.append((point, result["recall"], result["ndcg"]))
+            done.append((point, result))
             rows.append(dict(trial=trial, **point, **result))
-            log("trial {}/{}: {} -> recall@10 {:.4f}, NDCG@10 {:.4f} ({:.1f} s)".format(
-                trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()), result["recall"],
-                result["ndcg"], result["train_seconds"]))
+            log("trial {}/{}: {} -> recall@10 {:.4f} ± {:.4f}, NDCG@10 {:.4f} ± {:.4f} at popularity_weight {} "
+                "({:.1f} s)".format(trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()),
+                                    result["recall"], result["recall_se"], result["ndcg"], result["ndcg_se"],
+                                    result["popularity_weight"], result["train_seconds"]))
         shutil.rmtree(workdir)
         shutil.rmtree(split_dir)
         trials = pd.DataFrame(rows)
         trials.to_csv(os.path.join(staged, TRIALS_FILE), index=False)
         best = best_trial(trials)
-        params = {flag: plain(best[flag]) for flag in SEARCH_SPACE}
+        params = {flag: plain(best[flag]) for flag in list(SEARCH_SPACE) + ["popularity_weight"]}
         with open(os.path.join(staged, BEST_PARAMS_FILE), "w") as f:
             json.dump(params, f, indent=1, sort_keys=True)
     log("best: trial {} (recall@10 {:.4f}, NDCG@10 {:.4f}); train on all of {} with:".format(
@@ -224,10 +235,16 @@ def main(argv=None):
     parser.add_argument("--max_trials", type=settings.integer, default=12, help="trials to run (default 12)")
     parser.add_argument("--seed", type=settings.integer, default=0,
                         help="seed of the split, the draws and the factors' initialization")
-    parser.add_argument("--nusers", type=settings.integer, help="number of users (default: from metadata.json)")
-    parser.add_argument("--nitems", type=settings.integer, help="number of items (default: from metadata.json)")
+    parser.add_argument("--nusers", type=settings.integer,
+                        help="number of users (default: metadata.json, else the TFRecords)")
+    parser.add_argument("--nitems", type=settings.integer,
+                        help="number of items (default: metadata.json, else the TFRecords)")
+    parser.add_argument("--held_out", choices=["latest", "random"],
+                        help="the validation split's held-out reads: each user's latest (the default where the "
+                             "data has times.csv) or random ones")
     args = parser.parse_args(argv)
-    tune(args.input_path, args.output_dir, args.max_trials, args.seed, args.nusers, args.nitems)
+    tune(args.input_path, args.output_dir, args.max_trials, args.seed, args.nusers, args.nitems,
+         held_out=args.held_out)
 
 
 if __name__ == "__main__":
