@@ -26,7 +26,7 @@ import tempfile
 import time
 
 import pandas as pd
-from shapes import SHAPES, generate
+from shapes import SHAPES, generate, generate_news
 
 from walsmf import baselines, metrics, splits, tune
 from walsmf.datadir import HELDOUT_FILE, read_metadata
@@ -35,7 +35,7 @@ from walsmf.extract import extract
 from walsmf.preprocess import write_data_dir
 from walsmf.sample import write_sample
 
-METRICS = ("recall", "ndcg", "map")
+METRICS = ("recall", "ndcg", "map", "recall_se", "ndcg_se")
 IMPLICIT_GRID = list(itertools.product((10, 20, 40), (0.1, 1.0, 10.0), (10.0, 40.0, 100.0)))
 IMPLICIT_ITERATIONS = 15
 # A data set's read times, where it has them: its test split then holds out each user's latest read.
@@ -65,6 +65,8 @@ def write_dataset(name, directory, scale, log, ratings_csv=None):
     the reads of ``ratings_csv`` (``ratings``, and TIMES_FILE beside it where the file has times)."""
     if name == "sample":
         rows = extract(sessions_file=write_sample(os.path.join(directory, "sample.parquet"), scale=scale, seed=0))
+    elif name == "news":
+        rows = generate_news(seed=0, scale=scale)  # with read_time: the data directory gets times.csv
     elif name == "ratings":
         rows, times = rated_reads(ratings_csv)
         if times is not None:
@@ -92,15 +94,14 @@ def run_implicit(split_dir, factors, regularization, alpha, seed):
 
 
 def best_implicit(val_dir, log):
-    """(factors, regularization, alpha) of IMPLICIT_GRID with the best validation recall@10 (then NDCG@10)."""
-    scored = []
-    for point in IMPLICIT_GRID:
-        result = run_implicit(val_dir, *point, seed=0)
-        scored.append((result["recall"], result["ndcg"], point))
-    best = max(scored)
-    log("implicit grid ({} points): best factors={} regularization={} alpha={} (validation recall@10 {:.4f})".format(
-        len(IMPLICIT_GRID), *best[2], best[0]))
-    return best[2]
+    """(factors, regularization, alpha) of IMPLICIT_GRID chosen on the validation split by walsmf.tune's rule
+    (metrics.choose: the best NDCG@10 within one standard error of the best recall@10)."""
+    results = [run_implicit(val_dir, *point, seed=0) for point in IMPLICIT_GRID]
+    chosen = metrics.choose(results)
+    log("implicit grid ({} points): chose factors={} regularization={} alpha={} (validation recall@10 {:.4f}, "
+        "NDCG@10 {:.4f})".format(len(IMPLICIT_GRID), *IMPLICIT_GRID[chosen], results[chosen]["recall"],
+                                 results[chosen]["ndcg"]))
+    return IMPLICIT_GRID[chosen]
 
 
 def mean(results):
@@ -125,15 +126,21 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     tune.write_validation_split(split, val, seed=0, log=lambda _: None)  # the split walsmf.tune searched on
     implicit_point = best_implicit(val, log)
     _, train, test = split_data(split)
-    popular = metrics.evaluate_factors(*baselines.popularity_factors(train, metadata["nusers"], metadata["nitems"]),
-                                        train, test, metadata["nusers"])
+    def score(factors, fit=train, check=test):
+        return metrics.evaluate_factors(*factors, fit, check, metadata["nusers"])
+    popular = score(baselines.popularity_factors(train, metadata["nusers"], metadata["nitems"]))
     rows = [
         ("walsmf tuned ({} trials)".format(len(trials)), mean([run_wals(split, params, s, directory) for s in seeds])),
-        ("walsmf, lab settings", mean([run_wals(split, {}, s, directory) for s in seeds])),
+        ("walsmf, lab settings", mean([run_wals(split, {"popularity_weight": 0.0}, s, directory) for s in seeds])),
         ("implicit ALS, grid-tuned ({}f)".format(implicit_point[0]),
          mean([run_implicit(split, *implicit_point, seed=s) for s in seeds])),
         ("most popular", dict(popular, train_s=0.0)),
     ]
+    if splits.has_times(split):
+        read_times = splits.read_times(os.path.join(split, TIMES_FILE), split, train)
+        factors, days = baselines.most_read_recently(train, read_times, metadata["nusers"], metadata["nitems"], score)
+        rows.append(("most read, last {}".format("{} days".format(days) if days else "period"),
+                     dict(score(factors), train_s=0.0)))
     for method, result in rows:
         log("{}: recall@10 {:.4f}, NDCG@10 {:.4f}".format(method, result["recall"], result["ndcg"]))
     log("walsmf.tune chose: {}".format(json.dumps(params, sort_keys=True)))
@@ -141,13 +148,20 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
     return summary, rows
 
 
+def verdict(ours, theirs, metric):
+    """"ahead", "behind", or "tie" where the two are within one standard error (the larger of the two)."""
+    margin = max(ours[metric + "_se"], theirs[metric + "_se"])
+    difference = ours[metric] - theirs[metric]
+    return "tie" if abs(difference) <= margin else ("ahead" if difference > 0 else "behind")
+
+
 def main(argv=None):
     """CLI: every data set, every method, one table."""
     parser = argparse.ArgumentParser(prog="benchmarks/bench_quality.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--datasets", nargs="+", default=["sample"] + sorted(SHAPES),
-                        choices=["sample"] + sorted(SHAPES) + ["ratings"])
+    parser.add_argument("--datasets", nargs="+", default=["sample"] + sorted(SHAPES) + ["news"],
+                        choices=["sample"] + sorted(SHAPES) + ["news", "ratings"])
     parser.add_argument("--ratings_csv", help="a public ratings file (userId,movieId,rating,...; e.g. MovieLens): "
                                               "adds the data set 'ratings', its ratings of 4 and more as reads")
     parser.add_argument("--scale", type=float, default=1.0, help="size of every data set (1 = as SHAPES says, the "
@@ -166,16 +180,17 @@ def main(argv=None):
     for number, name in enumerate(args.datasets, 1):
         print("[{}/{}] {}".format(number, len(args.datasets), name), flush=True)
         tables.append((name,) + benchmark(name, workdir, args.scale, args.max_trials, args.seeds, args.ratings_csv))
-    print("\n| data set | method | recall@10 | NDCG@10 | MAP@10 | train s |\n|---|---|---|---|---|---|")
+    print("\n| data set | method | recall@10 ± se | NDCG@10 ± se | MAP@10 | train s |\n|---|---|---|---|---|---|")
     for name, summary, rows in tables:
         for method, r in rows:
-            print("| {} ({}) | {} | {:.4f} | {:.4f} | {:.4f} | {:.1f} |".format(
-                name, summary, method, r["recall"], r["ndcg"], r["map"], r["train_s"]))
+            print("| {} ({}) | {} | {:.4f} ± {:.4f} | {:.4f} ± {:.4f} | {:.4f} | {:.1f} |".format(
+                name, summary, method, r["recall"], r["recall_se"], r["ndcg"], r["ndcg_se"], r["map"], r["train_s"]))
     for name, _, rows in tables:
         ours = next(r for m, r in rows if m.startswith("walsmf tuned"))
-        theirs = next(r for m, r in rows if m.startswith("implicit"))
-        print("{}: walsmf tuned / implicit grid-tuned: recall@10 {:.2f}x, NDCG@10 {:.2f}x".format(
-            name, ours["recall"] / theirs["recall"], ours["ndcg"] / theirs["ndcg"]))
+        for method, theirs in rows[2:]:
+            print("{}: walsmf tuned / {}: recall@10 {:.2f}x ({}), NDCG@10 {:.2f}x ({})".format(
+                name, method, ours["recall"] / theirs["recall"], verdict(ours, theirs, "recall"),
+                ours["ndcg"] / theirs["ndcg"], verdict(ours, theirs, "ndcg")))
     if not args.workdir:
         shutil.rmtree(workdir)
 

@@ -27,6 +27,12 @@ SHAPES = {
 }
 
 
+# news: articles published over DAYS, their appeal halving every HALF_LIFE days after publication
+NEWS = dict(visitors=30000, articles=3000, topics=30, days=30, half_life_days=1.0, reads_mean=5.0,
+            activity_shape=0.5, skew=1.1, taste=0.6)
+_START_MS = 1764547200000  # 2025-12-01, UTC
+
+
 def _zipf_weights(rng, n, skew):
     weights = np.arange(1, n + 1, dtype=np.float64) ** -skew
     return rng.permutation(weights / weights.sum())
@@ -64,3 +70,44 @@ def generate(shape, seed=0, scale=1.0):
     rows = rows.groupby(["visitorId", "contentId"], as_index=False)["session_duration"].sum()
     return rows.assign(visitorId=rows["visitorId"].map("v{}".format),
                        contentId=rows["contentId"].map("a{}".format))
+
+
+def generate_news(seed=0, scale=1.0):
+    """The extracted rows of NEWS (visitorId, contentId, session_duration in ms, read_time in ms): each read at a
+    random time of the month, of an article already published, by popularity × freshness (× taste)."""
+    p = dict(NEWS)
+    p["visitors"], p["articles"] = max(50, int(p["visitors"] * scale)), max(40, int(p["articles"] * scale))
+    p["topics"] = min(p["topics"], p["articles"] // 4)
+    rng = np.random.default_rng(seed)
+    appeal = _zipf_weights(rng, p["articles"], p["skew"])
+    published = rng.uniform(0, p["days"], p["articles"])
+    topic_of = rng.integers(0, p["topics"], p["articles"])
+    favourite = rng.integers(0, p["topics"], p["visitors"])
+    reads = 1 + rng.negative_binomial(p["activity_shape"], p["activity_shape"] / (
+        p["activity_shape"] + p["reads_mean"] - 1), size=p["visitors"])
+    reads = np.minimum(reads, p["articles"] // 10)
+    visitor = np.repeat(np.arange(p["visitors"]), reads)
+    when = rng.uniform(0, p["days"], len(visitor))
+    in_taste = rng.random(len(visitor)) < p["taste"]
+    article = np.empty(len(visitor), np.int64)
+    assigned = np.zeros(len(visitor), bool)
+    day = when.astype(int)
+    for d in range(p["days"]):
+        age = d + 0.5 - published
+        weight = np.where(age > 0, appeal * 0.5 ** (np.maximum(age, 0) / p["half_life_days"]), 0.0)
+        today = day == d
+        for t in range(p["topics"]):
+            chosen = today & in_taste & (favourite[visitor] == t)
+            members = weight * (topic_of == t)
+            if chosen.any() and members.sum() > 0:
+                article[chosen] = rng.choice(p["articles"], size=int(chosen.sum()), p=members / members.sum())
+                assigned |= chosen
+        rest = today & ~assigned  # out of taste, or no article of the topic published yet
+        article[rest] = rng.choice(p["articles"], size=int(rest.sum()), p=weight / weight.sum())
+    liked = topic_of[article] == favourite[visitor]
+    duration = np.exp(rng.normal(10.6 + 0.7 * liked, 1.1, len(visitor))).astype(np.int64) + 1
+    rows = pd.DataFrame({"visitorId": visitor, "contentId": article, "session_duration": duration,
+                         "read_time": (_START_MS + when * 86400000).astype(np.int64)})
+    rows = rows.groupby(["visitorId", "contentId"], as_index=False).agg(
+        session_duration=("session_duration", "sum"), read_time=("read_time", "max"))
+    return rows.assign(visitorId=rows["visitorId"].map("v{}".format), contentId=rows["contentId"].map("a{}".format))
