@@ -55,10 +55,29 @@ def parse_extracted(line, n_fields=3):
     numbers = []
     for name, text in zip(EXTRACTED_FIELDS[2:], fields[2:]):
         try:
-            numbers.append(int(float(text)))
+            numbers.append(_number(text))
         except ValueError:
             raise DataError("{} is not numeric (e.g. {!r})".format(name, text))
     return _kept(fields[0], fields[1], numbers[0], numbers[1] if len(numbers) > 1 else None)
+
+
+def _number(text):
+    """A CSV number as the in-process path reads it: an int where integral, else the float; one that is not
+    finite or past 2^63 is no reading time."""
+    value = float(text)
+    if not (abs(value) < 2.0 ** 63):
+        raise DataError("session_duration {!r} is not a reading time: durations are milliseconds, finite and "
+                        "below 2^63 (check the export's units)".format(text))
+    return int(value) if value.is_integer() else value
+
+
+def _summed(pair_and_reads):
+    """One (visitor, article) row from all of the pair's: durations summed, the latest time kept (the lab's
+    GROUP BY)."""
+    (visitor, content), reads = pair_and_reads
+    reads = list(reads)
+    times = [t for _, t in reads if t is not None]
+    return visitor, content, sum(d for d, _ in reads), max(times) if times else None
 
 
 def _kept(visitor, content, duration, read_time=None):
@@ -67,15 +86,15 @@ def _kept(visitor, content, duration, read_time=None):
 
 
 class _Median(beam.PTransform):
-    """The exact median of a PCollection of integers, as pandas computes it, in two passes."""
+    """The exact median of a PCollection of numbers, as pandas computes it, in two passes."""
 
     def expand(self, durations):
         count = durations | "count" >> beam.combiners.Count.Globally()
-        buckets = (durations | "bucket" >> beam.Map(lambda d: (d >> _BUCKET_BITS, 1))
+        buckets = (durations | "bucket" >> beam.Map(lambda d: (int(d) >> _BUCKET_BITS, 1))
                    | "per bucket" >> beam.CombinePerKey(sum))
         middle = count | "middle buckets" >> beam.Map(_middle_buckets, beam.pvalue.AsList(buckets))
         values = (durations
-                  | "in middle" >> beam.Filter(lambda d, keep: (d >> _BUCKET_BITS) in keep["buckets"],
+                  | "in middle" >> beam.Filter(lambda d, keep: (int(d) >> _BUCKET_BITS) in keep["buckets"],
                                                beam.pvalue.AsSingleton(middle))
                   | "value" >> beam.Map(lambda d: (d, 1)) | "per value" >> beam.CombinePerKey(sum))
         return middle | "median" >> beam.Map(_median_from_values, beam.pvalue.AsList(values))
@@ -133,6 +152,8 @@ def build(pipeline, rows, data_dir, source, with_times):
                                                     shard_name_template="", header=header,
                                                     append_trailing_newlines=trailing_newline)
 
+    rows = (rows | "by pair" >> beam.Map(lambda r: ((r[0], r[1]), (r[2], r[3])))
+            | "group pairs" >> beam.GroupByKey() | "sum pairs" >> beam.Map(_summed))
     if with_times:
         write_text(rows | "time lines" >> beam.Map(lambda r: csv_line(r[0], r[1], r[3])), datadir.TIMES_FILE,
                    "write times", header=",".join(datadir.TIMES_COLUMNS))

@@ -208,7 +208,11 @@ def tfrecord_files(data_dir, name):
     (``name*`` would also take items_for_user_subset for items_for_user.)
     """
     pattern = os.path.join(data_dir, name)
-    files = sorted(set(tf.io.gfile.glob(pattern) + tf.io.gfile.glob(pattern + "-*")))
+    whole, shards = tf.io.gfile.glob(pattern), tf.io.gfile.glob(pattern + "-*")
+    if whole and shards:
+        raise DataError("{} holds both {} and its shards {}-*: two writers left one set each; regenerate the data "
+                        "directory (python -m walsmf.preprocess) or remove the older set".format(data_dir, name, name))
+    files = sorted(whole + shards)
     if not files:
         raise DataError("no TFRecord file {} (or shards {}-*): run 'python -m walsmf.preprocess' "
                         "or check --input_path".format(pattern, pattern))

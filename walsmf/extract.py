@@ -511,6 +511,9 @@ def _rows_frame(table):
 
 def read_extracted_csv(path):
     """Rows of a CSV of visitorId,contentId,session_duration (as ``--output`` writes them), checked."""
+    if os.path.isdir(path):
+        raise DataError("--extracted_csv {} is a directory: give the CSV file 'python -m walsmf.extract --output "
+                        "FILE' wrote".format(path))
     if not os.path.isfile(path):
         raise DataError("extracted CSV {} does not exist (write one with 'python -m walsmf.extract "
                         "--output FILE')".format(path))
@@ -528,12 +531,18 @@ def normalize_extracted(df):
     > 0) true for any engine: such rows are dropped as the lab does; a
     missing column, an empty result or a non-numeric duration is an error.
     A ``read_time`` column (the pair's latest time, ms) is kept and checked.
+    Rows of one (visitor, article) pair are summed, as the lab's GROUP BY
+    sums them (their latest time kept); fractional durations stay fractional.
     """
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError("extracted rows lack column(s) {} (expected {})".format(
             ", ".join(missing), ", ".join(COLUMNS)))
     duration = _numbers(df, "session_duration")
+    if not np.isfinite(duration.fillna(0)).all() or (duration.abs() >= 2.0 ** 63).any():
+        bad = duration[~np.isfinite(duration.fillna(0)) | (duration.abs() >= 2.0 ** 63)].iloc[0]
+        raise DataError("session_duration {!r} is not a reading time: durations are milliseconds, finite and "
+                        "below 2^63 (check the export's units)".format(bad))
     keep = (df["contentId"].notna() & df["visitorId"].notna() & (duration > 0)).fillna(False).to_numpy(bool)
     if not keep.any():
         raise DataError("the query returned no (visitor, article) rows with a positive duration")
@@ -542,10 +551,12 @@ def normalize_extracted(df):
     # order, which would change the lab's ids (order of appearance) from run
     # to run: order fully so the same input always gives the same files.
     order = np.lexsort((visitors.codes, contents.codes))
+    kept = duration[keep].to_numpy()
+    integral = bool((kept == np.floor(kept)).all())
     out = pd.DataFrame({
         "visitorId": visitors[order],
         "contentId": contents[order],
-        "session_duration": duration[keep].astype("int64").to_numpy()[order],
+        "session_duration": (kept.astype("int64") if integral else kept)[order],
     })
     if TIME_COLUMN in df.columns:
         times = _numbers(df, TIME_COLUMN)[keep]
@@ -553,6 +564,12 @@ def normalize_extracted(df):
             raise DataError("{} is blank for visitor {} and content {}: give every row its time, or drop the "
                             "column".format(TIME_COLUMN, *df[keep][times.isna().to_numpy()].iloc[0][COLUMNS[:2]]))
         out[TIME_COLUMN] = times.astype("int64").to_numpy()[order]
+    pair = pd.Series(visitors.codes[order]) * len(contents.categories) + contents.codes[order]
+    if pair.duplicated().any():
+        summed = {"session_duration": "sum"}
+        summed.update({TIME_COLUMN: "max"} if TIME_COLUMN in out else {})
+        out = out.groupby(pair.to_numpy(), sort=False).agg(dict(summed, visitorId="first", contentId="first"))
+        out = out[list(out.columns[-2:]) + list(out.columns[:-2])].reset_index(drop=True)
     return out
 
 

@@ -63,7 +63,13 @@ def serving_info(export_dir):
     if not tf.io.gfile.exists(path):
         return {}
     with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+        try:
+            info = json.load(f)
+        except ValueError as err:
+            raise DataError("{} is not JSON ({}): export the model again with python -m walsmf.task".format(path, err))
+    if not isinstance(info, dict):
+        raise DataError("{} holds no JSON object: export the model again with python -m walsmf.task".format(path))
+    return info
 
 
 def predict(model_dir, instances):

@@ -117,6 +117,11 @@ def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size
     return np.concatenate(blocks) if blocks else np.empty((0, min(k, item_factors.shape[0])), np.int64)
 
 
+def _padded(original, n):
+    """Original ids for internal ids 0..n−1: ``original``'s, then "" for ids it does not name."""
+    return np.concatenate([original, np.full(max(0, n - len(original)), "", dtype=object)])
+
+
 def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
@@ -135,7 +140,10 @@ def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
     users_csv = os.path.join(settings.input_path, USERS_FILE)
     items_csv = os.path.join(settings.input_path, ITEMS_FILE)
     originals = tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv)
-    visitors, contents = (read_id_map(users_csv), read_id_map(items_csv)) if originals else (None, None)
+    # ids beyond users.csv / items.csv (--nusers larger than the data): no original id, an empty one
+    visitors, contents = ((_padded(read_id_map(users_csv), settings.nusers), _padded(read_id_map(items_csv),
+                                                                                     settings.nitems))
+                          if originals else (None, None))
     n_users = user_factors.shape[0]
     report_every = max(1, n_users // 10)
     with contextlib.ExitStack() as stack:

@@ -60,6 +60,10 @@ def read_times(times_csv, data_dir, mapped):
     if missing:
         raise DataError("{} lacks column(s) {}: give a CSV of visitorId,contentId,time".format(
             times_csv, ", ".join(missing)))
+    blank = times["time"].isna() | (times["time"].astype(str).str.strip() == "")
+    if blank.any():
+        raise DataError("{}: the time of visitor {} and content {} is blank: give every read its time".format(
+            times_csv, *times[blank].iloc[0][["visitorId", "contentId"]]))
     value = pd.to_numeric(times["time"], errors="coerce")
     if value.isna().any():
         try:

@@ -1,0 +1,106 @@
+"""Inputs a site really has, and odd files: duplicates summed, fractional and absurd durations, blank times,
+ids beyond the id maps, a directory where a file belongs; each a correct result or one true error line."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import run_module
+
+from walsmf import datadir, extract, predict, splits
+from walsmf.errors import DataError
+
+
+def extracted(tmp_path, rows, name="rows.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows, columns=["visitorId", "contentId", "session_duration"]).to_csv(str(path), index=False)
+    return path
+
+
+def raw_ratings(data_dir):
+    return {(v, c): r for v, c, r in pd.read_csv(str(data_dir / datadir.RAW_FILE), header=None,
+                                                  dtype={0: str, 1: str}).itertuples(index=False)}
+
+
+@pytest.mark.subprocess
+def test_duplicate_pairs_are_summed_and_fractional_durations_kept_in_process_and_in_beam(tmp_path):
+    pytest.importorskip("apache_beam")
+    rows = [("a", "x", 1000), ("a", "x", 500.5), ("a", "y", 0.25), ("b", "x", 2000), ("b", "y", 700),
+            ("c", "y", 1200), ("c", "x", 300)]
+    path = extracted(tmp_path, rows)
+    for runner in ([], ["--runner", "DirectRunner"]):
+        out = tmp_path / ("beam" if runner else "in-process")
+        result = run_module("walsmf.preprocess", "--extracted_csv", path, "--data_dir", out, *runner)
+        assert result.returncode == 0, result.stderr[-2000:]
+    # by hand: the pairs' durations a-x 1500.5, a-y 0.25, b-x 2000, b-y 700, c-y 1200, c-x 300: median 950
+    durations = {("a", "x"): 1500.5, ("a", "y"): 0.25, ("b", "x"): 2000, ("b", "y"): 700, ("c", "y"): 1200,
+                 ("c", "x"): 300}
+    median = float(np.median(list(durations.values())))
+    expected = {pair: min(0.3 * (1 + (d - median) / median), 1.0) for pair, d in durations.items()}
+    for out in ("in-process", "beam"):
+        got = raw_ratings(tmp_path / out)
+        assert got.keys() == expected.keys(), out
+        assert all(abs(got[p] - expected[p]) < 1e-12 for p in expected), out
+        assert datadir.read_metadata(str(tmp_path / out))["interactions"] == 6
+        assert datadir.read_metadata(str(tmp_path / out))["median_duration_ms"] == median
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "inf", "-inf"])
+def test_a_duration_that_is_no_reading_time_is_one_line(tmp_path, value):
+    path = tmp_path / "rows.csv"
+    path.write_text("visitorId,contentId,session_duration\na,x,1000\nb,x,{}\n".format(value))
+    with pytest.raises(DataError, match="is not a reading time: durations are milliseconds"):
+        extract.read_extracted_csv(str(path))
+
+
+def test_a_directory_where_a_file_belongs_is_named(tmp_path):
+    with pytest.raises(DataError, match="--extracted_csv .* is a directory"):
+        extract.read_extracted_csv(str(tmp_path))
+    with pytest.raises(DataError, match="--output .* is a directory"):
+        extract.main(["--output", str(tmp_path), "--scale", "0.001"])
+
+
+def test_a_blank_time_is_refused_not_taken_as_the_earliest(small_data, tmp_path):
+    times = pd.read_csv(os.path.join(small_data[0], datadir.TIMES_FILE), dtype=str)
+    times.loc[3, "time"] = ""
+    times.to_csv(str(tmp_path / "times.csv"), index=False)
+    with pytest.raises(DataError, match="is blank: give every read its time"):
+        splits.write_split(small_data[0], str(tmp_path / "split"), times_csv=str(tmp_path / "times.csv"),
+                           log=lambda _: None)
+    assert not (tmp_path / "split").exists()
+
+
+def test_a_tfrecord_set_both_whole_and_sharded_is_named(small_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_data[0], str(data))
+    shutil.copy(str(data / datadir.ROWS_FILE), str(data / (datadir.ROWS_FILE + "-00000-of-00001")))
+    with pytest.raises(DataError, match="holds both items_for_user and its shards items_for_user-\\*"):
+        datadir.tfrecord_files(str(data), datadir.ROWS_FILE)
+
+
+@pytest.mark.training
+def test_a_corrupt_serving_info_is_one_line(trained, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(predict.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
+    (export / "assets.extra" / datadir.SERVING_INFO_FILE).write_text("{not json")
+    with pytest.raises(DataError, match="serving_info.json is not JSON .*: export the model again"):
+        predict.predict(str(export), [{"userId": 1}])
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_users_beyond_users_csv_train_and_get_the_most_read(small_data, tmp_path):
+    data_dir, metadata = small_data
+    out = tmp_path / "model"
+    result = run_module("walsmf.task", "--input_path", data_dir, "--output_dir", out, "--num_epochs", 1,
+                        "--batch_size", 256, "--nusers", metadata["nusers"] + 3, "--seed", 1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = (out / datadir.BATCH_PRED_FILE).read_text().splitlines()
+    original = datadir.read_original_ids_pred(str(out / datadir.ORIGINAL_IDS_PRED_FILE))
+    assert len(lines) == len(original) == metadata["nusers"] + 3
+    readers = datadir.read_interactions(data_dir, metadata["nusers"], metadata["nitems"]).by_item.counts
+    assert lines[-1] == ",".join(map(str, np.argsort(-readers, kind="stable")[:3]))
+    assert original[-1][0] == "" and json.loads((out / datadir.SERVING_INFO_FILE).read_text())["nusers"] == \
+        metadata["nusers"] + 3
