@@ -142,3 +142,25 @@ def test_a_split_with_no_user_to_evaluate_is_refused(tmp_path):
         str(tmp_path / "data" / datadir.MAPPED_FILE), index=False, header=False)
     with pytest.raises(DataError, match="no user of .* has the 3 reads a held-out split needs"):
         splits.write_split(str(tmp_path / "data"), str(tmp_path / "split"), log=lambda _: None)
+
+
+@pytest.mark.training
+def test_a_blend_of_recent_reads_is_the_same_in_batch_pred_the_export_and_evaluation(small_data, tmp_path):
+    from walsmf import recency
+
+    data_dir, metadata = small_data
+    trained = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=256,
+                            nusers=metadata["nusers"], nitems=metadata["nitems"], seed=0, target="read",
+                            popularity_weight=0.3, popularity_days=1.0)
+    model.train_and_evaluate(trained)
+    mapped = splits.read_mapped(data_dir)
+    times = recency.in_milliseconds(splits.read_times(os.path.join(data_dir, datadir.TIMES_FILE), data_dir, mapped))
+    recent = mapped["itemId"].values[times >= times.max() - 86400 * 1000.0]
+    counts = np.bincount(recent, minlength=metadata["nitems"]).astype(np.float32)
+    assert 0 < counts.sum() < len(mapped)  # the last day is a part of the reads
+    u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
+    expected = np.argsort(-(u @ v.T + np.float32(0.3) * np.log1p(counts)), axis=1, kind="stable")[:, :3]
+    assert (batch_pred(trained.output_dir) == expected).mean() > 0.99  # up to float ties
+    served = predict.predict(os.path.join(trained.output_dir, "export", "Servo"),
+                             [{"userId": n} for n in range(metadata["nusers"])])
+    assert [s["top_k_ids"] for s in served] == batch_pred(trained.output_dir).tolist()

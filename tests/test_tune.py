@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import run_module
 
-from walsmf import model, settings, splits, tune
+from walsmf import model, recency, settings, splits, tune
 
 
 def test_draws_stay_in_the_search_space():
@@ -46,8 +46,12 @@ def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_d
         ["ndcg", "recall", "trial"], ascending=[False, False, True]).iloc[0]
     assert set(trials["popularity_weight"]) <= set(tune.POPULARITY_WEIGHTS)
     params = json.loads((out / tune.BEST_PARAMS_FILE).read_text())
+    # the data has read times: the blend counts the recent reads (most read recently's window), when it blends
+    blends = best["popularity_weight"] > 0
     assert params == {flag: None if pd.isna(best[flag]) else best[flag].item() if hasattr(best[flag], "item")
-                      else best[flag] for flag in list(tune.SEARCH_SPACE) + ["popularity_weight"]}
+                      else best[flag] for flag in list(tune.SEARCH_SPACE) + ["popularity_weight"] + (
+                          ["popularity_days"] if blends else [])}
+    assert not blends or params["popularity_days"] in [d for d in recency.RECENT_DAYS if d]
     command = result.stdout.strip().splitlines()[-1].split()
     assert command[:3] == ["python", "-m", "walsmf.task"] and command[-1] == str(out / tune.BEST_PARAMS_FILE)
     applied = settings.parse(["--input_path", data_dir, "--output_dir", "m", "--params_file", command[-1],

@@ -2,10 +2,7 @@
 like WALS's."""
 import numpy as np
 
-# The windows "most read recently" may count, in days before the training period's last read (tuned on a
-# validation split of the training reads); None: all of it (most popular).
-RECENT_DAYS = (1, 2, 3, 7, 14, 30, None)
-_DAY_MS = 86400 * 1000.0
+from walsmf.recency import RECENT_DAYS, in_milliseconds, recent_counts
 
 
 def popularity_factors(train, nusers, nitems):
@@ -34,33 +31,19 @@ def implicit_als(train, nusers, nitems, factors=10, regularization=0.1, alpha=40
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 
-def in_milliseconds(times):
-    """Read times as milliseconds since the epoch, whatever their unit: walsmf's times.csv holds ms, a date
-    column reads as ns, and a user's file may hold seconds or µs (told apart by their size, for dates
-    after 1973)."""
-    times = np.asarray(times, np.float64)
-    largest = np.nanmax(np.abs(times)) if len(times) else 0.0
-    for limit, scale in ((1e11, 1e3), (1e14, 1.0), (1e17, 1e-3)):
-        if largest < limit:
-            return times * scale
-    return times * 1e-6
-
-
 def recent_popularity_factors(train, times, nusers, nitems, days):
     """Most read in the last ``days`` of the training reads (``times``, ms, one per row; None: all of them) as
     a one-factor model; an item with no read in the window ranks by its reads before it, below those in it."""
-    counts = np.bincount(train["itemId"].values, minlength=nitems).astype(np.float64)
-    if days is not None:
-        recent = times >= times.max() - days * _DAY_MS
-        in_window = np.bincount(train["itemId"].values[recent], minlength=nitems).astype(np.float64)
-        counts = in_window + counts / (counts.max() + 1)  # ties in the window broken by all reads
+    counts = recent_counts(train["itemId"].values, times, nitems, None)
+    if days is not None:  # ties in the window broken by all reads
+        counts = recent_counts(train["itemId"].values, times, nitems, days) + counts / (counts.max() + 1)
     return np.ones((nusers, 1), np.float32), counts.astype(np.float32)[:, None]
 
 
 def most_read_recently(train, times, nusers, nitems, evaluate, seed=0):
     """(factors, days): "most read recently", its window chosen among RECENT_DAYS on a validation split of the
     training reads (each user's latest held out), by ``evaluate(factors, train, test)``'s metrics and
-    metrics.choose's rule; then counted over all the training reads."""
+    metrics.choose's rule; then counted over all the training reads.  ``times``: one per row, any unit."""
     from walsmf import metrics, splits
 
     times = in_milliseconds(times)

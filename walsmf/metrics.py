@@ -13,6 +13,7 @@ import tensorflow as tf
 from walsmf import datadir
 from walsmf.datadir import CSR, HELDOUT_FILE
 from walsmf.errors import DataError
+from walsmf.recency import data_popularity
 from walsmf.recommend import load_factors, top_k_items
 from walsmf.splits import read_mapped
 
@@ -56,9 +57,11 @@ def _standard_error(per_user):
     return float(np.std(per_user, ddof=1) / np.sqrt(len(per_user))) if len(per_user) > 1 else 0.0
 
 
-def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10, popularity_weights=(0.0,)):
+def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10, popularity_weights=(0.0,),
+                     popularity=None):
     """Metrics at k of a factorization (score = user factor · item factor, plus β·log(1 + readers)) on the
     held-out users, at each β of ``popularity_weights``: one metrics dict, or a list of them for several.
+    ``popularity``: the blend's counts, if not the training readers (recency.data_popularity).
 
     Every method is ranked alike: training items left out, a user without
     training reads gets the most read items, an item without one is not ranked.
@@ -66,7 +69,8 @@ def evaluate_factors(user_factors, item_factors, train, test, nusers, k=10, popu
     users = np.unique(test["userId"].values)
     reads = datadir.interactions_of(train, nusers, item_factors.shape[0])
     answers = [ranking_metrics(top_k_items(user_factors, item_factors, k, seen=reads.by_user, users=users,
-                                           reads=reads, popularity_weight=beta), users, test, item_factors.shape[0])
+                                           reads=reads, popularity_weight=beta, popularity=popularity), users, test,
+                               item_factors.shape[0])
                for beta in popularity_weights]
     return answers[0] if len(answers) == 1 else answers
 
@@ -117,11 +121,13 @@ def evaluate_model(model_dir, data_dir, k=10):
                         "this split".format(model_dir, user_factors.shape[0], item_factors.shape[0], data_dir,
                                             *datadir.data_counts(data_dir).values()))
     info_path = os.path.join(model_dir, datadir.SERVING_INFO_FILE)
-    beta = 0.0
+    info = {}
     if tf.io.gfile.exists(info_path):
         with tf.io.gfile.GFile(info_path) as f:
-            beta = float(json.load(f).get("popularity_weight", 0.0))
-    return evaluate_factors(user_factors, item_factors, train, test, user_factors.shape[0], k, (beta,))
+            info = json.load(f)
+    popularity = data_popularity(data_dir, item_factors.shape[0], info.get("popularity_days"))
+    return evaluate_factors(user_factors, item_factors, train, test, user_factors.shape[0], k,
+                            (float(info.get("popularity_weight", 0.0)),), popularity)
 
 
 def format_table(rows, k):

@@ -245,7 +245,7 @@ def serving_info_of(settings):
     of an instance's k and excludeRead; whether it rates durations (a median read time)."""
     return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
             "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
-            "popularity_weight": settings.popularity_weight,
+            "popularity_weight": settings.popularity_weight, "popularity_days": settings.popularity_days,
             "rates_durations": median_duration(settings.input_path) is not None}
 
 

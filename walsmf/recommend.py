@@ -20,6 +20,7 @@ from walsmf.datadir import (
 )
 from walsmf.errors import DataError
 from walsmf.fileio import atomic_output
+from walsmf.recency import data_popularity
 
 
 def load_shards(checkpoint, prefix):
@@ -57,37 +58,42 @@ def find_top_k(user, item_factors, k, excluded=None, item_offsets=None):
     return top_items[0] if user.shape.ndims == 1 else top_items
 
 
-def cold_start(reads, popularity_weight=0.0):
+def cold_start(reads, popularity_weight=0.0, popularity=None):
     """What ids without interactions get, from the training ``reads`` (datadir.Interactions): (users without
-    reads, items by readers most first, offsets added to every item's score: β·log(1 + readers) with β =
-    ``popularity_weight``, −inf for an item without readers; None where all would be 0)."""
+    reads, items by readers most first, offsets added to every item's score: β·log(1 + popularity) with β =
+    ``popularity_weight`` and ``popularity`` the readers (default) or the recent reads, −inf for an item without
+    readers; None where all would be 0)."""
     readers = reads.by_item.counts
-    return reads.by_user.counts == 0, np.argsort(-readers, kind="stable"), item_offsets(readers, popularity_weight)
+    return (reads.by_user.counts == 0, np.argsort(-readers, kind="stable"),
+            item_offsets(readers, popularity_weight, popularity))
 
 
-def item_offsets(readers, popularity_weight=0.0):
-    """The offset of each item's score: β·log(1 + readers) (the blend with popularity), −inf for an item no one
-    read (never recommended); None when every offset is 0."""
+def item_offsets(readers, popularity_weight=0.0, popularity=None):
+    """The offset of each item's score: β·log(1 + popularity) (the blend; popularity: ``readers`` unless given),
+    −inf for an item no one read (never recommended); None when every offset is 0."""
     if not popularity_weight and (readers > 0).all():
         return None
-    blend = np.float32(popularity_weight) * np.log1p(readers.astype(np.float32))
+    popularity = readers if popularity is None else popularity
+    blend = np.float32(popularity_weight) * np.log1p(np.asarray(popularity, np.float32))
     return np.where(readers > 0, blend, -np.inf).astype(np.float32)
 
 
 def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=1024, reads=None,
-                 popularity_weight=0.0):
+                 popularity_weight=0.0, popularity=None):
     """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
     ``users``: which rows of ``user_factors`` to rank (default: all).
     ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
     ``reads``: the training Interactions, if some ids have none: a user
     without reads gets the most read items, an item without readers is never
-    recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score.
+    recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score
+    (``popularity``: other counts than the readers, such as the recent reads).
     Blocks of 1024 users measured fastest at lab size (their scores stay in cache).
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
     k = min(k, item_factors.shape[0])
-    no_reads, most_read, offsets = cold_start(reads, popularity_weight) if reads is not None else (None, None, None)
+    no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity) if reads is not None
+                                    else (None, None, None))
     with tf.Graph().as_default():
         block = tf.compat.v1.placeholder(tf.float32, [None, item_factors.shape[1]])
         excluded = None if seen is None else tf.compat.v1.placeholder(tf.int64, [None, 2])
@@ -110,10 +116,10 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
 
 
 def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024, reads=None,
-                popularity_weight=0.0):
+                popularity_weight=0.0, popularity=None):
     """Top-k item ids per user (rows of ``users``, default all), best first: top_k_blocks gathered."""
     blocks = [top for _, top in top_k_blocks(user_factors, item_factors, k, seen, users, block_size, reads,
-                                             popularity_weight)]
+                                             popularity_weight, popularity)]
     return np.concatenate(blocks) if blocks else np.empty((0, min(k, item_factors.shape[0])), np.int64)
 
 
@@ -153,8 +159,9 @@ def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
             stack.enter_context(atomic_output(os.path.join(settings.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
             if originals else None
         done = 0
+        popularity = data_popularity(settings.input_path, settings.nitems, settings.popularity_days)
         for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions,
-                                       popularity_weight=settings.popularity_weight):
+                                       popularity_weight=settings.popularity_weight, popularity=popularity):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
                 original.write(original_ids_lines(visitors[users], (contents[row] for row in top)))

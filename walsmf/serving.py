@@ -39,6 +39,7 @@ from walsmf.datadir import CSR, ITEMS_FILE, METADATA_FILE, USERS_FILE, read_id_m
 from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
 from walsmf.ratings import MAX_RATING, MEDIAN_READ_RATING, RATING_SCALE
+from walsmf.recency import data_popularity
 
 PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
 TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
@@ -50,6 +51,9 @@ VISITOR_ID, CONTENT_IDS, DURATIONS = "visitorId", "contentIds", "durations"
 EXCLUDE, EXCLUDE_READ, K = "exclude", "excludeRead", "k"
 # Features the serving input passes the model_fn besides the inputs: the ids as given (checked), the maps back
 GIVEN_IDS, ORIGINAL_USER_IDS, ORIGINAL_ITEM_IDS = "given_ids", "original_user_ids", "original_item_ids"
+# the items' popularity the blend adds (readers, or the recent reads with --popularity_days)
+POPULARITY = "item_popularity"
+POPULARITY_FILE = "item_popularity.float32"
 # The export's asset files: one per side and CSR array, e.g. by_user.indices.int64, and the id maps
 SERVING_ASSETS_DIR = "serving_assets"
 ID_FILES = {"user": "visitor_ids.b64", "item": "content_ids.b64"}
@@ -97,11 +101,13 @@ def serving_predictions(model, params, features):
 
     def rank(factor, has_reads, other_factors, other_readers, left_out, k, blend=0.0):
         """The other side's top-k for ``factor``: without reads the most read; never what has no reader nor
-        what is left out; ``blend`` β adds β·log(1 + readers); padded to the batch's width with id −1, score 0."""
+        what is left out; ``blend`` β adds β·log(1 + the items' popularity); padded to the batch's width with
+        id −1 and score 0."""
         n_others = tf.shape(other_readers)[0]
+
         def scored():
             scores = tf.linalg.matvec(other_factors, factor)
-            return scores + blend * tf.math.log1p(other_readers) if blend else scores
+            return scores + blend * tf.math.log1p(features[POPULARITY]) if blend else scores
 
         scores = tf.cond(has_reads, scored, lambda: other_readers)
         excluded = tf.scatter_nd(left_out[:, None], tf.ones_like(left_out, tf.int32), [n_others]) > 0
@@ -231,19 +237,21 @@ def original_ids(directory, nusers, nitems):
     return to_internal, originals
 
 
+def _asset_array(directory, name, dtype):
+    """One raw little-endian asset file as a vector: a local variable the loaded export fills from it."""
+    path = tf.constant(os.path.join(directory, name), name=name.replace(".", "_") + "_path")
+    # SavedModel copies these files into the export's assets/ and feeds their new path at load
+    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS, path)
+    array = tf.compat.v1.Variable(tf.io.decode_raw(tf.io.read_file(path), dtype), trainable=False,
+                                  validate_shape=False, name=name.replace(".", "_"),
+                                  collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES])
+    return tf.reshape(array.read_value(), [-1])
+
+
 def _asset_csr(directory, side):
     """One side's CSR as local variables that the loaded export fills from its asset files."""
-    parts = []
-    for part, dtype, tf_dtype in _PARTS:
-        name = "{}.{}.{}".format(side, part, dtype.name)
-        path = tf.constant(os.path.join(directory, name), name=name.replace(".", "_") + "_path")
-        # SavedModel copies these files into the export's assets/ and feeds their new path at load
-        tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS, path)
-        array = tf.compat.v1.Variable(tf.io.decode_raw(tf.io.read_file(path), tf_dtype), trainable=False,
-                                      validate_shape=False, name=name.replace(".", "_"),
-                                      collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES])
-        parts.append(tf.reshape(array.read_value(), [-1]))
-    return CSR(*parts)
+    return CSR(*(_asset_array(directory, "{}.{}.{}".format(side, part, dtype.name), tf_dtype)
+                 for part, dtype, tf_dtype in _PARTS))
 
 
 def observed_values(interactions, target):
@@ -321,11 +329,15 @@ def create_serving_input_fn(settings, interactions=None):
         read = interactions or read_interactions(settings.input_path, settings.nusers, settings.nitems)
         write_serving_assets(assets, observed_values(read, settings.target),
                              *id_maps(settings.input_path, settings.nusers, settings.nitems))
+        popularity = data_popularity(settings.input_path, settings.nitems, settings.popularity_days)
+        with atomic_output(os.path.join(assets, POPULARITY_FILE)) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(np.asarray(read.by_item.counts if popularity is None else popularity, "<f4").tobytes())
         to_internal, originals = original_ids(assets, settings.nusers, settings.nitems)
         given, features = serving_inputs(settings, to_internal, median_duration(settings.input_path))
         features.update({INPUT_ROWS: _asset_csr(assets, "by_user"), INPUT_COLS: _asset_csr(assets, "by_item"),
                          PROJECT_ROW: features[USER_ID] >= 0, ORIGINAL_USER_IDS: originals["user"],
-                         ORIGINAL_ITEM_IDS: originals["item"]})
+                         ORIGINAL_ITEM_IDS: originals["item"],
+                         POPULARITY: _asset_array(assets, POPULARITY_FILE, tf.float32)})
         return input_fn_utils.InputFnOps(features, None, given)
     return serving_input_fn
 

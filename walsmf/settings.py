@@ -71,6 +71,9 @@ class Settings:
     popularity_weight: float = _flag(0.0, "β of the blend with popularity: every item's score gains "
                                            "β·log(1 + its readers), in batch_pred.txt, the export and evaluation "
                                            "(0: the factors alone)", float)
+    popularity_days: Optional[float] = _flag(None, "with --popularity_weight: the blend's popularity is the reads "
+                                                   "of the data's last N days (its times.csv), not all reads",
+                                             float)
     target: str = _flag("rating", "what WALS fits for an observed (user, item): the lab's duration-based rating, "
                                   "or 1 for every read (implicit feedback; finds held-out reads better: "
                                   "docs/quality.md)",
@@ -208,5 +211,8 @@ def validate(settings):
         raise DataError("--regularization must be 0 or more, got {}".format(settings.regularization))
     if not (math.isfinite(settings.popularity_weight) and settings.popularity_weight >= 0):
         raise DataError("--popularity_weight must be 0 or more, got {}".format(settings.popularity_weight))
+    if settings.popularity_days is not None and not (
+            math.isfinite(settings.popularity_days) and settings.popularity_days > 0):
+        raise DataError("--popularity_days must be a positive number of days, got {}".format(settings.popularity_days))
     if not math.isfinite(settings.col_weight_exp):
         raise DataError("--col_weight_exp must be a number, got {}".format(settings.col_weight_exp))

@@ -31,10 +31,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import flags, metrics, model, settings, splits
-from walsmf.datadir import HELDOUT_FILE, read_metadata
+from walsmf import baselines, flags, metrics, model, settings, splits
+from walsmf.datadir import HELDOUT_FILE, TIMES_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import staged_directory, temporary_directory
+from walsmf.recency import data_popularity
 from walsmf.recommend import load_factors
 
 TRIALS_FILE = "trials.csv"
@@ -170,12 +171,27 @@ def run_trial(split_dir, point, metadata, seed, workdir):
     train, test = splits.read_mapped(split_dir), splits.read_mapped(split_dir, HELDOUT_FILE)
     # a point that names its blend (a chosen one, or the lab's 0) is scored at it; else each is tried
     weights = (point["popularity_weight"],) if "popularity_weight" in point else POPULARITY_WEIGHTS
+    popularity = data_popularity(split_dir, metadata["nitems"], point.get("popularity_days"))
     blends = metrics.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
-                                      train, test, metadata["nusers"], popularity_weights=weights)
+                                      train, test, metadata["nusers"], popularity_weights=weights,
+                                      popularity=popularity)
     blends = blends if len(weights) > 1 else [blends]
     shutil.rmtree(trial.output_dir)
     chosen = metrics.choose(blends)
     return dict(blends[chosen], popularity_weight=weights[chosen], train_seconds=round(seconds, 2))
+
+
+def recent_window(split_dir, metadata, seed=0):
+    """Where the split has read times, the days of "most read recently"'s window on it (baselines' choice
+    among recency.RECENT_DAYS, None: all reads): the blend's popularity then counts those days' reads."""
+    if not splits.has_times(split_dir):
+        return None
+    train = splits.read_mapped(split_dir)
+    times = splits.read_times(os.path.join(split_dir, TIMES_FILE), split_dir, train)
+
+    def score(factors, fit, check):
+        return metrics.evaluate_factors(*factors, fit, check, metadata["nusers"])
+    return baselines.most_read_recently(train, times, metadata["nusers"], metadata["nitems"], score, seed)[1]
 
 
 def plain(value):
@@ -204,8 +220,12 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         workdir = temporary_directory(".walsmf-tune-", staged)
         rows, done, rng = [], [], np.random.default_rng(seed)
         epochs = recipe_epochs(metadata["nusers"], metadata["nitems"])
+        recent = recent_window(split_dir, metadata, seed)
+        if recent:
+            log("the blend's popularity: the reads of the last {:g} days (most read recently's window on the "
+                "validation split)".format(recent))
         for trial in range(1, max_trials + 1):
-            point = next_point(done, max_trials, rng, epochs)
+            point = dict(next_point(done, max_trials, rng, epochs), **({"popularity_days": recent} if recent else {}))
             result = run_trial(split_dir, point, metadata, seed, workdir)
             done.append((point, result))
             rows.append(dict(trial=trial, **point, **result))
@@ -219,6 +239,8 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         trials.to_csv(os.path.join(staged, TRIALS_FILE), index=False)
         best = best_trial(trials)
         params = {flag: plain(best[flag]) for flag in list(SEARCH_SPACE) + ["popularity_weight"]}
+        if recent and params["popularity_weight"]:
+            params["popularity_days"] = recent
         with open(os.path.join(staged, BEST_PARAMS_FILE), "w") as f:
             json.dump(params, f, indent=1, sort_keys=True)
     log("best: trial {} (recall@10 {:.4f}, NDCG@10 {:.4f}); train on all of {} with:".format(
