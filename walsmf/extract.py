@@ -564,7 +564,9 @@ def normalize_extracted(df):
             raise DataError("{} is blank for visitor {} and content {}: give every row its time, or drop the "
                             "column".format(TIME_COLUMN, *df[keep][times.isna().to_numpy()].iloc[0][COLUMNS[:2]]))
         out[TIME_COLUMN] = times.astype("int64").to_numpy()[order]
-    pair = pd.Series(visitors.codes[order]) * len(contents.categories) + contents.codes[order]
+    # (codes are int8/16/32 as the categories need: widen before the product)
+    pair = pd.Series(visitors.codes[order].astype(np.int64) * len(contents.categories) +
+                     contents.codes[order].astype(np.int64))
     if pair.duplicated().any():
         summed = {"session_duration": "sum"}
         summed.update({TIME_COLUMN: "max"} if TIME_COLUMN in out else {})
