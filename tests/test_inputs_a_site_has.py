@@ -107,9 +107,9 @@ def test_users_beyond_users_csv_train_and_get_the_most_read(small_data, tmp_path
 
 
 def test_many_visitors_and_articles_are_never_taken_for_duplicates():
-    """Pair keys from small category codes: 200 visitors × 300 articles overflow 16 bits if not widened."""
+    """Pair keys from small category codes: 500 visitors × 300 articles overflow 16 bits if not widened."""
     rng = np.random.default_rng(0)
-    pairs = {(int(v), int(c)) for v, c in zip(rng.integers(0, 200, 20000), rng.integers(0, 300, 20000))}
+    pairs = {(int(v), int(c)) for v, c in zip(rng.integers(0, 500, 40000), rng.integers(0, 300, 40000))}
     rows = pd.DataFrame([("v{}".format(v), "c{:03d}".format(c), 1000 + 7 * v + c) for v, c in sorted(pairs)],
                         columns=["visitorId", "contentId", "session_duration"])
     out = extract.normalize_extracted(rows)
