@@ -172,6 +172,16 @@ def write_events(path, events):
     return str(path)
 
 
+def json_reply(handler, body, status=200):
+    """Answer an http.server request with ``body`` as JSON (the loopback fakes' one reply)."""
+    payload = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 class FakeBigQuery(BaseHTTPRequestHandler):
     """Answers jobs.insert (refusing SQL that does not parse as BigQuery's) and jobs.getQueryResults in
     BigQuery's REST JSON."""
@@ -184,12 +194,7 @@ class FakeBigQuery(BaseHTTPRequestHandler):
         pass
 
     def reply(self, status, body):
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        json_reply(self, body, status)
 
     def do_POST(self):
         import sqlglot

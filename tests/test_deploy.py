@@ -9,7 +9,7 @@ import threading
 import urllib.request
 
 import pytest
-from helpers import ROOT, batch_pred, free_ports, needs_gcloud, start
+from helpers import ROOT, batch_pred, free_ports, json_reply, needs_gcloud, start
 
 from walsmf import datadir, predict
 
@@ -25,12 +25,7 @@ class FakeVertex(http.server.BaseHTTPRequestHandler):
         pass
 
     def reply(self, payload, status=200):
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        json_reply(self, payload, status)
 
     def operation(self, name, response):
         self.reply({"name": name + "/operations/1", "done": True, "response": response})

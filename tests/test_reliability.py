@@ -228,7 +228,7 @@ def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
         sample.generate_sessions(scale=0.001, seed=-1)
     meta = tmp_path / "d"
     meta.mkdir()
-    for text, message in (('{"nusers": ', "not valid JSON"), ('{"nusers": "x", "nitems": 3}', "nusers is 'x'"),
+    for text, message in (('{"nusers": ', "is not JSON"), ('{"nusers": "x", "nitems": 3}', "nusers is 'x'"),
                           ("[1, 2]", "no JSON object"), ('{"nusers": 0, "nitems": 3}', "not a positive count")):
         (meta / datadir.METADATA_FILE).write_text(text)
         with pytest.raises(DataError, match=message):

@@ -16,11 +16,10 @@ a user is handed says so in several dialects:
 contrib.learn understands: the primary as ``master`` and the PS tasks only.
 Workers and evaluators have nothing to do for WALS: they say so and end.
 """
-import json
 
 import tensorflow as tf
 
-from walsmf.errors import DataError
+from walsmf.errors import DataError, json_object
 
 PRIMARY, PS, WORKER, EVALUATOR, SINGLE = "master", "ps", "worker", "evaluator", "single"
 _ALIASES = {"master": PRIMARY, "chief": PRIMARY, "ps": PS, "worker": WORKER, "evaluator": EVALUATOR,
@@ -82,13 +81,7 @@ def _json_env(environ, name):
     text = environ.get(name) or ""
     if not text.strip():
         return {}
-    try:
-        config = json.loads(text)
-    except ValueError as err:
-        raise DataError("{} is not JSON ({}): unset it or fix it".format(name, err))
-    if not isinstance(config, dict):
-        raise DataError("{} must be a JSON object with 'cluster' and 'task'".format(name))
-    return config
+    return json_object(text, name, "unset it, or give a JSON object with 'cluster' and 'task'")
 
 
 def serve_parameters(role):

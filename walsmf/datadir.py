@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from walsmf.errors import DataError
+from walsmf.errors import DataError, json_object
 
 RAW_FILE = "collab_raw.csv"
 USERS_FILE = "users.csv"
@@ -73,14 +73,7 @@ def read_metadata(data_dir):
         raise DataError("{} does not exist: run 'python -m walsmf.preprocess --data_dir {}' first, "
                         "or pass --nusers and --nitems".format(path, data_dir))
     with tf.io.gfile.GFile(path) as f:
-        try:
-            metadata = json.load(f)
-        except ValueError as err:
-            raise DataError("{} is not valid JSON ({}): regenerate the data directory (python -m walsmf.preprocess)"
-                            .format(path, err))
-    if not isinstance(metadata, dict):
-        raise DataError("{} holds no JSON object: regenerate the data directory (python -m walsmf.preprocess)"
-                        .format(path))
+        metadata = json_object(f.read(), path, "regenerate the data directory (python -m walsmf.preprocess)")
     for key in ("nusers", "nitems"):
         value = metadata.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -1,4 +1,5 @@
 """One error type for what the user must fix, and the CLI wrapper that shows every failure in one line."""
+import json
 import os
 import signal
 import sys
@@ -10,6 +11,17 @@ DEBUG_ENV = "WALSMF_DEBUG"
 
 class DataError(Exception):
     """Bad input or a failed external call, described in one line for the user."""
+
+
+def json_object(text, where, remedy):
+    """The JSON object ``text`` holds, or a DataError naming ``where`` and the ``remedy`` (what to do)."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise DataError("{} is not JSON ({}): {}".format(where, err, remedy))
+    if not isinstance(value, dict):
+        raise DataError("{} holds no JSON object: {}".format(where, remedy))
+    return value
 
 
 def _terminate(signum, frame):

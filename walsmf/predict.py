@@ -18,7 +18,7 @@ from tensorflow.contrib import predictor
 
 from walsmf import flags
 from walsmf.datadir import SERVING_INFO_FILE
-from walsmf.errors import DataError, run_cli
+from walsmf.errors import DataError, json_object, run_cli
 from walsmf.instances import check_instance, feed
 
 
@@ -63,13 +63,7 @@ def serving_info(export_dir):
     if not tf.io.gfile.exists(path):
         return {}
     with tf.io.gfile.GFile(path) as f:
-        try:
-            info = json.load(f)
-        except ValueError as err:
-            raise DataError("{} is not JSON ({}): export the model again with python -m walsmf.task".format(path, err))
-    if not isinstance(info, dict):
-        raise DataError("{} holds no JSON object: export the model again with python -m walsmf.task".format(path))
-    return info
+        return json_object(f.read(), path, "export the model again with python -m walsmf.task")
 
 
 def predict(model_dir, instances):
