@@ -167,3 +167,15 @@ def test_gcloud_local_predict_answers_a_new_visitor_as_walsmf_predict_does(train
     ours = predict.predict(export, [(4, -1)])[0]
     assert theirs[0]["top_k_ids"] == theirs[1]["top_k_ids"] == ours["top_k_ids"]
     np.testing.assert_allclose(theirs[0]["projection"], ours["projection"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.training
+def test_a_new_visitors_durations_are_rated_by_the_labs_rule_with_the_training_median(trained):
+    export = os.path.join(trained.output_dir, "export", "Servo")
+    median = datadir.read_metadata(trained.input_path)["median_duration_ms"]
+    items, durations = [1, 4, 9], [900.0, 40000.0, 300000.0]
+    by_duration, by_rating = predict.predict(export, [
+        {"items": items, "durations": durations},
+        {"items": items, "ratings": [float(rating_of(d, median)) for d in durations]}])
+    assert by_duration["top_k_ids"] == by_rating["top_k_ids"]
+    np.testing.assert_allclose(by_duration["projection"], by_rating["projection"], rtol=1e-5, atol=1e-7)

@@ -14,9 +14,10 @@ MAX_RATING = 1.0
 MEDIAN_READ_RATING = RATING_SCALE
 
 
-def rating_of(duration, median):
-    """The rating of a duration (a number or an array) given the median duration."""
-    return np.minimum(RATING_SCALE * (1 + (duration - median) / median), MAX_RATING)
+def rating_of(duration, median, minimum=np.minimum):
+    """The rating of a duration (a number, an array, or with ``minimum=tf.minimum`` a tensor) given the median
+    duration."""
+    return minimum(RATING_SCALE * (1 + (duration - median) / median), MAX_RATING)
 
 
 def add_ratings(df):

@@ -38,7 +38,7 @@ from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
 from walsmf.datadir import CSR, ITEMS_FILE, METADATA_FILE, USERS_FILE, read_id_map, read_interactions, read_metadata
 from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
-from walsmf.ratings import MAX_RATING, MEDIAN_READ_RATING, RATING_SCALE
+from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 from walsmf.recency import data_popularity
 
 PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
@@ -294,8 +294,7 @@ def serving_inputs(settings, to_internal, median_duration):
     ratings = _pad_to(_fill_to(given[READ_RATINGS], [n, width], MEDIAN_READ_RATING), width, MEDIAN_READ_RATING)
     if median_duration:  # without a median (a data directory of the lab's files only) walsmf.predict refuses them
         durations = _pad_to(_fill_to(given[DURATIONS], [n, width], -1.0), width, -1.0)
-        rated = tf.minimum(RATING_SCALE * (1 + (durations - median_duration) / median_duration), MAX_RATING)
-        ratings = tf.where(durations >= 0, rated, ratings)
+        ratings = tf.where(durations >= 0, rating_of(durations, median_duration, tf.minimum), ratings)
     features = {
         GIVEN_IDS: (given_user, item_id, items),
         USER_ID: tf.where(given_user >= 0, given_user, known), ITEM_ID: item_id, READ_ITEMS: reads,
