@@ -116,3 +116,25 @@ def test_many_visitors_and_articles_are_never_taken_for_duplicates():
     assert len(out) == len(pairs)
     assert sorted(zip(out["visitorId"], out["contentId"], out["session_duration"])) == sorted(
         zip(rows["visitorId"], rows["contentId"], rows["session_duration"]))
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_a_model_of_other_settings_is_not_continued_and_unfinished_exports_are_swept(small_data, tmp_path):
+    data_dir = small_data[0]
+    out = tmp_path / "model"
+    common = ["--input_path", data_dir, "--output_dir", out, "--batch_size", 256, "--seed", 1]
+    assert run_module("walsmf.task", *common, "--num_epochs", 1).returncode == 0
+    before = {name: (out / name).read_bytes() for name in (datadir.BATCH_PRED_FILE,)}
+    other = run_module("walsmf.task", *common, "--num_epochs", 1, "--regularization", 10, "--target", "read")
+    lines = other.stderr.strip().splitlines()
+    assert other.returncode == 1 and lines[-1].startswith("error: ") and "trained with other settings" in lines[-1]
+    assert "regularization None (now 10.0)" in lines[-1] and "target 'rating' (now 'read')" in lines[-1]
+    assert (out / datadir.BATCH_PRED_FILE).read_bytes() == before[datadir.BATCH_PRED_FILE]
+    # the same settings go on training (more epochs), and a killed export's staging is removed
+    stale = out / "export" / "Servo" / "temp-123"
+    stale.mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"half")
+    more = run_module("walsmf.task", *common, "--num_epochs", 2)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert not stale.exists()

@@ -202,6 +202,47 @@ def check_existing_model(settings):
                                                            settings.nitems, settings.n_embeds))
 
 
+# What a model's factors depend on: another value of any of these is another model, which a checkpoint of
+# the first must not continue (num_epochs may grow: training goes on; the rest only ranks).
+TRAINING_SETTINGS = ("nusers", "nitems", "n_embeds", "batch_size", "regularization", "unobserved_weight",
+                     "row_weight", "col_weight", "col_weight_exp", "target", "num_row_shards", "num_col_shards",
+                     "seed")
+TRAINING_SETTINGS_FILE = "training_settings.json"
+
+
+def check_same_training(settings):
+    """Refuse to continue a checkpoint trained with other settings: it would be kept, not retrained, and
+    re-exported as if it were this one."""
+    path = os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE)
+    mine = _training_settings(settings)
+    if tf.train.latest_checkpoint(settings.output_dir) is not None and tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            theirs = json.load(f)
+        changed = ["{} {!r} (now {!r})".format(name, theirs.get(name), mine[name]) for name in TRAINING_SETTINGS
+                   if theirs.get(name) != mine[name]]
+        if changed:
+            raise DataError("{} holds a model trained with other settings: {}; choose another --output_dir or "
+                            "delete it to train these".format(settings.output_dir, ", ".join(changed)))
+
+
+def _training_settings(settings):
+    return {name: getattr(settings, name) for name in TRAINING_SETTINGS}
+
+
+def record_training(settings):
+    """Write what check_same_training compares to the output_dir, once the data is known to be good."""
+    tf.io.gfile.makedirs(settings.output_dir)
+    atomic_write_text(os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE),
+                      json.dumps(_training_settings(settings), sort_keys=True))
+
+
+def remove_unfinished_exports(settings):
+    """Remove export/Servo/temp-* directories a run killed during its export left (SavedModel's staging)."""
+    servo = os.path.join(settings.output_dir, "export", "Servo")
+    for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
+        tf.io.gfile.rmtree(stale)
+
+
 def prepare_training(settings):
     """Check output_dir and the data; return (Interactions, col_weights for the estimator).
 
@@ -209,6 +250,7 @@ def prepare_training(settings):
     reuse what was read.
     """
     check_existing_model(settings)
+    check_same_training(settings)
     interactions = read_interactions(settings.input_path, settings.nusers, settings.nitems)
     unread_users, unread_items = (len(ids) for ids in unread_ids(interactions))
     read = min(settings.nusers - unread_users, settings.nitems - unread_items)
@@ -221,6 +263,8 @@ def prepare_training(settings):
         tf.compat.v1.logging.info("{} users and {} items have no interaction: their factors stay zero; such a user "
                                   "is recommended the most read items, such an item is not recommended".format(
                                       unread_users, unread_items))
+    record_training(settings)
+    remove_unfinished_exports(settings)
     if settings.col_weight_exp == 0:
         return interactions, float(settings.col_weight)
     weights = item_weights(interactions.by_item.counts, settings.col_weight, settings.col_weight_exp)
