@@ -138,3 +138,43 @@ def test_a_model_of_other_settings_is_not_continued_and_unfinished_exports_are_s
     more = run_module("walsmf.task", *common, "--num_epochs", 2)
     assert more.returncode == 0, more.stderr[-2000:]
     assert not stale.exists()
+
+
+def test_settings_past_what_a_graph_holds_or_an_output_dir_nobody_can_write_are_one_line(small_data, tmp_path):
+    from walsmf import settings, trainer
+
+    data_dir, metadata = small_data
+    with pytest.raises(DataError, match="--n_embeds 100000 is more factors than a graph holds"):
+        settings.validate(settings.make(input_path=data_dir, output_dir="o", nusers=10, nitems=10, n_embeds=100000))
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with pytest.raises(DataError, match="--output_dir .* cannot be written"):
+        trainer.resolve(settings.make(input_path=data_dir, output_dir=str(blocked / "model")))
+    # a directory of the lab's files alone: the counts come from the TFRecords
+    lab = tmp_path / "lab"
+    shutil.copytree(data_dir, str(lab))
+    os.remove(str(lab / datadir.METADATA_FILE))
+    resolved = trainer.resolve(settings.make(input_path=str(lab), output_dir=str(tmp_path / "m")))
+    assert (resolved.nusers, resolved.nitems) == (metadata["nusers"], metadata["nitems"])
+
+
+@pytest.mark.training
+def test_a_truncated_export_asset_is_an_error_naming_it(trained, tmp_path):
+    import tensorflow as tf
+
+    export = tmp_path / "export"
+    shutil.copytree(predict.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
+    asset = export / "assets" / "by_user.indices.int64"
+    asset.write_bytes(asset.read_bytes()[:-80])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="asset.*by_user.*is truncated"):
+        predict.predict(str(export), [{"userId": 1}])
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_weights_that_leave_wals_singular_are_one_line_with_what_to_change(small_data, tmp_path):
+    result = run_module("walsmf.task", "--input_path", small_data[0], "--output_dir", tmp_path / "m", "--num_epochs",
+                        2, "--batch_size", 256, "--col_weight_exp", 50)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines[-1].startswith("error: WALS's equations became singular")
+    assert "--regularization" in lines[-1] and "Traceback" not in result.stderr

@@ -88,14 +88,20 @@ def data_counts(data_dir, nusers=None, nitems=None):
     if nusers is None or nitems is None:
         if tf.io.gfile.exists(os.path.join(data_dir, METADATA_FILE)):
             metadata = read_metadata(data_dir)
-            nusers, nitems = nusers or metadata["nusers"], nitems or metadata["nitems"]
+            nusers = metadata["nusers"] if nusers is None else nusers
+            nitems = metadata["nitems"] if nitems is None else nitems
         else:
+            if not tf.io.gfile.isdir(data_dir) or not tf.io.gfile.glob(os.path.join(data_dir, ROWS_FILE + "*")):
+                raise DataError("{} does not exist, nor the TFRecords to count ids from: run 'python -m "
+                                "walsmf.preprocess --data_dir {}' first, or check --input_path".format(
+                                    os.path.join(data_dir, METADATA_FILE), data_dir))
             largest = [0, 0]
             for name, (key_side, index_side) in ((ROWS_FILE, (0, 1)), (COLS_FILE, (1, 0))):
                 keys, _, indices, _ = scan_records(data_dir, name)
                 largest[key_side] = max(largest[key_side], int(keys.max()) + 1)
                 largest[index_side] = max(largest[index_side], int(indices.max()) + 1 if len(indices) else 0)
-            nusers, nitems = nusers or largest[0], nitems or largest[1]
+            nusers = largest[0] if nusers is None else nusers
+            nitems = largest[1] if nitems is None else nitems
     return {"nusers": int(nusers), "nitems": int(nitems)}
 
 

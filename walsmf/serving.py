@@ -249,9 +249,15 @@ def _asset_array(directory, name, dtype):
 
 
 def _asset_csr(directory, side):
-    """One side's CSR as local variables that the loaded export fills from its asset files."""
-    return CSR(*(_asset_array(directory, "{}.{}.{}".format(side, part, dtype.name), tf_dtype)
-                 for part, dtype, tf_dtype in _PARTS))
+    """One side's CSR as local variables that the loaded export fills from its asset files, checked whole (a
+    truncated asset is an error naming it, not a user answered with no reads)."""
+    offsets, indices, values = (_asset_array(directory, "{}.{}.{}".format(side, part, dtype.name), tf_dtype)
+                                for part, dtype, tf_dtype in _PARTS)
+    whole = tf.debugging.Assert(
+        tf.equal(offsets[-1], tf.size(indices, out_type=tf.int64)) & tf.equal(tf.size(indices), tf.size(values)),
+        ["the export's asset", side, "is truncated or altered: export the model again with python -m walsmf.task"])
+    with tf.control_dependencies([whole]):
+        return CSR(tf.identity(offsets), tf.identity(indices), tf.identity(values))
 
 
 def observed_values(interactions, target):

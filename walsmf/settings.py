@@ -94,6 +94,8 @@ class Settings:
 
 
 FLAGS = [field.name for field in dataclasses.fields(Settings)]
+# A float32 Gramian of n² entries stays under protobuf's 2 GB while n² · 4 bytes < 2^31.
+MAX_EMBEDS = 23170
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
 
@@ -192,6 +194,10 @@ def validate(settings):
     for flag in ("nusers", "nitems", "batch_size", "n_embeds", "topk", "num_row_shards", "num_col_shards"):
         if getattr(settings, flag) < 1:
             raise DataError("--{} must be a positive integer, got {}".format(flag, getattr(settings, flag)))
+    if settings.n_embeds > MAX_EMBEDS:
+        raise DataError("--n_embeds {} is more factors than a graph holds: contrib keeps an n_embeds² Gramian, "
+                        "which past {} passes protobuf's 2 GB; use fewer factors".format(settings.n_embeds,
+                                                                                           MAX_EMBEDS))
     for flag, ids in (("num_row_shards", "nusers"), ("num_col_shards", "nitems")):
         if getattr(settings, flag) > getattr(settings, ids):
             raise DataError("--{} {} is more shards than the {} {} ids: use at most {}".format(

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from walsmf import cluster, metrics, model, splits
 from walsmf import settings as settings_module
-from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, read_metadata
+from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, data_counts
 from walsmf.errors import DataError
 from walsmf.fileio import exclusive_directory
 
@@ -15,15 +15,20 @@ def resolve(settings, trial=""):
     """Fill nusers/nitems from metadata.json, validate the settings, and give a tuning ``trial`` its own
     output_dir."""
     if settings.nusers is None or settings.nitems is None:
-        metadata = read_metadata(settings.input_path)
-        settings = settings.replace(nusers=metadata["nusers"] if settings.nusers is None else settings.nusers,
-                            nitems=metadata["nitems"] if settings.nitems is None else settings.nitems)
+        settings = settings.replace(**data_counts(settings.input_path, settings.nusers, settings.nitems))
     settings_module.validate(settings)
     if trial:
         settings = settings.replace(output_dir=os.path.join(settings.output_dir, trial))
     if tf.io.gfile.exists(settings.output_dir) and not tf.io.gfile.isdir(settings.output_dir):
         raise DataError("--output_dir {} is a file: name a directory (new, or one walsmf.task trained into)".format(
             settings.output_dir))
+    if "://" not in settings.output_dir:
+        existing = os.path.abspath(settings.output_dir)
+        while not os.path.exists(existing):  # the directory training will create, or its nearest ancestor
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            raise DataError("--output_dir {} cannot be written ({} is {}): choose a directory you can write".format(
+                settings.output_dir, existing, "a file" if not os.path.isdir(existing) else "not writable"))
     return settings
 
 
@@ -68,7 +73,14 @@ def run(settings, environ=os.environ):
         return
     settings = resolve(settings, me.trial)
     with exclusive_directory(settings.output_dir, "walsmf.task training"):
-        model.train_and_evaluate(settings)
+        try:
+            model.train_and_evaluate(settings)
+        except tf.errors.InvalidArgumentError as err:
+            if "invertible" not in err.message:
+                raise
+            raise DataError("WALS's equations became singular while training ({}): these weights leave some "
+                            "factors undetermined; add --regularization 0.1 (or more), or use milder "
+                            "--row_weight/--col_weight/--col_weight_exp".format(err.message.splitlines()[0]))
     show_recommendations(settings)
     if splits.has_heldout(settings.input_path):
         scores = metrics.evaluate_model(settings.output_dir, settings.input_path)
