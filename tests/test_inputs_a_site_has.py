@@ -178,3 +178,18 @@ def test_weights_that_leave_wals_singular_are_one_line_with_what_to_change(small
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and lines[-1].startswith("error: WALS's equations became singular")
     assert "--regularization" in lines[-1] and "Traceback" not in result.stderr
+
+
+@pytest.mark.subprocess
+def test_re_preprocessing_never_deletes_what_the_user_keeps_in_the_data_dir(small_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_data[0], str(data))
+    (data / "model").mkdir()
+    (data / "model" / "checkpoint").write_text("mine")
+    (data / "notes.txt").write_text("mine too")
+    before = sorted(os.listdir(str(data)))
+    result = run_module("walsmf.preprocess", "--scale", "0.001", "--data_dir", data)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines[-1].startswith("error: ") and "model, notes.txt" in lines[-1]
+    assert "that walsmf did not write" in lines[-1] and sorted(os.listdir(str(data))) == before
+    assert (data / "model" / "checkpoint").read_text() == "mine"

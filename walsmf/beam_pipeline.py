@@ -285,7 +285,7 @@ def preprocess(query, data_dir, runner, beam_args, extracted_csv=None, log=print
                                 "new one".format(data_dir))
             run(data_dir, query.source, read_rows, beam_args, with_times, log)
         else:
-            with staged_directory(data_dir, datadir.METADATA_FILE) as staged:
+            with staged_directory(data_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
                 run(staged, query.source, read_rows, beam_args, with_times, log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -66,6 +66,12 @@ _SCAN_BATCH = 8192
 
 # ------------------------------------------------------------- metadata --
 
+def written_here(name):
+    """Whether ``name`` is an entry walsmf writes into a data directory (its files, their shards)."""
+    return (name in DATA_FILES or name in (TIMES_FILE, HELDOUT_FILE)
+            or any(name.startswith(prefix + "-") for prefix in (ROWS_FILE, COLS_FILE)))
+
+
 def read_metadata(data_dir):
     """The counts the data pipeline saved beside the data (nusers, nitems, interactions, ...)."""
     path = os.path.join(data_dir, METADATA_FILE)

@@ -30,12 +30,14 @@ def atomic_write_text(path, text):
 
 
 @contextlib.contextmanager
-def staged_directory(final_dir, marker):
+def staged_directory(final_dir, marker, owned=None):
     """Yield a fresh empty directory beside ``final_dir`` to build it in; it replaces ``final_dir``
     when the block succeeds and is removed when it fails.
 
     Only a directory walsmf wrote (it holds ``marker``) or an empty one is
-    ever replaced: anything else at ``final_dir`` is refused before any work.
+    ever replaced: anything else at ``final_dir`` is refused before any work;
+    so is one holding an entry ``owned(name)`` says walsmf did not write there
+    (a user's file, a model trained into it), which replacing it would delete.
     """
     if os.path.lexists(final_dir):
         if os.path.islink(final_dir) or not os.path.isdir(final_dir):
@@ -43,6 +45,12 @@ def staged_directory(final_dir, marker):
         if os.listdir(final_dir) and not os.path.exists(os.path.join(final_dir, marker)):
             raise DataError("{} holds files walsmf did not write (it has no {}): name another directory, or "
                             "empty it first".format(final_dir, marker))
+        foreign = sorted(name for name in os.listdir(final_dir) if owned is not None and not owned(name))
+        if foreign:
+            raise DataError("{} holds {} that walsmf did not write, and a new run replaces the directory whole: "
+                            "move {} out, or name another directory".format(
+                                final_dir, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""),
+                                "it" if len(foreign) == 1 else "them"))
     parent = os.path.dirname(os.path.abspath(final_dir))
     try:
         os.makedirs(parent, exist_ok=True)

@@ -53,7 +53,7 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
     Everything is written into a staging directory which then replaces
     ``data_dir``.  Returns the metadata (counts and the median duration).
     """
-    with staged_directory(data_dir, datadir.METADATA_FILE) as staged:
+    with staged_directory(data_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
         raw, median = add_ratings(extracted)
         # ids as object arrays of the categories' own strings: to_csv would rebuild all categories per chunk
         raw.assign(**{c: np.asarray(raw[c]) for c in ("visitorId", "contentId")}).to_csv(

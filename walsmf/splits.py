@@ -125,7 +125,7 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     if len(test) == 0:
         raise DataError("no user of {} has the {} reads a held-out split needs: there is nothing to evaluate on"
                         .format(data_dir, MIN_INTERACTIONS))
-    with staged_directory(split_dir, datadir.METADATA_FILE) as staged:
+    with staged_directory(split_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
         for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
             if tf.io.gfile.exists(os.path.join(data_dir, name)):
                 tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
