@@ -137,8 +137,7 @@ def benchmark(name, workdir, scale, max_trials, seeds, ratings_csv=None):
         ("most popular", dict(popular, train_s=0.0)),
     ]
     if splits.has_times(split):
-        read_times = splits.read_times(os.path.join(split, TIMES_FILE), split, train)
-        factors, days = baselines.most_read_recently(train, read_times, metadata["nusers"], metadata["nitems"], score)
+        factors, days = baselines.most_read_recently_of(split, train, metadata["nusers"], metadata["nitems"])
         rows.append(("most read, last {}".format("{} days".format(days) if days else "period"),
                      dict(score(factors), train_s=0.0)))
     for method, result in rows:

@@ -1,5 +1,7 @@
 """What a recommender must beat: most popular, most read recently, and implicit's ALS, as factor models ranked
 like WALS's."""
+import os
+
 import numpy as np
 
 from walsmf.recency import RECENT_DAYS, in_milliseconds, recent_counts
@@ -52,3 +54,15 @@ def most_read_recently(train, times, nusers, nitems, evaluate, seed=0):
                for days in RECENT_DAYS]
     days = RECENT_DAYS[metrics.choose(results)]
     return recent_popularity_factors(train, times, nusers, nitems, days), days
+
+
+def most_read_recently_of(data_dir, train, nusers, nitems, k=10, seed=0):
+    """most_read_recently for the ``train`` rows of ``data_dir`` (a split), by its times.csv, its window chosen
+    by metrics at ``k``: (factors, days)."""
+    from walsmf import datadir, metrics, splits
+
+    times = splits.read_times(os.path.join(data_dir, datadir.TIMES_FILE), data_dir, train)
+
+    def score(factors, fit, check):
+        return metrics.evaluate_factors(*factors, fit, check, nusers, k)
+    return most_read_recently(train, times, nusers, nitems, score, seed)

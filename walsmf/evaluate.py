@@ -17,14 +17,13 @@ coverage (walsmf.metrics); baselines: most popular and implicit's ALS
 (walsmf.baselines).
 """
 
-import os
 
 from walsmf import flags
-from walsmf.baselines import implicit_als, most_read_recently, popularity_factors
-from walsmf.datadir import HELDOUT_FILE, TIMES_FILE, data_counts
+from walsmf.baselines import implicit_als, most_read_recently_of, popularity_factors
+from walsmf.datadir import HELDOUT_FILE, data_counts
 from walsmf.errors import DataError, run_cli
 from walsmf.metrics import evaluate_factors, evaluate_model, format_table
-from walsmf.splits import has_times, read_mapped, read_times, write_split
+from walsmf.splits import has_times, read_mapped, write_split
 
 
 def main(argv=None):
@@ -68,8 +67,7 @@ def main(argv=None):
         rows.append(("WALS ({})".format(args.model_dir), evaluate_model(args.model_dir, args.data_dir, args.k)))
     rows.append(("most popular", score(popularity_factors(train, nusers, nitems))))
     if has_times(args.data_dir):
-        factors, days = most_read_recently(train, read_times(os.path.join(args.data_dir, TIMES_FILE),
-                                                             args.data_dir, train), nusers, nitems, score)
+        factors, days = most_read_recently_of(args.data_dir, train, nusers, nitems, args.k)
         rows.append(("most read, last {}".format("{} days".format(days) if days else "period"), score(factors)))
     if args.implicit:
         rows.append(("implicit ALS", score(implicit_als(train, nusers, nitems))))

@@ -7,6 +7,7 @@ latest read.
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from walsmf import datadir, splits
 from walsmf.errors import DataError
@@ -42,7 +43,7 @@ def data_popularity(data_dir, nitems, days):
     if days is None:
         return None
     times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
-    if not os.path.exists(times_csv) and "://" not in data_dir:
+    if not tf.io.gfile.exists(times_csv):
         raise DataError("--popularity_days {} counts recent reads, and {} has no {}: preprocess an export with "
                         "times, or leave --popularity_days out".format(days, data_dir, datadir.TIMES_FILE))
     mapped = splits.read_mapped(data_dir)

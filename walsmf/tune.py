@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from walsmf import baselines, flags, metrics, model, settings, splits
-from walsmf.datadir import HELDOUT_FILE, TIMES_FILE, read_metadata
+from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import staged_directory, temporary_directory
 from walsmf.recency import data_popularity
@@ -186,12 +186,8 @@ def recent_window(split_dir, metadata, seed=0):
     among recency.RECENT_DAYS, None: all reads): the blend's popularity then counts those days' reads."""
     if not splits.has_times(split_dir):
         return None
-    train = splits.read_mapped(split_dir)
-    times = splits.read_times(os.path.join(split_dir, TIMES_FILE), split_dir, train)
-
-    def score(factors, fit, check):
-        return metrics.evaluate_factors(*factors, fit, check, metadata["nusers"])
-    return baselines.most_read_recently(train, times, metadata["nusers"], metadata["nitems"], score, seed)[1]
+    return baselines.most_read_recently_of(split_dir, splits.read_mapped(split_dir), metadata["nusers"],
+                                           metadata["nitems"], seed=seed)[1]
 
 
 def plain(value):
