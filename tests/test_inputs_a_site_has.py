@@ -7,10 +7,46 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_module
+from helpers import HAND_SESSIONS, event, run_module, write_events, write_sessions
 
 from walsmf import datadir, extract, predict, splits
 from walsmf.errors import DataError
+
+
+def bigquery_json(value):
+    """``value`` as BigQuery's JSON export writes it: every integer (INT64) a JSON string."""
+    if isinstance(value, dict):
+        return {k: bigquery_json(v) for k, v in value.items()}
+    if isinstance(value, (list, np.ndarray)):
+        return [bigquery_json(v) for v in value]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def write_bigquery_json(parquet, path):
+    """The rows of a Parquet export as newline-delimited JSON in BigQuery's export layout."""
+    records = pd.read_parquet(str(parquet)).to_dict(orient="records")
+    path.write_text("".join(json.dumps(bigquery_json(r)) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("schema", ["ga360", "ga4"])
+def test_bigquery_json_export_with_int64_as_strings_reads_as_its_parquet(tmp_path, schema):
+    if schema == "ga360":
+        parquet = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
+    else:
+        parquet = write_events(tmp_path / "s.parquet", [
+            event("A", 1704067200000000, "page_view", article_id=123, engagement_time_msec=5),
+            event("A", 1704067201000000, "user_engagement", engagement_time_msec=1000),
+            event("B", 1704067202000000, "page_view", article_id="9", engagement_time_msec=70)])
+    ndjson = write_bigquery_json(parquet, tmp_path / "s.json")
+    assert '"visitStartTime": "' in ndjson.read_text() or '"event_timestamp": "' in ndjson.read_text()
+    query = extract.Query(schema=schema, content_param="article_id")
+    from_json = extract.normalize_extracted(extract.run_local(query, str(ndjson)))
+    from_parquet = extract.normalize_extracted(extract.run_local(query, str(parquet)))
+    assert len(from_parquet) > 0
+    pd.testing.assert_frame_equal(from_json, from_parquet)
 
 
 def extracted(tmp_path, rows, name="rows.csv"):

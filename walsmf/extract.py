@@ -117,6 +117,15 @@ _REQUIRED_FIELDS = {"ga360": ("fullVisitorId", "visitStartTime", "hits"),
                     "ga4": ("event_date", "event_timestamp", "event_name", "event_params", "user_pseudo_id")}
 
 LOCAL_VIEW = "ga_sessions"
+# BigQuery's types of the fields the queries read.  Its JSON export writes INT64 values as JSON strings,
+# which DuckDB would take for text: a JSON export is read with these types.
+_JSON_TYPES = {
+    "fullVisitorId": "VARCHAR", "visitStartTime": "BIGINT", "date": "VARCHAR",
+    "hits": "STRUCT(time BIGINT, type VARCHAR, customDimensions STRUCT(index BIGINT, value VARCHAR)[])[]",
+    "event_date": "VARCHAR", "event_timestamp": "BIGINT", "event_name": "VARCHAR",
+    "user_pseudo_id": "VARCHAR", "user_id": "VARCHAR",
+    "event_params": "STRUCT(key VARCHAR, value STRUCT(string_value VARCHAR, int_value BIGINT))[]",
+}
 # What the local form of the query names before the DuckDB rewrite points it at LOCAL_VIEW.
 _LOCAL_TABLE = "local.export.sessions"
 DUCKDB_MEMORY_SHARE = 0.3
@@ -386,7 +395,8 @@ def run_local(query, sessions_file, csv_path=None):
     import duckdb
 
     files = local_files(sessions_file)
-    reader = "read_json_auto" if files[0].endswith((".json", ".ndjson", ".jsonl")) else "read_parquet"
+    json = files[0].endswith((".json", ".ndjson", ".jsonl"))
+    file_list = ", ".join("'{}'".format(f.replace("'", "''")) for f in files)
     sql = to_duckdb_sql(query.sql(local=True))
     con = duckdb.connect()
     spill = temporary_directory("walsmf-duckdb-")
@@ -396,8 +406,12 @@ def run_local(query, sessions_file, csv_path=None):
         con.execute("SET temp_directory='{}'".format(spill.replace("'", "''")))
         con.execute("SET preserve_insertion_order=false")  # the rows are ordered after the query
         con.execute("CREATE VIEW {} AS SELECT * FROM {}([{}], union_by_name=true)".format(
-            LOCAL_VIEW, reader, ", ".join("'{}'".format(f.replace("'", "''")) for f in files)))
-        _check_local_fields(con, query, sessions_file)
+            LOCAL_VIEW, "read_json_auto" if json else "read_parquet", file_list))
+        columns = _check_local_fields(con, query, sessions_file)
+        if json:
+            typed = ", ".join("'{}': '{}'".format(name, _JSON_TYPES[name]) for name in _JSON_TYPES if name in columns)
+            con.execute("CREATE OR REPLACE VIEW {} AS SELECT * FROM read_json([{}], columns={{{}}}, "
+                        "union_by_name=true)".format(LOCAL_VIEW, file_list, typed))
         if csv_path is None:
             table = con.execute(sql).arrow()
             if table.num_rows == 0:
@@ -419,7 +433,8 @@ _SCHEMA_NAMES = {"ga360": "GA360 sessions", "ga4": "GA4 events"}
 
 
 def _check_local_fields(con, query, sessions_file):
-    """Refuse an export of the other schema, or one without the fields the query reads, naming them."""
+    """Refuse an export of the other schema, or one without the fields the query reads, naming them; return the
+    export's field names."""
     columns = {row[0] for row in con.execute("DESCRIBE {}".format(LOCAL_VIEW)).fetchall()}
     other = "ga4" if query.schema == "ga360" else "ga360"
     needed = list(_REQUIRED_FIELDS[query.schema])
@@ -429,7 +444,7 @@ def _check_local_fields(con, query, sessions_file):
         needed.append("user_id")
     missing = [f for f in needed if f not in columns]
     if not missing:
-        return
+        return columns
     if set(_REQUIRED_FIELDS[other]) <= columns:
         raise DataError("{} holds {}, not {}: use --schema {}".format(
             sessions_file, _SCHEMA_NAMES[other], _SCHEMA_NAMES[query.schema], other))
