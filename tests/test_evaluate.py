@@ -101,6 +101,27 @@ def test_a_bad_times_csv_is_named_and_writes_no_split(small_data, tmp_path, rows
     assert not (tmp_path / "split").exists()
 
 
+def test_times_mixing_numbers_dates_offsets_and_far_years_read_as_one_clock():
+    column = pd.Series(["1704103200000", "2024-01-01T10:00:00+02:00", "2024-01-01 09:30:00", "2024-01-01T09:45Z",
+                        "1704103200000.0", "2300-06-01", " 2024-01-01T08:59:00-01:00 "])
+    # by numpy's datetime64, which has every year: each value's ms since 1970 (a naive date is UTC)
+    ms = [np.datetime64(t, "ms").astype(np.int64) for t in
+          ("2024-01-01T10:00", "2024-01-01T08:00", "2024-01-01T09:30", "2024-01-01T09:45", "2300-06-01",
+           "2024-01-01T09:59")]
+    expected = [ms[0], ms[1], ms[2], ms[3], ms[0], ms[4], ms[5]]
+    np.testing.assert_array_equal(splits.times_in_milliseconds(column, "t.csv"), expected)
+    # numbers alone keep their unit's reading (seconds here) when no date is near them
+    np.testing.assert_array_equal(splits.times_in_milliseconds(pd.Series([1704103200, 1704103260]), "t.csv"),
+                                  [ms[0], ms[0] + 60000])
+
+
+@pytest.mark.parametrize("value, message", [("soon", "'soon' is neither a number nor a date"),
+                                            ("inf", "'inf' is not a time")])
+def test_a_time_that_is_no_time_is_named(value, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        splits.times_in_milliseconds(pd.Series(["2024-01-01", value]), "t.csv")
+
+
 def test_split_may_hold_out_an_items_only_read():
     # 20 users read items 1, 2 and one item of their own (20 + u): walsmf trains with items left unread
     mapped = pd.DataFrame([(u, i, 0.5) for u in range(20) for i in (1, 2, 20 + u)], columns=splits.MAPPED_COLUMNS)

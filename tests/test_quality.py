@@ -146,15 +146,13 @@ def test_a_split_with_no_user_to_evaluate_is_refused(tmp_path):
 
 @pytest.mark.training
 def test_a_blend_of_recent_reads_is_the_same_in_batch_pred_the_export_and_evaluation(small_data, tmp_path):
-    from walsmf import recency
-
     data_dir, metadata = small_data
     trained = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=256,
                             nusers=metadata["nusers"], nitems=metadata["nitems"], seed=0, target="read",
                             popularity_weight=0.3, popularity_days=1.0)
     model.train_and_evaluate(trained)
     mapped = splits.read_mapped(data_dir)
-    times = recency.in_milliseconds(splits.read_times(os.path.join(data_dir, datadir.TIMES_FILE), data_dir, mapped))
+    times = splits.read_times(os.path.join(data_dir, datadir.TIMES_FILE), data_dir, mapped)
     recent = mapped["itemId"].values[times >= times.max() - 86400 * 1000.0]
     counts = np.bincount(recent, minlength=metadata["nitems"]).astype(np.float32)
     assert 0 < counts.sum() < len(mapped)  # the last day is a part of the reads

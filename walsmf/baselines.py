@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from walsmf.recency import RECENT_DAYS, in_milliseconds, recent_counts
+from walsmf.recency import RECENT_DAYS, recent_counts
+from walsmf.splits import in_milliseconds
 
 
 def popularity_factors(train, nusers, nitems):

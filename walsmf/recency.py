@@ -17,18 +17,6 @@ RECENT_DAYS = (1, 2, 3, 7, 14, 30, None)
 DAY_MS = 86400 * 1000.0
 
 
-def in_milliseconds(times):
-    """Read times as milliseconds since the epoch, whatever their unit: walsmf's times.csv holds ms, a date
-    column reads as ns, and a user's file may hold seconds or µs (told apart by their size, for dates
-    after 1973)."""
-    times = np.asarray(times, np.float64)
-    largest = np.nanmax(np.abs(times)) if len(times) else 0.0
-    for limit, scale in ((1e11, 1e3), (1e14, 1.0), (1e17, 1e-3)):
-        if largest < limit:
-            return times * scale
-    return times * 1e-6
-
-
 def recent_counts(item_ids, times_ms, nitems, days):
     """Reads per item among those in the last ``days`` before the latest (None: all of them)."""
     item_ids = np.asarray(item_ids)
@@ -47,5 +35,5 @@ def data_popularity(data_dir, nitems, days):
         raise DataError("--popularity_days {} counts recent reads, and {} has no {}: preprocess an export with "
                         "times, or leave --popularity_days out".format(days, data_dir, datadir.TIMES_FILE))
     mapped = splits.read_mapped(data_dir)
-    times = in_milliseconds(splits.read_times(times_csv, data_dir, mapped))
+    times = splits.read_times(times_csv, data_dir, mapped)
     return recent_counts(mapped["itemId"].values, times, nitems, days)

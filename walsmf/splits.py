@@ -6,8 +6,10 @@ number of them (default 1, at most a fifth of the user's): random ones
 number or a date) each user's latest.  Any read may be held out, an item's
 only one included: walsmf trains with ids left unread.
 """
+import datetime
 import os
 
+import dateutil.parser
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -46,9 +48,60 @@ def holdout_split(mapped, holdout=1, min_interactions=MIN_INTERACTIONS, seed=0, 
     return train, test, int(unevaluated)
 
 
+def in_milliseconds(times):
+    """Read times as milliseconds since the epoch, whatever their unit: walsmf's times.csv holds ms, a date
+    column reads as ns, and a user's file may hold seconds or µs (told apart by their size, for dates
+    after 1973)."""
+    times = np.asarray(times, np.float64)
+    largest = np.nanmax(np.abs(times)) if len(times) else 0.0
+    for limit, scale in ((1e11, 1e3), (1e14, 1.0), (1e17, 1e-3)):
+        if largest < limit:
+            return times * scale
+    return times * 1e-6
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _date_in_milliseconds(text):
+    """One date or date and time (any offset; none: UTC) as ms since the epoch, any year; None if no date."""
+    try:
+        moment = dateutil.parser.parse(text)
+    except (ValueError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return (moment - _EPOCH).total_seconds() * 1000.0
+
+
+def times_in_milliseconds(column, times_csv):
+    """A times file's ``time`` column as ms since the epoch: numbers (in_milliseconds' units) and dates (any
+    offset, any year) alike, mixed or not."""
+    text = column.astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    numeric = numbers.notna().values
+    ms = np.empty(len(text))
+    ms[numeric] = in_milliseconds(numbers[numeric].values)
+    dates = text[~numeric]
+    if len(dates):
+        try:
+            ms[~numeric] = pd.to_datetime(dates, utc=True).values.astype("int64") / 1e6
+        except (ValueError, TypeError, OverflowError):  # pandas' years end at 2262: each distinct date alone
+            parsed = {value: _date_in_milliseconds(value) for value in dates.unique()}
+            unparsed = [value for value, moment in parsed.items() if moment is None]
+            if unparsed:
+                raise DataError("{}: time {!r} is neither a number nor a date: give ms since the epoch or a date "
+                                "such as 2024-01-31T08:00:00Z".format(times_csv, unparsed[0]))
+            ms[~numeric] = dates.map(parsed).values
+    if not np.isfinite(ms).all():
+        raise DataError("{}: time {!r} is not a time: give ms since the epoch or a date".format(
+            times_csv, text[~np.isfinite(ms)].iloc[0]))
+    return ms
+
+
 def read_times(times_csv, data_dir, mapped):
     """The time of each row of ``mapped`` (collab_mapped.csv of ``data_dir``) from a CSV of visitorId,
-    contentId, time (a number or a date; a pair's latest time counts), as numbers, larger later."""
+    contentId, time (a number or a date; a pair's latest time counts), in ms since the epoch."""
     if not tf.io.gfile.exists(times_csv):
         raise DataError("times file {} does not exist: give a CSV of visitorId,contentId,time".format(times_csv))
     with tf.io.gfile.GFile(times_csv) as f:
@@ -64,13 +117,7 @@ def read_times(times_csv, data_dir, mapped):
     if blank.any():
         raise DataError("{}: the time of visitor {} and content {} is blank: give every read its time".format(
             times_csv, *times[blank].iloc[0][["visitorId", "contentId"]]))
-    value = pd.to_numeric(times["time"], errors="coerce")
-    if value.isna().any():
-        try:
-            value = pd.to_datetime(times["time"]).astype("int64").astype(float)
-        except (ValueError, TypeError):
-            raise DataError("{}: time {!r} is neither a number nor a date".format(
-                times_csv, times["time"][value.isna()].iloc[0]))
+    value = times_in_milliseconds(times["time"], times_csv)
     ids = [pd.Series(np.arange(len(original)), index=original)
            for original in (datadir.read_id_map(os.path.join(data_dir, name))
                             for name in (datadir.USERS_FILE, datadir.ITEMS_FILE))]
