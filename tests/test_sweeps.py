@@ -69,6 +69,24 @@ def test_training_gives_contribs_factors_in_fewer_runs(small_data, tmp_path, sha
 
 
 @pytest.mark.training
+def test_the_final_steps_loss_is_the_final_models_objective(small_data, tmp_path):
+    """A batch holding every id makes a step a whole side's solve, whose loss is the WALS objective of the
+    factors after it: "Loss for final step" must be that of the last step, not the first step's."""
+    data_dir, metadata = small_data
+    args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), nusers=metadata["nusers"],
+                         nitems=metadata["nitems"], batch_size=max(metadata["nusers"], metadata["nitems"]), seed=3,
+                         regularization=0.01)
+    interactions, _ = model.prepare_training(args)
+    model.fit(args, 4)  # row, column, row, column: fewer runs than the Estimator's logging interval
+    u, v = load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col")
+    objective = explore.wals_objective(
+        interactions.by_user, u, v, args.unobserved_weight, np.ones(args.nusers),
+        model.item_weights(interactions.by_item.counts, args.col_weight, args.col_weight_exp), args.regularization)
+    final_loss = tf.train.load_variable(tf.train.latest_checkpoint(args.output_dir), "WALS_loss")
+    assert final_loss == pytest.approx(objective, rel=1e-5)
+
+
+@pytest.mark.training
 def test_training_log_and_summaries_keep_the_loss(trained):
     events = tf.io.gfile.glob(trained.output_dir + "/events.out.tfevents.*")
     losses = [value.simple_value for path in events for event in tf.compat.v1.train.summary_iterator(path)

@@ -25,7 +25,8 @@ Here the same solves run in far fewer calls:
   step.  It returns the next
   side and the global step, which the hook keeps (it never asks the session).
 * The batch loss is computed on the steps the Estimator logs (one run in
-  ``LOSS_EVERY_STEPS``, from the first); summaries show the latest computed.
+  ``LOSS_EVERY_STEPS``, from the first) and on the last ("Loss for final
+  step"); summaries show the latest computed.
 
 The variables keep contrib's names, so checkpoints of either load in the other.
 """
@@ -33,6 +34,7 @@ import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 
 from walsmf import solve
+from walsmf.errors import check_interrupted
 from walsmf.inputs import MERGED_BATCHES, MERGED_COLS, MERGED_ROWS
 
 # contrib.learn's Estimator logs the loss every 100 runs: the runs whose loss anyone reads.
@@ -74,7 +76,7 @@ class SweepHook(tf.estimator.SessionRunHook):
     Each step's op returns the side of the next step and the global step, so
     the hook never asks the session for them.  The step runs just before the
     Estimator's own run, which then reads the state (loss, global step) after
-    it; on one step in ``LOSS_EVERY_STEPS`` it computes the batch loss.
+    it; on one step in ``LOSS_EVERY_STEPS``, and on the last, it computes the batch loss.
     """
 
     def __init__(self, session_start, steps, merged_batches, sweep_batches, max_batches, last_step):
@@ -89,8 +91,9 @@ class SweepHook(tf.estimator.SessionRunHook):
     def before_run(self, run_context):
         side = self._row_sweep
         left = self._sweep_batches[side] - self._position[side]
-        if self._last_step is not None:
-            left = min(left, self._last_step - self._global_step)
+        left_in_training = None if self._last_step is None else self._last_step - self._global_step
+        if left_in_training is not None:
+            left = min(left, left_in_training)
         batches = max(1, min(left, self._max_batches))
         self._position[side] = (self._position[side] + batches) % self._sweep_batches[side]
         step, step_with_loss = self._steps[side]
@@ -98,10 +101,11 @@ class SweepHook(tf.estimator.SessionRunHook):
         # A run of its own, so the Estimator's run and its hooks (log, summaries,
         # step counter, checkpoints) read the state after the step, not during it.
         self._row_sweep, self._global_step = run_context.session.run(
-            step_with_loss if (self._runs - 1) % LOSS_EVERY_STEPS == 0 else step,
+            step_with_loss if (self._runs - 1) % LOSS_EVERY_STEPS == 0 or batches == left_in_training else step,
             {self._merged_batches: batches})
 
     def after_run(self, run_context, run_values):
+        check_interrupted()
         # StopAtStepHook expects one step per run.
         if self._last_step is not None and self._global_step >= self._last_step:
             run_context.request_stop()
