@@ -261,6 +261,39 @@ def test_an_interrupt_that_lands_inside_a_c_call_is_still_an_interrupt(capsys):
         "error: interrupted; earlier outputs are as they were, run the same command again"]
 
 
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_swallowed_by_a_weakref_callback_still_ends_the_run_before_its_next_block(capsys, signum):
+    """Python prints and drops an exception raised in a weakref callback (TensorFlow's teardown has them): the
+    signal must still stop the run at batch prediction's next block, and exit 130."""
+    import signal
+    import weakref
+
+    from walsmf import errors, recommend
+    blocks = []
+
+    class Session:
+        pass
+
+    def main(argv):
+        session = Session()
+        weakref.finalize(session, lambda: os.kill(os.getpid(), getattr(signal, signum)) or sum(range(10 ** 5)))
+        del session  # the signal arrives inside the callback, whose KeyboardInterrupt Python drops
+        factors = np.ones((3000, 2), np.float32)
+        blocks.extend(recommend.top_k_blocks(factors, factors[:5], 2))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit) as exit:
+            errors.run_cli(main)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        del errors._signalled[:]
+    assert exit.value.code == 130 and blocks == []
+    err = capsys.readouterr().err
+    assert "KeyboardInterrupt" in err  # Python's own report of the callback's exception, then ours
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+
+
 @pytest.mark.parametrize("where", ["/proc/walsmf", "/dev/null/walsmf"])
 def test_a_data_dir_where_nothing_can_be_written_is_one_line(tmp_path, where):
     with pytest.raises(DataError, match="cannot write {} .*a place you can write".format(where)):

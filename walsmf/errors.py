@@ -24,9 +24,24 @@ def json_object(text, where, remedy):
     return value
 
 
+_signalled = []
+
+
 def _terminate(signum, frame):
-    """SIGTERM (timeout, job schedulers) ends the run like Ctrl-C: cleanups run, temporary outputs go."""
+    """SIGTERM (timeout, job schedulers) and Ctrl-C end the run: cleanups run, temporary outputs go.
+
+    The signal is also remembered: where its KeyboardInterrupt lands in code that cannot pass it on (a
+    weakref callback or ``__del__``, whose exceptions Python prints and drops), the next
+    ``check_interrupted`` raises it again, and run_cli exits 130 whatever main returned.
+    """
+    _signalled.append(signum)
     raise KeyboardInterrupt
+
+
+def check_interrupted():
+    """Raise KeyboardInterrupt if SIGTERM or Ctrl-C came and was swallowed: a long loop calls it per block."""
+    if _signalled:
+        raise KeyboardInterrupt
 
 
 def _interrupted(err):
@@ -56,9 +71,12 @@ def run_cli(main, argv=None):
     """
     # Google's client libraries warn on import that they no longer update for Python 3.7; TF 1.15 needs it
     warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
+    del _signalled[:]
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         main(argv)
+        check_interrupted()
     except DataError as err:
         print("error: {}".format(err), file=sys.stderr)
         sys.exit(1)

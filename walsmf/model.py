@@ -24,7 +24,7 @@ from tensorflow.contrib.learn.python.learn.utils import saved_model_export_utils
 
 from walsmf import sweeps
 from walsmf.datadir import SERVING_INFO_FILE, read_interactions, unread_ids
-from walsmf.errors import DataError
+from walsmf.errors import DataError, check_interrupted
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
@@ -237,7 +237,7 @@ def record_training(settings):
 
 
 def remove_unfinished_exports(settings):
-    """Remove export/Servo/temp-* directories a run killed during its export left (SavedModel's staging)."""
+    """Remove export/Servo/temp-* directories (SavedModel's staging) an interrupted or killed export left."""
     servo = os.path.join(settings.output_dir, "export", "Servo")
     for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
         tf.io.gfile.rmtree(stale)
@@ -320,5 +320,10 @@ def train_and_evaluate(settings):
     serving_info = os.path.join(settings.output_dir, SERVING_INFO_FILE)
     tf.io.gfile.makedirs(settings.output_dir)
     atomic_write_text(serving_info, json.dumps(serving_info_of(settings)))
-    learn_runner.run(experiment_fn, settings.output_dir)
+    try:
+        learn_runner.run(experiment_fn, settings.output_dir)
+    except KeyboardInterrupt:
+        remove_unfinished_exports(settings)
+        raise
+    check_interrupted()  # a signal TensorFlow's teardown swallowed ends the run before batch prediction
     return batch_predict(settings, interactions)

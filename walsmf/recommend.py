@@ -18,7 +18,7 @@ from walsmf.datadir import (
     read_id_map,
     read_interactions,
 )
-from walsmf.errors import DataError
+from walsmf.errors import DataError, check_interrupted
 from walsmf.fileio import atomic_output
 from walsmf.recency import data_popularity
 
@@ -101,6 +101,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
         feed = {}
         with tf.compat.v1.Session() as sess:
             for start in range(0, len(users), block_size):
+                check_interrupted()
                 block_users = users[start:start + block_size]
                 if seen is not None:
                     begins, ends = seen.offsets[block_users], seen.offsets[block_users + 1]
