@@ -299,3 +299,54 @@ def test_a_data_dir_where_nothing_can_be_written_is_one_line(tmp_path, where):
     with pytest.raises(DataError, match="cannot write {} .*a place you can write".format(where)):
         with staged_directory(where, datadir.METADATA_FILE):
             pass
+
+
+def reads_csv(path, rows):
+    path.write_text("visitorId,contentId,session_duration\n" + "".join("{},{},{}\n".format(*r) for r in rows))
+    return str(path)
+
+
+def test_a_data_dir_being_read_is_not_replaced_until_its_reader_ends(tmp_path):
+    from walsmf import preprocess
+    from walsmf.fileio import reading_directory
+    data_dir = str(tmp_path / "d")
+    first = reads_csv(tmp_path / "a.csv", [("v{}".format(u), "c{}".format(u % 3), 1000 + u) for u in range(9)])
+    other = reads_csv(tmp_path / "b.csv", [("w{}".format(u), "x{}".format(u % 4), 900 + u) for u in range(9)])
+    preprocess.main(["--extracted_csv", first, "--data_dir", data_dir])
+    before = snapshot(data_dir)
+    with reading_directory(data_dir, datadir.METADATA_FILE), reading_directory(data_dir, datadir.METADATA_FILE):
+        with pytest.raises(DataError, match="d is being read by a walsmf run .*: wait for it to end"):
+            preprocess.main(["--extracted_csv", other, "--data_dir", data_dir])
+        assert snapshot(data_dir) == before and sorted(os.listdir(str(tmp_path))) == ["a.csv", "b.csv", "d"]
+    preprocess.main(["--extracted_csv", other, "--data_dir", data_dir])
+    assert datadir.read_id_map(os.path.join(data_dir, datadir.ITEMS_FILE)).tolist() == ["x0", "x1", "x2", "x3"]
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_a_preprocess_into_the_data_a_training_reads_waits_and_the_predictions_keep_their_ids(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    data_dir, out = tmp_path / "d", tmp_path / "out"
+    rows = [("v{}".format(u), "c{}".format((u * 7 + i) % 40), 500 + 37 * i + u) for u in range(300) for i in range(4)]
+    assert run_module("walsmf.preprocess", "--extracted_csv", reads_csv(tmp_path / "a.csv", rows), "--data_dir",
+                      data_dir).returncode == 0
+    training = subprocess.Popen([sys.executable, "-m", "walsmf.task", "--input_path", str(data_dir), "--output_dir",
+                                 str(out), "--num_epochs", "80", "--batch_size", "32"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    for line in training.stdout:
+        if "loss = " in line:
+            break
+    renamed = [("r" + v, "new" + c, d) for v, c, d in rows]
+    during = run_module("walsmf.preprocess", "--extracted_csv", reads_csv(tmp_path / "b.csv", renamed),
+                        "--data_dir", data_dir)
+    training.stdout.read()
+    assert training.wait() == 0
+    assert during.returncode == 1 and during.stderr.strip().splitlines() == [
+        "error: {} is being read by a walsmf run (a training on it, say): wait for it to end, or write the new data "
+        "to another directory".format(data_dir)]
+    predicted = {c for line in (out / datadir.ORIGINAL_IDS_PRED_FILE).read_text().splitlines()
+                 for c in line.split("\t")[1].split(",")}
+    assert predicted and predicted <= {c for _, c, _ in rows}

@@ -1,5 +1,6 @@
 """Writing outputs so that a failed run never leaves a half-written file or directory."""
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -51,6 +52,8 @@ def staged_directory(final_dir, marker, owned=None):
                             "move {} out, or name another directory".format(
                                 final_dir, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""),
                                 "it" if len(foreign) == 1 else "them"))
+        with _replacing(final_dir, marker):  # refused now, before any work, if a run is reading it
+            pass
     parent = os.path.dirname(os.path.abspath(final_dir))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -61,9 +64,55 @@ def staged_directory(final_dir, marker, owned=None):
     try:
         os.chmod(staged, 0o755)  # mkdtemp makes it private; the data directory is not
         yield staged
-        _replace_directory(staged, final_dir)
+        with _replacing(final_dir, marker):
+            _replace_directory(staged, final_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reading_directory(directory, marker):
+    """Hold ``directory`` (local) for reading while the block runs: no walsmf run replaces it meanwhile
+    (staged_directory refuses, naming the reader).  A shared flock on its ``marker``, so readers never
+    exclude each other and nothing is written into the directory; without the marker (a directory of the
+    lab's files alone, which walsmf never replaces) or on gs://, nothing to hold."""
+    path = os.path.join(directory, marker)
+    if "://" in directory or not os.path.isfile(path):
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:  # a directory replaced while this waited: hold the new one's marker instead
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _replacing(final_dir, marker):
+    """Hold ``final_dir``'s marker exclusively while the block replaces it; refuse if a run is reading it."""
+    path = os.path.join(final_dir, marker)
+    if not os.path.isfile(path):
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError("{} is being read by a walsmf run (a training on it, say): wait for it to end, or "
+                            "write the new data to another directory".format(final_dir))
+        yield
+    finally:
+        os.close(fd)
 
 
 def temporary_directory(prefix, parent=None):

@@ -17,7 +17,7 @@ import tensorflow as tf
 from walsmf import datadir
 from walsmf.datadir import HELDOUT_FILE, MAPPED_FILE, read_metadata
 from walsmf.errors import DataError
-from walsmf.fileio import staged_directory
+from walsmf.fileio import reading_directory, staged_directory
 
 MAPPED_COLUMNS = ["userId", "itemId", "rating"]
 # Users with fewer interactions than this are not evaluated: none of theirs is held out.
@@ -159,31 +159,32 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     if _inside(split_dir, data_dir):
         raise DataError("--data_dir {} is --split_from {} or inside it: a split is written beside its data, never "
                         "into it; name another directory".format(split_dir, data_dir))
-    mapped = read_mapped(data_dir)
-    metadata = dict(read_metadata(data_dir)) if tf.io.gfile.exists(os.path.join(data_dir, datadir.METADATA_FILE)) \
-        else {}
-    metadata.update(datadir.data_counts(data_dir, nusers, nitems))
-    if heldout_reads:
-        evaluated = max(1, int((mapped["userId"].value_counts() >= MIN_INTERACTIONS).sum()))
-        holdout = max(holdout, -(-heldout_reads // evaluated))
-    times_csv = times_file(data_dir, times_csv, held_out)
-    times = read_times(times_csv, data_dir, mapped) if times_csv else None
-    train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed, times=times)
-    if len(test) == 0:
-        raise DataError("no user of {} has the {} reads a held-out split needs: there is nothing to evaluate on"
-                        .format(data_dir, MIN_INTERACTIONS))
-    with staged_directory(split_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
-        for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
-            if tf.io.gfile.exists(os.path.join(data_dir, name)):
-                tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
-        if times_csv:  # the training reads' times, for the most-read-recently baseline
-            tf.io.gfile.copy(times_csv, os.path.join(staged, datadir.TIMES_FILE))
-        train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)
-        test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
-        datadir.write_interactions(staged, datadir.interactions_of(train, metadata["nusers"], metadata["nitems"]))
-        datadir.write_metadata(staged, dict(metadata, interactions=len(train), heldout=len(test),
-                                            unevaluated_users=unevaluated, split_seed=seed,
-                                            held_out="latest" if times_csv else "random"))
+    with reading_directory(data_dir, datadir.METADATA_FILE):  # no preprocess replaces it meanwhile
+        mapped = read_mapped(data_dir)
+        metadata = dict(read_metadata(data_dir)) if tf.io.gfile.exists(os.path.join(data_dir, datadir.METADATA_FILE)) \
+            else {}
+        metadata.update(datadir.data_counts(data_dir, nusers, nitems))
+        if heldout_reads:
+            evaluated = max(1, int((mapped["userId"].value_counts() >= MIN_INTERACTIONS).sum()))
+            holdout = max(holdout, -(-heldout_reads // evaluated))
+        times_csv = times_file(data_dir, times_csv, held_out)
+        times = read_times(times_csv, data_dir, mapped) if times_csv else None
+        train, test, unevaluated = holdout_split(mapped, holdout=holdout, seed=seed, times=times)
+        if len(test) == 0:
+            raise DataError("no user of {} has the {} reads a held-out split needs: there is nothing to evaluate on"
+                            .format(data_dir, MIN_INTERACTIONS))
+        with staged_directory(split_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
+            for name in (datadir.USERS_FILE, datadir.ITEMS_FILE):
+                if tf.io.gfile.exists(os.path.join(data_dir, name)):
+                    tf.io.gfile.copy(os.path.join(data_dir, name), os.path.join(staged, name))
+            if times_csv:  # the training reads' times, for the most-read-recently baseline
+                tf.io.gfile.copy(times_csv, os.path.join(staged, datadir.TIMES_FILE))
+            train.to_csv(os.path.join(staged, MAPPED_FILE), index=False, header=False)
+            test.to_csv(os.path.join(staged, HELDOUT_FILE), index=False, header=False)
+            datadir.write_interactions(staged, datadir.interactions_of(train, metadata["nusers"], metadata["nitems"]))
+            datadir.write_metadata(staged, dict(metadata, interactions=len(train), heldout=len(test),
+                                                unevaluated_users=unevaluated, split_seed=seed,
+                                                held_out="latest" if times_csv else "random"))
     log("{} training interactions, {} held out from {} users; {} users have too few interactions "
         "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
     return train, test

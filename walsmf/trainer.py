@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from walsmf import cluster, metrics, model, splits
 from walsmf import settings as settings_module
-from walsmf.datadir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, data_counts
+from walsmf.datadir import BATCH_PRED_FILE, METADATA_FILE, ORIGINAL_IDS_PRED_FILE, data_counts
 from walsmf.errors import DataError
-from walsmf.fileio import exclusive_directory
+from walsmf.fileio import exclusive_directory, reading_directory
 
 
 def resolve(settings, trial=""):
@@ -72,7 +72,9 @@ def run(settings, environ=os.environ):
         cluster.serve_parameters(me)
         return
     settings = resolve(settings, me.trial)
-    with exclusive_directory(settings.output_dir, "walsmf.task training"):
+    # the data stays as it was until batch prediction has read its id maps: a preprocess into it waits its turn
+    with reading_directory(settings.input_path, METADATA_FILE), \
+            exclusive_directory(settings.output_dir, "walsmf.task training"):
         try:
             model.train_and_evaluate(settings)
         except tf.errors.InvalidArgumentError as err:
