@@ -324,7 +324,7 @@ def test_a_data_dir_being_read_is_not_replaced_until_its_reader_ends(tmp_path):
 
 @pytest.mark.subprocess
 @pytest.mark.training
-def test_a_preprocess_into_the_data_a_training_reads_waits_and_the_predictions_keep_their_ids(tmp_path):
+def test_a_preprocess_into_the_data_a_training_reads_is_refused_and_the_predictions_keep_their_ids(tmp_path):
     import subprocess
     import sys
 
