@@ -1,4 +1,5 @@
 """The exported model: id-specific projections and top-k against numpy; local predict and gcloud."""
+import io
 import json
 import os
 import subprocess
@@ -140,6 +141,34 @@ def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     header, *rows = result.stdout.strip().splitlines()
     assert header.split() == ["KNOWN_VISITOR", "PROJECTION", "TOP_K_CONTENT_IDS", "TOP_K_IDS", "TOP_K_SCORES",
                               "TOP_K_VISITOR_IDS", "UNKNOWN_CONTENT_IDS"] and len(rows) == 2
+    assert result.stderr == ""  # no TensorFlow notice above the answer
+
+
+@pytest.mark.training
+def test_answers_come_a_batch_at_a_time_and_print_as_one_table_or_json_document(trained):
+    export = predict.latest_export(export_dir(trained))
+    info, predict_fn = predict.serving_info(export), predict.load(export)
+    fed = []
+
+    def counting(feed):
+        fed.append({key: value.shape for key, value in feed.items()})
+        return predict_fn(feed)
+    checked = [{"userId": u} for u in range(5)] + [{"items": list(range(12)), "k": 2}, {"itemId": 3}]
+    batched = list(predict.predictions(counting, checked, info, batch_size=3))
+    assert [shapes["userId"] for shapes in fed] == [(3,), (3,), (1,)]
+    assert fed[1]["items"] == (3, 12) and "items" not in fed[0]  # padded to its own batch's longest list
+    whole = predict.run(predict_fn, checked, info)
+    assert [p["top_k_ids"] for p in batched] == [p["top_k_ids"] for p in whole]
+    np.testing.assert_allclose([p["projection"] for p in batched], [p["projection"] for p in whole], rtol=1e-5)
+    out = io.StringIO()
+    predict.write_json(batched, out)
+    assert out.getvalue() == json.dumps({"predictions": batched}, indent=2) + "\n"
+    # gcloud's table by hand: JSON cells, each column as wide as its widest cell or heading
+    keys = sorted(batched[0])
+    cells = [[key.upper() for key in keys]] + [[json.dumps(p[key]) for key in keys] for p in batched]
+    widths = [max(len(row[c]) for row in cells) for c in range(len(keys))]
+    assert predict.format_table(batched).splitlines() == [
+        "  ".join(cell + " " * (width - len(cell)) for cell, width in zip(row, widths)).rstrip() for row in cells]
 
 
 @pytest.mark.gcloud

@@ -1,0 +1,6 @@
+"""walsmf: the WALS matrix-factorization lab's recommender for a news site, from reads to served articles."""
+import os
+
+# TensorFlow's C++ start-up lines (CPU features, XLA's host device) say nothing about a walsmf run; shown with
+# TF_CPP_MIN_LOG_LEVEL=0.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")

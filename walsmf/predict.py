@@ -9,8 +9,12 @@ visitor in the site's own ids (a new one: from the articles read); the keys
 and their rules are walsmf.instances'.  Output: a table with a column per
 output key (gcloud's default) or ``--format json``: {"predictions": [...]}.
 """
+import itertools
 import json
 import os
+import sys
+import tempfile
+import textwrap
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +24,9 @@ from walsmf import flags
 from walsmf.datadir import SERVING_INFO_FILE
 from walsmf.errors import DataError, json_object, run_cli
 from walsmf.instances import check_instance, feed
+
+# Instances the export answers in one run: their scores and padded lists stay small.
+BATCH_INSTANCES = 512
 
 
 def latest_export(path):
@@ -33,28 +40,36 @@ def latest_export(path):
     return os.path.join(path, versions[-1])
 
 
-def read_instances(path):
-    """Parse newline-delimited JSON instances; a bad one is an error naming its line."""
-    if not tf.io.gfile.exists(path):
-        raise DataError("instances file {} does not exist".format(path))
-    instances = []
+def iter_instances(path, info=None):
+    """Yield the instances of a newline-delimited JSON file one line at a time, each checked (``info``: the
+    export's serving_info.json); a bad one is an error naming its line."""
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+        raise DataError("instances file {} {}: give a file of JSON instances, one per line".format(
+            path, "is a directory" if tf.io.gfile.exists(path) else "does not exist"))
+    given = False
     with tf.io.gfile.GFile(path, "rb") as f:
-        try:
-            lines = f.read().decode("utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise DataError("instances file {} is not UTF-8 text (byte {}): save it as UTF-8 JSON, one instance "
-                            "per line".format(path, err.start))
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            instance = json.loads(line)
-        except ValueError as err:
-            raise DataError("{} line {}: not JSON ({})".format(path, number, err))
-        instances.append(check_instance(instance, "{} line {}".format(path, number)))
-    if not instances:
+        for number, raw in enumerate(f, 1):
+            where = "{} line {}".format(path, number)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError("{} is not UTF-8 text (byte {} of the line): save the file as UTF-8 JSON, one "
+                                "instance per line".format(where, err.start + 1))
+            if not line.strip():
+                continue
+            try:
+                instance = json.loads(line)
+            except ValueError as err:
+                raise DataError("{}: not JSON ({})".format(where, err))
+            given = True
+            yield check_instance(instance, where, info)
+    if not given:
         raise DataError("instances file {} holds no instance".format(path))
-    return instances
+
+
+def read_instances(path, info=None):
+    """Every instance of a newline-delimited JSON file, checked (iter_instances as a list)."""
+    return list(iter_instances(path, info))
 
 
 def serving_info(export_dir):
@@ -72,7 +87,19 @@ def predict(model_dir, instances):
     info = serving_info(export_dir)
     checked = [check_instance(dict(zip(("userId", "itemId"), i)) if isinstance(i, tuple) else i,
                               "instance {}".format(number), info) for number, i in enumerate(instances, 1)]
-    return run(load(export_dir), checked, info)
+    return list(predictions(load(export_dir), checked, info))
+
+
+def predictions(predict_fn, checked, info, batch_size=BATCH_INSTANCES):
+    """Yield the export's answer to each of the checked instances (any iterable), ``batch_size`` at a time:
+    memory holds one batch, padded to its own longest list, whatever the number of instances."""
+    batch = []
+    for instance in itertools.chain(checked, [None]):
+        if instance is not None:
+            batch.append(instance)
+        if batch and (len(batch) == batch_size or instance is None):
+            yield from run(predict_fn, batch, info)
+            batch = []
 
 
 def load(export_dir):
@@ -105,10 +132,36 @@ def _plain(value):
 
 def format_table(predictions):
     """gcloud's default output: a column per output key, headed in capitals."""
-    keys = sorted(predictions[0])
-    rows = [[key.upper() for key in keys]] + [[json.dumps(p[key]) for key in keys] for p in predictions]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(keys))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(table_lines(predictions))
+
+
+def table_lines(predictions):
+    """format_table's lines, one at a time: the cells wait in a temporary file until every column's width is
+    known, so memory holds one row."""
+    with tempfile.TemporaryFile("w+") as cells:
+        keys, widths = None, None
+        for prediction in predictions:
+            if keys is None:
+                keys = sorted(prediction)
+                widths = [len(key) for key in keys]
+            row = [json.dumps(prediction[key]) for key in keys]
+            widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
+            cells.write(json.dumps(row) + "\n")
+        if keys is None:
+            return
+        cells.seek(0)
+        for row in itertools.chain([[key.upper() for key in keys]], map(json.loads, cells)):
+            yield "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+
+
+def write_json(predictions, out):
+    """``{"predictions": [...]}`` as json.dumps(..., indent=2) writes it, one prediction at a time."""
+    out.write('{\n  "predictions": [')
+    written = False
+    for prediction in predictions:
+        out.write((",\n" if written else "\n") + textwrap.indent(json.dumps(prediction, indent=2), "    "))
+        written = True
+    out.write("\n  ]\n}\n" if written else "]\n}\n")
 
 
 def main(argv=None):
@@ -120,11 +173,17 @@ def main(argv=None):
                         help="newline-delimited JSON instances, e.g. {\"userId\": 4, \"itemId\": -1}")
     parser.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     args = parser.parse_args(argv)
-    predictions = predict(args.model_dir, read_instances(args.json_instances))
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # TensorFlow's notices are not the answer
+    export_dir = latest_export(args.model_dir)
+    info = serving_info(export_dir)
+    for _ in iter_instances(args.json_instances, info):  # every line checked before the first answer
+        pass
+    answers = predictions(load(export_dir), iter_instances(args.json_instances, info), info)
     if args.format == "json":
-        print(json.dumps({"predictions": predictions}, indent=2))
+        write_json(answers, sys.stdout)
     else:
-        print(format_table(predictions))
+        for line in table_lines(answers):
+            print(line)
 
 
 if __name__ == "__main__":
