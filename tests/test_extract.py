@@ -71,7 +71,7 @@ def test_normalize_drops_what_the_lab_drops_and_refuses_the_rest():
     df = pd.DataFrame({"visitorId": ["1", "2", "3", "4"], "contentId": ["9", None, "9", "8"],
                        "session_duration": [10, 5, 0, -3]})
     assert rows_of(extract.normalize_extracted(df)) == [("1", "9", 10)]
-    with pytest.raises(DataError, match="lack column"):
+    with pytest.raises(DataError, match="the query.s result had no column contentId"):
         extract.normalize_extracted(df.drop(columns=["contentId"]))
     with pytest.raises(DataError, match="not numeric"):
         extract.normalize_extracted(df.assign(session_duration=["10", "abc", "1", "2"]))

@@ -50,12 +50,12 @@ def main(argv=None):
     if (args.latest_from or args.held_out) and not args.split_from:
         parser.error("--latest_from and --held_out choose the held-out reads of a new split: give --split_from "
                      "DATA too")
+    if args.k < 1:
+        raise DataError("--k {} must be 1 or more: the length of each recommendation list".format(args.k))
     if args.split_from:
         write_split(args.split_from, args.data_dir, args.holdout, args.seed, times_csv=args.latest_from,
                     held_out=args.held_out, nusers=args.nusers, nitems=args.nitems)
         return
-    if args.k < 1:
-        raise DataError("--k {} must be 1 or more: the length of each recommendation list".format(args.k))
     train, test = read_mapped(args.data_dir), read_mapped(args.data_dir, HELDOUT_FILE)
     counts = data_counts(args.data_dir, args.nusers, args.nitems)
     nusers, nitems = counts["nusers"], counts["nitems"]

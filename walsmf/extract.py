@@ -23,7 +23,7 @@ import pandas as pd
 
 from walsmf import flags
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import atomic_output, temporary_directory
+from walsmf.fileio import atomic_output, check_writable, temporary_directory
 from walsmf.sample import ensure_sample
 
 DEFAULT_TABLE = "cloud-training-demos.GA360_test.ga_sessions_sample"
@@ -396,6 +396,11 @@ def run_local(query, sessions_file, csv_path=None):
 
     files = local_files(sessions_file)
     json = files[0].endswith((".json", ".ndjson", ".jsonl"))
+    for path in [] if json else files:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PAR1":
+                raise DataError("{} is not a Parquet file (nor newline-delimited JSON, named .json, .ndjson or "
+                                ".jsonl): give the export's own files".format(path))
     file_list = ", ".join("'{}'".format(f.replace("'", "''")) for f in files)
     sql = to_duckdb_sql(query.sql(local=True))
     con = duckdb.connect()
@@ -536,22 +541,24 @@ def read_extracted_csv(path):
         df = pd.read_csv(path, dtype={"visitorId": str, "contentId": str})
     except (ValueError, pd.errors.ParserError) as err:
         raise DataError("{} is not a CSV of {}: {}".format(path, ",".join(COLUMNS), _first_line(err)))
-    return normalize_extracted(df)
+    return normalize_extracted(df, path)
 
 
-def normalize_extracted(df):
+def normalize_extracted(df, source=None):
     """Check the extracted rows and give them the lab's types.
 
     Keeps what the query guarantees (contentId not null, duration
     > 0) true for any engine: such rows are dropped as the lab does; a
     missing column, an empty result or a non-numeric duration is an error.
     A ``read_time`` column (the pair's latest time, ms) is kept and checked.
+    ``source``: the file the rows come from, named in errors (None: a query's result).
     Rows of one (visitor, article) pair are summed, as the lab's GROUP BY
     sums them (their latest time kept); fractional durations stay fractional.
     """
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise DataError("extracted rows lack column(s) {} (expected {})".format(
+        raise DataError("{} {} no column{} {} (expected {})".format(
+            source or "the query's result", "has" if source else "had", "s" if len(missing) > 1 else "",
             ", ".join(missing), ", ".join(COLUMNS)))
     duration = _numbers(df, "session_duration")
     if not np.isfinite(duration.fillna(0)).all() or (duration.abs() >= 2.0 ** 63).any():
@@ -560,7 +567,8 @@ def normalize_extracted(df):
                         "below 2^63 (check the export's units)".format(bad))
     keep = (df["contentId"].notna() & df["visitorId"].notna() & (duration > 0)).fillna(False).to_numpy(bool)
     if not keep.any():
-        raise DataError("the query returned no (visitor, article) rows with a positive duration")
+        raise DataError("{} holds no (visitor, article) row with both ids and a positive duration".format(source)
+                        if source else "the query returned no (visitor, article) rows with a positive duration")
     visitors, contents = (_sorted_categories(df[column][keep].values) for column in ("visitorId", "contentId"))
     # The query orders by contentId only and engines return ties in any
     # order, which would change the lab's ids (order of appearance) from run
@@ -672,8 +680,8 @@ def main(argv=None):
         print(query.shown_sql())
         print("-- DuckDB form:\n" + to_duckdb_sql(query.sql(local=True)))
         return
-    if args.output != "-" and os.path.isdir(args.output):
-        raise DataError("--output {} is a directory: give a file name for the CSV".format(args.output))
+    if args.output != "-":
+        check_writable(args.output, "--output")
     df = extract(query)
     if args.output == "-":
         df.to_csv(sys.stdout, index=False)

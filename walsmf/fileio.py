@@ -24,6 +24,29 @@ def atomic_output(path):
             tf.io.gfile.remove(tmp)
 
 
+def check_writable(path, flag, directory=False):
+    """Refuse, before any work, an output ``path`` (local) that cannot be written, in one line naming ``flag``:
+    a file where a directory belongs or the reverse, or a place where nothing can be created."""
+    if "://" in path:
+        return
+    if directory and os.path.isfile(path):
+        raise DataError("{} {} is a file: name a directory".format(flag, path))
+    if not directory and os.path.isdir(path):
+        raise DataError("{} {} is a directory: give a file name".format(flag, path))
+    existing = os.path.abspath(path if directory else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(existing):  # what the run will create, or its nearest ancestor
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise DataError("{} {} cannot be written: {} is a file; choose a place you can write".format(
+            flag, path, existing))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise DataError("{} {} cannot be written ({}: {}): choose a place you can write".format(
+            flag, path, err.strerror or type(err).__name__, existing))
+
+
 def atomic_write_text(path, text):
     """Write ``text`` to ``path`` (local or gs://) through a temporary name."""
     with atomic_output(path) as tmp, tf.io.gfile.GFile(tmp, "w") as f:

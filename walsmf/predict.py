@@ -30,13 +30,18 @@ BATCH_INSTANCES = 512
 
 
 def latest_export(path):
-    """``path`` itself if it holds a saved_model.pb, else its newest timestamped export."""
+    """``path`` itself if it holds a saved_model.pb, else its newest timestamped export; a training's
+    output_dir stands for its export/Servo."""
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
     versions = sorted((name.rstrip("/") for name in tf.io.gfile.listdir(path) if name.rstrip("/").isdigit()),
                       key=int) if tf.io.gfile.isdir(path) else []
     if not versions:
-        raise DataError("{} is not an exported model (no saved_model.pb, no timestamped export in it)".format(path))
+        servo = os.path.join(path, "export", "Servo")
+        if tf.io.gfile.isdir(servo):
+            return latest_export(servo)
+        raise DataError("{} is not an exported model (no saved_model.pb, no timestamped export in it): give "
+                        "export/Servo of a walsmf.task --output_dir, or one of its exports".format(path))
     return os.path.join(path, versions[-1])
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from walsmf import flags
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import atomic_output
+from walsmf.fileio import atomic_output, check_writable
 
 LAB_VISITORS = 82802
 LAB_ARTICLES = 5668
@@ -398,6 +398,7 @@ def main(argv=None):
     parser.add_argument("--output", help="Parquet file to write (default: %s)" % default_sample_path())
     args = parser.parse_args(argv)
     path = args.output or default_sample_path(args.scale, args.seed, schema=args.schema)
+    check_writable(path, "--output")
     print(write_sample(path, args.scale, args.seed, args.schema))
 
 

@@ -27,6 +27,7 @@ copied to local disk by each worker); the port is $AIP_HTTP_PORT (8080).
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 from walsmf import flags
@@ -186,6 +187,17 @@ def local_model_dir(model_dir):
     return target
 
 
+def check_port_free(host, port):
+    """Refuse a port something already listens on, in one line (gunicorn would retry, then log and exit)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise DataError("cannot listen on {}:{} ({}): stop what listens there, or give another --port".format(
+                host, port, err.strerror or err))
+
+
 def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES):
     """Run gunicorn with ``workers`` processes (default: one per core), each loading ``model_dir`` after the fork."""
     from gunicorn.app.base import BaseApplication
@@ -228,6 +240,14 @@ def main(argv=None):
                         "directory of exports".format(args.model_dir))
     if args.workers is not None and args.workers < 1:
         raise DataError("--workers {} is not a number of processes: give 1 or more".format(args.workers))
+    if not 1 <= args.port <= 65535:
+        raise DataError("--port {} is not a TCP port: give 1 to 65535".format(args.port))
+    if args.max_request_bytes < 1:
+        raise DataError("--max_request_bytes {} answers no request: give 1 or more".format(args.max_request_bytes))
+    if "://" not in args.model_dir:
+        from walsmf import predict
+        predict.latest_export(args.model_dir)  # not an export: said now, not by each worker
+    check_port_free(args.host, args.port)
     serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes)
 
 

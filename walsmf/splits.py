@@ -102,8 +102,9 @@ def times_in_milliseconds(column, times_csv):
 def read_times(times_csv, data_dir, mapped):
     """The time of each row of ``mapped`` (collab_mapped.csv of ``data_dir``) from a CSV of visitorId,
     contentId, time (a number or a date; a pair's latest time counts), in ms since the epoch."""
-    if not tf.io.gfile.exists(times_csv):
-        raise DataError("times file {} does not exist: give a CSV of visitorId,contentId,time".format(times_csv))
+    if not tf.io.gfile.exists(times_csv) or tf.io.gfile.isdir(times_csv):
+        raise DataError("times file {} {}: give a CSV of visitorId,contentId,time".format(
+            times_csv, "is a directory" if tf.io.gfile.exists(times_csv) else "does not exist"))
     with tf.io.gfile.GFile(times_csv) as f:
         try:
             times = pd.read_csv(f, dtype={"visitorId": str, "contentId": str})
@@ -156,7 +157,7 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     """
     if holdout < 1:
         raise DataError("--holdout {} holds out nothing: give 1 or more reads per user".format(holdout))
-    if _inside(split_dir, data_dir):
+    if inside(split_dir, data_dir):
         raise DataError("--data_dir {} is --split_from {} or inside it: a split is written beside its data, never "
                         "into it; name another directory".format(split_dir, data_dir))
     with reading_directory(data_dir, datadir.METADATA_FILE):  # no preprocess replaces it meanwhile
@@ -190,7 +191,7 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     return train, test
 
 
-def _inside(path, directory):
+def inside(path, directory):
     """Whether local ``path`` is ``directory`` or below it."""
     if "://" in path or "://" in directory:
         return path.rstrip("/") == directory.rstrip("/")

@@ -8,7 +8,7 @@ from walsmf import cluster, metrics, model, splits
 from walsmf import settings as settings_module
 from walsmf.datadir import BATCH_PRED_FILE, METADATA_FILE, ORIGINAL_IDS_PRED_FILE, data_counts
 from walsmf.errors import DataError
-from walsmf.fileio import exclusive_directory, reading_directory
+from walsmf.fileio import check_writable, exclusive_directory, reading_directory
 
 
 def resolve(settings, trial=""):
@@ -22,13 +22,10 @@ def resolve(settings, trial=""):
     if tf.io.gfile.exists(settings.output_dir) and not tf.io.gfile.isdir(settings.output_dir):
         raise DataError("--output_dir {} is a file: name a directory (new, or one walsmf.task trained into)".format(
             settings.output_dir))
-    if "://" not in settings.output_dir:
-        existing = os.path.abspath(settings.output_dir)
-        while not os.path.exists(existing):  # the directory training will create, or its nearest ancestor
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-            raise DataError("--output_dir {} cannot be written ({} is {}): choose a directory you can write".format(
-                settings.output_dir, existing, "a file" if not os.path.isdir(existing) else "not writable"))
+    if splits.inside(settings.output_dir, settings.input_path):
+        raise DataError("--output_dir {} is --input_path {} or inside it: a model is written beside its data, "
+                        "never into it; name another directory".format(settings.output_dir, settings.input_path))
+    check_writable(settings.output_dir, "--output_dir", directory=True)
     return settings
 
 

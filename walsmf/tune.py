@@ -208,6 +208,9 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
     trials.csv and best_params.json."""
     if max_trials < 1:
         raise DataError("--max_trials {} must be at least 1".format(max_trials))
+    if splits.inside(output_dir, input_path):
+        raise DataError("--output_dir {} is --data_dir {} or inside it: a tuning is written beside its data, never "
+                        "into it; name another directory".format(output_dir, input_path))
     with staged_directory(output_dir, BEST_PARAMS_FILE) as staged:
         split_dir = os.path.join(staged, "validation_split")
         write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line),
