@@ -3,7 +3,8 @@
 A training job installs this package from an sdist on top of TensorFlow
 1.15, numpy and pandas (AI Platform's runtime 1.15 had them; the Vertex AI
 container, cloud/Dockerfile, installs them).  install_requires holds only
-what TensorFlow 1.15 itself leaves open: protobuf 4.x breaks its import.  Extraction and the benchmarks need
+what TensorFlow 1.15 itself leaves open (protobuf 4.x breaks its import) and threadpoolctl
+(batch prediction's threads).  Extraction and the benchmarks need
 more (extras "extract" and "bench"); the full pinned environment is
 requirements.lock.
 """
@@ -15,7 +16,7 @@ setup(
     description="WALS collaborative filtering on Google Analytics 360 sessions (TensorFlow 1.15)",
     packages=find_packages(include=["walsmf", "walsmf.*"]),
     python_requires=">=3.7,<3.8",
-    install_requires=["protobuf>=3.6.1,<4"],
+    install_requires=["protobuf>=3.6.1,<4", "threadpoolctl>=3.1"],
     extras_require={
         "extract": ["google-cloud-bigquery==3.30.0", "db-dtypes==1.4.2", "pyarrow==11.0.0",
                     "duckdb==1.2.2", "sqlglot==26.9.0"],

@@ -5,8 +5,8 @@
 Each stage runs in its own process, so its peak RSS is its own: generate the
 sample, extract (DuckDB), preprocess in-process (extract included) and with
 Beam's DirectRunner, one training sweep (the lab's 10 factors, batch 16,384),
-batch prediction of every user's top 3 (above 10x: timed on the first
-``--predict_users`` and projected), and the export (seconds to export;
+batch prediction of every user's top 3 (beside implicit's recommend() on
+the same factors and the bare matrix product of all the scores), and the export (seconds to export;
 saved_model.pb size, assets size, load seconds).  The data's shape: ``walsmf.sample`` grows
 visitors with the scale and articles with its square root (a news site's
 catalogue grows more slowly than its readers).  Beam's DirectRunner is
@@ -35,7 +35,43 @@ def peak_rss_gb():
     return max(own, children) / 1024 ** 2
 
 
-def run_stage(stage, scale, workdir, predict_users=None):
+def batch_prediction_figures(data_dir, model_dir, k=3):
+    """walsmf's batch prediction of every user's top ``k`` (both files written), against its peers on the same
+    factors: implicit's recommend() for every user (seen items left out alike) and the bare matrix product
+    of all the scores (the floor: GFLOP/s of BLAS on this machine)."""
+    import scipy.sparse
+    import threadpoolctl
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from walsmf import datadir, recommend, settings, trainer
+    args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, topk=k, exclude_seen=True))
+    interactions = datadir.read_interactions(data_dir, args.nusers, args.nitems)
+    start = time.perf_counter()
+    users = recommend.batch_predict(args, interactions, log=lambda _: None)
+    seconds = time.perf_counter() - start
+    u, v = recommend.load_factors(model_dir, "row"), recommend.load_factors(model_dir, "col")
+    seen = interactions.by_user
+    user_items = scipy.sparse.csr_matrix((np.ones(len(seen.indices), np.float32), seen.indices, seen.offsets),
+                                         shape=(args.nusers, args.nitems))
+    peer = AlternatingLeastSquares(factors=u.shape[1])
+    peer.user_factors, peer.item_factors = u, v
+    with threadpoolctl.threadpool_limits(1, "blas"):  # implicit's own advice: its threads use the cores
+        start = time.perf_counter()
+        for first in range(0, len(u), 100000):
+            chunk = np.arange(first, min(first + 100000, len(u)))
+            peer.recommend(chunk, user_items[chunk], N=k, filter_already_liked_items=True)
+        implicit_s = time.perf_counter() - start
+    buffer = np.empty((recommend.BLOCK_USERS, len(v)), np.float32)
+    start = time.perf_counter()
+    for first in range(0, len(u), recommend.BLOCK_USERS):
+        block = u[first:first + recommend.BLOCK_USERS]
+        np.matmul(block, v.T, out=buffer[:len(block)])
+    matmul_s = time.perf_counter() - start
+    return {"seconds": seconds, "users": users, "implicit_s": implicit_s, "vs_implicit": seconds / implicit_s,
+            "matmul_s": matmul_s, "matmul_gflops": 2.0 * len(u) * len(v) * u.shape[1] / matmul_s / 1e9}
+
+
+def run_stage(stage, scale, workdir):
     """Run one stage at ``scale`` in this process; return its figures."""
     sample = os.path.join(workdir, "sample.parquet")
     data_dir, model_dir = os.path.join(workdir, "data"), os.path.join(workdir, "model")
@@ -61,20 +97,8 @@ def run_stage(stage, scale, workdir, predict_users=None):
         args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0))
         shutil.rmtree(model_dir, ignore_errors=True)
         model.fit(args, model.steps_per_sweep(args))
-    elif stage == "batch_predict" and predict_users and scale > 10:
-        # every user's top 3 of 8.3 M users x 57 k items takes tens of minutes on 2 cores: time the
-        # first ``predict_users`` and project (the work per user is the same for every user)
-        from walsmf import recommend
-        u, v = recommend.load_factors(model_dir, "row"), recommend.load_factors(model_dir, "col")
-        for _ in recommend.top_k_blocks(u, v, 3, users=np.arange(min(predict_users, len(u)))):
-            pass
-        measured = time.perf_counter() - start
-        out.update(users=min(predict_users, len(u)), of_users=len(u), measured_s=measured,
-                   seconds=measured * len(u) / min(predict_users, len(u)))
     elif stage == "batch_predict":
-        from walsmf import recommend, settings, trainer
-        args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir))
-        out["users"] = recommend.batch_predict(args, log=lambda _: None)
+        out.update(batch_prediction_figures(data_dir, model_dir))
     elif stage == "export":
         import tensorflow as tf
         from tensorflow.contrib import predictor
@@ -103,14 +127,11 @@ def main():
     parser.add_argument("--workdir", help="keep data here (default: a temporary directory per scale)")
     parser.add_argument("--beam_max_scale", type=float, default=1.0,
                         help="largest scale to run Beam's DirectRunner at")
-    parser.add_argument("--predict_users", type=int, default=1000000,
-                        help="above 10x, time batch prediction on this many users and project it to all "
-                             "(its 'seconds' is then the projection; 0: predict for every user)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.scale, args.workdir, args.predict_users)))
+        print(json.dumps(run_stage(args.stage, args.scale, args.workdir)))
         return
     print("{:>5}  {:<14}{:>9}{:>9}   {}".format("scale", "stage", "seconds", "peak_GB", "figures"), flush=True)
     for scale in args.scales:
@@ -123,7 +144,7 @@ def main():
                       "(use DataflowRunner)".format(scale, stage, "-", "-", args.beam_max_scale), flush=True)
                 continue
             result = subprocess.run([sys.executable, __file__, "--stage", stage, "--scale", str(scale),
-                                     "--workdir", workdir, "--predict_users", str(args.predict_users)],
+                                     "--workdir", workdir],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     universal_newlines=True)
             if result.returncode != 0:

@@ -149,6 +149,29 @@ def test_find_top_k_of_one_user_and_of_a_block():
     np.testing.assert_array_equal(block, expected)
 
 
+@pytest.mark.parametrize("n_items, k", [(1000, 3), (1000, 10), (37, 5), (5, 5), (300, 40)])
+def test_batch_top_k_is_a_full_sort_by_score_then_lower_id_ties_seen_and_offsets_included(n_items, k):
+    """Small integer factors make exact ties everywhere (and exact float scores): the partial selection must
+    give what sorting each whole row by (score desc, itemId asc) gives, as tf.nn.top_k does."""
+    rng = np.random.default_rng(n_items + k)
+    users = rng.integers(-2, 3, (700, 3)).astype(np.float32)
+    items = rng.integers(-2, 3, (n_items, 3)).astype(np.float32)
+    read = rng.random((700, n_items)) < 4.0 / n_items
+    read[np.arange(700), rng.integers(0, n_items // 2 + 1, 700)] = True  # every user reads; the last items rarely
+    read[3] = True  # user 3 read everything: with seen left out, only never-recommended items remain
+    rows, cols = np.nonzero(read)
+    reads = datadir.Interactions(datadir.CSR.from_triples(rows, cols, np.ones(len(rows)), 700),
+                                 datadir.CSR.from_triples(cols, rows, np.ones(len(rows)), n_items))
+    readers = read.sum(axis=0)
+    scores = users @ items.T + np.float32(0.5) * np.log1p(readers.astype(np.float32))
+    scores[:, readers == 0] = -np.inf  # never read: never recommended
+    ids = np.broadcast_to(np.arange(n_items), scores.shape)
+    for seen, ranked in ((None, scores), (reads.by_user, np.where(read, -np.inf, scores))):
+        expected = np.lexsort((ids, -ranked), axis=1)[:, :k]
+        got = recommend.top_k_items(users, items, k, seen=seen, reads=reads, popularity_weight=0.5, block_size=64)
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.training
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained.input_path
@@ -298,7 +321,10 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     lines = []
     assert model.batch_predict(args, log=lines.append) == trained.nusers
     assert lines[-1] == "batch prediction: {:,} of {:,} users".format(trained.nusers, trained.nusers)
-    assert len(lines) == 1  # 828 users: one block of 1024, one line
+    # a line as the users done pass each tenth: 828 users in blocks of 256 pass one at each block
+    done = [min(end, trained.nusers) for end in range(recommend.BLOCK_USERS, trained.nusers + recommend.BLOCK_USERS,
+                                                      recommend.BLOCK_USERS)]
+    assert lines == ["batch prediction: {:,} of {:,} users".format(n, trained.nusers) for n in done]
     np.testing.assert_array_equal(batch_pred(args.output_dir), batch_pred(trained.output_dir))
     u, v = recommend.load_factors(args.output_dir, "row"), recommend.load_factors(args.output_dir, "col")
     blocks = list(recommend.top_k_blocks(u, v, 3, block_size=100))

@@ -145,3 +145,22 @@ def test_a_tfrecord_cut_at_a_record_boundary_is_refused(tiny_data, tmp_path):
     datadir.write_tfrecord(os.path.join(copy, datadir.ROWS_FILE), by_user, np.arange(29))  # the last user lost
     with pytest.raises(DataError, match="one is truncated"):
         datadir.read_interactions(copy, 30, 12)
+
+
+@FEW
+@given(st.integers(-2 ** 63, 2 ** 63 - 1),
+       st.lists(st.tuples(st.integers(-2 ** 63, 2 ** 63 - 1), st.floats(width=32)), max_size=20))
+def test_a_record_written_without_protobuf_is_protobufs_bytes(key, entries):
+    """walsmf writes the Example's bytes itself (fast); protobuf's deterministic serialization is the reference."""
+    indices = [i for i, _ in entries]
+    values = np.array([v for _, v in entries], np.float32)
+    feature = tf.train.Feature
+    reference = tf.train.Example(features=tf.train.Features(feature={
+        datadir.KEY: feature(int64_list=tf.train.Int64List(value=[key])),
+        datadir.INDICES: feature(int64_list=tf.train.Int64List(value=indices)),
+        datadir.VALUES: feature(float_list=tf.train.FloatList(value=values)),
+    })).SerializeToString(deterministic=True)
+    assert datadir.encode_example(key, indices, values) == reference
+    csr = datadir.CSR(np.array([0, 0, len(indices)]), np.array(indices, np.int64), values)
+    assert list(datadir.encoded_examples(csr, [1, 0])) == [datadir.encode_example(1, indices, values),
+                                                           datadir.encode_example(0, [], [])]

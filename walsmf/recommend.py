@@ -3,11 +3,15 @@
 ``find_top_k`` and ``batch_predict`` keep the lab's names; ``top_k_items``
 is the one top-k of walsmf (batch prediction and evaluation both use it).
 """
+import collections
 import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
+import threadpoolctl
 
 from walsmf.datadir import (
     BATCH_PRED_FILE,
@@ -21,6 +25,12 @@ from walsmf.datadir import (
 from walsmf.errors import DataError, check_interrupted
 from walsmf.fileio import atomic_output
 from walsmf.recency import data_popularity
+
+# Users ranked at a time: their scores (block × items, float32) stay in cache.  128–512 measured alike at
+# 10× (17,924 items); benchmarks/bench_scale.py times it against implicit's recommend().
+BLOCK_USERS = 256
+# Columns per group in _top_of_block's first pass.
+GROUP = 16
 
 
 def load_shards(checkpoint, prefix):
@@ -78,7 +88,54 @@ def item_offsets(readers, popularity_weight=0.0, popularity=None):
     return np.where(readers > 0, blend, -np.inf).astype(np.float32)
 
 
-def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=1024, reads=None,
+def _top_of_block(scores, k):
+    """Top-k column ids of each row of ``scores`` [b, GROUP·g] (columns past the items: −inf), best first,
+    equal scores by lower id (tf.nn.top_k's order).
+
+    Column j belongs to group j mod g; every group's maximum (elementwise over contiguous slices) names the
+    groups that can hold a top-k score: those whose maximum is at least the k-th largest maximum (a group
+    without a top-k score has a maximum no larger than the k-th score).  Only their columns are ranked.  A
+    row with ties at that maximum (more than k such groups) is ranked whole.
+    """
+    rows, width = scores.shape
+    groups = width // GROUP
+    if k >= groups:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best = scores[:, :groups].copy()
+    for g in range(1, GROUP):
+        np.maximum(best, scores[:, g * groups:(g + 1) * groups], out=best)
+    kth = np.partition(best, groups - k, axis=1)[:, groups - k]
+    held = best >= kth[:, None]
+    exact = held.sum(axis=1) == k
+    top = np.empty((rows, k), np.int64)
+    chosen = np.nonzero(held[exact])[1].reshape(-1, k)
+    candidates = (chosen[:, :, None] + np.arange(GROUP) * groups).reshape(len(chosen), -1)
+    candidate_scores = np.take_along_axis(scores[exact], candidates, axis=1)
+    order = np.lexsort((candidates, -candidate_scores), axis=1)[:, :k]
+    top[exact] = np.take_along_axis(candidates, order, axis=1)
+    if not exact.all():
+        top[~exact] = np.argsort(-scores[~exact], axis=1, kind="stable")[:, :k]
+    return top
+
+
+def _in_order(work, items, threads):
+    """``work(item)`` for each item, by ``threads`` threads a few items ahead, yielded in the items' order;
+    what is not started when the consumer stops (or is interrupted) is cancelled."""
+    with ThreadPoolExecutor(threads) as pool:
+        pending = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) > 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=BLOCK_USERS, reads=None,
                  popularity_weight=0.0, popularity=None):
     """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
@@ -88,35 +145,47 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     without reads gets the most read items, an item without readers is never
     recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score
     (``popularity``: other counts than the readers, such as the recent reads).
-    Blocks of 1024 users measured fastest at lab size (their scores stay in cache).
+    Equal scores rank the lower itemId first (find_top_k's order).  Each
+    block's scores are one matrix product into a buffer that stays in cache,
+    then a partial selection (_top_of_block); the blocks run on every core.
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
-    k = min(k, item_factors.shape[0])
+    n_items = item_factors.shape[0]
+    k = min(k, n_items)
     no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity) if reads is not None
                                     else (None, None, None))
-    with tf.Graph().as_default():
-        block = tf.compat.v1.placeholder(tf.float32, [None, item_factors.shape[1]])
-        excluded = None if seen is None else tf.compat.v1.placeholder(tf.int64, [None, 2])
-        top = find_top_k(block, tf.constant(item_factors, tf.float32), k, excluded, offsets)
-        feed = {}
-        with tf.compat.v1.Session() as sess:
-            for start in range(0, len(users), block_size):
-                check_interrupted()
-                block_users = users[start:start + block_size]
-                if seen is not None:
-                    begins, ends = seen.offsets[block_users], seen.offsets[block_users + 1]
-                    lengths = ends - begins
-                    positions = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
-                    feed[excluded] = np.stack([np.repeat(np.arange(len(block_users)), lengths),
-                                               seen.indices[positions]], axis=1)
-                feed[block] = user_factors[block_users]
-                block_top = sess.run(top, feed)
-                if no_reads is not None:
-                    block_top[no_reads[block_users]] = most_read[:k]
-                yield block_users, block_top
+    width = n_items + (-n_items) % GROUP
+    items_t = np.zeros((item_factors.shape[1], width), np.float32)
+    items_t[:, :n_items] = item_factors.T
+    bias = np.full(width, -np.inf, np.float32)  # past the items: never chosen
+    bias[:n_items] = 0.0 if offsets is None else offsets
+    buffers = threading.local()
+
+    def rank(block_users):
+        if getattr(buffers, "scores", None) is None:
+            buffers.scores = np.empty((block_size, width), np.float32)
+        scores = buffers.scores[:len(block_users)]
+        np.matmul(np.asarray(user_factors[block_users], np.float32), items_t, out=scores)
+        scores += bias
+        if seen is not None:
+            begins, ends = seen.offsets[block_users], seen.offsets[block_users + 1]
+            lengths = ends - begins
+            positions = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
+            scores[np.repeat(np.arange(len(block_users)), lengths), seen.indices[positions]] = -np.inf
+        top = _top_of_block(scores, k)
+        if no_reads is not None:
+            top[no_reads[block_users]] = most_read[:k]
+        return top
+
+    blocks = [users[start:start + block_size] for start in range(0, len(users), block_size)]
+    # one BLAS thread per block: the blocks themselves use the cores
+    with threadpoolctl.threadpool_limits(1, "blas"):
+        for block_users, top in zip(blocks, _in_order(rank, blocks, os.cpu_count() or 1)):
+            check_interrupted()
+            yield block_users, top
 
 
-def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=1024, reads=None,
+def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=BLOCK_USERS, reads=None,
                 popularity_weight=0.0, popularity=None):
     """Top-k item ids per user (rows of ``users``, default all), best first: top_k_blocks gathered."""
     blocks = [top for _, top in top_k_blocks(user_factors, item_factors, k, seen, users, block_size, reads,
