@@ -172,6 +172,15 @@ def test_batch_top_k_is_a_full_sort_by_score_then_lower_id_ties_seen_and_offsets
         np.testing.assert_array_equal(got, expected)
 
 
+def test_plain_ids_are_written_as_the_csv_module_writes_them():
+    visitors = np.array(["123", "", "v-9"], dtype=object)
+    contents = np.array([["a", "b"], ["c", "d"], ["e", "f"]], dtype=object)
+    assert datadir.plain_ids(visitors) and datadir.plain_ids(contents.ravel())
+    assert datadir.original_ids_lines(visitors, contents, plain=True) == datadir.original_ids_lines(
+        visitors, contents) == "123\ta,b\n\tc,d\nv-9\te,f\n"
+    assert not any(datadir.plain_ids([odd]) for odd in ("a,b", 'say "hi"', "tab\there", "line\nbreak", "cr\r"))
+
+
 @pytest.mark.training
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained.input_path

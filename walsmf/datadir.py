@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -137,8 +138,20 @@ def _csv_line(values, delimiter=","):
     return out.getvalue()
 
 
-def original_ids_lines(visitors, contents):
-    """batch_pred_original_ids.txt's lines for visitorIds and their contentId lists (ids with any characters)."""
+# What CSV quotes in an id: the delimiters of either level, the quote, line breaks.
+_QUOTED = re.compile('[,"\t\r\n]')
+
+
+def plain_ids(ids):
+    """Whether no id holds a character CSV would quote: lines of such ids are written as they are."""
+    return _QUOTED.search("".join(ids)) is None
+
+
+def original_ids_lines(visitors, contents, plain=False):
+    """batch_pred_original_ids.txt's lines for visitorIds and their contentId lists (ids with any characters;
+    ``plain``: plain_ids holds for all of them, and the lines are joined without the csv module)."""
+    if plain:
+        return "".join(visitor + "\t" + ",".join(items) + "\n" for visitor, items in zip(visitors, contents))
     return "".join(_csv_line([visitor, _csv_line(items).rstrip("\n")], "\t")
                    for visitor, items in zip(visitors, contents))
 

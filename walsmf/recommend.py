@@ -19,6 +19,7 @@ from walsmf.datadir import (
     ORIGINAL_IDS_PRED_FILE,
     USERS_FILE,
     original_ids_lines,
+    plain_ids,
     read_id_map,
     read_interactions,
 )
@@ -29,8 +30,6 @@ from walsmf.recency import data_popularity
 # Users ranked at a time: their scores (block × items, float32) stay in cache.  128–512 measured alike at
 # 10× (17,924 items); benchmarks/bench_scale.py times it against implicit's recommend().
 BLOCK_USERS = 256
-# Columns per group in _top_of_block's first pass.
-GROUP = 16
 
 
 def load_shards(checkpoint, prefix):
@@ -89,33 +88,25 @@ def item_offsets(readers, popularity_weight=0.0, popularity=None):
 
 
 def _top_of_block(scores, k):
-    """Top-k column ids of each row of ``scores`` [b, GROUP·g] (columns past the items: −inf), best first,
-    equal scores by lower id (tf.nn.top_k's order).
+    """Top-k column ids of each row of ``scores`` [b, width] (width a multiple of 8), best first, equal scores
+    by lower id (tf.nn.top_k's order).
 
-    Column j belongs to group j mod g; every group's maximum (elementwise over contiguous slices) names the
-    groups that can hold a top-k score: those whose maximum is at least the k-th largest maximum (a group
-    without a top-k score has a maximum no larger than the k-th score).  Only their columns are ranked.  A
-    row with ties at that maximum (more than k such groups) is ranked whole.
+    A bound first: split a row in k chunks; the least of the chunks' maxima is at most the row's k-th score
+    (it and the other maxima are k scores at least as large).  Only the scores at or above it (a few per
+    row) are ranked, with every tie at the k-th score among them.
     """
     rows, width = scores.shape
-    groups = width // GROUP
-    if k >= groups:
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    best = scores[:, :groups].copy()
-    for g in range(1, GROUP):
-        np.maximum(best, scores[:, g * groups:(g + 1) * groups], out=best)
-    kth = np.partition(best, groups - k, axis=1)[:, groups - k]
-    held = best >= kth[:, None]
-    exact = held.sum(axis=1) == k
-    top = np.empty((rows, k), np.int64)
-    chosen = np.nonzero(held[exact])[1].reshape(-1, k)
-    candidates = (chosen[:, :, None] + np.arange(GROUP) * groups).reshape(len(chosen), -1)
-    candidate_scores = np.take_along_axis(scores[exact], candidates, axis=1)
-    order = np.lexsort((candidates, -candidate_scores), axis=1)[:, :k]
-    top[exact] = np.take_along_axis(candidates, order, axis=1)
-    if not exact.all():
-        top[~exact] = np.argsort(-scores[~exact], axis=1, kind="stable")[:, :k]
-    return top
+    chunk = width // k
+    bound = scores[:, :chunk * k].reshape(rows, k, chunk).max(axis=2).min(axis=1)
+    above = scores >= bound[:, None]
+    # the candidates' positions: the 8-byte words of the mask holding one, then their set bytes
+    words = np.flatnonzero(above.view(np.uint64))
+    flat = (words[:, None] * 8 + np.arange(8)).ravel()
+    flat = flat[above.ravel()[flat]]
+    row, column = np.divmod(flat, width)
+    order = np.lexsort((column, -scores.ravel()[flat], row))
+    firsts = np.searchsorted(row, np.arange(rows))  # rows ascending: the mask was read in order
+    return column[order][firsts[:, None] + np.arange(k)]
 
 
 def _in_order(work, items, threads):
@@ -154,11 +145,9 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     k = min(k, n_items)
     no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity) if reads is not None
                                     else (None, None, None))
-    width = n_items + (-n_items) % GROUP
+    width = n_items + (-n_items) % 8  # padded for _top_of_block's mask of 8-byte words
     items_t = np.zeros((item_factors.shape[1], width), np.float32)
     items_t[:, :n_items] = item_factors.T
-    bias = np.full(width, -np.inf, np.float32)  # past the items: never chosen
-    bias[:n_items] = 0.0 if offsets is None else offsets
     buffers = threading.local()
 
     def rank(block_users):
@@ -166,7 +155,9 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
             buffers.scores = np.empty((block_size, width), np.float32)
         scores = buffers.scores[:len(block_users)]
         np.matmul(np.asarray(user_factors[block_users], np.float32), items_t, out=scores)
-        scores += bias
+        if offsets is not None:
+            scores[:, :n_items] += offsets
+        scores[:, n_items:] = -np.inf  # past the items: after every item, never chosen
         if seen is not None:
             begins, ends = seen.offsets[block_users], seen.offsets[block_users + 1]
             lengths = ends - begins
@@ -220,6 +211,7 @@ def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
     visitors, contents = ((_padded(read_id_map(users_csv), settings.nusers), _padded(read_id_map(items_csv),
                                                                                      settings.nitems))
                           if originals else (None, None))
+    plain = originals and plain_ids(visitors) and plain_ids(contents)
     n_users = user_factors.shape[0]
     report_every = max(1, n_users // 10)
     with contextlib.ExitStack() as stack:
@@ -234,7 +226,7 @@ def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
                                        popularity_weight=settings.popularity_weight, popularity=popularity):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
-                original.write(original_ids_lines(visitors[users], (contents[row] for row in top)))
+                original.write(original_ids_lines(visitors[users], contents[top], plain))
             if (done + len(users)) // report_every > done // report_every or done + len(users) == n_users:
                 log("batch prediction: {:,} of {:,} users".format(done + len(users), n_users))
             done += len(users)
