@@ -53,11 +53,18 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
     Everything is written into a staging directory which then replaces
     ``data_dir``.  Returns the metadata (counts and the median duration).
     """
+    rows, start = len(extracted), time.time()
+
+    def done(stage):
+        nonlocal start
+        seconds, start = time.time() - start, time.time()
+        log("{}: {:,} rows in {:.1f}s ({:,.0f} rows/s)".format(stage, rows, seconds, rows / max(seconds, 1e-6)))
     with staged_directory(data_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
         raw, median = add_ratings(extracted)
         # ids as object arrays of the categories' own strings: to_csv would rebuild all categories per chunk
         raw.assign(**{c: np.asarray(raw[c]) for c in ("visitorId", "contentId")}).to_csv(
             os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
+        done("ratings, " + datadir.RAW_FILE)
         users, items, mapped = map_ids(raw)
         if extract_stage.TIME_COLUMN in extracted:
             datadir.write_times(staged, raw["visitorId"], raw["contentId"], extracted[extract_stage.TIME_COLUMN])
@@ -65,9 +72,11 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
         items.to_csv(os.path.join(staged, datadir.ITEMS_FILE), index=False, header=False)
         mapped.to_csv(os.path.join(staged, datadir.MAPPED_FILE), index=False, header=False)
         metadata = dict(datadir.counts(mapped), median_duration_ms=median, source=source)
+        done("ids, the id maps, " + datadir.MAPPED_FILE)
         log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))
         datadir.write_interactions(staged, datadir.interactions_of(mapped))
         datadir.write_metadata(staged, metadata)
+        done("TFRecords")
     return metadata
 
 
@@ -116,7 +125,8 @@ def main(argv=None):
     else:
         print("[1/2] extract: {}".format(query.describe()), flush=True)
         extracted = extract_stage.extract(query)
-    log("{} rows in {:.1f}s".format(len(extracted), time.time() - start))
+    seconds = time.time() - start
+    log("{:,} rows in {:.1f}s ({:,.0f} rows/s)".format(len(extracted), seconds, len(extracted) / max(seconds, 1e-6)))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
     write_data_dir(extracted, args.data_dir, query.source, log=log)
     log("done in {:.1f}s".format(time.time() - start))
