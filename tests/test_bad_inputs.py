@@ -28,13 +28,14 @@ def snapshot(top):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, small_data, trained):
+def site(tmp_path_factory, small_sample, small_data, trained):
     """A user's folder: a data directory D, a trained model M (with its export), and files of their own."""
     top = tmp_path_factory.mktemp("site")
     shutil.copytree(small_data[0], str(top / "D"))
     shutil.copytree(trained.output_dir, str(top / "M"))
     own = top / "w"
     (own / "adir").mkdir(parents=True)
+    shutil.copy(small_sample, str(own / "in.parquet"))
     for name, data in {"bin.parquet": b"\x00\x01garbage", "empty.csv": b"", "cols.csv": b"a,b\n1,2\n",
                        "header.csv": b"visitorId,contentId,session_duration\n",
                        "neg.csv": b"visitorId,contentId,session_duration\na,x,-5\nb,y,0\n",
@@ -78,6 +79,14 @@ CASES = [
     ("extract", "--source bigquery --project p --table 'p.d.t; DROP' --print_sql", r"--table 'p.d.t; DROP' is not"),
     ("extract", "--output {W}/adir", r"--output {W}/adir is a directory"),
     ("extract", "--output /proc/o.csv", r"--output /proc/o.csv cannot be written"),
+    ("extract", "--sessions_file {W}/in.parquet --output {W}/in.parquet", r"--output {W}/in.parquet is this "
+                                                                         r"command's input"),
+    ("extract", "--sessions_file {W}/in.parquet --output {D}/rows.csv", r"--output {D}/rows.csv is inside the data "
+                                                                        r"directory {D}, which walsmf writes whole"),
+    ("sample", "--output {D}/metadata.json", r"--output {D}/metadata.json is inside the data directory {D}"),
+    ("preprocess", "--extracted_csv {D}/collab_raw.csv --data_dir {D}", r"--extracted_csv {D}/collab_raw.csv is "
+                                                                          r"inside --data_dir {D}, which this run "
+                                                                          r"replaces whole"),
     ("preprocess", "--extracted_csv {W}/none.csv --data_dir {W}/d", r"extracted CSV {W}/none.csv does not exist"),
     ("preprocess", "--extracted_csv {W}/adir --data_dir {W}/d", r"--extracted_csv {W}/adir is a directory"),
     ("preprocess", "--extracted_csv {W}/empty.csv --data_dir {W}/d", r"{W}/empty.csv is not a CSV of visitorId"),

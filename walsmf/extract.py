@@ -681,7 +681,8 @@ def main(argv=None):
         print("-- DuckDB form:\n" + to_duckdb_sql(query.sql(local=True)))
         return
     if args.output != "-":
-        check_writable(args.output, "--output")
+        check_writable(args.output, "--output", inputs=local_files(query.sessions_file) if query.sessions_file and
+                       query.source == "local" else ())
     df = extract(query)
     if args.output == "-":
         df.to_csv(sys.stdout, index=False)

@@ -7,6 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
+from walsmf.datadir import METADATA_FILE
 from walsmf.errors import DataError
 
 LOCK_FILE = ".walsmf.lock"
@@ -24,11 +25,20 @@ def atomic_output(path):
             tf.io.gfile.remove(tmp)
 
 
-def check_writable(path, flag, directory=False):
+def check_writable(path, flag, directory=False, inputs=()):
     """Refuse, before any work, an output ``path`` (local) that cannot be written, in one line naming ``flag``:
-    a file where a directory belongs or the reverse, or a place where nothing can be created."""
+    a file where a directory belongs or the reverse, a place where nothing can be created, one of the
+    command's own ``inputs``, or a file inside a data directory (which walsmf writes whole)."""
     if "://" in path:
         return
+    for source in inputs:
+        if source and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+            raise DataError("{} {} is this command's input {}: write the output to another file".format(
+                flag, path, source))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not directory and os.path.isfile(os.path.join(parent, METADATA_FILE)):
+        raise DataError("{} {} is inside the data directory {}, which walsmf writes whole: write it elsewhere"
+                        .format(flag, path, parent))
     if directory and os.path.isfile(path):
         raise DataError("{} {} is a file: name a directory".format(flag, path))
     if not directory and os.path.isdir(path):
