@@ -1,11 +1,10 @@
-"""Where WALS training and prediction time goes, on the lab-sized embedded sample.
+"""Where WALS training time goes, on the lab-sized embedded sample.
 
     .venv/bin/python benchmarks/bench_model.py [--data_dir data] [--batch_sizes 512 16384]
 
 Prints, for n_embeds 10: seconds per full sweep (rows + columns) of training
 steps through the estimator, after a first sweep that parses; remap_keys alone per batch (walsmf's gather form and the
-lab's while_loop form, checked equal); all-users top-3 and top-10 batch
-prediction; export; and one iteration of implicit's ALS (10 factors) on the
+lab's while_loop form, checked equal); export; and one iteration of implicit's ALS (10 factors) on the
 same matrix, with the ratio sweep / implicit iteration.
 """
 import argparse
@@ -20,7 +19,6 @@ from bench_training import sweep_seconds
 
 from walsmf import baselines, inputs, model, serving, settings, splits
 from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_interactions, read_metadata, tfrecord_files
-from walsmf.recommend import load_factors, top_k_items
 
 
 def lab_remap_keys(sparse_tensor):
@@ -68,7 +66,7 @@ def time_remap(data_dir, vocab, batch_size, repeats=50):
 
 
 def time_training(data_dir, meta, batch_size, sweeps=3):
-    """Seconds per full sweep of training steps (after the first, which parses); the export; the factors."""
+    """Seconds per full sweep of training steps (after the first, which parses), and of the export."""
     args = settings.make(input_path=data_dir, nusers=meta["nusers"], nitems=meta["nitems"], batch_size=batch_size,
                          n_embeds=10, output_dir=tempfile.mkdtemp(prefix="walsmf-bench-"), seed=1)
     sweep_s = sweep_seconds(args, sweeps)
@@ -78,9 +76,8 @@ def time_training(data_dir, meta, batch_size, sweeps=3):
     model.build_estimator(args).export_savedmodel(os.path.join(args.output_dir, "export"),
                                                   serving.create_serving_input_fn(args, interactions))
     export_s = time.perf_counter() - start
-    u, v = load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col")
     shutil.rmtree(args.output_dir)
-    return dict(steps_per_sweep=model.steps_per_sweep(args), sweep=sweep_s, export_s=export_s, u=u, v=v)
+    return dict(steps_per_sweep=model.steps_per_sweep(args), sweep=sweep_s, export_s=export_s)
 
 
 def time_implicit(data_dir, meta, iterations=10):
@@ -112,11 +109,6 @@ def main():
     remap = time_remap(args.data_dir, meta["nitems"], 512)
     print("remap_keys per batch of 512: walsmf {:.2f} ms, lab's while_loop {:.2f} ms (same result)".format(
         1e3 * remap["walsmf"], 1e3 * remap["lab"]))
-    for k in (3, 10):
-        for block_size in (256, 1024, 4096):
-            start = time.perf_counter()
-            top_k_items(r["u"], r["v"], k, block_size=block_size)
-            print("all-users top-{} (blocks of {}): {:.2f} s".format(k, block_size, time.perf_counter() - start))
 
 
 if __name__ == "__main__":
