@@ -25,6 +25,29 @@ def atomic_output(path):
             tf.io.gfile.remove(tmp)
 
 
+def inside(path, directory):
+    """Whether local ``path`` is ``directory`` or below it (on gs://: the same path)."""
+    if "://" in path or "://" in directory:
+        return path.rstrip("/") == directory.rstrip("/")
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory + os.sep)
+
+
+def refuse_inside(output, output_flag, source, source_flag, what):
+    """Refuse an ``output`` directory that is the command's input ``source`` or inside it (``what`` is written
+    there: "a model", "a split")."""
+    if inside(output, source):
+        raise DataError("{} {} is {} {} or inside it: {} is written beside its data, never into it; name another "
+                        "directory".format(output_flag, output, source_flag, source, what))
+
+
+def check_input_file(path, what, remedy):
+    """Refuse an input file (local or gs://) that is missing or a directory: "{what} {path} ...: {remedy}"."""
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+        raise DataError("{} {} {}: {}".format(
+            what, path, "is a directory" if tf.io.gfile.exists(path) else "does not exist", remedy))
+
+
 def check_writable(path, flag, directory=False, inputs=()):
     """Refuse, before any work, an output ``path`` (local) that cannot be written, in one line naming ``flag``:
     a file where a directory belongs or the reverse, a place where nothing can be created, one of the

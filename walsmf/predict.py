@@ -23,6 +23,7 @@ from tensorflow.contrib import predictor
 from walsmf import flags
 from walsmf.datadir import SERVING_INFO_FILE
 from walsmf.errors import DataError, json_object, run_cli
+from walsmf.fileio import check_input_file
 from walsmf.instances import check_instance, feed
 
 # Instances the export answers in one run: their scores and padded lists stay small.
@@ -48,9 +49,7 @@ def latest_export(path):
 def iter_instances(path, info=None):
     """Yield the instances of a newline-delimited JSON file one line at a time, each checked (``info``: the
     export's serving_info.json); a bad one is an error naming its line."""
-    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
-        raise DataError("instances file {} {}: give a file of JSON instances, one per line".format(
-            path, "is a directory" if tf.io.gfile.exists(path) else "does not exist"))
+    check_input_file(path, "instances file", "give a file of JSON instances, one per line")
     given = False
     with tf.io.gfile.GFile(path, "rb") as f:
         for number, raw in enumerate(f, 1):

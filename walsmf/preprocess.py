@@ -16,10 +16,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import datadir, flags, splits
+from walsmf import datadir, flags
 from walsmf import extract as extract_stage
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import staged_directory
+from walsmf.fileio import inside, staged_directory
 from walsmf.ratings import add_ratings
 
 
@@ -109,7 +109,7 @@ def main(argv=None):
         parser.error("unrecognized arguments: {} (runner options need --runner)".format(" ".join(beam_args)))
     query = extract_stage.query_of(args)
     for flag, source in (("--extracted_csv", args.extracted_csv), ("--sessions_file", args.sessions_file)):
-        if source and splits.inside(source, args.data_dir):
+        if source and inside(source, args.data_dir):
             raise DataError("{} {} is inside --data_dir {}, which this run replaces whole: move it out, or write "
                             "the data to another directory".format(flag, source, args.data_dir))
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 from walsmf import datadir
 from walsmf.datadir import HELDOUT_FILE, MAPPED_FILE, read_metadata
 from walsmf.errors import DataError
-from walsmf.fileio import reading_directory, staged_directory
+from walsmf.fileio import check_input_file, reading_directory, refuse_inside, staged_directory
 
 MAPPED_COLUMNS = ["userId", "itemId", "rating"]
 # Users with fewer interactions than this are not evaluated: none of theirs is held out.
@@ -102,9 +102,7 @@ def times_in_milliseconds(column, times_csv):
 def read_times(times_csv, data_dir, mapped):
     """The time of each row of ``mapped`` (collab_mapped.csv of ``data_dir``) from a CSV of visitorId,
     contentId, time (a number or a date; a pair's latest time counts), in ms since the epoch."""
-    if not tf.io.gfile.exists(times_csv) or tf.io.gfile.isdir(times_csv):
-        raise DataError("times file {} {}: give a CSV of visitorId,contentId,time".format(
-            times_csv, "is a directory" if tf.io.gfile.exists(times_csv) else "does not exist"))
+    check_input_file(times_csv, "times file", "give a CSV of visitorId,contentId,time")
     with tf.io.gfile.GFile(times_csv) as f:
         try:
             times = pd.read_csv(f, dtype={"visitorId": str, "contentId": str})
@@ -157,9 +155,7 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     """
     if holdout < 1:
         raise DataError("--holdout {} holds out nothing: give 1 or more reads per user".format(holdout))
-    if inside(split_dir, data_dir):
-        raise DataError("--data_dir {} is --split_from {} or inside it: a split is written beside its data, never "
-                        "into it; name another directory".format(split_dir, data_dir))
+    refuse_inside(split_dir, "--data_dir", data_dir, "--split_from", "a split")
     with reading_directory(data_dir, datadir.METADATA_FILE):  # no preprocess replaces it meanwhile
         mapped = read_mapped(data_dir)
         metadata = dict(read_metadata(data_dir)) if tf.io.gfile.exists(os.path.join(data_dir, datadir.METADATA_FILE)) \
@@ -189,14 +185,6 @@ def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=Non
     log("{} training interactions, {} held out from {} users; {} users have too few interactions "
         "to evaluate".format(len(train), len(test), test["userId"].nunique(), unevaluated))
     return train, test
-
-
-def inside(path, directory):
-    """Whether local ``path`` is ``directory`` or below it."""
-    if "://" in path or "://" in directory:
-        return path.rstrip("/") == directory.rstrip("/")
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return path == directory or path.startswith(directory + os.sep)
 
 
 def has_times(data_dir):

@@ -8,7 +8,7 @@ from walsmf import cluster, metrics, model, splits
 from walsmf import settings as settings_module
 from walsmf.datadir import BATCH_PRED_FILE, METADATA_FILE, ORIGINAL_IDS_PRED_FILE, data_counts
 from walsmf.errors import DataError
-from walsmf.fileio import check_writable, exclusive_directory, reading_directory
+from walsmf.fileio import check_writable, exclusive_directory, reading_directory, refuse_inside
 
 
 def resolve(settings, trial=""):
@@ -22,9 +22,7 @@ def resolve(settings, trial=""):
     if tf.io.gfile.exists(settings.output_dir) and not tf.io.gfile.isdir(settings.output_dir):
         raise DataError("--output_dir {} is a file: name a directory (new, or one walsmf.task trained into)".format(
             settings.output_dir))
-    if splits.inside(settings.output_dir, settings.input_path):
-        raise DataError("--output_dir {} is --input_path {} or inside it: a model is written beside its data, "
-                        "never into it; name another directory".format(settings.output_dir, settings.input_path))
+    refuse_inside(settings.output_dir, "--output_dir", settings.input_path, "--input_path", "a model")
     check_writable(settings.output_dir, "--output_dir", directory=True)
     return settings
 
@@ -69,7 +67,7 @@ def run(settings, environ=os.environ):
         cluster.serve_parameters(me)
         return
     settings = resolve(settings, me.trial)
-    # the data stays as it was until batch prediction has read its id maps: a preprocess into it waits its turn
+    # the data stays as it was until batch prediction has read its id maps: a preprocess into it is refused
     with reading_directory(settings.input_path, METADATA_FILE), \
             exclusive_directory(settings.output_dir, "walsmf.task training"):
         try:

@@ -34,7 +34,7 @@ import pandas as pd
 from walsmf import baselines, flags, metrics, model, settings, splits
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import staged_directory, temporary_directory
+from walsmf.fileio import refuse_inside, staged_directory, temporary_directory
 from walsmf.recency import data_popularity
 from walsmf.recommend import load_factors
 
@@ -208,9 +208,7 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
     trials.csv and best_params.json."""
     if max_trials < 1:
         raise DataError("--max_trials {} must be at least 1".format(max_trials))
-    if splits.inside(output_dir, input_path):
-        raise DataError("--output_dir {} is --data_dir {} or inside it: a tuning is written beside its data, never "
-                        "into it; name another directory".format(output_dir, input_path))
+    refuse_inside(output_dir, "--output_dir", input_path, "--data_dir", "a tuning")
     with staged_directory(output_dir, BEST_PARAMS_FILE) as staged:
         split_dir = os.path.join(staged, "validation_split")
         write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line),
