@@ -57,10 +57,11 @@ def test_tf_serving_rows_and_columns_answer_what_walsmf_predict_answers(served):
     ("/v1/models/walsmf:predict", {"inputs": {"userId": [1, 2], "k": [3]}}, None, 400, "all as long"),
     ("/v1/models/walsmf:predict", {"rows": []}, None, 400, 'must hold "instances"'),
     ("/v1/models/walsmf:predict", None, b"{not json", 400, "the body is not JSON"),
-    ("/predict", None, b"x" * (serve.MAX_REQUEST_BYTES + 1), 413, "over this server's"),
+    ("/predict", None, b"x" * (3 * serve.MAX_REQUEST_BYTES), 413, "over this server's"),
     ("/v1/models/other:predict", {"instances": []}, None, 404, "no route"),
     ("/v1/models/walsmf", {"instances": []}, None, 405, "takes GET"),
-])
+], ids=["userId-not-integer", "contentIds-not-list", "unknown-parameter", "columns-of-unequal-length",
+        "no-instances", "not-json", "body-too-large", "unknown-model", "model-status-takes-GET-only"])
 def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(served, path, body, raw, status, message):
     port = served[0]
     got, answer = call(port, path, body, raw)
