@@ -61,10 +61,11 @@ def batch_prediction_figures(data_dir, model_dir, k=3):
             chunk = np.arange(first, min(first + 100000, len(u)))
             peer.recommend(chunk, user_items[chunk], N=k, filter_already_liked_items=True)
         implicit_s = time.perf_counter() - start
-    buffer = np.empty((recommend.BLOCK_USERS, len(v)), np.float32)
+    block_users = recommend.users_per_block(len(v))
+    buffer = np.empty((block_users, len(v)), np.float32)
     start = time.perf_counter()
-    for first in range(0, len(u), recommend.BLOCK_USERS):
-        block = u[first:first + recommend.BLOCK_USERS]
+    for first in range(0, len(u), block_users):
+        block = u[first:first + block_users]
         np.matmul(block, v.T, out=buffer[:len(block)])
     matmul_s = time.perf_counter() - start
     return {"seconds": seconds, "users": users, "implicit_s": implicit_s, "vs_implicit": seconds / implicit_s,

@@ -331,8 +331,9 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     assert model.batch_predict(args, log=lines.append) == trained.nusers
     assert lines[-1] == "batch prediction: {:,} of {:,} users".format(trained.nusers, trained.nusers)
     # a line as the users done pass each tenth: 828 users in blocks of 256 pass one at each block
-    done = [min(end, trained.nusers) for end in range(recommend.BLOCK_USERS, trained.nusers + recommend.BLOCK_USERS,
-                                                      recommend.BLOCK_USERS)]
+    block = recommend.users_per_block(trained.nitems)
+    assert block == 256
+    done = [min(end, trained.nusers) for end in range(block, trained.nusers + block, block)]
     assert lines == ["batch prediction: {:,} of {:,} users".format(n, trained.nusers) for n in done]
     np.testing.assert_array_equal(batch_pred(args.output_dir), batch_pred(trained.output_dir))
     u, v = recommend.load_factors(args.output_dir, "row"), recommend.load_factors(args.output_dir, "col")

@@ -27,9 +27,16 @@ from walsmf.errors import DataError, check_interrupted
 from walsmf.fileio import atomic_output
 from walsmf.recency import data_popularity
 
-# Users ranked at a time: their scores (block × items, float32) stay in cache.  128–512 measured alike at
-# 10× (17,924 items); benchmarks/bench_scale.py times it against implicit's recommend().
-BLOCK_USERS = 256
+# A block of users' scores (users × items, float32) is kept to about this size, so that it stays in cache:
+# on this machine 8 MB was the best at 5.7 k, 17.9 k and 56.7 k items (256, 117 and 36 users a block);
+# benchmarks/bench_scale.py times it against implicit's recommend().
+BLOCK_SCORES_BYTES = 8 << 20
+MAX_BLOCK_USERS = 256
+
+
+def users_per_block(n_items):
+    """Users ranked at a time among ``n_items``: their scores fill about BLOCK_SCORES_BYTES (8 to 256 users)."""
+    return int(np.clip(BLOCK_SCORES_BYTES // (4 * max(1, n_items)), 8, MAX_BLOCK_USERS))
 
 
 def load_shards(checkpoint, prefix):
@@ -99,8 +106,9 @@ def _top_of_block(scores, k):
     chunk = width // k
     bound = scores[:, :chunk * k].reshape(rows, k, chunk).max(axis=2).min(axis=1)
     above = scores >= bound[:, None]
-    # the candidates' positions: the 8-byte words of the mask holding one, then their set bytes
-    words = np.flatnonzero(above.view(np.uint64))
+    # the candidates' positions: the 8-byte words of the mask holding one, then their set bytes (numpy finds
+    # the nonzero of a bool array ~9× faster than of the uint64 words themselves)
+    words = np.flatnonzero(above.view(np.uint64) != 0)
     flat = (words[:, None] * 8 + np.arange(8)).ravel()
     flat = flat[above.ravel()[flat]]
     row, column = np.divmod(flat, width)
@@ -126,23 +134,26 @@ def _in_order(work, items, threads):
                 future.cancel()
 
 
-def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=BLOCK_USERS, reads=None,
+def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=None, reads=None,
                  popularity_weight=0.0, popularity=None):
     """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
-    ``users``: which rows of ``user_factors`` to rank (default: all).
+    ``users``: which rows of ``user_factors`` to rank (default: all), ``block_size`` at a time (default:
+    users_per_block).
     ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
     ``reads``: the training Interactions, if some ids have none: a user
     without reads gets the most read items, an item without readers is never
     recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score
     (``popularity``: other counts than the readers, such as the recent reads).
     Equal scores rank the lower itemId first (find_top_k's order).  Each
-    block's scores are one matrix product into a buffer that stays in cache,
-    then a partial selection (_top_of_block); the blocks run on every core.
+    block's scores are one matrix product into a buffer of about
+    BLOCK_SCORES_BYTES, then a partial selection (_top_of_block); the blocks
+    run on every core.
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
     n_items = item_factors.shape[0]
     k = min(k, n_items)
+    block_size = block_size or users_per_block(n_items)
     no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity) if reads is not None
                                     else (None, None, None))
     width = n_items + (-n_items) % 8  # padded for _top_of_block's mask of 8-byte words
@@ -176,7 +187,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
             yield block_users, top
 
 
-def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=BLOCK_USERS, reads=None,
+def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size=None, reads=None,
                 popularity_weight=0.0, popularity=None):
     """Top-k item ids per user (rows of ``users``, default all), best first: top_k_blocks gathered."""
     blocks = [top for _, top in top_k_blocks(user_factors, item_factors, k, seen, users, block_size, reads,
