@@ -41,6 +41,28 @@ def test_duckdb_rewrite_is_on_the_syntax_tree():
     assert "UNNEST(hits)" in sql
 
 
+def test_an_aggregate_over_an_unnest_runs_as_list_functions_with_the_same_values():
+    import duckdb
+    sql = ("SELECT id, (SELECT MAX(IF(index = 10, value, NULL)) FROM UNNEST(dims)) AS content, "
+           "(SELECT SUM(n.value) FROM UNNEST(nums) AS n WHERE n.key = 'k') AS total, "
+           "(SELECT COUNT(*) FROM UNNEST(nums)) AS counted FROM `p.d.t`")
+    local = extract.to_duckdb_sql(sql)
+    assert "LIST_MAX(LIST_TRANSFORM(" in local and "LIST_SUM(LIST_TRANSFORM(LIST_FILTER(" in local
+    assert "SELECT COUNT(*) FROM UNNEST(" in local  # no list function for it: the subquery stays
+    con = duckdb.connect()
+    con.execute("CREATE TABLE {} (id INT, dims STRUCT(index INT, value VARCHAR)[], "
+                "nums STRUCT(key VARCHAR, value INT)[])".format(extract.LOCAL_VIEW))
+    rows = [(1, [(10, "b"), (3, "z"), (10, "a")], [("k", 2), ("j", 5), ("k", 4)]),
+            (2, [(3, "z")], []), (3, None, None), (4, [], [("j", 1)])]
+    for id_, dims, nums in rows:
+        con.execute("INSERT INTO {} VALUES (?, ?, ?)".format(extract.LOCAL_VIEW),
+                    [id_, None if dims is None else [{"index": i, "value": v} for i, v in dims],
+                     None if nums is None else [{"key": k, "value": v} for k, v in nums]])
+    # by hand: the greatest value of index 10, the sum of key k's values, the count of entries
+    assert con.execute(local + " ORDER BY id").fetchall() == [(1, "b", 6, 3), (2, None, None, 0), (3, None, None, 0),
+                                                              (4, None, None, 1)]
+
+
 @pytest.mark.parametrize("table", ["a`; DROP TABLE x", "p.d.t; DROP TABLE x", "p.d.t\n", "p.d\\t", "p.d", "",
                                    "p.d.t.u", "P.d.t"])
 def test_table_names_that_are_not_bigquery_references_are_refused(table):

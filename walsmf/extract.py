@@ -281,6 +281,11 @@ def to_duckdb_sql(sql, local_table=LOCAL_VIEW):
     * an unaliased ``UNNEST(array of struct)`` exposes the struct's fields
       as columns in BigQuery but not in DuckDB: it gets an alias and the
       bare field names in its SELECT are qualified with it.
+
+    And one for speed: a scalar subquery aggregating an UNNEST (the lab's
+    content dimension, GA4's event parameters) is DuckDB's list functions on
+    the row's own array, ``LIST_MAX(LIST_TRANSFORM(LIST_FILTER(...)))``: the
+    same values, without a correlated join per row (37.9 s to 14.7 s at 10×).
     """
     import sqlglot
     from sqlglot import exp
@@ -298,7 +303,39 @@ def to_duckdb_sql(sql, local_table=LOCAL_VIEW):
             _rename_unnested_column(tree, alias)
         elif alias is None:
             _alias_struct_unnest(unnest)
+    _aggregates_of_unnest_as_list_functions(tree)
     return tree.sql(dialect="duckdb")
+
+
+# The aggregates a scalar subquery over an UNNEST may take, and DuckDB's list function for each.
+_LIST_AGGREGATES = {"Max": "LIST_MAX", "Min": "LIST_MIN", "Sum": "LIST_SUM"}
+
+
+def _aggregates_of_unnest_as_list_functions(tree):
+    """Rewrite ``(SELECT AGG(expr) FROM UNNEST(array) AS t(x) [WHERE cond])`` as
+    ``LIST_AGG(LIST_TRANSFORM([LIST_FILTER(array, x -> cond)], x -> expr))``; any other subquery stays."""
+    from sqlglot import exp
+
+    for subquery in list(tree.find_all(exp.Subquery)):
+        select = subquery.this
+        if not isinstance(select, exp.Select) or len(select.expressions) != 1 or any(
+                select.args.get(part) for part in ("joins", "laterals", "group", "having", "order", "limit")):
+            continue
+        aggregate, source = select.expressions[0], select.args.get("from")
+        unnest = source.this if source is not None else None
+        alias = unnest.args.get("alias") if isinstance(unnest, exp.Unnest) else None
+        if type(aggregate).__name__ not in _LIST_AGGREGATES or alias is None or len(alias.columns) != 1 or len(
+                unnest.expressions) != 1:
+            continue
+        element = alias.columns[0]
+        values = unnest.expressions[0].copy()
+        where = select.args.get("where")
+        if where is not None:
+            values = exp.Anonymous(this="LIST_FILTER", expressions=[
+                values, exp.Lambda(this=where.this.copy(), expressions=[element.copy()])])
+        values = exp.Anonymous(this="LIST_TRANSFORM", expressions=[
+            values, exp.Lambda(this=aggregate.this.copy(), expressions=[element.copy()])])
+        subquery.replace(exp.Anonymous(this=_LIST_AGGREGATES[type(aggregate).__name__], expressions=[values]))
 
 
 def _rename_unnested_column(tree, alias):
