@@ -1,6 +1,12 @@
 """How walsmf scales: seconds and peak memory of every stage at 1x, 10x, 30x and 100x the lab's data.
 
     .venv/bin/python benchmarks/bench_scale.py [--scales 1 10 30 100] [--workdir DIR] [--beam_max_scale 1]
+    .venv/bin/python benchmarks/bench_scale.py --end_to_end --scales 100
+
+With ``--end_to_end``, what a user runs instead, each command timed with its
+peak memory: ``walsmf.sample``, ``walsmf.preprocess``, then ``walsmf.task``
+for 16 epochs at batch 16,384 (its training, export and batch prediction of
+every user, split at the lines it logs), and the sum.
 
 Each stage runs in its own process, so its peak RSS is its own: generate the
 sample, extract (DuckDB), preprocess in-process (extract included) and with
@@ -122,12 +128,55 @@ def run_stage(stage, scale, workdir):
     return out
 
 
+# walsmf.task's log lines that end its training and its export (what follows each is the next part).
+TASK_PARTS = (("train", "Loss for final step"), ("export", "SavedModel written to"), ("batch_predict", None))
+
+
+def timed_command(command):
+    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at TASK_PARTS' log lines)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+    parts, part, since, tail = {}, 0, start, []
+    for line in process.stderr:
+        tail = (tail + [line])[-5:]
+        marker = TASK_PARTS[part][1] if part < len(TASK_PARTS) else None
+        if marker and marker in line:
+            now = time.perf_counter()
+            parts[TASK_PARTS[part][0]], part, since = now - since, part + 1, now
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit("{} failed: {}".format(" ".join(command[:3]), "".join(tail).strip()))
+    if part == len(TASK_PARTS) - 1:
+        parts[TASK_PARTS[part][0]] = time.perf_counter() - since
+    return seconds, usage.ru_maxrss / 1024 ** 2, parts
+
+
+def end_to_end(scale, workdir, epochs=16, batch_size=16384):
+    """Generate, preprocess and train/export/batch-predict at ``scale`` as a user would; print each command."""
+    sample, data_dir = os.path.join(workdir, "sample.parquet"), os.path.join(workdir, "data")
+    commands = (("generate", ["walsmf.sample", "--scale", str(scale), "--output", sample]),
+                ("preprocess", ["walsmf.preprocess", "--sessions_file", sample, "--data_dir", data_dir]),
+                ("task", ["walsmf.task", "--input_path", data_dir, "--output_dir", os.path.join(workdir, "model"),
+                          "--num_epochs", str(epochs), "--batch_size", str(batch_size)]))
+    total, peak = 0.0, 0.0
+    for name, command in commands:
+        seconds, gb, parts = timed_command([sys.executable, "-m"] + command)
+        total, peak = total + seconds, max(peak, gb)
+        print("{:>5g}  {:<14}{:>9.1f}{:>9.2f}   {}".format(scale, name, seconds, gb, " ".join(
+            "{}={:.1f}s".format(part, value) for part, value in parts.items())), flush=True)
+    print("{:>5g}  {:<14}{:>9.1f}{:>9.2f}   ({:.1f} min)".format(scale, "end to end", total, peak, total / 60),
+          flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 30, 100])
     parser.add_argument("--workdir", help="keep data here (default: a temporary directory per scale)")
     parser.add_argument("--beam_max_scale", type=float, default=1.0,
                         help="largest scale to run Beam's DirectRunner at")
+    parser.add_argument("--end_to_end", action="store_true",
+                        help="time the commands a user runs (sample, preprocess, task) instead of each stage")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +188,7 @@ def main():
         workdir = os.path.join(args.workdir, "scale{:g}".format(scale)) if args.workdir else \
             tempfile.mkdtemp(prefix="walsmf-scale-")
         os.makedirs(workdir, exist_ok=True)
-        for stage in STAGES:
+        for stage in () if args.end_to_end else STAGES:
             if stage == "beam" and scale > args.beam_max_scale:
                 print("{:>5g}  {:<14}{:>9}{:>9}   not run: DirectRunner past --beam_max_scale {:g} "
                       "(use DataflowRunner)".format(scale, stage, "-", "-", args.beam_max_scale), flush=True)
@@ -158,6 +207,8 @@ def main():
                 scale, stage, seconds, peak, " ".join("{}={:.3g}".format(k, v) if isinstance(v, float) else
                                                        "{}={}".format(k, v) for k, v in figures.items())),
                 flush=True)
+        if args.end_to_end:
+            end_to_end(scale, workdir)
         if not args.workdir:
             shutil.rmtree(workdir)
 
