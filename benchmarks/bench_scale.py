@@ -133,12 +133,15 @@ TASK_PARTS = (("train", "Loss for final step"), ("export", "SavedModel written t
 
 
 def timed_command(command):
-    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at TASK_PARTS' log lines)."""
+    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at TASK_PARTS' log lines, the
+    lines it printed of its own stages' rows/s)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
-    parts, part, since, tail = {}, 0, start, []
-    for line in process.stderr:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    parts, part, since, tail, stage_lines = {}, 0, start, [], []
+    for line in process.stdout:
         tail = (tail + [line])[-5:]
+        if " rows/s)" in line:
+            stage_lines.append(line.strip())
         marker = TASK_PARTS[part][1] if part < len(TASK_PARTS) else None
         if marker and marker in line:
             now = time.perf_counter()
@@ -149,7 +152,7 @@ def timed_command(command):
         raise SystemExit("{} failed: {}".format(" ".join(command[:3]), "".join(tail).strip()))
     if part == len(TASK_PARTS) - 1:
         parts[TASK_PARTS[part][0]] = time.perf_counter() - since
-    return seconds, usage.ru_maxrss / 1024 ** 2, parts
+    return seconds, usage.ru_maxrss / 1024 ** 2, parts, stage_lines
 
 
 def end_to_end(scale, workdir, epochs=16, batch_size=16384):
@@ -161,10 +164,12 @@ def end_to_end(scale, workdir, epochs=16, batch_size=16384):
                           "--num_epochs", str(epochs), "--batch_size", str(batch_size)]))
     total, peak = 0.0, 0.0
     for name, command in commands:
-        seconds, gb, parts = timed_command([sys.executable, "-m"] + command)
+        seconds, gb, parts, stage_lines = timed_command([sys.executable, "-m"] + command)
         total, peak = total + seconds, max(peak, gb)
         print("{:>5g}  {:<14}{:>9.1f}{:>9.2f}   {}".format(scale, name, seconds, gb, " ".join(
             "{}={:.1f}s".format(part, value) for part, value in parts.items())), flush=True)
+        for line in stage_lines:
+            print("{:>7}{}".format("", line), flush=True)
     print("{:>5g}  {:<14}{:>9.1f}{:>9.2f}   ({:.1f} min)".format(scale, "end to end", total, peak, total / 60),
           flush=True)
 
