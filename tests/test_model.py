@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from helpers import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
 
-from walsmf import datadir, model, recommend, settings, trainer
+from walsmf import datadir, inputs, model, recommend, settings, trainer
 
 
 def run(fetch):
@@ -85,6 +85,20 @@ def test_pipeline_batches_hold_each_key_once_even_when_larger_than_the_data(tmp_
                 if mode == tf.estimator.ModeKeys.EVAL:
                     with pytest.raises(tf.errors.OutOfRangeError):
                         sess.run(rows)
+
+
+def test_merged_batches_come_in_the_files_order(tmp_path):
+    ratings = low_rank_ratings(np.random.default_rng(1), nusers=200, nitems=12)
+    write_matrix(str(tmp_path), ratings)
+    args = settings.make(input_path=str(tmp_path), output_dir=str(tmp_path / "m"), batch_size=7, nusers=200,
+                         nitems=12)
+    with tf.Graph().as_default():
+        features, _ = inputs.read_dataset(tf.estimator.ModeKeys.TRAIN, args)()
+        with tf.compat.v1.Session() as sess:
+            for _ in range(3):  # the first read parses, the next come from the cache
+                merged = sess.run(features[inputs.MERGED_ROWS], {features[inputs.MERGED_BATCHES]: 200 // 7 + 1})
+                # every user's reads once, users ascending as items_for_user holds them (no sort in the solve)
+                np.testing.assert_array_equal(merged.indices[:, 0], np.nonzero(ratings)[0])
 
 
 def test_training_schedule_matches_the_lab():

@@ -108,11 +108,13 @@ def merge_batches(iterator, batches):
         batch = iterator.get_next()
         return (taken + 1, indices.write(taken, batch.indices), values.write(taken, batch.values),
                 tf.maximum(dense_shape, batch.dense_shape))
-    # TensorArrays concatenated once at the end: growing one tensor would copy it every batch
+    # TensorArrays concatenated once at the end: growing one tensor would copy it every batch.  One
+    # iteration at a time: parallel ones take the batches out of order, and the solve then sorts the keys.
     _, indices, values, dense_shape = tf.while_loop(
         lambda taken, *_: taken < batches, read,
         [tf.constant(0), tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False),
-         tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False), tf.zeros([2], tf.int64)])
+         tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False), tf.zeros([2], tf.int64)],
+        parallel_iterations=1)
     return tf.SparseTensor(tf.reshape(indices.concat(), [-1, 2]), tf.reshape(values.concat(), [-1]), dense_shape)
 
 
