@@ -16,6 +16,12 @@ B⁻¹ computed once, the Woodbury identity needs only an r×r solve:
     y = B⁻¹ b,   X = diag(√d) V,   W = X B⁻¹   (V: the r read factors)
     x = y − Wᵀ (I + X Wᵀ)⁻¹ X y
 
+It is computed in factors whitened once per half-sweep by B's Cholesky
+factor (B = L Lᵀ, h = L⁻¹ v, H the read ones, S = diag(√d)), where B⁻¹ is
+the identity and each id gathers one r×k block instead of two:
+
+    ŷ = Hᵀ a,   ŵ = ŷ − Hᵀ S (I + S H Hᵀ S)⁻¹ S H ŷ,   x = L⁻ᵀ ŵ
+
 Ids are grouped by reads into padded buckets of 1, 2, 3, 4, 6, 8, 12, …
 reads up to k (a pad row of zeros adds an identity row to
 I + X Wᵀ and nothing to x); ids with more reads, where the identity saves
@@ -68,35 +74,32 @@ def _bucket_sizes(dim):
     return sorted({size for i in range(dim.bit_length()) for size in (2 ** i, 3 * 2 ** i // 2) if size <= dim})
 
 
-def _light_solve(base_inverse, right, right_solved, read_right, weighted_values, scale, first, reads, size):
-    """x = y − Wᵀ(I + X Wᵀ)⁻¹ X y for ids with at most ``size`` reads.
+def _light_solve(white, read_right, weighted_values, scale, first, reads, size):
+    """ŵ = ŷ − Hᵀ S (I + S H Hᵀ S)⁻¹ S H ŷ, with ŷ = Hᵀ a, for ids with at most ``size`` reads (x = L⁻ᵀ ŵ).
 
     An id's reads are ``first`` to ``first + reads`` of the per-read
     tensors: ``read_right`` (the other side's id), ``weighted_values``
-    ((w0 + d_j)·a_j) and ``scale`` (√d_j).  ``right``/``right_solved``: the
-    other side's factors v and v B⁻¹, by id.  X and W are diag(√d)
-    times the read factors: the √d are applied to the small r-sized
-    products instead.
+    (a_j = (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white``: the other
+    side's factors whitened by B's Cholesky factor L (h = L⁻¹ v), by id; H
+    holds the read ones.  The √d are applied to the small r-sized products.
     """
     slots = tf.range(size)
     present = slots[None, :] < reads[:, None]
     at = tf.where(present, first[:, None] + slots[None, :], tf.zeros_like(present, tf.int32))
-    mask = tf.cast(present, right.dtype)
-    columns = tf.gather(read_right, at)
-    factors = tf.gather(right, columns)  # [ids, size, k]: pad slots hold a real factor, masked below
-    solved = tf.gather(right_solved, columns)
-    y = _times(tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1), base_inverse)
+    mask = tf.cast(present, white.dtype)
+    factors = tf.gather(white, tf.gather(read_right, at))  # [ids, size, k]: pad slots hold a real one, masked below
+    y = tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1)
     scale = tf.gather(scale, at) * mask  # [ids, size]; 0 on pad slots
-    if size == 1:  # I + X Wᵀ is a number: no batched linear algebra (its per-matrix cost dominates)
-        factor, solved = factors[:, 0], solved[:, 0]
+    if size == 1:  # I + S H Hᵀ S is a number: no batched linear algebra (its per-matrix cost dominates)
+        factor = factors[:, 0]
         z = scale * tf.reduce_sum(factor * y, 1, keepdims=True) / (
-            1 + tf.square(scale) * tf.reduce_sum(factor * solved, 1, keepdims=True))
-        return y - scale * z * solved
-    capacitance = tf.eye(size, dtype=right.dtype) + (
-        scale[:, :, None] * tf.matmul(factors, solved, transpose_b=True) * scale[:, None, :])
+            1 + tf.square(scale) * tf.reduce_sum(tf.square(factor), 1, keepdims=True))
+        return y - scale * z * factor
+    capacitance = tf.eye(size, dtype=white.dtype) + (
+        scale[:, :, None] * tf.matmul(factors, factors, transpose_b=True) * scale[:, None, :])
     z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), (scale * tf.reduce_sum(factors * y[:, None, :], 2))[
         :, :, None])
-    return y - tf.reduce_sum(solved * (scale[:, :, None] * z), 1)
+    return y - tf.reduce_sum(factors * (scale[:, :, None] * z), 1)
 
 
 def _heavy_solve(model, gramian, right, right_weights, id_weights, indices, values, n):
@@ -157,9 +160,9 @@ def update_factors(model, sp_input, row_side):
     base = w0 * tf.cast(gramian, precise)
     if model._regularization is not None:
         base += model._regularization * tf.eye(dim, dtype=precise)
-    base_inverse = tf.linalg.cholesky_solve(tf.linalg.cholesky(base), tf.eye(dim, dtype=precise))
-    right_precise = tf.cast(right, precise)
-    right_solved = _times(right_precise, base_inverse)
+    # B = L Lᵀ: in the whitened factors h = L⁻¹ v, B⁻¹ is the identity, and x = L⁻ᵀ ŵ
+    base_cholesky_inverse = tf.linalg.triangular_solve(tf.linalg.cholesky(base), tf.eye(dim, dtype=precise))
+    white = _times(tf.cast(right, precise), tf.transpose(base_cholesky_inverse))
     weighted_values = tf.cast((w0 + extra) * values, precise)
     scale = tf.sqrt(tf.cast(extra, precise))
 
@@ -170,9 +173,9 @@ def update_factors(model, sp_input, row_side):
     solved = []
     for size, ids in zip(sizes, id_parts):
         with tf.name_scope("reads_up_to_{}".format(size)):
-            solved.append(tf.cast(_light_solve(base_inverse, right_precise, right_solved, right_ids,
-                                               weighted_values, scale, tf.gather(first, ids), tf.gather(reads, ids),
-                                               size), tf.float32))
+            solved.append(tf.cast(_times(_light_solve(white, right_ids, weighted_values, scale, tf.gather(first, ids),
+                                                      tf.gather(reads, ids), size), base_cholesky_inverse),
+                                  tf.float32))
     # contrib's kernel and solve run on one core: the heavy ids go in HEAVY_PARTS interleaved parts, in parallel
     heavy_reads = tf.dynamic_partition(tf.range(tf.size(local)), tf.gather(bucket, local), len(sizes) + 1)[-1]
     heavy_position = tf.gather(tf.math.unsorted_segment_sum(tf.range(tf.size(id_parts[-1])), id_parts[-1], n),
