@@ -74,20 +74,20 @@ def _bucket_sizes(dim):
     return sorted({size for i in range(dim.bit_length()) for size in (2 ** i, 3 * 2 ** i // 2) if size <= dim})
 
 
-def _light_solve(white, read_right, weighted_values, scale, first, reads, size):
+def _light_solve(white_of, read_right, weighted_values, scale, first, reads, size):
     """ŵ = ŷ − Hᵀ S (I + S H Hᵀ S)⁻¹ S H ŷ, with ŷ = Hᵀ a, for ids with at most ``size`` reads (x = L⁻ᵀ ŵ).
 
     An id's reads are ``first`` to ``first + reads`` of the per-read
     tensors: ``read_right`` (the other side's id), ``weighted_values``
-    (a_j = (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white``: the other
-    side's factors whitened by B's Cholesky factor L (h = L⁻¹ v), by id; H
-    holds the read ones.  The √d are applied to the small r-sized products.
+    (a_j = (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white_of(ids)``: the
+    other side's factors of ``ids`` whitened by B's Cholesky factor L
+    (h = L⁻¹ v); H holds the read ones.  The √d are applied to the small r-sized products.
     """
     slots = tf.range(size)
     present = slots[None, :] < reads[:, None]
     at = tf.where(present, first[:, None] + slots[None, :], tf.zeros_like(present, tf.int32))
-    mask = tf.cast(present, white.dtype)
-    factors = tf.gather(white, tf.gather(read_right, at))  # [ids, size, k]: pad slots hold a real one, masked below
+    mask = tf.cast(present, weighted_values.dtype)
+    factors = white_of(tf.gather(read_right, at))  # [ids, size, k]: pad slots hold a real one, masked below
     y = tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1)
     scale = tf.gather(scale, at) * mask  # [ids, size]; 0 on pad slots
     if size == 1:  # I + S H Hᵀ S is a number: no batched linear algebra (its per-matrix cost dominates)
@@ -95,7 +95,7 @@ def _light_solve(white, read_right, weighted_values, scale, first, reads, size):
         z = scale * tf.reduce_sum(factor * y, 1, keepdims=True) / (
             1 + tf.square(scale) * tf.reduce_sum(tf.square(factor), 1, keepdims=True))
         return y - scale * z * factor
-    capacitance = tf.eye(size, dtype=white.dtype) + (
+    capacitance = tf.eye(size, dtype=factors.dtype) + (
         scale[:, :, None] * tf.matmul(factors, factors, transpose_b=True) * scale[:, None, :])
     z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), (scale * tf.reduce_sum(factors * y[:, None, :], 2))[
         :, :, None])
@@ -160,9 +160,6 @@ def update_factors(model, sp_input, row_side):
     base = w0 * tf.cast(gramian, precise)
     if model._regularization is not None:
         base += model._regularization * tf.eye(dim, dtype=precise)
-    # B = L Lᵀ: in the whitened factors h = L⁻¹ v, B⁻¹ is the identity, and x = L⁻ᵀ ŵ
-    base_cholesky_inverse = tf.linalg.triangular_solve(tf.linalg.cholesky(base), tf.eye(dim, dtype=precise))
-    white = _times(tf.cast(right, precise), tf.transpose(base_cholesky_inverse))
     weighted_values = tf.cast((w0 + extra) * values, precise)
     scale = tf.sqrt(tf.cast(extra, precise))
 
@@ -170,12 +167,29 @@ def update_factors(model, sp_input, row_side):
     # Bucket of each id: the smallest size holding its reads; len(sizes) for the heavy ids.
     bucket = tf.reduce_sum(tf.cast(reads[:, None] > tf.constant(sizes)[None, :], tf.int32), axis=1)
     id_parts = tf.dynamic_partition(tf.range(n), bucket, len(sizes) + 1)
+
+    # B = L Lᵀ: in the whitened factors h = L⁻¹ v, B⁻¹ is the identity, and x = L⁻ᵀ ŵ
+    base_cholesky_inverse = tf.linalg.triangular_solve(tf.linalg.cholesky(base), tf.eye(dim, dtype=precise))
+
+    def whiten(factors):
+        return _times(tf.cast(factors, precise), tf.transpose(base_cholesky_inverse))
+    # The other side's whole table whitened once, or only the factors the light ids read (a column sweep of
+    # news: few articles have few readers, and the visitors are many): whichever is fewer rows.
+    light_reads = tf.reduce_sum(tf.where(bucket < len(sizes), reads, tf.zeros_like(reads)))
+    whole_table = light_reads >= tf.shape(right)[0]
+    white_table = tf.cond(whole_table, lambda: whiten(right), lambda: tf.zeros([0, dim], precise))
+
+    def white_of(other_ids):
+        """The whitened factors of the other side's ``other_ids`` (any shape; one more axis of k)."""
+        return tf.cond(whole_table, lambda: tf.gather(white_table, other_ids), lambda: tf.reshape(
+            whiten(tf.gather(right, tf.reshape(other_ids, [-1]))), tf.concat([tf.shape(other_ids), [dim]], 0)))
+
     solved = []
     for size, ids in zip(sizes, id_parts):
         with tf.name_scope("reads_up_to_{}".format(size)):
-            solved.append(tf.cast(_times(_light_solve(white, right_ids, weighted_values, scale, tf.gather(first, ids),
-                                                      tf.gather(reads, ids), size), base_cholesky_inverse),
-                                  tf.float32))
+            solved.append(tf.cast(_times(_light_solve(white_of, right_ids, weighted_values, scale,
+                                                      tf.gather(first, ids), tf.gather(reads, ids), size),
+                                         base_cholesky_inverse), tf.float32))
     # contrib's kernel and solve run on one core: the heavy ids go in HEAVY_PARTS interleaved parts, in parallel
     heavy_reads = tf.dynamic_partition(tf.range(tf.size(local)), tf.gather(bucket, local), len(sizes) + 1)[-1]
     heavy_position = tf.gather(tf.math.unsorted_segment_sum(tf.range(tf.size(id_parts[-1])), id_parts[-1], n),
