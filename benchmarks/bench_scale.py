@@ -10,7 +10,8 @@ every user, split at the lines it logs), and the sum.
 
 Each stage runs in its own process, so its peak RSS is its own: generate the
 sample, extract (DuckDB), preprocess in-process (extract included) and with
-Beam's DirectRunner, one training sweep (the lab's 10 factors, batch 16,384),
+Beam's DirectRunner (beside the floors: DuckDB's scan of the hits alone, the data
+directory's bytes written to disk), one training sweep (the lab's 10 factors, batch 16,384),
 batch prediction of every user's top 3 (beside implicit's recommend() on
 the same factors and the bare matrix product of all the scores), and the export (seconds to export;
 saved_model.pb size, assets size, load seconds).  The data's shape: ``walsmf.sample`` grows
@@ -78,6 +79,32 @@ def batch_prediction_figures(data_dir, model_dir, k=3):
             "matmul_s": matmul_s, "matmul_gflops": 2.0 * len(u) * len(v) * u.shape[1] / matmul_s / 1e9}
 
 
+def duckdb_scan_seconds(sample):
+    """The extraction's floor: DuckDB reading the page hits the lab's query reads, and nothing else."""
+    import duckdb
+    start = time.perf_counter()
+    duckdb.connect().execute("SELECT count(*), max(hit.time), max(length(hit.customDimensions)) FROM "
+                             "read_parquet('{}'), UNNEST(hits) AS _t(hit) WHERE hit.type = 'PAGE'".format(
+                                 sample)).fetchall()
+    return time.perf_counter() - start
+
+
+def disk_write_seconds(data_dir, workdir):
+    """The preprocessing's floor for its writes: (GB of the data directory, seconds to write as many bytes in
+    1 MB blocks to a file, synced)."""
+    size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(data_dir) for name in names)
+    block, path = os.urandom(1 << 20), os.path.join(workdir, "disk-floor.bin")
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(-(-size // len(block))):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    seconds = time.perf_counter() - start
+    os.remove(path)
+    return size / 1e9, seconds
+
+
 def run_stage(stage, scale, workdir):
     """Run one stage at ``scale`` in this process; return its figures."""
     sample = os.path.join(workdir, "sample.parquet")
@@ -90,9 +117,13 @@ def run_stage(stage, scale, workdir):
     elif stage == "extract":
         from walsmf.extract import extract
         out["rows"] = len(extract(sessions_file=sample))
+        out["seconds"] = time.perf_counter() - start
+        out["duckdb_scan_s"] = duckdb_scan_seconds(sample)
     elif stage == "preprocess":
         from walsmf.preprocess import main
         main(["--sessions_file", sample, "--data_dir", data_dir])
+        out["seconds"] = time.perf_counter() - start
+        out["data_gb"], out["disk_write_s"] = disk_write_seconds(data_dir, workdir)
     elif stage == "beam":
         from walsmf.preprocess import main
         main(["--sessions_file", sample, "--data_dir", os.path.join(workdir, "beam"), "--runner", "DirectRunner"])
