@@ -9,10 +9,10 @@ for 16 epochs at batch 16,384 (its training, export and batch prediction of
 every user, split at the lines it logs), and the sum.
 
 Each stage runs in its own process, so its peak RSS is its own: generate the
-sample, extract (DuckDB), preprocess in-process (extract included) and with
-Beam's DirectRunner (beside the floors: DuckDB's scan of the hits alone, the data
-directory's bytes written to disk), one training sweep (the lab's 10 factors, batch 16,384),
-batch prediction of every user's top 3 (beside implicit's recommend() on
+sample, extract (DuckDB; beside its floor, DuckDB's scan of the page hits
+alone), preprocess in-process (extract included; beside its floor, the data
+directory's bytes written to disk) and with Beam's DirectRunner, one training
+sweep (the lab's 10 factors, batch 16,384), batch prediction of every user's top 3 (beside implicit's recommend() on
 the same factors and the bare matrix product of all the scores), and the export (seconds to export;
 saved_model.pb size, assets size, load seconds).  The data's shape: ``walsmf.sample`` grows
 visitors with the scale and articles with its square root (a news site's

@@ -47,6 +47,11 @@ def _appearance_ids(column):
     return np.asarray(categorical.categories)[first], number[codes]
 
 
+def _rate(rows, seconds):
+    """A stage's progress line: its rows, seconds and rows/s."""
+    return "{:,} rows in {:.1f}s ({:,.0f} rows/s)".format(rows, seconds, rows / max(seconds, 1e-6))
+
+
 def write_data_dir(extracted, data_dir, source="local", log=print):
     """Write every file of the lab's data directory from the extracted rows.
 
@@ -58,7 +63,7 @@ def write_data_dir(extracted, data_dir, source="local", log=print):
     def done(stage):
         nonlocal start
         seconds, start = time.time() - start, time.time()
-        log("{}: {:,} rows in {:.1f}s ({:,.0f} rows/s)".format(stage, rows, seconds, rows / max(seconds, 1e-6)))
+        log("{}: {}".format(stage, _rate(rows, seconds)))
     with staged_directory(data_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
         raw, median = add_ratings(extracted)
         # ids as object arrays of the categories' own strings: to_csv would rebuild all categories per chunk
@@ -129,8 +134,7 @@ def main(argv=None):
     else:
         print("[1/2] extract: {}".format(query.describe()), flush=True)
         extracted = extract_stage.extract(query)
-    seconds = time.time() - start
-    log("{:,} rows in {:.1f}s ({:,.0f} rows/s)".format(len(extracted), seconds, len(extracted) / max(seconds, 1e-6)))
+    log(_rate(len(extracted), time.time() - start))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
     write_data_dir(extracted, args.data_dir, query.source, log=log)
     log("done in {:.1f}s".format(time.time() - start))

@@ -79,7 +79,7 @@ def _light_solve(white_of, read_right, weighted_values, scale, first, reads, siz
 
     An id's reads are ``first`` to ``first + reads`` of the per-read
     tensors: ``read_right`` (the other side's id), ``weighted_values``
-    (a_j = (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white_of(ids)``: the
+    (the vector a of ŷ = Hᵀ a: (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white_of(ids)``: the
     other side's factors of ``ids`` whitened by B's Cholesky factor L
     (h = L⁻¹ v); H holds the read ones.  The √d are applied to the small r-sized products.
     """
