@@ -22,6 +22,9 @@ the identity and each id gathers one r×k block instead of two:
 
     ŷ = Hᵀ a,   ŵ = ŷ − Hᵀ S (I + S H Hᵀ S)⁻¹ S H ŷ,   x = L⁻ᵀ ŵ
 
+and, with G = H Hᵀ (r×r), ŵ = Hᵀ (a − S z), z = (I + S G S)⁻¹ S G a: the
+r×k block is read twice, everything else is r-sized.
+
 Ids are grouped by reads into padded buckets of 1, 2, 3, 4, 6, 8, 12, …
 reads up to k (a pad row of zeros adds an identity row to
 I + X Wᵀ and nothing to x); ids with more reads, where the identity saves
@@ -75,31 +78,28 @@ def _bucket_sizes(dim):
 
 
 def _light_solve(white_of, read_right, weighted_values, scale, first, reads, size):
-    """ŵ = ŷ − Hᵀ S (I + S H Hᵀ S)⁻¹ S H ŷ, with ŷ = Hᵀ a, for ids with at most ``size`` reads (x = L⁻ᵀ ŵ).
+    """ŵ = Hᵀ (a − S z), z = (I + S G S)⁻¹ S G a, G = H Hᵀ, for ids with at most ``size`` reads (x = L⁻ᵀ ŵ).
 
     An id's reads are ``first`` to ``first + reads`` of the per-read
     tensors: ``read_right`` (the other side's id), ``weighted_values``
-    (the vector a of ŷ = Hᵀ a: (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white_of(ids)``: the
+    (a: (w0 + d_j)·a_j) and ``scale`` (S: √d_j).  ``white_of(ids)``: the
     other side's factors of ``ids`` whitened by B's Cholesky factor L
-    (h = L⁻¹ v); H holds the read ones.  The √d are applied to the small r-sized products.
+    (h = L⁻¹ v); H holds the read ones.
     """
     slots = tf.range(size)
     present = slots[None, :] < reads[:, None]
     at = tf.where(present, first[:, None] + slots[None, :], tf.zeros_like(present, tf.int32))
     mask = tf.cast(present, weighted_values.dtype)
-    factors = white_of(tf.gather(read_right, at))  # [ids, size, k]: pad slots hold a real one, masked below
-    y = tf.reduce_sum((tf.gather(weighted_values, at) * mask)[:, :, None] * factors, 1)
-    scale = tf.gather(scale, at) * mask  # [ids, size]; 0 on pad slots
-    if size == 1:  # I + S H Hᵀ S is a number: no batched linear algebra (its per-matrix cost dominates)
-        factor = factors[:, 0]
-        z = scale * tf.reduce_sum(factor * y, 1, keepdims=True) / (
-            1 + tf.square(scale) * tf.reduce_sum(tf.square(factor), 1, keepdims=True))
-        return y - scale * z * factor
-    capacitance = tf.eye(size, dtype=factors.dtype) + (
-        scale[:, :, None] * tf.matmul(factors, factors, transpose_b=True) * scale[:, None, :])
-    z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), (scale * tf.reduce_sum(factors * y[:, None, :], 2))[
-        :, :, None])
-    return y - tf.reduce_sum(factors * (scale[:, :, None] * z), 1)
+    factors = white_of(tf.gather(read_right, at))  # [ids, size, k]: pad slots hold a real one, a and S are 0 there
+    a = tf.gather(weighted_values, at) * mask
+    scale = tf.gather(scale, at) * mask
+    if size == 1:  # G and I + S G S are numbers, a − S z = a / (1 + S G S): no batched linear algebra
+        factor = tf.reshape(factors, [-1, factors.shape[-1]])
+        return a / (1 + tf.square(scale) * tf.reduce_sum(factor * factor, 1, keepdims=True)) * factor
+    gram = tf.matmul(factors, factors, transpose_b=True)
+    capacitance = tf.eye(size, dtype=factors.dtype) + scale[:, :, None] * gram * scale[:, None, :]
+    z = tf.linalg.cholesky_solve(tf.linalg.cholesky(capacitance), scale[:, :, None] * tf.matmul(gram, a[:, :, None]))
+    return tf.squeeze(tf.matmul((a - scale * z[:, :, 0])[:, None, :], factors), 1)
 
 
 def _heavy_solve(model, gramian, right, right_weights, id_weights, indices, values, n):
