@@ -1,6 +1,6 @@
 """What a user pays per extra sweep of ``python -m walsmf.task``, against implicit's ALS per extra iteration.
 
-    .venv/bin/python benchmarks/bench_training.py [--data_dir data] [--short 3] [--long 13]
+    .venv/bin/python benchmarks/bench_training.py [--data_dir data] [--short 3] [--long 33]
 
 For each configuration (10 factors at batch 512, the lab's; 30 factors at
 batch 16,384, the tuned preset's), two whole ``python -m walsmf.task`` runs
@@ -9,7 +9,7 @@ times over the sweeps between them is the cost of a sweep with everything
 the Experiment does around it (evaluations, checkpoints); then a sweep's
 steps alone (model.fit), of which reading the input alone, and what
 computing the loss on every step (contrib's way) would add.  implicit's ALS
-at the same dimension on the same matrix: (15 − 5 iterations) / 10.  Each
+at the same dimension on the same matrix: (35 − 5 iterations) / 30.  Each
 time is the best of ``--repeats`` interleaved runs.  Prints
 one line per run, then the ratios side by side.
 """
@@ -29,6 +29,8 @@ from walsmf import sweeps as sweeps_module
 from walsmf.datadir import METADATA_FILE, read_metadata
 
 CONFIGURATIONS = ((10, 512), (30, 16384))
+# implicit's fits whose difference is timed: as many iterations apart as walsmf.task's runs are sweeps apart
+IMPLICIT_ITERATIONS = (5, 35)
 
 
 class RunTimer(tf.estimator.SessionRunHook):
@@ -120,7 +122,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="data", help="lab-sized data (make data); generated if missing")
     parser.add_argument("--short", type=int, default=3, help="epochs of the shorter run")
-    parser.add_argument("--long", type=int, default=13, help="epochs of the longer run")
+    parser.add_argument("--long", type=int, default=33, help="epochs of the longer run")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every run; the best counts")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.data_dir, METADATA_FILE)):
@@ -129,8 +131,11 @@ def main():
     meta = read_metadata(args.data_dir)
     print("data: {nusers} users, {nitems} items, {interactions} interactions".format(**meta), flush=True)
     workdir = tempfile.mkdtemp(prefix="walsmf-bench-")
+    # Before implicit has run in this process: its idle threads slowed model.fit's steps here by up to 1.5×.
+    breakdowns = [step_breakdown(args.data_dir, meta, n_embeds, batch_size, workdir)
+                  for n_embeds, batch_size in CONFIGURATIONS]
     rows = []
-    for n_embeds, batch_size in CONFIGURATIONS:
+    for (n_embeds, batch_size), (steps_s, input_s, loss_s) in zip(CONFIGURATIONS, breakdowns):
         steps = {}
         per_sweep = model.steps_per_sweep(settings.make(nusers=meta["nusers"], nitems=meta["nitems"],
                                                         batch_size=batch_size))
@@ -140,15 +145,15 @@ def main():
             for epochs in (args.short, args.long):
                 seconds, steps[epochs] = task_run(args.data_dir, epochs, n_embeds, batch_size, workdir)
                 best[epochs] = min(best[epochs], seconds)
-            for iterations in (5, 15):
+            for iterations in IMPLICIT_ITERATIONS:
                 best["implicit", iterations] = min(best["implicit", iterations],
                                                    implicit_seconds(args.data_dir, meta, n_embeds, iterations))
         sweep_s = (best[args.long] - best[args.short]) / ((steps[args.long] - steps[args.short]) / per_sweep)
-        implicit_s = (best["implicit", 15] - best["implicit", 5]) / 10
+        fewer, more = IMPLICIT_ITERATIONS
+        implicit_s = (best["implicit", more] - best["implicit", fewer]) / (more - fewer)
         print("walsmf.task {} factors, batch {}: {} epochs {:.1f} s ({} steps), {} epochs {:.1f} s ({} steps); "
               "{:.3f} s per extra sweep".format(n_embeds, batch_size, args.short, best[args.short], steps[args.short],
                                                 args.long, best[args.long], steps[args.long], sweep_s), flush=True)
-        steps_s, input_s, loss_s = step_breakdown(args.data_dir, meta, n_embeds, batch_size, workdir)
         print("  of which: the Experiment's evaluations and checkpoints {:.3f} s; training steps {:.3f} s = input "
               "{:.3f} s + solve, bookkeeping and hooks {:.3f} s (the loss on every step would add {:.3f} s)".format(
                   sweep_s - steps_s, steps_s, input_s, steps_s - input_s, loss_s), flush=True)
