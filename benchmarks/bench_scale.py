@@ -163,9 +163,9 @@ def run_stage(stage, scale, workdir):
 TASK_PARTS = (("train", "Loss for final step"), ("export", "SavedModel written to"), ("batch_predict", None))
 
 
-def timed_command(command):
-    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at TASK_PARTS' log lines, the
-    lines it printed of its own stages' rows/s)."""
+def timed_command(command, task_parts=TASK_PARTS):
+    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at ``task_parts``' log lines
+    (a part ends at its line; the last, without one, at the exit), the lines it printed of its own stages' rows/s)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     parts, part, since, tail, stage_lines = {}, 0, start, [], []
@@ -173,16 +173,16 @@ def timed_command(command):
         tail = (tail + [line])[-5:]
         if " rows/s)" in line:
             stage_lines.append(line.strip())
-        marker = TASK_PARTS[part][1] if part < len(TASK_PARTS) else None
+        marker = task_parts[part][1] if part < len(task_parts) else None
         if marker and marker in line:
             now = time.perf_counter()
-            parts[TASK_PARTS[part][0]], part, since = now - since, part + 1, now
+            parts[task_parts[part][0]], part, since = now - since, part + 1, now
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if status != 0:
         raise SystemExit("{} failed: {}".format(" ".join(command[:3]), "".join(tail).strip()))
-    if part == len(TASK_PARTS) - 1:
-        parts[TASK_PARTS[part][0]] = time.perf_counter() - since
+    if part == len(task_parts) - 1:
+        parts[task_parts[part][0]] = time.perf_counter() - since
     return seconds, usage.ru_maxrss / 1024 ** 2, parts, stage_lines
 
 

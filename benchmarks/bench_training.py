@@ -4,9 +4,11 @@
 
 For each configuration (10 factors at batch 512, the lab's; 30 factors at
 batch 16,384, the tuned preset's), two whole ``python -m walsmf.task`` runs
-(seed 1) of ``--short`` and ``--long`` epochs: the difference of their wall
-times over the sweeps between them is the cost of a sweep with everything
-the Experiment does around it (evaluations, checkpoints); then a sweep's
+(seed 1) of ``--short`` and ``--long`` epochs: the difference of their
+training times (first checkpoint to final loss: a run's start, which varies
+by seconds here, left out) over the sweeps between them is the cost of a
+sweep with everything the Experiment does around it (evaluations,
+checkpoints), printed beside the same of their whole runs; then a sweep's
 steps alone (model.fit), of which reading the input alone, and what
 computing the loss on every step (contrib's way) would add.  implicit's ALS
 at the same dimension on the same matrix: (35 − 5 iterations) / 30.  Each
@@ -17,18 +19,20 @@ import argparse
 import collections
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import tensorflow as tf
+from bench_scale import timed_command
 
 from walsmf import baselines, inputs, model, settings, splits
 from walsmf import sweeps as sweeps_module
 from walsmf.datadir import METADATA_FILE, read_metadata
 
 CONFIGURATIONS = ((10, 512), (30, 16384))
+# A run's training: from the checkpoint the Estimator saves before its first step to its final step's loss line.
+TRAINING_PARTS = (("start", "Saving checkpoints for 0 into"), ("training", "Loss for final step"), ("end", None))
 # implicit's fits whose difference is timed: as many iterations apart as walsmf.task's runs are sweeps apart
 IMPLICIT_ITERATIONS = (5, 35)
 
@@ -83,7 +87,7 @@ def input_seconds(args, sweeps):
             return (time.perf_counter() - start) / sweeps
 
 
-def step_breakdown(data_dir, meta, n_embeds, batch_size, workdir, sweeps=3):
+def step_breakdown(data_dir, meta, n_embeds, batch_size, workdir, sweeps=10):
     """A sweep's training steps without the Experiment: total, input, loss if computed every step (seconds)."""
     args = settings.make(input_path=data_dir, output_dir=os.path.join(workdir, "fit"), nusers=meta["nusers"],
                          nitems=meta["nitems"], n_embeds=n_embeds, batch_size=batch_size, seed=1)
@@ -97,17 +101,16 @@ def step_breakdown(data_dir, meta, n_embeds, batch_size, workdir, sweeps=3):
 
 
 def task_run(data_dir, epochs, n_embeds, batch_size, workdir):
-    """Wall seconds of a whole walsmf.task run, and its training steps (from its checkpoint)."""
+    """Wall seconds of a whole walsmf.task run, of its training (from its first checkpoint to its final step's
+    loss: TensorFlow's start, the graph, the export and batch prediction left out), and its training steps."""
     output_dir = os.path.join(workdir, "wals-{}-{}-{}".format(n_embeds, batch_size, epochs))
     command = [sys.executable, "-m", "walsmf.task", "--input_path", data_dir, "--output_dir", output_dir,
                "--num_epochs", str(epochs), "--n_embeds", str(n_embeds), "--batch_size", str(batch_size),
                "--seed", "1"]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    seconds, _, parts, _ = timed_command(command, TRAINING_PARTS)
     steps = tf.train.load_variable(tf.train.latest_checkpoint(output_dir), "global_step")
     shutil.rmtree(output_dir)
-    return seconds, int(steps)
+    return seconds, parts["training"], int(steps)
 
 
 def implicit_seconds(data_dir, meta, factors, iterations):
@@ -143,17 +146,22 @@ def main():
         best = collections.defaultdict(lambda: float("inf"))
         for _ in range(args.repeats):
             for epochs in (args.short, args.long):
-                seconds, steps[epochs] = task_run(args.data_dir, epochs, n_embeds, batch_size, workdir)
+                seconds, training, steps[epochs] = task_run(args.data_dir, epochs, n_embeds, batch_size, workdir)
                 best[epochs] = min(best[epochs], seconds)
+                best["training", epochs] = min(best["training", epochs], training)
             for iterations in IMPLICIT_ITERATIONS:
                 best["implicit", iterations] = min(best["implicit", iterations],
                                                    implicit_seconds(args.data_dir, meta, n_embeds, iterations))
-        sweep_s = (best[args.long] - best[args.short]) / ((steps[args.long] - steps[args.short]) / per_sweep)
+        sweeps_between = (steps[args.long] - steps[args.short]) / per_sweep
+        sweep_s = (best["training", args.long] - best["training", args.short]) / sweeps_between
+        whole_run_s = (best[args.long] - best[args.short]) / sweeps_between
         fewer, more = IMPLICIT_ITERATIONS
         implicit_s = (best["implicit", more] - best["implicit", fewer]) / (more - fewer)
-        print("walsmf.task {} factors, batch {}: {} epochs {:.1f} s ({} steps), {} epochs {:.1f} s ({} steps); "
-              "{:.3f} s per extra sweep".format(n_embeds, batch_size, args.short, best[args.short], steps[args.short],
-                                                args.long, best[args.long], steps[args.long], sweep_s), flush=True)
+        print("walsmf.task {} factors, batch {}: {} epochs {:.1f} s, training {:.1f} s ({} steps); {} epochs {:.1f} s, "
+              "training {:.1f} s ({} steps); {:.3f} s per extra sweep of training ({:.3f} s of whole runs)".format(
+                  n_embeds, batch_size, args.short, best[args.short], best["training", args.short], steps[args.short],
+                  args.long, best[args.long], best["training", args.long], steps[args.long], sweep_s, whole_run_s),
+              flush=True)
         print("  of which: the Experiment's evaluations and checkpoints {:.3f} s; training steps {:.3f} s = input "
               "{:.3f} s + solve, bookkeeping and hooks {:.3f} s (the loss on every step would add {:.3f} s)".format(
                   sweep_s - steps_s, steps_s, input_s, steps_s - input_s, loss_s), flush=True)
