@@ -61,9 +61,23 @@ HAND_SESSIONS = {
 HAND_EXPECTED = [("1", "100", 1500), ("1", "200", 2000), ("2", "400", 60), ("2", "500", 30)]
 
 
-def run_module(module, *args, env=None, cwd=None):
-    """Run ``python -m module args`` in the project's interpreter; return the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", module] + [str(a) for a in args], cwd=cwd or ROOT,
+# The two runtimes walsmf.serve and walsmf.predict run on: the lab's (TensorFlow 1.15, Python 3.7: .venv) and the
+# serving environment's (TensorFlow 2.21, Python 3.12: .venv-serve, made by `make serve-env`).
+RUNTIMES = {"tf1": sys.executable, "tf2": os.path.join(ROOT, ".venv-serve", "bin", "python")}
+
+
+def runtime_python(runtime):
+    """The interpreter of a runtime; the serving environment must have been made (make test does)."""
+    python = RUNTIMES[runtime]
+    if not os.path.exists(python):
+        pytest.fail("{} is missing: run `make serve-env` (make test does) to make the serving environment".format(
+            python))
+    return python
+
+
+def run_module(module, *args, env=None, cwd=None, runtime="tf1"):
+    """Run ``python -m module args`` in a runtime's interpreter (the project's); return the CompletedProcess."""
+    return subprocess.run([runtime_python(runtime), "-m", module] + [str(a) for a in args], cwd=cwd or ROOT,
                           env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True)
 
@@ -239,12 +253,13 @@ def client_for(server):
         api_endpoint="http://127.0.0.1:{}".format(server.server_address[1])))
 
 
-def start(model_dir, port, env=None, *args):
-    """``python -m walsmf.serve`` on loopback; returns the process once /health (or AIP_HEALTH_ROUTE) answers."""
+def start(model_dir, port, env=None, *args, runtime="tf1"):
+    """``python -m walsmf.serve`` on loopback in ``runtime``; returns the process once /health (or
+    AIP_HEALTH_ROUTE) answers."""
     env = dict(os.environ, **(env or {}))
-    process = subprocess.Popen([sys.executable, "-m", "walsmf.serve", "--host", "127.0.0.1", "--port", str(port),
-                                "--workers", "2"] + (["--model-dir", model_dir] if model_dir else []) + list(args),
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    command = [runtime_python(runtime), "-m", "walsmf.serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
+               "2"] + (["--model-dir", model_dir] if model_dir else []) + list(args)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     health = env.get("AIP_HEALTH_ROUTE", "/health")
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -268,3 +283,16 @@ def call(port, path, body=None, raw=None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def assert_same_answers(got, expected):
+    """Two lists of prediction dicts agree: ids, strings, flags and counts exactly, the factors and scores to float32's
+    last digits (two runtimes, or numpy and TensorFlow, may sum a dot product in another order)."""
+    assert len(got) == len(expected)
+    for number, (answer, truth) in enumerate(zip(got, expected)):
+        assert set(answer) == set(truth), number
+        for key, value in truth.items():
+            if key in ("projection", "top_k_scores"):
+                np.testing.assert_allclose(answer[key], value, rtol=1e-5, atol=1e-6, err_msg=str((number, key)))
+            else:
+                assert answer[key] == value, (number, key, answer[key], value)

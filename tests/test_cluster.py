@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import ROOT, free_ports, gcloud_env, needs_gcloud, run_module
 
-from walsmf import cluster, datadir, predict
+from walsmf import cluster, modeldir, predict
 from walsmf.errors import DataError
 
 
@@ -100,7 +100,7 @@ def predictions(output_dir):
 
 
 def assert_same_model(output_dir, reference_dir):
-    for name in (datadir.BATCH_PRED_FILE, datadir.ORIGINAL_IDS_PRED_FILE):
+    for name in (modeldir.BATCH_PRED_FILE, modeldir.ORIGINAL_IDS_PRED_FILE):
         assert (output_dir / name).read_text() == (reference_dir / name).read_text(), name
     for ours, theirs in zip(predictions(output_dir), predictions(reference_dir)):
         assert ours["top_k_ids"] == theirs["top_k_ids"]

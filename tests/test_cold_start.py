@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import batch_pred, closed_form, gcloud_env, low_rank_ratings, needs_gcloud, run_module, write_matrix
 
-from walsmf import datadir, predict, recommend
+from walsmf import datadir, modeldir, predict, recommend
 from walsmf.errors import DataError
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 
@@ -159,7 +159,7 @@ def test_gcloud_local_predict_answers_a_new_visitor_as_walsmf_predict_does(train
         {"userId": 4, "itemId": -1, "items": [-1] * len(items), "ratings": [0.0] * len(items)})))
     export = os.path.join(trained.output_dir, "export", "Servo")
     result = subprocess.run(["gcloud", "ai-platform", "local", "predict", "--model-dir",
-                             predict.latest_export(export), "--json-instances", str(path), "--format", "json"],
+                             modeldir.latest_export(export), "--json-instances", str(path), "--format", "json"],
                             env=gcloud_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from helpers import ROOT, batch_pred, free_ports, json_reply, needs_gcloud, start
 
-from walsmf import datadir, predict
+from walsmf import datadir, modeldir, predict
 
 LOCATION = "/v1/projects/p/locations/us-central1"
 
@@ -86,7 +86,7 @@ def run(env, *args):
 @pytest.mark.training
 @needs_gcloud
 def test_deploy_to_an_endpoint_and_gcloud_predict_returns_walsmf_serves_recommendations(vertex, trained, tmp_path):
-    export = predict.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+    export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     image = "us-central1-docker.pkg.dev/p/walsmf/serve:1"
     endpoint = run(dict(vertex, EXPORT="gs://b/wals/model/export/Servo/1", REGION="us-central1", IMAGE=image),
                    "bash", "cloud/vertex_deploy.sh").strip()
@@ -131,11 +131,14 @@ def test_the_prebuilt_tf_serving_container_is_uploaded_with_the_export(vertex):
     assert upload["artifactUri"] == "gs://b/e/1"
 
 
-def test_the_serving_container_installs_walsmf_serve_with_the_locks_pins():
+def test_the_serving_container_is_the_serving_environment_on_a_supported_python():
     with open(os.path.join(ROOT, "cloud", "Dockerfile.serve")) as f:
         dockerfile = f.read()
-    with open(os.path.join(ROOT, "requirements.lock")) as f:
-        lock = dict(line.strip().lower().split("==") for line in f if "==" in line)
+    with open(os.path.join(ROOT, "requirements-serve.lock")) as f:
+        lock = dict(line.strip().lower().replace("_", "-").split("==") for line in f if "==" in line)
+    assert "FROM python:3.12-" in dockerfile
     install = dockerfile.split("RUN pip install", 1)[1].split("&&")[0]
-    assert "-c requirements.lock" in install and all(name in lock for name in ("tensorflow", "gunicorn", "pandas"))
+    assert "-r requirements-serve.lock" in install
+    assert lock["tensorflow-cpu"] == "2.21.0" and all(name in lock for name in ("gunicorn", "uvicorn", "numpy"))
+    assert "tensorflow" not in lock and "pandas" not in lock  # nothing of training
     assert 'ENTRYPOINT ["python", "-m", "walsmf.serve"]' in dockerfile and "EXPOSE 8080" in dockerfile

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from helpers import HAND_SESSIONS, event, run_module, write_events, write_sessions
 
-from walsmf import datadir, extract, predict, splits
+from walsmf import datadir, extract, modeldir, predict, splits
 from walsmf.errors import DataError
 
 
@@ -119,8 +119,8 @@ def test_a_tfrecord_set_both_whole_and_sharded_is_named(small_data, tmp_path):
 @pytest.mark.training
 def test_a_corrupt_serving_info_is_one_line(trained, tmp_path):
     export = tmp_path / "export"
-    shutil.copytree(predict.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
-    (export / "assets.extra" / datadir.SERVING_INFO_FILE).write_text("{not json")
+    shutil.copytree(modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
+    (export / "assets.extra" / modeldir.SERVING_INFO_FILE).write_text("{not json")
     with pytest.raises(DataError, match="serving_info.json is not JSON .*: export the model again"):
         predict.predict(str(export), [{"userId": 1}])
 
@@ -133,12 +133,12 @@ def test_users_beyond_users_csv_train_and_get_the_most_read(small_data, tmp_path
     result = run_module("walsmf.task", "--input_path", data_dir, "--output_dir", out, "--num_epochs", 1,
                         "--batch_size", 256, "--nusers", metadata["nusers"] + 3, "--seed", 1)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = (out / datadir.BATCH_PRED_FILE).read_text().splitlines()
-    original = datadir.read_original_ids_pred(str(out / datadir.ORIGINAL_IDS_PRED_FILE))
+    lines = (out / modeldir.BATCH_PRED_FILE).read_text().splitlines()
+    original = datadir.read_original_ids_pred(str(out / modeldir.ORIGINAL_IDS_PRED_FILE))
     assert len(lines) == len(original) == metadata["nusers"] + 3
     readers = datadir.read_interactions(data_dir, metadata["nusers"], metadata["nitems"]).by_item.counts
     assert lines[-1] == ",".join(map(str, np.argsort(-readers, kind="stable")[:3]))
-    assert original[-1][0] == "" and json.loads((out / datadir.SERVING_INFO_FILE).read_text())["nusers"] == \
+    assert original[-1][0] == "" and json.loads((out / modeldir.SERVING_INFO_FILE).read_text())["nusers"] == \
         metadata["nusers"] + 3
 
 
@@ -161,12 +161,12 @@ def test_a_model_of_other_settings_is_not_continued_and_unfinished_exports_are_s
     out = tmp_path / "model"
     common = ["--input_path", data_dir, "--output_dir", out, "--batch_size", 256, "--seed", 1]
     assert run_module("walsmf.task", *common, "--num_epochs", 1).returncode == 0
-    before = {name: (out / name).read_bytes() for name in (datadir.BATCH_PRED_FILE,)}
+    before = {name: (out / name).read_bytes() for name in (modeldir.BATCH_PRED_FILE,)}
     other = run_module("walsmf.task", *common, "--num_epochs", 1, "--regularization", 10, "--target", "read")
     lines = other.stderr.strip().splitlines()
     assert other.returncode == 1 and lines[-1].startswith("error: ") and "trained with other settings" in lines[-1]
     assert "regularization None (now 10.0)" in lines[-1] and "target 'rating' (now 'read')" in lines[-1]
-    assert (out / datadir.BATCH_PRED_FILE).read_bytes() == before[datadir.BATCH_PRED_FILE]
+    assert (out / modeldir.BATCH_PRED_FILE).read_bytes() == before[modeldir.BATCH_PRED_FILE]
     # the same settings go on training (more epochs), and a killed export's staging is removed
     stale = out / "export" / "Servo" / "temp-123"
     stale.mkdir(parents=True)
@@ -199,7 +199,7 @@ def test_a_truncated_export_asset_is_an_error_naming_it(trained, tmp_path):
     import tensorflow as tf
 
     export = tmp_path / "export"
-    shutil.copytree(predict.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
+    shutil.copytree(modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
     asset = export / "assets" / "by_user.indices.int64"
     asset.write_bytes(asset.read_bytes()[:-80])
     with pytest.raises(tf.errors.InvalidArgumentError, match="asset.*by_user.*is truncated"):

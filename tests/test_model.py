@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from helpers import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
 
-from walsmf import datadir, inputs, model, recommend, settings, trainer
+from walsmf import datadir, inputs, model, modeldir, recommend, settings, trainer
 
 
 def run(fetch):
@@ -200,8 +200,8 @@ def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained.input_path
     visitors = [line.split(",")[0] for line in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
     contents = [line.split(",")[0] for line in open(os.path.join(data_dir, "items.csv")).read().splitlines()]
-    mapped = open(os.path.join(trained.output_dir, datadir.BATCH_PRED_FILE)).read().splitlines()
-    original = open(os.path.join(trained.output_dir, datadir.ORIGINAL_IDS_PRED_FILE)).read().splitlines()
+    mapped = open(os.path.join(trained.output_dir, modeldir.BATCH_PRED_FILE)).read().splitlines()
+    original = open(os.path.join(trained.output_dir, modeldir.ORIGINAL_IDS_PRED_FILE)).read().splitlines()
     for user in (0, 5, len(mapped) - 1):
         visitor, items = original[user].split("\t")
         assert visitor == visitors[user]
@@ -332,7 +332,7 @@ def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
                          batch_size=8, nusers=30, nitems=12, exclude_seen=True, seed=0)
     model.train_and_evaluate(args)
     assert sorted(scans) == sorted([datadir.ROWS_FILE, datadir.COLS_FILE])
-    assert os.path.exists(os.path.join(args.output_dir, datadir.BATCH_PRED_FILE))
+    assert os.path.exists(os.path.join(args.output_dir, modeldir.BATCH_PRED_FILE))
 
 
 @pytest.mark.training
@@ -340,7 +340,7 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"))
     shutil.copytree(trained.output_dir, args.output_dir)
-    os.remove(os.path.join(args.output_dir, datadir.BATCH_PRED_FILE))
+    os.remove(os.path.join(args.output_dir, modeldir.BATCH_PRED_FILE))
     lines = []
     assert model.batch_predict(args, log=lines.append) == trained.nusers
     assert lines[-1] == "batch prediction: {:,} of {:,} users".format(trained.nusers, trained.nusers)
@@ -375,7 +375,7 @@ def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_
     visitors, contents = read_id_map(str(data / "users.csv")), read_id_map(str(data / "items.csv"))
     assert sorted(visitors) == sorted(odd) and set(odd) <= set(contents)
     top = batch_pred(out)
-    assert read_original_ids_pred(str(out / datadir.ORIGINAL_IDS_PRED_FILE)) == [
+    assert read_original_ids_pred(str(out / modeldir.ORIGINAL_IDS_PRED_FILE)) == [
         (visitors[u], [contents[i] for i in row]) for u, row in enumerate(top)]
     # ordinary ids keep the plain form: visitorId TAB ids joined by commas
     assert datadir.original_ids_lines(["v1"], [["c1", "c2"]]) == "v1\tc1,c2\n"

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from walsmf import datadir, predict, settings, trainer
+from walsmf import datadir, modeldir, settings, trainer
 from walsmf import instances as instances_module
 from walsmf.errors import DataError
 
@@ -24,7 +24,7 @@ JSON_SCALARS = st.one_of(st.integers(-5, 10 ** 6), st.floats(allow_nan=False, al
 def served(trained):
     """(predict function of the trained export, nusers, nitems)."""
     from tensorflow.contrib import predictor
-    export = predict.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+    export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     return predictor.from_saved_model(export), trained.nusers, trained.nitems
 
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import low_rank_ratings, run_module, write_matrix
 
-from walsmf import datadir, model, settings, trainer
+from walsmf import datadir, model, modeldir, settings, trainer
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory
 
@@ -194,7 +194,7 @@ def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_d
     run.send_signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     killed_at = int(tf.train.latest_checkpoint(str(out)).rsplit("-", 1)[1])
-    assert not (out / datadir.BATCH_PRED_FILE).exists()
+    assert not (out / modeldir.BATCH_PRED_FILE).exists()
     again = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert again.returncode == 0, again.stderr[-2000:]
     args = settings.make(input_path=data_dir, output_dir=str(out), nusers=metadata["nusers"],
@@ -214,7 +214,7 @@ def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
         predict.read_instances(str(bad))
     export = tmp_path / "export"
     import shutil
-    shutil.copytree(predict.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
+    shutil.copytree(modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
     (export / "saved_model.pb").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable SavedModel.*export it again"):
         predict.predict(str(export), [(4, -1)])
@@ -347,6 +347,6 @@ def test_a_preprocess_into_the_data_a_training_reads_is_refused_and_the_predicti
     assert during.returncode == 1 and during.stderr.strip().splitlines() == [
         "error: {} is being read by a walsmf run (a training on it, say): wait for it to end, or write the new data "
         "to another directory".format(data_dir)]
-    predicted = {c for line in (out / datadir.ORIGINAL_IDS_PRED_FILE).read_text().splitlines()
+    predicted = {c for line in (out / modeldir.ORIGINAL_IDS_PRED_FILE).read_text().splitlines()
                  for c in line.split("\t")[1].split(",")}
     assert predicted and predicted <= {c for _, c, _ in rows}

@@ -1,23 +1,33 @@
-"""walsmf.serve on loopback: TF Serving's REST API and Vertex's contract answer what walsmf.predict answers;
-bad requests are 4xx and the server goes on; SIGTERM lets in-flight requests finish and exits 0."""
+"""walsmf.serve on loopback, on both runtimes (TensorFlow 1.15 / Python 3.7 and the serving environment's TensorFlow
+2.21 / Python 3.12; the second in make test-slow, but for the answers compared across them): TF Serving's REST
+API and Vertex's contract answer what walsmf.predict answers; bad requests are 4xx and the server goes on;
+SIGTERM lets in-flight requests finish and exits 0."""
+import json
 import os
 import signal
 import threading
 import time
 
+import numpy as np
 import pytest
-from helpers import call, free_ports, start
+from helpers import assert_same_answers, call, free_ports, run_module, start
 
-from walsmf import datadir, predict, serve
+from walsmf import datadir, modeldir, predict, serve
 from walsmf.errors import DataError
 
 
+@pytest.fixture(scope="module", params=["tf1", pytest.param("tf2", marks=pytest.mark.slow)])
+def runtime(request):
+    """The runtime a test's server runs on."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def served(trained):
+def served(trained, runtime):
     """A walsmf.serve of the small trained model on a free port: (port, export dir, trained settings)."""
     export = os.path.join(trained.output_dir, "export", "Servo")
     port = free_ports(1)[0]
-    process = start(export, port)
+    process = start(export, port, runtime=runtime)
     yield port, export, trained
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
@@ -35,15 +45,58 @@ def test_tf_serving_rows_and_columns_answer_what_walsmf_predict_answers(served):
                  {"items": [1, 2], "ratings": [0.5, 1.0]}]
     expected = predict.predict(export, instances)
     status, rows = call(port, "/v1/models/walsmf:predict", {"instances": instances})
-    assert status == 200 and rows["predictions"] == expected
+    assert status == 200
+    assert_same_answers(rows["predictions"], expected)
     columns = {"userId": [4, 5], "itemId": [-1, -1]}
     status, answer = call(port, "/v1/models/walsmf:predict", {"inputs": columns})
     by_row = predict.predict(export, [{"userId": 4, "itemId": -1}, {"userId": 5, "itemId": -1}])
     assert status == 200 and answer["outputs"]["top_k_ids"] == [p["top_k_ids"] for p in by_row]
     status, model = call(port, "/v1/models/walsmf")
     assert status == 200 and model["model_version_status"][0]["state"] == "AVAILABLE"
-    assert call(port, "/v1/models/walsmf/versions/{}:predict".format(model["model_version_status"][0]["version"]),
-                {"instances": instances[:1]})[1]["predictions"] == expected[:1]
+    assert_same_answers(call(port, "/v1/models/walsmf/versions/{}:predict".format(
+        model["model_version_status"][0]["version"]), {"instances": instances[:1]})[1]["predictions"], expected[:1])
+
+
+def _answers(port, instances, per_request=400):
+    """The server's predictions for ``instances``, sent ``per_request`` at a time."""
+    answers = []
+    for start_at in range(0, len(instances), per_request):
+        status, body = call(port, "/predict", {"instances": instances[start_at:start_at + per_request]})
+        assert status == 200, body
+        answers.extend(body["predictions"])
+    return answers
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_visitors_alike(trained, tmp_path):
+    export = os.path.join(trained.output_dir, "export", "Servo")
+    visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
+    contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
+    batch_pred = datadir.read_original_ids_pred(os.path.join(trained.output_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
+    rng = np.random.RandomState(5)
+    new_visitors = [{"visitorId": "new-{}".format(n), "k": int(rng.randint(1, 8)),
+                     "contentIds": [str(contents[i]) for i in rng.randint(0, len(contents), rng.randint(1, 6))]}
+                    for n in range(60)]
+    ports = free_ports(2)
+    servers = [start(export, port, runtime=runtime) for port, runtime in zip(ports, ("tf1", "tf2"))]
+    try:
+        known = [{"visitorId": visitor} for visitor in visitors]
+        answers = [_answers(port, known + new_visitors) for port in ports]
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+    for answer in answers:
+        assert [(v, a["top_k_content_ids"]) for v, a in zip(visitors, answer)] == batch_pred
+    assert_same_answers(answers[1], answers[0])
+    # walsmf.predict runs the export's graph on TensorFlow 2.21 as on 1.15
+    instances = [{"userId": 4, "itemId": -1}, {"userId": -1, "itemId": 3, "excludeRead": True}] + new_visitors[:20]
+    (tmp_path / "instances.json").write_text("\n".join(json.dumps(i) for i in instances))
+    tf2 = run_module("walsmf.predict", "--model-dir", export, "--json-instances", tmp_path / "instances.json",
+                     "--format", "json", runtime="tf2")
+    assert tf2.returncode == 0 and tf2.stderr == "", tf2.stderr
+    assert_same_answers(json.loads(tf2.stdout)["predictions"], predict.predict(export, instances))
 
 
 @pytest.mark.subprocess
@@ -71,18 +124,19 @@ def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(served, pat
 
 @pytest.mark.subprocess
 @pytest.mark.training
-def test_vertex_contract_routes_port_storage_uri_and_parameters(trained, tmp_path):
-    export = predict.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+def test_vertex_contract_routes_port_storage_uri_and_parameters(trained, runtime):
+    export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     port = free_ports(1)[0]
     env = {"AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": "/v1/endpoints/e/deployedModels/m",
            "AIP_PREDICT_ROUTE": "/v1/endpoints/e/deployedModels/m:predict", "AIP_STORAGE_URI": export}
-    process = start(None, port, env)
+    process = start(None, port, env, runtime=runtime)
     try:
         status, answer = call(port, env["AIP_PREDICT_ROUTE"], {"instances": [{"userId": 4}, {"userId": 5, "k": 1}],
                                                                "parameters": {"k": 2, "excludeRead": True}})
         expected = predict.predict(export, [{"userId": 4, "k": 2, "excludeRead": True},
                                             {"userId": 5, "k": 1, "excludeRead": True}])
-        assert status == 200 and answer["predictions"] == expected
+        assert status == 200
+        assert_same_answers(answer["predictions"], expected)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
@@ -90,10 +144,10 @@ def test_vertex_contract_routes_port_storage_uri_and_parameters(trained, tmp_pat
 
 @pytest.mark.subprocess
 @pytest.mark.training
-def test_sigterm_finishes_in_flight_requests_and_exits_0(trained):
+def test_sigterm_finishes_in_flight_requests_and_exits_0(trained, runtime):
     export = os.path.join(trained.output_dir, "export", "Servo")
     port = free_ports(1)[0]
-    process = start(export, port)
+    process = start(export, port, runtime=runtime)
     answers = []
     many = {"instances": [{"userId": u % trained.nusers, "k": 10} for u in range(3000)]}
     threads = [threading.Thread(target=lambda: answers.append(call(port, "/predict", many))) for _ in range(4)]

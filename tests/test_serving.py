@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 from helpers import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
 
-from walsmf import datadir, predict
+from walsmf import datadir, modeldir, predict
 from walsmf.errors import DataError
 
 
 def export_dir(trained):
-    return predict.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+    return modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
 
 
 def exported(trained, name):
@@ -39,7 +39,7 @@ def test_export_lives_where_the_lab_puts_it(trained):
     path = export_dir(trained)
     assert os.path.dirname(path) == os.path.join(trained.output_dir, "export", "Servo")
     assert os.path.basename(path).isdigit()
-    assert predict.serving_info(path)["nusers"] == trained.nusers
+    assert modeldir.serving_info(path)["nusers"] == trained.nusers
 
 
 @pytest.mark.training
@@ -146,8 +146,8 @@ def test_predict_cli_prints_gclouds_table(trained, tmp_path):
 
 @pytest.mark.training
 def test_answers_come_a_batch_at_a_time_and_print_as_one_table_or_json_document(trained):
-    export = predict.latest_export(export_dir(trained))
-    info, predict_fn = predict.serving_info(export), predict.load(export)
+    export = modeldir.latest_export(export_dir(trained))
+    info, predict_fn = modeldir.serving_info(export), predict.load(export)
     fed = []
 
     def counting(feed):
@@ -203,7 +203,7 @@ def test_gcloud_local_train_runs_the_module_unchanged(small_data, tmp_path):
         cwd=ROOT, env=gcloud_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = (out / datadir.BATCH_PRED_FILE).read_text().splitlines()
+    lines = (out / modeldir.BATCH_PRED_FILE).read_text().splitlines()
     assert len(lines) == metadata["nusers"] and all(len(line.split(",")) == 3 for line in lines)
 
 
@@ -220,7 +220,7 @@ def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
         write_matrix(str(data_dir), ratings)
         model.train_and_evaluate(settings.make(input_path=str(data_dir), output_dir=str(output_dir), num_epochs=1,
                                                batch_size=500, n_embeds=3, nusers=120, nitems=40, seed=0))
-        export = predict.latest_export(str(output_dir / "export" / "Servo"))
+        export = modeldir.latest_export(str(output_dir / "export" / "Servo"))
         assets = sum(os.path.getsize(p) for p in tf.io.gfile.glob(os.path.join(export, "assets", "*")))
         sizes[density] = (os.path.getsize(os.path.join(export, "saved_model.pb")), assets, np.count_nonzero(ratings))
     (graph_small, assets_small, n_small), (graph_large, assets_large, n_large) = sizes[0.2], sizes[0.9]

@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import ROOT
 
-from walsmf import datadir
+from walsmf import modeldir
 
 # The first line each stage logs to stderr: the signal is sent as it appears.
 TASK_STAGES = {"training": "loss = ", "export": "Assets added to graph.", "just exported": "SavedModel written to",
@@ -50,11 +50,11 @@ def test_a_signal_at_each_stage_of_task_ends_it_with_exit_130_and_nothing_half_m
     assert code == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted"), stderr[-2000:]
     assert leftovers(tmp_path) == []
-    assert not (out / datadir.BATCH_PRED_FILE).exists() and not (out / datadir.ORIGINAL_IDS_PRED_FILE).exists()
+    assert not (out / modeldir.BATCH_PRED_FILE).exists() and not (out / modeldir.ORIGINAL_IDS_PRED_FILE).exists()
     again = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            universal_newlines=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert (out / datadir.BATCH_PRED_FILE).exists() and leftovers(tmp_path) == []
+    assert (out / modeldir.BATCH_PRED_FILE).exists() and leftovers(tmp_path) == []
 
 
 @pytest.mark.slow

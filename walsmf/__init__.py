@@ -4,3 +4,6 @@ import os
 # TensorFlow's C++ start-up lines (CPU features, XLA's host device) say nothing about a walsmf run; shown with
 # TF_CPP_MIN_LOG_LEVEL=0.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# Current TensorFlow (the serving environment) runs some CPU kernels through oneDNN, whose other summation order
+# changes a score's last bits (and says so at every start): walsmf keeps TensorFlow 1.15's Eigen kernels.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -15,8 +15,7 @@ A data directory (``walsmf.preprocess --data_dir``, a split from
     heldout.csv          userId,itemId,rating held out (split directories only)
 
 A TFRecord set is the named file or its shards ``NAME-*`` (as Beam writes
-them).  A model directory (``walsmf.task --output_dir``) receives
-batch_pred.txt, batch_pred_original_ids.txt and serving_info.json.  Every
+them).  A model directory (``walsmf.task --output_dir``) is walsmf.modeldir's.  Every
 file is read through ``tf.io.gfile``, so directories may be ``gs://`` paths.
 """
 import collections
@@ -27,7 +26,6 @@ import os
 import re
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from walsmf.errors import DataError, json_object
@@ -47,12 +45,6 @@ TIMES_COLUMNS = ("visitorId", "contentId", "time")
 DATA_FILES = (RAW_FILE, USERS_FILE, ITEMS_FILE, MAPPED_FILE, ROWS_FILE, COLS_FILE, SUBSET_FILE, METADATA_FILE)
 SUBSET_USERS = 20
 
-BATCH_PRED_FILE = "batch_pred.txt"
-# One line per user: visitorId TAB contentIds joined by ",", each part quoted as CSV
-# only where an id holds a tab, comma, quote or line break (original_ids_lines).
-ORIGINAL_IDS_PRED_FILE = "batch_pred_original_ids.txt"
-# Copied into each export's assets.extra/: what a client must know of the model.
-SERVING_INFO_FILE = "serving_info.json"
 HELDOUT_SUMMARY_DIR = "eval_heldout"
 
 # The lab's tf.train.Example: the row's id, its column ids and their ratings.
@@ -120,6 +112,8 @@ def write_metadata(data_dir, metadata):
 
 def write_times(data_dir, visitors, contents, times):
     """Write times.csv: each (visitorId, contentId) pair's latest read time, as walsmf.evaluate reads it."""
+    import pandas as pd  # here only: the serving modules import this module where pandas is not installed
+
     frame = pd.DataFrame({TIMES_COLUMNS[0]: np.asarray(visitors), TIMES_COLUMNS[1]: np.asarray(contents),
                           TIMES_COLUMNS[2]: np.asarray(times)})
     frame.to_csv(os.path.join(data_dir, TIMES_FILE), index=False)

@@ -6,7 +6,8 @@ import pandas as pd
 import tensorflow as tf
 
 from walsmf.datadir import counts, read_interactions, read_metadata
-from walsmf.recommend import load_factors, load_shards
+from walsmf.modeldir import load_shards
+from walsmf.recommend import load_factors
 
 
 def sparsity_table(mapped):

@@ -19,10 +19,19 @@ import numpy as np
 from walsmf.errors import DataError
 from walsmf.ratings import MEDIAN_READ_RATING
 
-INT_KEYS = ("userId", "itemId", "k")
-ID_LISTS = {"items": int, "contentIds": str, "exclude": str}
-PER_READ = ("ratings", "durations")
-KEYS = INT_KEYS + ("visitorId", "excludeRead") + tuple(ID_LISTS) + PER_READ
+# The export's inputs (every one optional) and outputs
+USER_ID, ITEM_ID, K = "userId", "itemId", "k"
+VISITOR_ID, EXCLUDE_READ = "visitorId", "excludeRead"
+READ_ITEMS, CONTENT_IDS, EXCLUDE = "items", "contentIds", "exclude"
+READ_RATINGS, DURATIONS = "ratings", "durations"
+PROJECTION, TOP_K_IDS, TOP_K_SCORES = "projection", "top_k_ids", "top_k_scores"
+TOP_K_CONTENT_IDS, TOP_K_VISITOR_IDS = "top_k_content_ids", "top_k_visitor_ids"
+UNKNOWN_CONTENT_IDS, KNOWN_VISITOR = "unknown_content_ids", "known_visitor"
+
+INT_KEYS = (USER_ID, ITEM_ID, K)
+ID_LISTS = {READ_ITEMS: int, CONTENT_IDS: str, EXCLUDE: str}
+PER_READ = (READ_RATINGS, DURATIONS)
+KEYS = INT_KEYS + (VISITOR_ID, EXCLUDE_READ) + tuple(ID_LISTS) + PER_READ
 # What a batch fills in for a key an instance leaves out (k and excludeRead: the model's own defaults)
 _FILL = {"userId": -1, "itemId": -1, "visitorId": "", "items": -1, "contentIds": "", "exclude": "",
          "ratings": MEDIAN_READ_RATING, "durations": -1.0}

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from walsmf import datadir
+from walsmf import datadir, modeldir
 from walsmf.datadir import CSR, HELDOUT_FILE
 from walsmf.errors import DataError
 from walsmf.recency import data_popularity
@@ -120,7 +120,7 @@ def evaluate_model(model_dir, data_dir, k=10):
         raise DataError("{} is a model of {} users x {} items, and {} a split of {} x {}: score a model trained on "
                         "this split".format(model_dir, user_factors.shape[0], item_factors.shape[0], data_dir,
                                             *datadir.data_counts(data_dir).values()))
-    info_path = os.path.join(model_dir, datadir.SERVING_INFO_FILE)
+    info_path = os.path.join(model_dir, modeldir.SERVING_INFO_FILE)
     info = {}
     if tf.io.gfile.exists(info_path):
         with tf.io.gfile.GFile(info_path) as f:

@@ -23,10 +23,11 @@ from tensorflow.contrib.learn.python.learn.estimators import model_fn as model_f
 from tensorflow.contrib.learn.python.learn.utils import saved_model_export_utils
 
 from walsmf import sweeps
-from walsmf.datadir import SERVING_INFO_FILE, read_interactions, unread_ids
+from walsmf.datadir import read_interactions, unread_ids
 from walsmf.errors import DataError, check_interrupted
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
+from walsmf.modeldir import SERVING_INFO_FILE
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
 from walsmf.serving import create_serving_input_fn, median_duration, serving_predictions
 from walsmf.settings import training_schedule
@@ -286,11 +287,15 @@ def fit(settings, steps, hooks=()):
 
 def serving_info_of(settings):
     """What a client of the export must know of the model (serving_info.json): its shape and the defaults
-    of an instance's k and excludeRead; whether it rates durations (a median read time)."""
+    of an instance's k and excludeRead; whether it rates durations (a median read time); and what a new
+    visitor's fold-in solves with (walsmf.export_numpy answers from these and the export's arrays)."""
+    median = median_duration(settings.input_path)
     return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
             "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
             "popularity_weight": settings.popularity_weight, "popularity_days": settings.popularity_days,
-            "rates_durations": median_duration(settings.input_path) is not None}
+            "rates_durations": median is not None, "median_duration_ms": median,
+            "unobserved_weight": settings.unobserved_weight, "regularization": settings.regularization,
+            "target": settings.target}
 
 
 def train_and_evaluate(settings):

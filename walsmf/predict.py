@@ -11,39 +11,21 @@ output key (gcloud's default) or ``--format json``: {"predictions": [...]}.
 """
 import itertools
 import json
-import os
 import sys
 import tempfile
 import textwrap
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.contrib import predictor
 
 from walsmf import flags
-from walsmf.datadir import SERVING_INFO_FILE
-from walsmf.errors import DataError, json_object, run_cli
+from walsmf.errors import DataError, run_cli
 from walsmf.fileio import check_input_file
 from walsmf.instances import check_instance, feed
+from walsmf.modeldir import latest_export, serving_info
 
 # Instances the export answers in one run: their scores and padded lists stay small.
 BATCH_INSTANCES = 512
-
-
-def latest_export(path):
-    """``path`` itself if it holds a saved_model.pb, else its newest timestamped export; a training's
-    output_dir stands for its export/Servo."""
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = sorted((name.rstrip("/") for name in tf.io.gfile.listdir(path) if name.rstrip("/").isdigit()),
-                      key=int) if tf.io.gfile.isdir(path) else []
-    if not versions:
-        servo = os.path.join(path, "export", "Servo")
-        if tf.io.gfile.isdir(servo):
-            return latest_export(servo)
-        raise DataError("{} is not an exported model (no saved_model.pb, no timestamped export in it): give "
-                        "export/Servo of a walsmf.task --output_dir, or one of its exports".format(path))
-    return os.path.join(path, versions[-1])
 
 
 def iter_instances(path, info=None):
@@ -76,15 +58,6 @@ def read_instances(path, info=None):
     return list(iter_instances(path, info))
 
 
-def serving_info(export_dir):
-    """What the export says of itself (nusers, nitems, topk), if it says it."""
-    path = os.path.join(export_dir, "assets.extra", SERVING_INFO_FILE)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path) as f:
-        return json_object(f.read(), path, "export the model again with python -m walsmf.task")
-
-
 def predict(model_dir, instances):
     """Run the export on instances (dicts as in an instances file, or (userId, itemId) pairs); one dict each."""
     export_dir = latest_export(model_dir)
@@ -106,11 +79,29 @@ def predictions(predict_fn, checked, info, batch_size=BATCH_INSTANCES):
             batch = []
 
 
+class ExportSession:
+    """A SavedModel's serving signature in a session of its own, called with a feed of some of its inputs (the
+    others keep their defaults) and returning every output: as gcloud and TF Serving load it, on TensorFlow 1.15
+    and 2.x alike."""
+
+    def __init__(self, export_dir):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], export_dir)
+        signature = meta.signature_def["serving_default"]
+        self.inputs = {key: self.graph.get_tensor_by_name(info.name) for key, info in signature.inputs.items()}
+        self.outputs = {key: self.graph.get_tensor_by_name(info.name) for key, info in signature.outputs.items()}
+
+    def __call__(self, feed):
+        return self.session.run(self.outputs, {self.inputs[key]: value for key, value in feed.items()})
+
+
 def load(export_dir):
-    """The export's predict function (contrib's predictor), or a DataError saying the export is unreadable."""
+    """The export's predict function (an ExportSession), or a DataError saying the export is unreadable."""
     try:
-        return predictor.from_saved_model(export_dir)
-    except (IOError, ValueError, RuntimeError, tf.errors.OpError) as err:
+        return ExportSession(export_dir)
+    except (IOError, ValueError, RuntimeError, KeyError, tf.errors.OpError) as err:
         raise DataError("{} is not a readable SavedModel ({}): export it again with python -m walsmf.task".format(
             export_dir, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__))
 

@@ -14,9 +14,7 @@ import tensorflow as tf
 import threadpoolctl
 
 from walsmf.datadir import (
-    BATCH_PRED_FILE,
     ITEMS_FILE,
-    ORIGINAL_IDS_PRED_FILE,
     USERS_FILE,
     original_ids_lines,
     plain_ids,
@@ -25,7 +23,9 @@ from walsmf.datadir import (
 )
 from walsmf.errors import DataError, check_interrupted
 from walsmf.fileio import atomic_output
+from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_shards
 from walsmf.recency import data_popularity
+from walsmf.topk import item_offsets, top_of_block
 
 # A block of users' scores (users × items, float32) is kept to about this size, so that it stays in cache:
 # on this machine 8 MB was the best at 5.7 k, 17.9 k and 56.7 k items (256, 117 and 36 users a block);
@@ -37,13 +37,6 @@ MAX_BLOCK_USERS = 256
 def users_per_block(n_items):
     """Users ranked at a time among ``n_items``: their scores fill about BLOCK_SCORES_BYTES (8 to 256 users)."""
     return int(np.clip(BLOCK_SCORES_BYTES // (4 * max(1, n_items)), 8, MAX_BLOCK_USERS))
-
-
-def load_shards(checkpoint, prefix):
-    """Every shard ``prefix<i>`` of a checkpoint's sharded variable, concatenated in id order."""
-    names = sorted((name for name, _ in tf.train.list_variables(checkpoint) if name.startswith(prefix)),
-                   key=lambda name: int(name.rsplit("_", 1)[1]))
-    return np.concatenate([tf.train.load_variable(checkpoint, name) for name in names])
 
 
 def load_factors(model_dir, side):
@@ -84,39 +77,6 @@ def cold_start(reads, popularity_weight=0.0, popularity=None):
             item_offsets(readers, popularity_weight, popularity))
 
 
-def item_offsets(readers, popularity_weight=0.0, popularity=None):
-    """The offset of each item's score: β·log(1 + popularity) (the blend; popularity: ``readers`` unless given),
-    −inf for an item no one read (never recommended); None when every offset is 0."""
-    if not popularity_weight and (readers > 0).all():
-        return None
-    popularity = readers if popularity is None else popularity
-    blend = np.float32(popularity_weight) * np.log1p(np.asarray(popularity, np.float32))
-    return np.where(readers > 0, blend, -np.inf).astype(np.float32)
-
-
-def _top_of_block(scores, k):
-    """Top-k column ids of each row of ``scores`` [b, width] (width a multiple of 8), best first, equal scores
-    by lower id (tf.nn.top_k's order).
-
-    A bound first: split a row in k chunks; the least of the chunks' maxima is at most the row's k-th score
-    (it and the other maxima are k scores at least as large).  Only the scores at or above it (a few per
-    row) are ranked, with every tie at the k-th score among them.
-    """
-    rows, width = scores.shape
-    chunk = width // k
-    bound = scores[:, :chunk * k].reshape(rows, k, chunk).max(axis=2).min(axis=1)
-    above = scores >= bound[:, None]
-    # the candidates' positions: the 8-byte words of the mask holding one, then their set bytes (numpy finds
-    # the nonzero of a bool array ~9× faster than of the uint64 words themselves)
-    words = np.flatnonzero(above.view(np.uint64) != 0)
-    flat = (words[:, None] * 8 + np.arange(8)).ravel()
-    flat = flat[above.ravel()[flat]]
-    row, column = np.divmod(flat, width)
-    order = np.lexsort((column, -scores.ravel()[flat], row))
-    firsts = np.searchsorted(row, np.arange(rows))  # rows ascending: the mask was read in order
-    return column[order][firsts[:, None] + np.arange(k)]
-
-
 def _in_order(work, items, threads):
     """``work(item)`` for each item, by ``threads`` threads a few items ahead, yielded in the items' order;
     what is not started when the consumer stops (or is interrupted) is cancelled."""
@@ -147,7 +107,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     (``popularity``: other counts than the readers, such as the recent reads).
     Equal scores rank the lower itemId first (find_top_k's order).  Each
     block's scores are one matrix product into a buffer of about
-    BLOCK_SCORES_BYTES, then a partial selection (_top_of_block); the blocks
+    BLOCK_SCORES_BYTES, then a partial selection (topk.top_of_block); the blocks
     run on every core.
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
@@ -156,7 +116,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     block_size = block_size or users_per_block(n_items)
     no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity) if reads is not None
                                     else (None, None, None))
-    width = n_items + (-n_items) % 8  # padded for _top_of_block's mask of 8-byte words
+    width = n_items + (-n_items) % 8  # padded for top_of_block's mask of 8-byte words
     items_t = np.zeros((item_factors.shape[1], width), np.float32)
     items_t[:, :n_items] = item_factors.T
     buffers = threading.local()
@@ -174,7 +134,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
             lengths = ends - begins
             positions = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
             scores[np.repeat(np.arange(len(block_users)), lengths), seen.indices[positions]] = -np.inf
-        top = _top_of_block(scores, k)
+        top = top_of_block(scores, k)
         if no_reads is not None:
             top[no_reads[block_users]] = most_read[:k]
         return top

@@ -24,11 +24,14 @@ replica) lets in-flight requests finish, then the server exits 0.
 Without --model-dir the model is $AIP_STORAGE_URI (a gs:// copy of the export,
 copied to local disk by each worker); the port is $AIP_HTTP_PORT (8080).
 """
+import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import socket
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from walsmf import flags
 from walsmf.errors import DataError, run_cli
@@ -40,7 +43,8 @@ MAX_REQUEST_BYTES = 1536 * 1024
 MODEL_NAME = "walsmf"
 # Vertex's parameters that apply to every instance of a request.
 PARAMETERS = ("k", "exclude", "excludeRead")
-_JSON = [("Content-Type", "application/json")]
+# A worker's threads for requests of many instances (a few instances are answered on its event loop).
+THREADS = 2
 
 
 class BadRequest(Exception):
@@ -52,19 +56,31 @@ class BadRequest(Exception):
 
 
 class Model:
-    """A loaded export and what the routes need of it: its predict function, serving_info and version."""
+    """A loaded export and what the routes need of it: its answers, serving_info and version.
+
+    An export whose serving_info.json holds the fold-in's settings is answered in numpy
+    (walsmf.export_numpy: the graph's answers at about the cost of the scores); an older one by its graph.
+    """
 
     def __init__(self, model_dir):
         import tensorflow as tf  # in the worker, after the fork
 
-        from walsmf import predict
+        from walsmf import modeldir, predict
+        from walsmf.export_numpy import ExportAnswers, answers_in_numpy
 
-        self.invalid = tf.errors.InvalidArgumentError
-        self.export_dir = predict.latest_export(model_dir)
+        self.export_dir = modeldir.latest_export(model_dir)
         self.version = os.path.basename(self.export_dir.rstrip("/"))
-        self.info = predict.serving_info(self.export_dir)
-        self.predict_fn = predict.load(self.export_dir)
-        self._run = predict.run
+        self.info = modeldir.serving_info(self.export_dir)
+        self.invalid = tf.errors.InvalidArgumentError
+        try:
+            if answers_in_numpy(self.info):
+                self._answer = ExportAnswers(self.export_dir, self.info).answer
+            else:
+                predict_fn = predict.load(self.export_dir)
+                self._answer = lambda checked: predict.run(predict_fn, checked, self.info)
+        except (IOError, ValueError, KeyError, tf.errors.OpError) as err:
+            raise DataError("{} is not a readable walsmf export ({}): export it again with python -m walsmf.task"
+                            .format(self.export_dir, (str(err).strip().splitlines() or [type(err).__name__])[0]))
 
     def answer(self, instances, parameters=None):
         """One prediction dict per JSON instance, or a BadRequest naming the instance and what is wrong."""
@@ -83,7 +99,7 @@ class Model:
             except DataError as err:
                 raise BadRequest(400, str(err))
         try:
-            return self._run(self.predict_fn, checked, self.info)
+            return self._answer(checked)
         except self.invalid as err:
             raise BadRequest(400, (err.message.strip().splitlines() or ["invalid instance"])[0])
 
@@ -94,11 +110,14 @@ def routes(environ):
             environ.get("AIP_PREDICT_ROUTE", "/predict"))
 
 
-def application(model, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ):
-    """The WSGI application serving ``model``."""
+def application(model, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ, threads=THREADS):
+    """The ASGI application serving ``model``: a request of a few instances is answered on the event loop (a
+    tenth of a millisecond each), a larger one on one of ``threads`` threads, so that /health and small requests
+    keep being answered meanwhile."""
     name, health_route, predict_route = routes(environ)
     base = "/v1/models/" + name
     versioned = base + "/versions/" + model.version
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="walsmf-answer")
 
     def status():
         return {"model_version_status": [{"version": model.version, "state": "AVAILABLE",
@@ -126,22 +145,45 @@ def application(model, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ):
     posts = {base + ":predict": tf_serving_predict, versioned + ":predict": tf_serving_predict,
              predict_route: lambda body: {"predictions": model.answer(body.get("instances"), body.get("parameters"))}}
 
-    def app(request, start_response):
-        path, method = request.get("PATH_INFO", ""), request["REQUEST_METHOD"]
+    async def respond(scope, receive):
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path in gets:
+            return 200, gets[path]()
+        if method == "POST" and path in posts:
+            body = await _json_body(scope, receive, max_request_bytes)
+            if _instance_count(body) <= INLINE_INSTANCES:
+                return 200, posts[path](body)
+            return 200, await asyncio.get_event_loop().run_in_executor(pool, posts[path], body)
+        if path in gets or path in posts:
+            raise BadRequest(405, "{} takes {}, not {}".format(path, "GET" if path in gets else "POST", method))
+        raise BadRequest(404, "no route {} (see /v1/models/{} and {})".format(path, name, predict_route))
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":  # lifespan: nothing to start, the model is loaded
+            return
         try:
-            if method == "GET" and path in gets:
-                return _reply(start_response, "200 OK", gets[path]())
-            if method == "POST" and path in posts:
-                return _reply(start_response, "200 OK", posts[path](_json_body(request, max_request_bytes)))
-            if path in gets or path in posts:
-                raise BadRequest(405, "{} takes {}, not {}".format(path, "GET" if path in gets else "POST", method))
-            raise BadRequest(404, "no route {} (see /v1/models/{} and {})".format(path, name, predict_route))
+            status, payload = await respond(scope, receive)
         except BadRequest as err:
-            return _reply(start_response, "{} {}".format(err.status, _REASONS[err.status]), {"error": str(err)})
+            status, payload = err.status, {"error": str(err)}
+        body = json.dumps(payload).encode("utf-8")
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
     return app
 
 
-_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+# Requests of at most this many instances are answered on the event loop; larger ones on a thread.
+INLINE_INSTANCES = 8
+
+
+def _instance_count(body):
+    """How many instances a request body holds (what decides where it is answered)."""
+    rows = body.get("instances")
+    if isinstance(rows, list):
+        return len(rows)
+    columns = body.get("inputs")
+    return max((len(v) for v in columns.values() if isinstance(v, list)), default=0) if isinstance(columns, dict) \
+        else 0
 
 
 # Most clients send the whole body before reading the answer: closing with the body unread gives them a reset
@@ -149,21 +191,25 @@ _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413
 OVERSIZE_DRAINED = 8
 
 
-def _json_body(request, max_request_bytes):
+async def _json_body(scope, receive, max_request_bytes):
     """The request's JSON object, read only up to the limit."""
-    length = request.get("CONTENT_LENGTH") or ""
-    stream = request["wsgi.input"]
+    length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
     if length.isdigit() and int(length) > max_request_bytes:
-        _drain(stream, min(int(length), OVERSIZE_DRAINED * max_request_bytes))
+        await _drain(receive, min(int(length), OVERSIZE_DRAINED * max_request_bytes))
         raise BadRequest(413, "the request holds {} bytes, over this server's {}: send fewer instances per "
                               "request".format(length, max_request_bytes))
-    data = stream.read(int(length) if length.isdigit() else max_request_bytes + 1)
-    if len(data) > max_request_bytes:
-        _drain(stream, OVERSIZE_DRAINED * max_request_bytes)
+    chunks, size, more = [], 0, True
+    while more and size <= max_request_bytes:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    if size > max_request_bytes:
+        await _drain(receive, OVERSIZE_DRAINED * max_request_bytes - size)
         raise BadRequest(413, "the request is over this server's {} bytes: send fewer instances per request".format(
             max_request_bytes))
     try:
-        body = json.loads(data.decode("utf-8"))
+        body = json.loads(b"".join(chunks).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise BadRequest(400, "the body is not JSON: {}".format(str(err).splitlines()[0]))
     if not isinstance(body, dict):
@@ -171,19 +217,13 @@ def _json_body(request, max_request_bytes):
     return body
 
 
-def _drain(stream, most):
-    """Read and drop up to ``most`` bytes of the request body, 64 KiB at a time."""
+async def _drain(receive, most):
+    """Read and drop up to ``most`` bytes of the request body."""
     while most > 0:
-        chunk = stream.read(min(most, 1 << 16))
-        if not chunk:
+        message = await receive()
+        most -= len(message.get("body", b""))
+        if not message.get("more_body", False):
             return
-        most -= len(chunk)
-
-
-def _reply(start_response, status, payload):
-    body = json.dumps(payload).encode("utf-8")
-    start_response(status, _JSON + [("Content-Length", str(len(body)))])
-    return [body]
 
 
 def local_model_dir(model_dir):
@@ -192,9 +232,9 @@ def local_model_dir(model_dir):
         return model_dir
     import tensorflow as tf
 
-    from walsmf import predict
+    from walsmf import modeldir
 
-    source = predict.latest_export(model_dir)
+    source = modeldir.latest_export(model_dir)
     target = tempfile.mkdtemp(prefix="walsmf-model-")
     for root, _, files in tf.io.gfile.walk(source):
         relative = os.path.relpath(root, source) if root != source else ""
@@ -215,25 +255,65 @@ def check_port_free(host, port):
                 host, port, err.strerror or err))
 
 
-def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES):
-    """Run gunicorn with ``workers`` processes (default: one per core), each loading ``model_dir`` after the fork."""
+def load_model(model_dir):
+    """The Model of ``model_dir`` (local or gs://), a gs:// one copied to local disk for the load."""
+    copied = local_model_dir(model_dir)
+    try:
+        return Model(copied)
+    finally:
+        if copied != model_dir:
+            shutil.rmtree(copied, ignore_errors=True)  # loaded: the arrays are in memory
+
+
+def _load_error(model_dir):
+    """What loading ``model_dir`` fails with (one line), or None: run in a process of its own."""
+    try:
+        load_model(model_dir)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def check_model(model_dir):
+    """Load the model once in a process of its own and refuse it in one line if it fails, so that the server's
+    master never imports TensorFlow (each worker loads after the fork) and a bad model is not a worker crash."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        error = pool.submit(_load_error, model_dir).result()
+    if error:
+        raise DataError(error)
+
+
+def default_workers():
+    """Worker processes when --workers is not given: one per core."""
+    return os.cpu_count() or 1
+
+
+def worker_class():
+    """uvicorn's gunicorn worker: the uvicorn-worker package where installed (current Pythons), else the class
+    uvicorn itself ships (its last Python 3.7 release)."""
+    try:
+        import uvicorn_worker  # noqa: F401 (only whether it is there)
+        return "uvicorn_worker.UvicornWorker"
+    except ImportError:
+        return "uvicorn.workers.UvicornWorker"
+
+
+def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES,
+          threads=THREADS):
+    """Run gunicorn with ``workers`` uvicorn processes (default: one per core), each loading ``model_dir`` after
+    the fork and answering large requests on ``threads`` threads."""
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
         def load_config(self):
-            settings = {"bind": "{}:{}".format(host, port), "workers": workers or os.cpu_count() or 1,
-                        "worker_class": "gthread", "threads": 4, "timeout": 60, "graceful_timeout": 30,
+            settings = {"bind": "{}:{}".format(host, port), "workers": workers or default_workers(),
+                        "worker_class": worker_class(), "timeout": 60, "graceful_timeout": 30,
                         "preload_app": False, "accesslog": None, "loglevel": "info"}
             for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self):
-            copied = local_model_dir(model_dir)
-            try:
-                return application(Model(copied), max_request_bytes)
-            finally:
-                if copied != model_dir:
-                    shutil.rmtree(copied, ignore_errors=True)  # loaded: the session holds what it needs
+            return application(load_model(model_dir), max_request_bytes, threads=threads)
 
     Server().run()
 
@@ -247,6 +327,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT", DEFAULT_PORT)),
                         help="port (default: $AIP_HTTP_PORT or 8080)")
     parser.add_argument("--workers", type=int, help="worker processes, each with the model (default: one per core)")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="threads per worker for requests of more than {} instances (default {}; smaller ones are "
+                             "answered on the worker's event loop)".format(INLINE_INSTANCES, THREADS))
     parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
                         help="largest request body answered; larger is a 413 (default: Vertex's 1.5 MB)")
     args = parser.parse_args(argv)
@@ -257,15 +340,15 @@ def main(argv=None):
                         "directory of exports".format(args.model_dir))
     if args.workers is not None and args.workers < 1:
         raise DataError("--workers {} is not a number of processes: give 1 or more".format(args.workers))
+    if args.threads < 1:
+        raise DataError("--threads {} is not a number of threads: give 1 or more".format(args.threads))
     if not 1 <= args.port <= 65535:
         raise DataError("--port {} is not a TCP port: give 1 to 65535".format(args.port))
     if args.max_request_bytes < 1:
         raise DataError("--max_request_bytes {} answers no request: give 1 or more".format(args.max_request_bytes))
-    if "://" not in args.model_dir:
-        from walsmf import predict
-        predict.latest_export(args.model_dir)  # not an export: said now, not by each worker
     check_port_free(args.host, args.port)
-    serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes)
+    check_model(args.model_dir)
+    serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes, args.threads)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ id fits on one), read when the model is loaded: the graph (saved_model.pb)
 stays the same size at any scale, where graph constants would pass
 protobuf's 2 GB limit near 190x the lab's data.
 """
-import base64
 import os
 
 import numpy as np
@@ -38,29 +37,37 @@ from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
 from walsmf.datadir import CSR, ITEMS_FILE, METADATA_FILE, USERS_FILE, read_id_map, read_interactions, read_metadata
 from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
+from walsmf.instances import (
+    CONTENT_IDS,
+    DURATIONS,
+    EXCLUDE,
+    EXCLUDE_READ,
+    ITEM_ID,
+    KNOWN_VISITOR,
+    PROJECTION,
+    READ_ITEMS,
+    READ_RATINGS,
+    TOP_K_CONTENT_IDS,
+    TOP_K_IDS,
+    TOP_K_SCORES,
+    TOP_K_VISITOR_IDS,
+    UNKNOWN_CONTENT_IDS,
+    USER_ID,
+    VISITOR_ID,
+    K,
+)
+from walsmf.modeldir import CSR_PARTS, ID_FILES, NO_ORIGINAL, POPULARITY_FILE, csr_asset_name, encode_original
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 from walsmf.recency import data_popularity
 
-PROJECTION = WALSMatrixFactorization.PROJECTION_RESULT   # "projection"
-TOP_K_IDS, TOP_K_SCORES = "top_k_ids", "top_k_scores"
-TOP_K_CONTENT_IDS, TOP_K_VISITOR_IDS = "top_k_content_ids", "top_k_visitor_ids"
-UNKNOWN_CONTENT_IDS, KNOWN_VISITOR = "unknown_content_ids", "known_visitor"
-USER_ID, ITEM_ID = "userId", "itemId"
-READ_ITEMS, READ_RATINGS = "items", "ratings"
-VISITOR_ID, CONTENT_IDS, DURATIONS = "visitorId", "contentIds", "durations"
-EXCLUDE, EXCLUDE_READ, K = "exclude", "excludeRead", "k"
+assert PROJECTION == WALSMatrixFactorization.PROJECTION_RESULT  # the key contrib's estimator predicts under
 # Features the serving input passes the model_fn besides the inputs: the ids as given (checked), the maps back
 GIVEN_IDS, ORIGINAL_USER_IDS, ORIGINAL_ITEM_IDS = "given_ids", "original_user_ids", "original_item_ids"
 # the items' popularity the blend adds (readers, or the recent reads with --popularity_days)
 POPULARITY = "item_popularity"
-POPULARITY_FILE = "item_popularity.float32"
-# The export's asset files: one per side and CSR array, e.g. by_user.indices.int64, and the id maps
+# Where a training stages the export's asset files (modeldir names them) before the export copies them
 SERVING_ASSETS_DIR = "serving_assets"
-ID_FILES = {"user": "visitor_ids.b64", "item": "content_ids.b64"}
-_PARTS = (("offsets", np.dtype("<i8"), tf.int64), ("indices", np.dtype("<i8"), tf.int64),
-          ("values", np.dtype("<f4"), tf.float32))
-# An internal id with no original id (a --nusers beyond users.csv): a line base64 never produces
-_NO_ORIGINAL = "!"
+_TF_DTYPES = {"int64": tf.int64, "float32": tf.float32}
 
 
 def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobserved_weight,
@@ -201,20 +208,13 @@ def write_serving_assets(directory, interactions, visitor_ids, content_ids):
     ``directory`` (local or gs://)."""
     tf.io.gfile.makedirs(directory)
     for side in interactions._fields:
-        for part, dtype, _ in _PARTS:
-            with atomic_output(os.path.join(directory, "{}.{}.{}".format(side, part, dtype.name))) as tmp, \
+        for part, dtype in CSR_PARTS:
+            with atomic_output(os.path.join(directory, csr_asset_name(side, part, dtype))) as tmp, \
                     tf.io.gfile.GFile(tmp, "wb") as f:
                 f.write(np.ascontiguousarray(getattr(interactions, side)._asdict()[part], dtype).tobytes())
     for side, originals in (("user", visitor_ids), ("item", content_ids)):
         with atomic_output(os.path.join(directory, ID_FILES[side])) as tmp, tf.io.gfile.GFile(tmp, "w") as f:
-            f.write("".join(_encoded(original, n) + "\n" for n, original in enumerate(originals)))
-
-
-def _encoded(original, n):
-    """An original id as its asset line: base64url (one line whatever the id holds), or a line no id matches."""
-    if original is None:
-        return "{}{}".format(_NO_ORIGINAL, n)
-    return base64.urlsafe_b64encode(str(original).encode("utf-8")).decode("ascii")
+            f.write("".join(encode_original(original, n) + "\n" for n, original in enumerate(originals)))
 
 
 def original_ids(directory, nusers, nitems):
@@ -230,7 +230,7 @@ def original_ids(directory, nusers, nitems):
             vocab_size=n), -1)
         to_internal[side] = lambda ids, table=table: table.lookup(tf.io.encode_base64(ids, pad=True))
         lines = tf.compat.v1.string_split([tf.io.read_file(path)], "\n").values
-        decoded = tf.io.decode_base64(tf.strings.regex_replace(lines, "^" + _NO_ORIGINAL + ".*$", ""))
+        decoded = tf.io.decode_base64(tf.strings.regex_replace(lines, "^" + NO_ORIGINAL + ".*$", ""))
         originals[side] = tf.compat.v1.Variable(decoded, trainable=False, validate_shape=False,
                                                 name=side + "_original_ids",
                                                 collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES]).read_value()
@@ -251,8 +251,8 @@ def _asset_array(directory, name, dtype):
 def _asset_csr(directory, side):
     """One side's CSR as local variables that the loaded export fills from its asset files, checked whole (a
     truncated asset is an error naming it, not a user answered with no reads)."""
-    offsets, indices, values = (_asset_array(directory, "{}.{}.{}".format(side, part, dtype.name), tf_dtype)
-                                for part, dtype, tf_dtype in _PARTS)
+    offsets, indices, values = (_asset_array(directory, csr_asset_name(side, part, dtype), _TF_DTYPES[dtype.name])
+                                for part, dtype in CSR_PARTS)
     whole = tf.debugging.Assert(
         tf.equal(offsets[-1], tf.size(indices, out_type=tf.int64)) & tf.equal(tf.size(indices), tf.size(values)),
         ["the export's asset", side, "is truncated or altered: export the model again with python -m walsmf.task"])

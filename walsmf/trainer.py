@@ -6,9 +6,10 @@ import tensorflow as tf
 
 from walsmf import cluster, metrics, model, splits
 from walsmf import settings as settings_module
-from walsmf.datadir import BATCH_PRED_FILE, METADATA_FILE, ORIGINAL_IDS_PRED_FILE, data_counts
+from walsmf.datadir import METADATA_FILE, data_counts
 from walsmf.errors import DataError
 from walsmf.fileio import check_writable, exclusive_directory, reading_directory, refuse_inside
+from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE
 
 
 def resolve(settings, trial=""):

@@ -1,0 +1,90 @@
+"""The export answered in numpy (what walsmf.serve runs) answers as the export's graph does, on every instance form,
+with the lab's settings and with the blend, --exclude_seen, --target read and regularization; a known visitor's
+answer is their batch_pred.txt line; an export without the fold-in's settings is answered by its graph."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from helpers import assert_same_answers, batch_pred
+
+from walsmf import datadir, model, modeldir, predict, serve, settings
+from walsmf.export_numpy import ExportAnswers, answers_in_numpy
+from walsmf.instances import check_instance
+
+
+@pytest.fixture(scope="module")
+def blended(small_data, tmp_path_factory):
+    """The small data trained with every setting the answers depend on away from the lab's default."""
+    data_dir, metadata = small_data
+    args = settings.make(input_path=data_dir, output_dir=str(tmp_path_factory.mktemp("blended") / "out"),
+                         num_epochs=2, batch_size=64, nusers=metadata["nusers"], nitems=metadata["nitems"], seed=2,
+                         topk=4, exclude_seen=True, popularity_weight=0.3, target="read", regularization=0.5,
+                         unobserved_weight=0.2)
+    model.train_and_evaluate(args)
+    return args
+
+
+def instances_of_every_form(trained, seed):
+    """The lab's, the site's ids, new visitors (with durations, ratings, unknown and empty contentIds),
+    exclusions and k, and random known and new visitors."""
+    visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
+    contents = [str(c) for c in datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))]
+    rng = np.random.RandomState(seed)
+    forms = [{"userId": 4, "itemId": -1}, {"userId": -1, "itemId": 4}, {"userId": -1, "itemId": 2, "excludeRead": True,
+                                                                       "k": 6},
+             {"visitorId": visitors[3], "k": 10}, {"visitorId": visitors[9], "contentIds": [contents[3]],
+                                                   "excludeRead": True},
+             {"visitorId": "new", "contentIds": [contents[1], "unknown", contents[7], ""],
+              "durations": [1000, 20, 300000, 5]},
+             {"items": [1, 2, 3], "ratings": [0.2, 0.5, 1.0]}, {"userId": 6, "k": 5, "exclude": [contents[0], "x"],
+                                                               "excludeRead": False},
+             {}, {"visitorId": "nobody"}, {"contentIds": contents[10:15], "k": 10 ** 4},
+             {"userId": trained.nusers - 1, "k": 1}]
+    for user in rng.randint(0, trained.nusers, 80):
+        forms.append({"userId": int(user), "k": int(rng.randint(1, 12))})
+    for n in range(40):
+        reads = [contents[i] for i in rng.randint(0, len(contents), rng.randint(1, 8))]
+        forms.append({"visitorId": "v{}".format(n), "contentIds": reads, "excludeRead": bool(n % 2),
+                      "durations": [float(d) for d in rng.randint(0, 400000, len(reads))]})
+    return forms
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("which", ["trained", "blended"])
+def test_the_numpy_answers_are_the_graphs_on_every_instance_form(which, request):
+    trained = request.getfixturevalue(which)
+    export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    info = modeldir.serving_info(export)
+    assert answers_in_numpy(info)
+    forms = instances_of_every_form(trained, seed=len(which))
+    checked = [check_instance(form, "instance", info) for form in forms]
+    assert_same_answers(ExportAnswers(export, info).answer(checked), predict.predict(export, forms))
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("which", ["trained", "blended"])
+def test_a_known_visitors_answer_is_their_batch_pred_line(which, request):
+    trained = request.getfixturevalue(which)
+    export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    answers = ExportAnswers(export, modeldir.serving_info(export)).answer(
+        [{"userId": user} for user in range(trained.nusers)])
+    assert [answer["top_k_ids"] for answer in answers] == batch_pred(trained.output_dir).tolist()
+
+
+@pytest.mark.training
+def test_an_export_without_the_fold_in_settings_is_answered_by_its_graph(trained, tmp_path):
+    export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    older = str(tmp_path / "1500000000")
+    shutil.copytree(export, older)
+    info_path = os.path.join(older, "assets.extra", modeldir.SERVING_INFO_FILE)
+    with open(info_path) as f:
+        info = json.load(f)
+    with open(info_path, "w") as f:
+        json.dump({key: value for key, value in info.items() if key != "unobserved_weight"}, f)
+    forms = instances_of_every_form(trained, seed=7)[:15]
+    served = serve.Model(older)
+    assert not answers_in_numpy(served.info)
+    # the graph's own answers, to the last bit
+    assert served.answer(forms) == predict.predict(older, forms)
