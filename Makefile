@@ -8,10 +8,14 @@ NUM_EPOCHS ?= 5
 # ga360 (the lab's Universal Analytics sessions) or ga4 (GA4 events): which embedded sample runs
 SCHEMA ?= ga360
 
-.PHONY: setup data run test test-slow lint bench notebook clean
+.PHONY: setup serve-env data run test test-slow lint bench notebook clean
 
 setup:
 	@scripts/setup-env
+
+# The serving environment (.venv-serve): walsmf.serve and walsmf.predict on Python 3.12 and TensorFlow 2.21.
+serve-env:
+	@scripts/setup-serve-env
 
 data: setup
 	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE) --schema $(SCHEMA)
@@ -24,7 +28,8 @@ run: data
 # Two workers: the machines have two cores, and most tests wait on a TensorFlow subprocess or import.
 TEST_WORKERS ?= 2
 
-test: setup
+# The server's tests run on both runtimes: the lab's (.venv) and the serving environment (.venv-serve).
+test: setup serve-env
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
 # Style and errors pyflakes finds, configured once in ruff.toml.
@@ -32,7 +37,7 @@ lint: setup
 	.venv/bin/ruff check .
 
 # Second variants of what `make test` covers (a full sdist install, gcloud with other counts); CI runs them too.
-test-slow: setup
+test-slow: setup serve-env
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m slow tests
 
 bench: data

@@ -1,6 +1,6 @@
 """Answer a walsmf export's feeds with TensorFlow 2 (as TF Serving 2.x loads a SavedModel): run in a TF 2 Python.
 
-    .venv-tf2/bin/python scripts/tf2_check.py EXPORT_DIR FEEDS.json > ANSWERS.json
+    .venv-serve/bin/python scripts/tf2_check.py EXPORT_DIR FEEDS.json > ANSWERS.json
 
 FEEDS.json is a list of feeds ({input: nested list}); each is answered twice, through
 tf.compat.v1.saved_model.loader.load in a session (partial feeds allowed, as gcloud feeds) and, for feeds
