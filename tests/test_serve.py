@@ -4,6 +4,7 @@ API and Vertex's contract answer what walsmf.predict answers; bad requests are 4
 SIGTERM lets in-flight requests finish and exits 0."""
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -168,3 +169,18 @@ def test_no_model_is_one_line_naming_what_to_give(monkeypatch, tmp_path):
         serve.main([])
     with pytest.raises(DataError, match="is not a directory"):
         serve.main(["--model-dir", str(tmp_path / "none")])
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_an_export_that_cannot_load_is_one_error_line_and_exit_1(trained, runtime, tmp_path):
+    export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+    damaged = tmp_path / "Servo" / "1500000000"
+    shutil.copytree(export, str(damaged))
+    (data,) = (damaged / "variables").glob("variables.data-*")
+    data.write_bytes(data.read_bytes()[:100])
+    served = run_module("walsmf.serve", "--model-dir", tmp_path / "Servo", "--port", free_ports(1)[0],
+                        runtime=runtime)
+    assert served.returncode == 1 and served.stdout == ""
+    assert served.stderr.startswith("error: ") and served.stderr.count("\n") == 1, served.stderr
+    assert "is not a readable walsmf export" in served.stderr and "export it again" in served.stderr

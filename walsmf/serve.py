@@ -26,15 +26,16 @@ copied to local disk by each worker); the port is $AIP_HTTP_PORT (8080).
 """
 import asyncio
 import json
-import multiprocessing
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from walsmf import flags
-from walsmf.errors import DataError, run_cli
+from walsmf.errors import DEBUG_ENV, DataError, run_cli
 from walsmf.instances import KEYS, check_instance
 
 DEFAULT_PORT = 8080
@@ -78,7 +79,9 @@ class Model:
             else:
                 predict_fn = predict.load(self.export_dir)
                 self._answer = lambda checked: predict.run(predict_fn, checked, self.info)
-        except (IOError, ValueError, KeyError, tf.errors.OpError) as err:
+        except DataError:
+            raise
+        except Exception as err:  # whatever the reader of a damaged file raises (it differs between runtimes)
             raise DataError("{} is not a readable walsmf export ({}): export it again with python -m walsmf.task"
                             .format(self.export_dir, (str(err).strip().splitlines() or [type(err).__name__])[0]))
 
@@ -265,22 +268,15 @@ def load_model(model_dir):
             shutil.rmtree(copied, ignore_errors=True)  # loaded: the arrays are in memory
 
 
-def _load_error(model_dir):
-    """What loading ``model_dir`` fails with (one line), or None: run in a process of its own."""
-    try:
-        load_model(model_dir)
-    except DataError as err:
-        return str(err)
-    return None
-
-
 def check_model(model_dir):
     """Load the model once in a process of its own and refuse it in one line if it fails, so that the server's
     master never imports TensorFlow (each worker loads after the fork) and a bad model is not a worker crash."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        error = pool.submit(_load_error, model_dir).result()
-    if error:
-        raise DataError(error)
+    check = subprocess.run([sys.executable, "-c", "import sys; from walsmf import serve; serve.load_model(sys.argv[1])",
+                            model_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                           env=dict(os.environ, **{DEBUG_ENV: ""}))
+    if check.returncode:
+        lines = check.stderr.strip().splitlines() or ["the model's check exited {}".format(check.returncode)]
+        raise DataError(lines[-1].split("DataError: ", 1)[-1])
 
 
 def default_workers():
