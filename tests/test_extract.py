@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from helpers import HAND_EXPECTED, HAND_SESSIONS, FakeBigQuery, client_for, run_module, write_sessions
 
-from walsmf import extract
+from walsmf import duckdb_sql, extract, queries
 from walsmf.errors import DataError
 
 
@@ -34,8 +34,8 @@ def test_newline_delimited_json_export_reads_the_same(tmp_path):
 
 
 def test_duckdb_rewrite_is_on_the_syntax_tree():
-    sql = extract.to_duckdb_sql(extract.lab_sql("other-project.other_dataset.sessions"))
-    assert "other-project" not in sql and extract.LOCAL_VIEW in sql
+    sql = extract.to_duckdb_sql(queries.lab_sql("other-project.other_dataset.sessions"))
+    assert "other-project" not in sql and duckdb_sql.LOCAL_VIEW in sql
     assert "AS _t0(hit)" in sql and "dimension.index = 10" in sql
     # the string "hits" in a comment or literal is not touched: only column references are
     assert "UNNEST(hits)" in sql
@@ -51,11 +51,11 @@ def test_an_aggregate_over_an_unnest_runs_as_list_functions_with_the_same_values
     assert "SELECT COUNT(*) FROM UNNEST(" in local  # no list function for it: the subquery stays
     con = duckdb.connect()
     con.execute("CREATE TABLE {} (id INT, dims STRUCT(index INT, value VARCHAR)[], "
-                "nums STRUCT(key VARCHAR, value INT)[])".format(extract.LOCAL_VIEW))
+                "nums STRUCT(key VARCHAR, value INT)[])".format(duckdb_sql.LOCAL_VIEW))
     rows = [(1, [(10, "b"), (3, "z"), (10, "a")], [("k", 2), ("j", 5), ("k", 4)]),
             (2, [(3, "z")], []), (3, None, None), (4, [], [("j", 1)])]
     for id_, dims, nums in rows:
-        con.execute("INSERT INTO {} VALUES (?, ?, ?)".format(extract.LOCAL_VIEW),
+        con.execute("INSERT INTO {} VALUES (?, ?, ?)".format(duckdb_sql.LOCAL_VIEW),
                     [id_, None if dims is None else [{"index": i, "value": v} for i, v in dims],
                      None if nums is None else [{"key": k, "value": v} for k, v in nums]])
     # by hand: the greatest value of index 10, the sum of key k's values, the count of entries
@@ -67,13 +67,13 @@ def test_an_aggregate_over_an_unnest_runs_as_list_functions_with_the_same_values
                                    "p.d.t.u", "P.d.t"])
 def test_table_names_that_are_not_bigquery_references_are_refused(table):
     with pytest.raises(DataError, match="not a BigQuery table reference"):
-        extract.lab_sql(table)
+        queries.lab_sql(table)
 
 
-@pytest.mark.parametrize("table", [extract.DEFAULT_TABLE, "my-project.ga360.ga_sessions_*",
+@pytest.mark.parametrize("table", [queries.DEFAULT_TABLE, "my-project.ga360.ga_sessions_*",
                                    "example.com:my-project.ga360.ga_sessions_20170801"])
 def test_bigquery_table_references_are_taken(table):
-    assert "FROM `{}`".format(table) in extract.lab_sql(table)
+    assert "FROM `{}`".format(table) in queries.lab_sql(table)
 
 
 @pytest.mark.subprocess
@@ -115,11 +115,11 @@ def fake_bigquery(tmp_path):
 
 
 def test_bigquery_path_sends_the_lab_sql_and_returns_typed_rows(fake_bigquery):
-    df = extract.run_bigquery(extract.lab_sql(), "p", client=client_for(fake_bigquery))
+    df = extract.run_bigquery(queries.lab_sql(), "p", client=client_for(fake_bigquery))
     method, path, body = FakeBigQuery.requests[0]
     assert (method, path.split("?")[0]) == ("POST", "/bigquery/v2/projects/p/jobs")
     query = body["configuration"]["query"]
-    assert query["query"] == extract.lab_sql() and query["useLegacySql"] is False
+    assert query["query"] == queries.lab_sql() and query["useLegacySql"] is False
     assert list(df.columns) == extract.COLUMNS
     assert str(df["session_duration"].dtype) == "Int64"
     assert rows_of(extract.normalize_extracted(df)) == sorted(HAND_EXPECTED)
@@ -128,7 +128,7 @@ def test_bigquery_path_sends_the_lab_sql_and_returns_typed_rows(fake_bigquery):
 def test_bigquery_not_found_is_one_clear_line(fake_bigquery):
     FakeBigQuery.fail_with = (404, "Not found: Table cloud-training-demos:GA360_test.nope was not found")
     with pytest.raises(DataError) as err:
-        extract.run_bigquery(extract.lab_sql(), "p", client=client_for(fake_bigquery))
+        extract.run_bigquery(queries.lab_sql(), "p", client=client_for(fake_bigquery))
     assert "not found" in str(err.value) and "\n" not in str(err.value) and "--table" in str(err.value)
     assert len([r for r in FakeBigQuery.requests if r[0] == "POST"]) == 1  # not retried
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import HAND_SESSIONS, FakeBigQuery, client_for, event, page, run_module, write_events, write_sessions
 
-from walsmf import extract, sample
+from walsmf import duckdb_sql, extract, sample
 from walsmf.errors import DataError
 
 DAY = 86400 * 10 ** 6
@@ -243,7 +243,7 @@ def test_print_sql_shows_the_ga4_query_and_its_duckdb_form():
     assert result.returncode == 0, result.stderr
     bigquery, duckdb = result.stdout.split("-- DuckDB form:")
     assert "UNNEST(event_params)" in bigquery and "'article_id'" in bigquery and "events_*" in bigquery
-    assert "IGNORE NULLS" in duckdb and extract.LOCAL_VIEW in duckdb
+    assert "IGNORE NULLS" in duckdb and duckdb_sql.LOCAL_VIEW in duckdb
 
 
 @pytest.mark.subprocess

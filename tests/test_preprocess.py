@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from helpers import HAND_SESSIONS, run_module, write_sessions
 
-from walsmf import datadir, ratings
+from walsmf import datadir, memory, ratings
 from walsmf.errors import DataError
 
 
@@ -131,8 +131,8 @@ def test_hand_table_end_to_end(tmp_path):
 
 def test_data_too_large_for_this_process_stops_naming_the_beam_runner(tmp_path, small_sample, monkeypatch):
     from walsmf import extract
-    available = 10 * extract.PREPROCESS_BYTES_PER_ROW  # room for 10 rows
-    monkeypatch.setattr(extract, "_available_memory_bytes", lambda: available)
+    available = 10 * memory.PREPROCESS_BYTES_PER_ROW  # room for 10 rows
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: available)
     with pytest.raises(DataError, match=r"2,586 extracted rows need about .* GB to preprocess in one process "
                                         r".* instead \(--runner DataflowRunner"):
         extract.extract(sessions_file=small_sample)

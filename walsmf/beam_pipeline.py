@@ -27,8 +27,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from walsmf import datadir
 from walsmf.errors import DataError
-from walsmf.extract import TIME_COLUMN, run_local
 from walsmf.fileio import staged_directory, temporary_directory
+from walsmf.local_export import run_local
+from walsmf.queries import TIME_COLUMN
 from walsmf.ratings import rating_of
 from walsmf.sample import ensure_sample
 

@@ -24,6 +24,11 @@ def json_object(text, where, remedy):
     return value
 
 
+def first_line(text):
+    """The first line of an error's text (a library's message may run to many)."""
+    return str(text).strip().splitlines()[0] if str(text).strip() else "no message"
+
+
 _signalled = []
 
 

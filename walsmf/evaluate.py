@@ -34,16 +34,15 @@ def main(argv=None):
     parser.add_argument("--split_from", help="write a held-out split of this data directory into --data_dir")
     parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user "
                         "(at most a fifth of a user's, one at least)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
+    flags.add_seed(parser, "seed of the held-out choice")
     parser.add_argument("--held_out", choices=["latest", "random"],
                         help="with --split_from: each user's latest reads (the default where the data has "
                              "times.csv or --latest_from is given) or random ones")
     parser.add_argument("--latest_from", metavar="TIMES_CSV",
                         help="with --split_from: the read times (visitorId,contentId,time) to hold out by, "
                              "instead of the data's own times.csv")
-    parser.add_argument("--nusers", type=int, help="number of users (default: metadata.json, else the TFRecords)")
-    parser.add_argument("--nitems", type=int, help="number of items (default: metadata.json, else the TFRecords)")
-    parser.add_argument("--model_dir", help="a WALS model trained on --data_dir (walsmf.task --output_dir)")
+    flags.add_id_counts(parser)
+    flags.add_model_dir(parser, "a WALS model trained on --data_dir (walsmf.task --output_dir)")
     parser.add_argument("--k", type=int, default=10, help="length of the recommendation lists")
     parser.add_argument("--implicit", action="store_true", help="also score implicit's ALS (10 factors)")
     args = parser.parse_args(argv)

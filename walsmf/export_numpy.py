@@ -15,27 +15,8 @@ import threading
 
 import numpy as np
 
-from walsmf import modeldir
+from walsmf import instances, modeldir
 from walsmf.errors import DataError
-from walsmf.instances import (
-    CONTENT_IDS,
-    DURATIONS,
-    EXCLUDE,
-    EXCLUDE_READ,
-    ITEM_ID,
-    KNOWN_VISITOR,
-    PROJECTION,
-    READ_ITEMS,
-    READ_RATINGS,
-    TOP_K_CONTENT_IDS,
-    TOP_K_IDS,
-    TOP_K_SCORES,
-    TOP_K_VISITOR_IDS,
-    UNKNOWN_CONTENT_IDS,
-    USER_ID,
-    VISITOR_ID,
-    K,
-)
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 from walsmf.topk import item_offsets, top_of_block
 
@@ -101,19 +82,19 @@ class ExportAnswers:
 
     def _answer(self, instance):
         info = self.info
-        k = instance.get(K, info["topk"])
-        exclude_read = instance.get(EXCLUDE_READ, bool(info.get("exclude_seen", False)))
-        user_id = instance.get(USER_ID, -1)
+        k = instance.get(instances.K, info["topk"])
+        exclude_read = instance.get(instances.EXCLUDE_READ, bool(info.get("exclude_seen", False)))
+        user_id = instance.get(instances.USER_ID, -1)
         if user_id < 0:
-            user_id = self.users.index.get(instance.get(VISITOR_ID, ""), -1)
-        item_id = instance.get(ITEM_ID, -1)
-        contents = instance.get(CONTENT_IDS, [])
+            user_id = self.users.index.get(instance.get(instances.VISITOR_ID, ""), -1)
+        item_id = instance.get(instances.ITEM_ID, -1)
+        contents = instance.get(instances.CONTENT_IDS, [])
         given = [c for c in contents if c != ""]
-        reads = [self.items.index.get(c, -1) for c in contents] if given else instance.get(READ_ITEMS, [])
+        reads = [self.items.index.get(c, -1) for c in contents] if given else instance.get(instances.READ_ITEMS, [])
         ratings = self._ratings(instance, len(reads))
         visitor_items = np.array([i for i in reads if i >= 0], np.int64)
         visitor_ratings = np.array([r for i, r in zip(reads, ratings) if i >= 0], np.float32)
-        left_out = [self.items.index[c] for c in instance.get(EXCLUDE, []) if c in self.items.index]
+        left_out = [self.items.index[c] for c in instance.get(instances.EXCLUDE, []) if c in self.items.index]
         if user_id >= 0:
             factor = self.users.factors[user_id]
             dropped = left_out + (list(self.users.reads_of(user_id)) + list(visitor_items) if exclude_read else [])
@@ -130,20 +111,22 @@ class ExportAnswers:
         asks_item = user_id < 0 <= item_id
         originals = (self.users if asks_item else self.items).originals[ids]
         nothing = [""] * len(ids)
-        return {KNOWN_VISITOR: bool(user_id >= 0), PROJECTION: factor.tolist(),
-                TOP_K_CONTENT_IDS: nothing if asks_item else originals.tolist(), TOP_K_IDS: ids.tolist(),
-                TOP_K_SCORES: scores.tolist(), TOP_K_VISITOR_IDS: originals.tolist() if asks_item else nothing,
-                UNKNOWN_CONTENT_IDS: sum(1 for c, i in zip(contents, reads) if c != "" and i < 0) if given else 0}
+        unknown = sum(1 for c, i in zip(contents, reads) if c != "" and i < 0) if given else 0
+        return {instances.KNOWN_VISITOR: bool(user_id >= 0), instances.PROJECTION: factor.tolist(),
+                instances.TOP_K_CONTENT_IDS: nothing if asks_item else originals.tolist(),
+                instances.TOP_K_IDS: ids.tolist(), instances.TOP_K_SCORES: scores.tolist(),
+                instances.TOP_K_VISITOR_IDS: originals.tolist() if asks_item else nothing,
+                instances.UNKNOWN_CONTENT_IDS: unknown}
 
     def _ratings(self, instance, n):
         """A new visitor's ratings, one per read: given, else rated from durations (those ≥ 0), else a median
         read's; 1 for every read where the model fits reads (--target read)."""
         if self.info["target"] == "read":
             return np.ones(n, np.float32)
-        ratings = np.array(instance.get(READ_RATINGS, [MEDIAN_READ_RATING] * n), np.float32)
+        ratings = np.array(instance.get(instances.READ_RATINGS, [MEDIAN_READ_RATING] * n), np.float32)
         median = self.info["median_duration_ms"]
-        if median and DURATIONS in instance:  # in float32, as the graph rates them
-            durations = np.array(instance[DURATIONS], np.float32)
+        if median and instances.DURATIONS in instance:  # in float32, as the graph rates them
+            durations = np.array(instance[instances.DURATIONS], np.float32)
             ratings = np.where(durations >= 0, rating_of(durations, np.float32(median)), ratings)
         return ratings
 

@@ -7,6 +7,7 @@ module reads it.  docs/flags.md lists every module's flags.
 """
 import argparse
 import copy
+import math
 
 # The lab's trainer calls the data directory --input_path; the other modules, --data_dir.
 DATA_DIR_FLAGS = ("--data_dir", "--input_path")
@@ -51,3 +52,42 @@ class Parser(argparse.ArgumentParser):
         action = super().add_argument(*every, **kwargs)
         action.declared_options = list(options)
         return action
+
+
+def integer(text):
+    """An integer flag value; "20.0" is 20 (tuning services may send integers as floats)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
+    if not math.isfinite(value) or value != int(value):
+        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
+    return int(value)
+
+
+# The flags several modules take, declared once: the same spelling, type and meaning everywhere.
+USERS_HELP = "number of users (default: metadata.json, else the TFRecords)"
+ITEMS_HELP = "number of items (default: metadata.json, else the TFRecords)"
+
+
+def add_id_counts(parser):
+    """--nusers and --nitems: the model's id counts, read from the data when not given."""
+    parser.add_argument("--nusers", type=integer, help=USERS_HELP)
+    parser.add_argument("--nitems", type=integer, help=ITEMS_HELP)
+
+
+def add_seed(parser, help, default=0):
+    """--seed, with what it seeds in ``help``."""
+    parser.add_argument("--seed", type=integer, default=default, help=help)
+
+
+def add_model_dir(parser, help, **kwargs):
+    """--model-dir (gcloud's spelling; --model_dir too): a trained model or its export."""
+    parser.add_argument("--model-dir", dest="model_dir", help=help, **kwargs)
+
+
+def add_sample_arguments(parser):
+    """--scale and --seed of the embedded sample (walsmf.sample writes it; extraction reads it by default)."""
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="embedded sample size relative to the lab's data (1 = 82,802 visitors)")
+    add_seed(parser, "embedded sample seed (the same seed, the same file)")

@@ -162,8 +162,8 @@ def write_json(predictions, out):
 def main(argv=None):
     """CLI: predict for the instances of a file."""
     parser = flags.Parser(prog="python -m walsmf.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", dest="model_dir", required=True,
-                        help="an export (export/Servo/<timestamp>) or the directory of exports (newest is used)")
+    flags.add_model_dir(parser, "an export (export/Servo/<timestamp>) or the directory of exports (newest is used)",
+                        required=True)
     parser.add_argument("--json-instances", dest="json_instances", required=True,
                         help="newline-delimited JSON instances, e.g. {\"userId\": 4, \"itemId\": -1}")
     parser.add_argument("--format", choices=["table", "json"], default="table", help="output format")

@@ -372,13 +372,8 @@ def write_sample(path, scale=1.0, seed=0, schema="ga360"):
 
 
 def ensure_sample(path=None, scale=1.0, seed=0, schema="ga360"):
-    """Return the path of the sample of ``schema`` for (scale, seed), generating it if missing (or if a
-    cached GA360 sample predates its ``date`` field)."""
-    import pyarrow.parquet as pq
-
+    """Return the path of the sample of ``schema`` for (scale, seed), generating it if missing."""
     path = path or default_sample_path(scale, seed, schema=schema)
-    if os.path.exists(path) and schema == "ga360" and "date" not in pq.read_schema(path).names:
-        os.remove(path)
     if not os.path.exists(path):
         print("Generating the {}-shaped sample (scale {:g}, seed {}) -> {}".format(
             "GA4" if schema == "ga4" else "GA360", scale, seed, path), flush=True)
@@ -392,9 +387,7 @@ def main(argv=None):
         prog="python -m walsmf.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--schema", choices=["ga360", "ga4"], default="ga360",
                         help="ga360: sessions with hits (the lab's); ga4: one row per event")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="size relative to the lab's data (1 = 82,802 visitors)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
+    flags.add_sample_arguments(parser)
     parser.add_argument("--output", help="Parquet file to write (default: %s)" % default_sample_path())
     args = parser.parse_args(argv)
     path = args.output or default_sample_path(args.scale, args.seed, schema=args.schema)

@@ -317,8 +317,8 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
 def main(argv=None):
     """CLI: serve an export over HTTP until SIGTERM or Ctrl-C."""
     parser = flags.Parser(prog="python -m walsmf.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", dest="model_dir", default=os.environ.get("AIP_STORAGE_URI"),
-                        help="an export or a directory of exports, local or gs:// (default: $AIP_STORAGE_URI)")
+    flags.add_model_dir(parser, "an export or a directory of exports, local or gs:// (default: $AIP_STORAGE_URI)",
+                        default=os.environ.get("AIP_STORAGE_URI"))
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT", DEFAULT_PORT)),
                         help="port (default: $AIP_HTTP_PORT or 8080)")

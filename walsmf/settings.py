@@ -16,6 +16,7 @@ from typing import Optional
 
 from walsmf import flags
 from walsmf.errors import DataError
+from walsmf.flags import integer
 
 PRESETS = {
     # The lab's settings: contrib's defaults, no regularization.
@@ -26,17 +27,6 @@ PRESETS = {
     "tuned": {"target": "read", "n_embeds": 30, "regularization": 1.0, "unobserved_weight": 0.1,
               "col_weight_exp": 0.5, "batch_size": 16384, "num_epochs": 20.0},
 }
-
-
-def integer(text):
-    """An integer flag value; "20.0" is 20 (tuning services may send integers as floats)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
-    if not math.isfinite(value) or value != int(value):
-        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
-    return int(value)
 
 
 def _flag(default, help, type=None, choices=None, required=False):
@@ -56,8 +46,8 @@ class Settings:
                                    "one column sweep when nitems is much smaller than nusers", float)
     batch_size: int = _flag(512, "rows (or columns) per training step", integer)
     n_embeds: int = _flag(10, "embedding dimension (latent factors)", integer)
-    nusers: Optional[int] = _flag(None, "number of users (default: from metadata.json)", integer)
-    nitems: Optional[int] = _flag(None, "number of items (default: from metadata.json)", integer)
+    nusers: Optional[int] = _flag(None, flags.USERS_HELP, integer)
+    nitems: Optional[int] = _flag(None, flags.ITEMS_HELP, integer)
     topk: int = _flag(3, "recommendations per user in batch_pred.txt", integer)
     job_dir: Optional[str] = _flag(None, "accepted (AI Platform and Vertex AI pass it); unused", str)
     regularization: Optional[float] = _flag(None, "L2 regularization of the factors (lab: none)", float)

@@ -254,13 +254,9 @@ def main(argv=None):
     parser.add_argument(*flags.DATA_DIR_FLAGS[::-1], dest="input_path", required=True,
                         help="data directory (walsmf.preprocess's output)")
     parser.add_argument("--output_dir", required=True, help="where trials.csv and best_params.json go")
-    parser.add_argument("--max_trials", type=settings.integer, default=12, help="trials to run (default 12)")
-    parser.add_argument("--seed", type=settings.integer, default=0,
-                        help="seed of the split, the draws and the factors' initialization")
-    parser.add_argument("--nusers", type=settings.integer,
-                        help="number of users (default: metadata.json, else the TFRecords)")
-    parser.add_argument("--nitems", type=settings.integer,
-                        help="number of items (default: metadata.json, else the TFRecords)")
+    parser.add_argument("--max_trials", type=flags.integer, default=12, help="trials to run (default 12)")
+    flags.add_seed(parser, "seed of the split, the draws and the factors' initialization")
+    flags.add_id_counts(parser)
     parser.add_argument("--held_out", choices=["latest", "random"],
                         help="the validation split's held-out reads: each user's latest (the default where the "
                              "data has times.csv) or random ones")
