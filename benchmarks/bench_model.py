@@ -17,8 +17,8 @@ import time
 import tensorflow as tf
 from bench_training import sweep_seconds
 
-from walsmf import baselines, inputs, model, serving, settings, splits
-from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_interactions, read_metadata, tfrecord_files
+from walsmf import baselines, inputs, model, modeldir, settings, splits
+from walsmf.datadir import METADATA_FILE, ROWS_FILE, read_metadata, tfrecord_files
 
 
 def lab_remap_keys(sparse_tensor):
@@ -72,9 +72,7 @@ def time_training(data_dir, meta, batch_size, sweeps=3):
     sweep_s = sweep_seconds(args, sweeps)
     model.fit(args, sweeps * model.steps_per_sweep(args))
     start = time.perf_counter()
-    interactions = read_interactions(data_dir, meta["nusers"], meta["nitems"])
-    model.build_estimator(args).export_savedmodel(os.path.join(args.output_dir, "export"),
-                                                  serving.create_serving_input_fn(args, interactions))
+    model.export(modeldir.trained_factors(args.output_dir), model.load_data(args), args)
     export_s = time.perf_counter() - start
     shutil.rmtree(args.output_dir)
     return dict(steps_per_sweep=model.steps_per_sweep(args), sweep=sweep_s, export_s=export_s)

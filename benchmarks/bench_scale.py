@@ -50,11 +50,12 @@ def batch_prediction_figures(data_dir, model_dir, k=3):
     import threadpoolctl
     from implicit.cpu.als import AlternatingLeastSquares
 
-    from walsmf import datadir, recommend, settings, trainer
+    from walsmf import model, recommend, settings, trainer
     args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, topk=k, exclude_seen=True))
-    interactions = datadir.read_interactions(data_dir, args.nusers, args.nitems)
+    data = model.load_data(args)
+    interactions = data.interactions
     start = time.perf_counter()
-    users = recommend.batch_predict(args, interactions, log=lambda _: None)
+    users = recommend.batch_predict(args, data, log=lambda _: None)
     seconds = time.perf_counter() - start
     u, v = recommend.load_factors(model_dir, "row"), recommend.load_factors(model_dir, "col")
     seen = interactions.by_user
@@ -139,20 +140,18 @@ def run_stage(stage, scale, workdir):
         out.update(batch_prediction_figures(data_dir, model_dir))
     elif stage == "export":
         import tensorflow as tf
-        from tensorflow.contrib import predictor
 
-        from walsmf import model, serving, settings, trainer
+        from walsmf import model, modeldir, predict, settings, trainer
         tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
         args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0))
-        _, col_weights = model.prepare_training(args)
-        export = model.build_estimator(args, col_weights).export_savedmodel(
-            os.path.join(model_dir, "export"), serving.create_serving_input_fn(args)).decode()
+        data, _ = model.prepare_training(args)
+        export = model.export(modeldir.trained_factors(model_dir), data, args)
         out["seconds"] = time.perf_counter() - start
         out["pb_mb"] = os.path.getsize(os.path.join(export, "saved_model.pb")) / 1e6
         out["assets_mb"] = sum(os.path.getsize(os.path.join(export, "assets", name))
                                for name in os.listdir(os.path.join(export, "assets"))) / 1e6
         start = time.perf_counter()
-        predictor.from_saved_model(export)
+        predict.load(export)
         out["load_s"] = time.perf_counter() - start
     out.setdefault("seconds", time.perf_counter() - start)
     out["peak_gb"] = peak_rss_gb()

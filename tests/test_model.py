@@ -213,7 +213,7 @@ def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"), exclude_seen=True)
     shutil.copytree(trained.output_dir, args.output_dir)
-    model.batch_predict(args)
+    model.batch_predict(args, model.load_data(args))
     top = batch_pred(args.output_dir)
     mapped = pd.read_csv(os.path.join(trained.input_path, datadir.MAPPED_FILE), header=None, names=["u", "i", "r"])
     for user, items in mapped.groupby("u")["i"]:
@@ -342,7 +342,7 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
     shutil.copytree(trained.output_dir, args.output_dir)
     os.remove(os.path.join(args.output_dir, modeldir.BATCH_PRED_FILE))
     lines = []
-    assert model.batch_predict(args, log=lines.append) == trained.nusers
+    assert model.batch_predict(args, model.load_data(args), log=lines.append) == trained.nusers
     assert lines[-1] == "batch prediction: {:,} of {:,} users".format(trained.nusers, trained.nusers)
     # a line as the users done pass each tenth: 828 users in blocks of 256 pass one at each block
     block = recommend.users_per_block(trained.nitems)

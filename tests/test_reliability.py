@@ -241,7 +241,7 @@ def test_more_factors_than_items_without_regularization_is_refused_before_traini
                          n_embeds=10)
     with pytest.raises(DataError, match="--n_embeds 10 is more than the 6 items with reads.*--regularization"):
         model.prepare_training(args)
-    assert model.prepare_training(args.replace(regularization=0.1))[0].by_item.n_rows == 6
+    assert model.prepare_training(args.replace(regularization=0.1))[0].interactions.by_item.n_rows == 6
 
 
 @pytest.mark.subprocess

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from helpers import ROOT, closed_form, gcloud_env, needs_gcloud, run_module
 
-from walsmf import datadir, modeldir, predict
+from walsmf import datadir, instances, modeldir, predict
 from walsmf.errors import DataError
 
 
@@ -228,3 +228,16 @@ def test_export_graph_does_not_grow_with_the_interactions(tmp_path):
     assert abs(graph_large - graph_small) < 64 and graph_large < 1 << 20
     # each interaction is in the assets twice (by user, by item): 8-byte id and 4-byte value
     assert assets_large - assets_small == 2 * 12 * (n_large - n_small)
+
+
+def test_the_docs_instance_table_is_the_schema():
+    with open(os.path.join(ROOT, "docs", "serving.md")) as f:
+        assert instances.schema_table() in f.read(), "print instances.schema_table() into docs/serving.md"
+
+
+@pytest.mark.training
+def test_the_exports_inputs_are_the_schemas_keys_with_their_types(trained):
+    session = predict.load(export_dir(trained))
+    kinds = {"int": tf.int64, "string": tf.string, "bool": tf.bool, "number": tf.float32}
+    assert {name: (t.dtype, t.shape.ndims) for name, t in session.inputs.items()} == {
+        key.name: (kinds[key.kind], 2 if key.is_list else 1) for key in instances.SCHEMA}

@@ -76,7 +76,7 @@ def test_the_final_steps_loss_is_the_final_models_objective(small_data, tmp_path
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), nusers=metadata["nusers"],
                          nitems=metadata["nitems"], batch_size=max(metadata["nusers"], metadata["nitems"]), seed=3,
                          regularization=0.01)
-    interactions, _ = model.prepare_training(args)
+    interactions = model.prepare_training(args)[0].interactions
     model.fit(args, 4)  # row, column, row, column: fewer runs than the Estimator's logging interval
     u, v = load_factors(args.output_dir, "row"), load_factors(args.output_dir, "col")
     objective = explore.wals_objective(

@@ -20,6 +20,7 @@ file is read through ``tf.io.gfile``, so directories may be ``gs://`` paths.
 """
 import collections
 import csv
+import hashlib
 import io
 import json
 import os
@@ -108,6 +109,48 @@ def write_metadata(data_dir, metadata):
     """Write metadata.json (sorted keys, indented: one format for every writer)."""
     with tf.io.gfile.GFile(os.path.join(data_dir, METADATA_FILE), "w") as f:
         f.write(json.dumps(metadata, indent=2, sort_keys=True))
+
+
+def median_duration(data_dir):
+    """The training data's median read duration (ms), if its metadata.json says it."""
+    if not tf.io.gfile.exists(os.path.join(data_dir, METADATA_FILE)):
+        return None
+    return read_metadata(data_dir).get("median_duration_ms")
+
+
+# What a training run reads of a data directory, once, and hands on to the export and batch prediction: the
+# Interactions, the original ids by internal id (None where the directory has no users.csv / items.csv), the
+# median read time (None without one) and the popularity the blend adds (None: the readers).
+TrainingData = collections.namedtuple("TrainingData",
+                                      "interactions visitor_ids content_ids median_duration_ms popularity")
+
+
+def load(data_dir, nusers, nitems, popularity=None):
+    """The TrainingData of ``data_dir`` for ``nusers`` x ``nitems`` ids; ``popularity``: the blend's counts where
+    they are not the readers (recency.data_popularity)."""
+    return TrainingData(read_interactions(data_dir, nusers, nitems), *id_maps(data_dir, nusers, nitems),
+                        median_duration(data_dir), popularity)
+
+
+def id_maps(data_dir, nusers, nitems):
+    """(visitorIds, contentIds) indexed by internal id from users.csv and items.csv, an id beyond the file None;
+    (None, None) where the directory lacks either file (the lab's TFRecords only)."""
+    paths = [os.path.join(data_dir, name) for name in (USERS_FILE, ITEMS_FILE)]
+    if not all(tf.io.gfile.exists(path) for path in paths):
+        return None, None
+    out = []
+    for path, n in zip(paths, (nusers, nitems)):
+        known = read_id_map(path)
+        out.append([known[i] if i < len(known) else None for i in range(n)])
+    return tuple(out)
+
+
+def reads_fingerprint(interactions):
+    """A fingerprint of a data directory's reads (every user's items and ratings): equal for the same reads."""
+    digest = hashlib.sha256()
+    for array in (interactions.by_user.offsets, interactions.by_user.indices, interactions.by_user.values):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def write_times(data_dir, visitors, contents, times):

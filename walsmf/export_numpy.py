@@ -1,6 +1,6 @@
 """An export answered in numpy: what walsmf.serve runs for an export that says how it folds in new visitors.
 
-The SavedModel's graph (walsmf.serving) answers every instance through ten
+The SavedModel's graph (walsmf.export_graph) answers every instance through ten
 optional inputs, a map over the batch and three branches: about 1.5 ms for
 one known visitor on the lab-size model, where the scores and their top-k
 take 0.08 ms.  ``ExportAnswers`` reads the same export (its factors,
@@ -131,7 +131,7 @@ class ExportAnswers:
         return ratings
 
     def _fold_in(self, items, ratings):
-        """The closed-form WALS solve of a new visitor's factor from the item factors (walsmf.serving's
+        """The closed-form WALS solve of a new visitor's factor from the item factors (walsmf.export_graph's
         solve_projection, in float64)."""
         info, dim = self.info, self.items_gramian.shape[0]
         v = self.items.factors[items].astype(np.float64)

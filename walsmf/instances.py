@@ -2,16 +2,12 @@
 
 walsmf.predict and walsmf.serve read instances through this module; the
 export checks what it can see itself (ids in range), so gcloud's and TF
-Serving's clients get the same verdicts for those.  The keys (the export's
-inputs, walsmf.serving) and their rules:
-
-    userId      int, −1 or a known user          itemId      int, −1 or a known item
-    visitorId   string (an unknown one is a new visitor)
-    contentIds  strings: a new visitor's reads   items       ints: the same in internal ids
-    ratings     numbers, one per read            durations   ms (≥ 0), one per read
-    exclude     strings: contentIds left out     excludeRead bool: leave the visitor's reads out
-    k           int ≥ 1: the answer's length
+Serving's clients get the same verdicts for those.  The keys are SCHEMA's
+(the export's inputs, walsmf.export_graph, are made from it); their rules are
+check_instance's: ids −1 or known ones, k ≥ 1, durations ≥ 0, one rating or
+duration per read.
 """
+import collections
 import numbers
 
 import numpy as np
@@ -28,16 +24,42 @@ PROJECTION, TOP_K_IDS, TOP_K_SCORES = "projection", "top_k_ids", "top_k_scores"
 TOP_K_CONTENT_IDS, TOP_K_VISITOR_IDS = "top_k_content_ids", "top_k_visitor_ids"
 UNKNOWN_CONTENT_IDS, KNOWN_VISITOR = "unknown_content_ids", "known_visitor"
 
-INT_KEYS = (USER_ID, ITEM_ID, K)
-ID_LISTS = {READ_ITEMS: int, CONTENT_IDS: str, EXCLUDE: str}
-PER_READ = (READ_RATINGS, DURATIONS)
-KEYS = INT_KEYS + (VISITOR_ID, EXCLUDE_READ) + tuple(ID_LISTS) + PER_READ
-# What a batch fills in for a key an instance leaves out (k and excludeRead: the model's own defaults)
-_FILL = {"userId": -1, "itemId": -1, "visitorId": "", "items": -1, "contentIds": "", "exclude": "",
-         "ratings": MEDIAN_READ_RATING, "durations": -1.0}
-_DTYPES = {"userId": np.int64, "itemId": np.int64, "k": np.int64, "visitorId": object, "excludeRead": bool,
-           "items": np.int64, "contentIds": object, "exclude": object, "ratings": np.float32,
-           "durations": np.float32}
+# The instance schema: each key an instance may give (every one optional), its kind ("int", "string", "bool" or
+# "number"), whether it is one value or a list, what a batch fills in where an instance leaves it out (None: the
+# model's own default, serving_info.json's), and its meaning.  The export's inputs (walsmf.export_graph), the
+# checks and feeds here, and docs/serving.md's table (schema_table) are made from it.
+Key = collections.namedtuple("Key", "name kind is_list fill meaning")
+SCHEMA = (
+    Key(USER_ID, "int", False, -1, "the lab's: `userId ≥ 0` a user, `userId −1, itemId i` item i's top users"),
+    Key(ITEM_ID, "int", False, -1, "see `userId`"),
+    Key(K, "int", False, None, "the answer's length (default: the trainer's `--topk`)"),
+    Key(VISITOR_ID, "string", False, "", "the site's visitor id (GA's); one the model has never seen is a new "
+                                         "visitor"),
+    Key(EXCLUDE_READ, "bool", False, None, "leave the visitor's reads out (default: the trainer's "
+                                           "`--exclude_seen`)"),
+    Key(READ_ITEMS, "int", True, -1, "a new visitor's reads in internal ids (0..nitems−1)"),
+    Key(CONTENT_IDS, "string", True, "", "a new visitor's reads in the site's article ids; unknown ones are "
+                                         "skipped and counted"),
+    Key(EXCLUDE, "string", True, "", "contentIds to leave out (the article on screen)"),
+    Key(READ_RATINGS, "number", True, MEDIAN_READ_RATING, "one per read, instead of durations (default: a read of "
+                                                          "median length, 0.3)"),
+    Key(DURATIONS, "number", True, -1.0, "ms read, one per read: rated by the lab's rule with the training median"),
+)
+DTYPES = {"int": np.int64, "string": object, "bool": bool, "number": np.float32}
+KEYS = tuple(key.name for key in SCHEMA)
+INT_KEYS = tuple(key.name for key in SCHEMA if key.kind == "int" and not key.is_list)
+ID_LISTS = {key.name: int if key.kind == "int" else str for key in SCHEMA if key.is_list and key.kind != "number"}
+PER_READ = tuple(key.name for key in SCHEMA if key.kind == "number")
+_FILL = {key.name: key.fill for key in SCHEMA if key.fill is not None}
+_DTYPES = {key.name: DTYPES[key.kind] for key in SCHEMA}
+
+
+def schema_table():
+    """docs/serving.md's table of the instance keys, made from SCHEMA."""
+    rows = ["| key | type | meaning |", "|---|---|---|"]
+    rows += ["| `{}` | {}{} | {} |".format(key.name, key.kind, "s" if key.is_list else "", key.meaning)
+             for key in SCHEMA]
+    return "\n".join(rows)
 
 
 def _integer(value):

@@ -3,7 +3,7 @@
 The lab's names stay importable from here: ``decode_example``,
 ``remap_keys``, ``parse_tfrecords``, ``read_dataset`` (walsmf.inputs),
 ``find_top_k``, ``batch_predict`` (walsmf.recommend),
-``create_serving_input_fn`` (walsmf.serving) and ``train_and_evaluate``.
+``create_serving_input_fn`` (walsmf.export_graph) and ``train_and_evaluate``.
 This module holds the estimator, its model_fn and the training driver.
 Where the lab was wrong, the docstring says what changed and why (docs/lab.md,
 "Fixes to the lab").
@@ -12,6 +12,7 @@ Every file is read and written through ``tf.io.gfile``, so ``input_path``
 and ``output_dir`` may be ``gs://`` paths, and factors are always read as
 a list of shards.
 """
+import collections
 import json
 import os
 
@@ -20,16 +21,15 @@ import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization, WALSModel
 from tensorflow.contrib.learn.python.learn import learn_runner
 from tensorflow.contrib.learn.python.learn.estimators import model_fn as model_fn_lib
-from tensorflow.contrib.learn.python.learn.utils import saved_model_export_utils
 
-from walsmf import sweeps
-from walsmf.datadir import read_interactions, unread_ids
+from walsmf import datadir, modeldir, sweeps
+from walsmf.datadir import unread_ids
 from walsmf.errors import DataError, check_interrupted
+from walsmf.export_graph import create_serving_input_fn, serving_predictions
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
-from walsmf.modeldir import SERVING_INFO_FILE
+from walsmf.recency import data_popularity
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
-from walsmf.serving import create_serving_input_fn, median_duration, serving_predictions
 from walsmf.settings import training_schedule
 
 
@@ -103,7 +103,7 @@ def walsmf_model_fn(features, labels, mode, params, config):
     invertible".  Here the Gramians are recomputed from the restored factors
     when local variables are initialized (after the restore), so any
     checkpoint evaluates.
-    INFER: walsmf.serving.serving_predictions.
+    INFER: walsmf.export_graph.serving_predictions.
     """
     model = _wals_model(params)
     if mode == model_fn_lib.ModeKeys.TRAIN:
@@ -187,72 +187,16 @@ def epochs_for_sweeps(sweeps, settings):
     return sweeps * steps_per_sweep(settings) * settings.batch_size / settings.nusers
 
 
-def check_existing_model(settings):
-    """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
-    checkpoint = tf.train.latest_checkpoint(settings.output_dir)
-    if checkpoint is None:
-        return
-    shapes = dict(tf.train.list_variables(checkpoint))
-    found = [sum(shape[0] for name, shape in shapes.items() if name.startswith(side + "_factors_shard_"))
-             for side in ("row", "col")]
-    dims = {shape[1] for name, shape in shapes.items() if "_factors_shard_" in name}
-    if found != [settings.nusers, settings.nitems] or dims != {settings.n_embeds}:
-        raise DataError("{} holds a model of {} users x {} items x {} factors, not {} x {} x {}: choose another "
-                        "--output_dir or delete it".format(settings.output_dir, found[0], found[1],
-                                                           "/".join(map(str, sorted(dims))), settings.nusers,
-                                                           settings.nitems, settings.n_embeds))
-
-
-# What a model's factors depend on: another value of any of these is another model, which a checkpoint of
-# the first must not continue (num_epochs may grow: training goes on; the rest only ranks).
-TRAINING_SETTINGS = ("nusers", "nitems", "n_embeds", "batch_size", "regularization", "unobserved_weight",
-                     "row_weight", "col_weight", "col_weight_exp", "target", "num_row_shards", "num_col_shards",
-                     "seed")
-TRAINING_SETTINGS_FILE = "training_settings.json"
-
-
-def check_same_training(settings):
-    """Refuse to continue a checkpoint trained with other settings: it would be kept, not retrained, and
-    re-exported as if it were this one."""
-    path = os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE)
-    mine = _training_settings(settings)
-    if tf.train.latest_checkpoint(settings.output_dir) is not None and tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            theirs = json.load(f)
-        changed = ["{} {!r} (now {!r})".format(name, theirs.get(name), mine[name]) for name in TRAINING_SETTINGS
-                   if theirs.get(name) != mine[name]]
-        if changed:
-            raise DataError("{} holds a model trained with other settings: {}; choose another --output_dir or "
-                            "delete it to train these".format(settings.output_dir, ", ".join(changed)))
-
-
-def _training_settings(settings):
-    return {name: getattr(settings, name) for name in TRAINING_SETTINGS}
-
-
-def record_training(settings):
-    """Write what check_same_training compares to the output_dir, once the data is known to be good."""
-    tf.io.gfile.makedirs(settings.output_dir)
-    atomic_write_text(os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE),
-                      json.dumps(_training_settings(settings), sort_keys=True))
-
-
-def remove_unfinished_exports(settings):
-    """Remove export/Servo/temp-* directories (SavedModel's staging) an interrupted or killed export left."""
-    servo = os.path.join(settings.output_dir, "export", "Servo")
-    for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
-        tf.io.gfile.rmtree(stale)
-
-
 def prepare_training(settings):
-    """Check output_dir and the data; return (Interactions, col_weights for the estimator).
+    """Check output_dir and the data; return (the data's TrainingData, col_weights for the estimator).
 
     The TFRecords are scanned here once; the export and batch prediction
     reuse what was read.
     """
-    check_existing_model(settings)
-    check_same_training(settings)
-    interactions = read_interactions(settings.input_path, settings.nusers, settings.nitems)
+    modeldir.check_existing_model(settings)
+    modeldir.check_same_training(settings)
+    data = load_data(settings)
+    interactions = data.interactions
     unread_users, unread_items = (len(ids) for ids in unread_ids(interactions))
     read = min(settings.nusers - unread_users, settings.nitems - unread_items)
     if not settings.regularization and settings.n_embeds > read:
@@ -264,12 +208,12 @@ def prepare_training(settings):
         tf.compat.v1.logging.info("{} users and {} items have no interaction: their factors stay zero; such a user "
                                   "is recommended the most read items, such an item is not recommended".format(
                                       unread_users, unread_items))
-    record_training(settings)
-    remove_unfinished_exports(settings)
+    modeldir.record_training(settings, interactions)
+    modeldir.remove_unfinished_exports(settings.output_dir)
     if settings.col_weight_exp == 0:
-        return interactions, float(settings.col_weight)
+        return data, float(settings.col_weight)
     weights = item_weights(interactions.by_item.counts, settings.col_weight, settings.col_weight_exp)
-    return interactions, shard(weights, settings.num_col_shards)
+    return data, shard(weights, settings.num_col_shards)
 
 
 def fit(settings, steps, hooks=()):
@@ -277,30 +221,25 @@ def fit(settings, steps, hooks=()):
 
     Saves a checkpoint at the start and at the end only.
     """
-    interactions, col_weights = prepare_training(settings)
+    data, col_weights = prepare_training(settings)
     config = tf.contrib.learn.RunConfig(save_checkpoints_secs=None, save_checkpoints_steps=10 ** 9,
                                         save_summary_steps=10 ** 9, tf_random_seed=settings.seed)
-    estimator = build_estimator(settings, col_weights, config, last_step=steps, interactions=interactions)
+    estimator = build_estimator(settings, col_weights, config, last_step=steps, interactions=data.interactions)
     estimator.fit(input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, settings), max_steps=steps, monitors=list(hooks))
     return estimator
 
 
-def serving_info_of(settings):
-    """What a client of the export must know of the model (serving_info.json): its shape and the defaults
-    of an instance's k and excludeRead; whether it rates durations (a median read time); and what a new
-    visitor's fold-in solves with (walsmf.export_numpy answers from these and the export's arrays)."""
-    median = median_duration(settings.input_path)
-    return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
-            "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
-            "popularity_weight": settings.popularity_weight, "popularity_days": settings.popularity_days,
-            "rates_durations": median is not None, "median_duration_ms": median,
-            "unobserved_weight": settings.unobserved_weight, "regularization": settings.regularization,
-            "target": settings.target}
+def load_data(settings):
+    """The TrainingData of ``settings.input_path``, read once: its reads, ids, median and the blend's
+    popularity."""
+    return datadir.load(settings.input_path, settings.nusers, settings.nitems,
+                        data_popularity(settings.input_path, settings.nitems, settings.popularity_days))
 
 
-def train_and_evaluate(settings):
-    """Train WALS with tf.contrib.learn.Experiment + learn_runner, export, then batch-predict."""
-    interactions, col_weights = prepare_training(settings)
+def train(settings):
+    """Train WALS with tf.contrib.learn.Experiment + learn_runner (evaluating once an epoch); return the
+    TrainingData, read once, for the export and batch prediction."""
+    data, col_weights = prepare_training(settings)
     train_steps, steps_in_epoch = training_schedule(settings)
     tf.compat.v1.logging.info("Will train for {} steps, evaluating once every {} steps".format(
         train_steps, steps_in_epoch))
@@ -312,23 +251,89 @@ def train_and_evaluate(settings):
                                             save_checkpoints_secs=None, tf_random_seed=settings.seed)
         return tf.contrib.learn.Experiment(
             build_estimator(settings, col_weights, config, model_dir=output_dir, last_step=train_steps,
-                            interactions=interactions),
+                            interactions=data.interactions),
             train_input_fn=read_dataset(tf.estimator.ModeKeys.TRAIN, settings),
             eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, settings),
             train_steps=train_steps,
             eval_steps=1,
-            min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS,
-            export_strategies=saved_model_export_utils.make_export_strategy(
-                serving_input_fn=create_serving_input_fn(settings, interactions),
-                assets_extra={SERVING_INFO_FILE: serving_info}))
+            min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS)
 
-    serving_info = os.path.join(settings.output_dir, SERVING_INFO_FILE)
-    tf.io.gfile.makedirs(settings.output_dir)
-    atomic_write_text(serving_info, json.dumps(serving_info_of(settings)))
+    atomic_write_text(os.path.join(settings.output_dir, modeldir.SERVING_INFO_FILE),
+                      json.dumps(modeldir.serving_info_of(settings)))
+    learn_runner.run(experiment_fn, settings.output_dir)
+    check_interrupted()  # a signal TensorFlow's teardown swallowed ends the run here
+    return data
+
+
+def export(factors, data, settings, exports_dir=None):
+    """Write the serving export of trained ``factors`` (modeldir.Factors) as a new version under ``exports_dir``
+    (default: the output_dir's export/Servo) and return its path: the lab's serving input and
+    walsmf.export_graph's predictions over the factors, without the estimator.
+
+    ``data``: the datadir.TrainingData trained on (its reads, id maps and popularity travel with the export
+    as assets).  The version is written under temp-<version> and renamed when
+    complete, so a reader never sees half an export; serving_info.json goes to its assets.extra/.
+    """
+    exports_dir = exports_dir or os.path.join(settings.output_dir, modeldir.EXPORTS_DIR)
+    final = modeldir.new_version_dir(exports_dir)
+    staging = os.path.join(exports_dir, "temp-" + os.path.basename(final))
+    graph = tf.Graph()
+    with graph.as_default():
+        initial = {}
+
+        def shards(name, values, num_shards):
+            """Variables named as contrib's WALSModel names them, initialized from a feed (not a constant in the
+            graph: a large model's factors would pass protobuf's 2 GB)."""
+            out = []
+            bounds = np.cumsum(shard_sizes(len(values), num_shards))[:-1]
+            for number, part in enumerate(np.split(np.asarray(values, np.float32), bounds)):
+                feed = tf.compat.v1.placeholder(tf.float32, np.shape(part))
+                initial[feed] = part
+                out.append(tf.compat.v1.Variable(feed, name="{}_shard_{}".format(name, number)))
+            return out
+
+        shards_of = {"row": settings.num_row_shards, "col": settings.num_col_shards}
+        model = ExportedModel(**{"{}_{}".format(side, kind): shards("{}_{}".format(side, kind), values,
+                                                                    shards_of[side])
+                                 for (side, kind), values in zip(
+                                     (("row", "factors"), ("col", "factors"), ("row", "weights"),
+                                      ("col", "weights")), factors)})
+        inputs = create_serving_input_fn(settings, data)()
+        params = {"num_rows": settings.nusers, "num_cols": settings.nitems,
+                  "unobserved_weight": settings.unobserved_weight, "regularization_coeff": settings.regularization,
+                  "popularity_weight": settings.popularity_weight}
+        signature = tf.compat.v1.saved_model.predict_signature_def(
+            inputs.default_inputs, serving_predictions(model, params, inputs.features))
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer(), initial)
+            builder = tf.compat.v1.saved_model.Builder(staging)
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature, LAB_SIGNATURE: signature},
+                assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
+                main_op=tf.group(tf.compat.v1.local_variables_initializer(), tf.compat.v1.tables_initializer()))
+            builder.save()
+    tf.io.gfile.makedirs(os.path.join(staging, "assets.extra"))
+    atomic_write_text(os.path.join(staging, "assets.extra", modeldir.SERVING_INFO_FILE),
+                      json.dumps(modeldir.serving_info_of(settings)))
+    tf.io.gfile.rename(staging, final)
+    tf.compat.v1.logging.info("Exported the model to {}".format(final))
+    return final
+
+
+# What serving_predictions reads of a model: every shard of both sides' factors and weights.
+ExportedModel = collections.namedtuple("ExportedModel", "row_factors col_factors row_weights col_weights")
+# The signature contrib's export strategy also wrote, under its own name: clients that name it keep working.
+LAB_SIGNATURE = "default_input_alternative:default_output_alternative"
+
+
+def train_and_evaluate(settings):
+    """The lab's run: train (train), export the trained factors (export), then batch-predict
+    (recommend.batch_predict); return the number of users batch-predicted."""
     try:
-        learn_runner.run(experiment_fn, settings.output_dir)
+        data = train(settings)
+        export(modeldir.trained_factors(settings.output_dir), data, settings)
     except KeyboardInterrupt:
-        remove_unfinished_exports(settings)
+        modeldir.remove_unfinished_exports(settings.output_dir)
         raise
     check_interrupted()  # a signal TensorFlow's teardown swallowed ends the run before batch prediction
-    return batch_predict(settings, interactions)
+    return batch_predict(settings, data)

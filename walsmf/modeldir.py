@@ -1,8 +1,10 @@
 """The model directory's contract: what a training writes beside its checkpoints, and its exports.
 
 A model directory (``walsmf.task --output_dir``) holds the checkpoints,
-batch_pred.txt, batch_pred_original_ids.txt, serving_info.json and the
-exports ``export/Servo/<version>/`` (a SavedModel each, the version a
+training_settings.json (the settings its factors depend on, and the data
+directory and reads it was trained on), batch_pred.txt,
+batch_pred_original_ids.txt, serving_info.json and the exports
+``export/Servo/<version>/`` (a SavedModel each, the version a
 timestamp).  An export carries, besides the SavedModel's graph and
 variables, asset files a server reads without the graph:
 
@@ -17,12 +19,17 @@ server and walsmf.predict run on current TensorFlow with it.  Every file is
 read through ``tf.io.gfile``, so directories may be ``gs://`` paths.
 """
 import base64
+import collections
+import json
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
 
+from walsmf import datadir
 from walsmf.errors import DataError, json_object
+from walsmf.fileio import atomic_write_text
 
 BATCH_PRED_FILE = "batch_pred.txt"
 # One line per user: visitorId TAB contentIds joined by ",", each part quoted as CSV
@@ -93,6 +100,131 @@ def load_shards(checkpoint, prefix):
         raise DataError("{} holds no variable {}*: export the model again with python -m walsmf.task".format(
             checkpoint, prefix))
     return np.concatenate([reader.get_tensor(name) for name in names])
+
+
+def load_factors(model_dir, side):
+    """Every shard of the trained ``side`` ('row' or 'col') factors of a model directory's latest checkpoint,
+    concatenated in id order.
+
+    (The lab read only the first shard.)
+    """
+    return load_shards(latest_checkpoint(model_dir), side + "_factors_shard_")
+
+
+def latest_checkpoint(model_dir):
+    """The model directory's latest checkpoint, or a DataError saying to train first."""
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    if checkpoint is None:
+        raise DataError("no checkpoint in {}: train first (python -m walsmf.task)".format(model_dir))
+    return checkpoint
+
+
+# A trained model: both sides' factors and WALS's observed-entry weights, each whole (every shard, in id order).
+Factors = collections.namedtuple("Factors", "rows cols row_weights col_weights")
+
+
+def trained_factors(model_dir):
+    """The Factors of a model directory's latest checkpoint."""
+    checkpoint = latest_checkpoint(model_dir)
+    return Factors(*(load_shards(checkpoint, "{}_{}_shard_".format(side, kind))
+                     for kind, side in (("factors", "row"), ("factors", "col"), ("weights", "row"),
+                                        ("weights", "col"))))
+
+
+def new_version_dir(exports_dir):
+    """A version directory under ``exports_dir`` for a new export: the time in seconds, as SavedModel's exporter
+    names it, later than every version there (two exports in one second get two versions)."""
+    versions = export_versions(exports_dir)
+    version = max([int(time.time())] + [int(v) + 1 for v in versions[-1:]])
+    return os.path.join(exports_dir, str(version))
+
+
+# ---------------------------------------------------------------- guards --
+
+def check_existing_model(settings):
+    """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
+    checkpoint = tf.train.latest_checkpoint(settings.output_dir)
+    if checkpoint is None:
+        return
+    shapes = dict(tf.train.list_variables(checkpoint))
+    found = [sum(shape[0] for name, shape in shapes.items() if name.startswith(side + "_factors_shard_"))
+             for side in ("row", "col")]
+    dims = {shape[1] for name, shape in shapes.items() if "_factors_shard_" in name}
+    if found != [settings.nusers, settings.nitems] or dims != {settings.n_embeds}:
+        raise DataError("{} holds a model of {} users x {} items x {} factors, not {} x {} x {}: choose another "
+                        "--output_dir or delete it".format(settings.output_dir, found[0], found[1],
+                                                           "/".join(map(str, sorted(dims))), settings.nusers,
+                                                           settings.nitems, settings.n_embeds))
+
+
+# What a model's factors depend on: another value of any of these is another model, which a checkpoint of
+# the first must not continue (num_epochs may grow: training goes on; the rest only ranks).
+TRAINING_SETTINGS = ("nusers", "nitems", "n_embeds", "batch_size", "regularization", "unobserved_weight",
+                     "row_weight", "col_weight", "col_weight_exp", "target", "num_row_shards", "num_col_shards",
+                     "seed")
+TRAINING_SETTINGS_FILE = "training_settings.json"
+
+
+def check_same_training(settings):
+    """Refuse to continue a checkpoint trained with other settings: it would be kept, not retrained, and
+    re-exported as if it were this one."""
+    mine = _training_settings(settings)
+    theirs = training_record(settings.output_dir)
+    if tf.train.latest_checkpoint(settings.output_dir) is not None and theirs:
+        changed = ["{} {!r} (now {!r})".format(name, theirs.get(name), mine[name]) for name in TRAINING_SETTINGS
+                   if theirs.get(name) != mine[name]]
+        if changed:
+            raise DataError("{} holds a model trained with other settings: {}; choose another --output_dir or "
+                            "delete it to train these".format(settings.output_dir, ", ".join(changed)))
+
+
+def _training_settings(settings):
+    return {name: getattr(settings, name) for name in TRAINING_SETTINGS}
+
+
+def record_training(settings, interactions):
+    """Write what check_same_training compares, and what the model is trained on (the data directory and a
+    fingerprint of its reads: evaluation can tell a model that saw other reads), to the output_dir once the
+    data is known to be good."""
+    tf.io.gfile.makedirs(settings.output_dir)
+    record = dict(_training_settings(settings), **trained_on(settings.input_path, interactions))
+    atomic_write_text(os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE), json.dumps(record, sort_keys=True))
+
+
+def trained_on(data_dir, interactions):
+    """What a model trained on ``data_dir``'s ``interactions`` records of its data: the directory (absolute where
+    local) and the fingerprint of its reads (datadir.reads_fingerprint)."""
+    return {"data_dir": data_dir if "://" in data_dir else os.path.abspath(data_dir),
+            "reads_fingerprint": datadir.reads_fingerprint(interactions)}
+
+
+def training_record(model_dir):
+    """What a model directory records of its training (training_settings.json), or {} for a model without it."""
+    path = os.path.join(model_dir, TRAINING_SETTINGS_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json_object(f.read(), path, "train the model again with python -m walsmf.task")
+
+
+def remove_unfinished_exports(model_dir):
+    """Remove export/Servo/temp-* directories (an export's staging) an interrupted or killed export left."""
+    servo = os.path.join(model_dir, EXPORTS_DIR)
+    for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
+        tf.io.gfile.rmtree(stale)
+
+
+def serving_info_of(settings):
+    """What a client of the export must know of the model (serving_info.json): its shape and the defaults
+    of an instance's k and excludeRead; whether it rates durations (a median read time); and what a new
+    visitor's fold-in solves with (walsmf.export_numpy answers from these and the export's arrays)."""
+    median = datadir.median_duration(settings.input_path)
+    return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
+            "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
+            "popularity_weight": settings.popularity_weight, "popularity_days": settings.popularity_days,
+            "rates_durations": median is not None, "median_duration_ms": median,
+            "unobserved_weight": settings.unobserved_weight, "regularization": settings.regularization,
+            "target": settings.target}
 
 
 def read_asset(export_dir, name, dtype):

@@ -14,17 +14,12 @@ import tensorflow as tf
 import threadpoolctl
 
 from walsmf.datadir import (
-    ITEMS_FILE,
-    USERS_FILE,
     original_ids_lines,
     plain_ids,
-    read_id_map,
-    read_interactions,
 )
-from walsmf.errors import DataError, check_interrupted
+from walsmf.errors import check_interrupted
 from walsmf.fileio import atomic_output
-from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_shards
-from walsmf.recency import data_popularity
+from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors
 from walsmf.topk import item_offsets, top_of_block
 
 # A block of users' scores (users × items, float32) is kept to about this size, so that it stays in cache:
@@ -37,17 +32,6 @@ MAX_BLOCK_USERS = 256
 def users_per_block(n_items):
     """Users ranked at a time among ``n_items``: their scores fill about BLOCK_SCORES_BYTES (8 to 256 users)."""
     return int(np.clip(BLOCK_SCORES_BYTES // (4 * max(1, n_items)), 8, MAX_BLOCK_USERS))
-
-
-def load_factors(model_dir, side):
-    """Every shard of the trained ``side`` ('row' or 'col') factors, concatenated in id order.
-
-    (The lab read only the first shard.)
-    """
-    checkpoint = tf.train.latest_checkpoint(model_dir)
-    if checkpoint is None:
-        raise DataError("no checkpoint in {}: train first (python -m walsmf.task)".format(model_dir))
-    return load_shards(checkpoint, side + "_factors_shard_")
 
 
 def find_top_k(user, item_factors, k, excluded=None, item_offsets=None):
@@ -155,12 +139,12 @@ def top_k_items(user_factors, item_factors, k, seen=None, users=None, block_size
     return np.concatenate(blocks) if blocks else np.empty((0, min(k, item_factors.shape[0])), np.int64)
 
 
-def _padded(original, n):
-    """Original ids for internal ids 0..n−1: ``original``'s, then "" for ids it does not name."""
-    return np.concatenate([original, np.full(max(0, n - len(original)), "", dtype=object)])
+def _padded(original):
+    """Original ids by internal id as an array, "" where an id has none."""
+    return np.array(["" if o is None else o for o in original], dtype=object)
 
 
-def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
+def batch_predict(settings, data, log=tf.compat.v1.logging.info):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
     Streams: each block of users goes straight to the files (written under
@@ -168,20 +152,16 @@ def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
     one block, whatever the number of users; a progress line every tenth.
     With ``settings.exclude_seen``, items a user already read are left out (the
     lab kept them).  A user without reads gets the most read items; an item
-    without readers is never recommended.  ``interactions``: the data's, if
-    the training run read them already.  Returns the number of users written.
+    without readers is never recommended.  ``data``: the training run's
+    datadir.TrainingData.  Returns the number of users written.
     """
     user_factors = load_factors(settings.output_dir, "row")
     item_factors = load_factors(settings.output_dir, "col")
-    interactions = interactions or read_interactions(settings.input_path, settings.nusers, settings.nitems)
+    interactions = data.interactions
     seen = interactions.by_user if settings.exclude_seen else None
-    users_csv = os.path.join(settings.input_path, USERS_FILE)
-    items_csv = os.path.join(settings.input_path, ITEMS_FILE)
-    originals = tf.io.gfile.exists(users_csv) and tf.io.gfile.exists(items_csv)
+    originals = data.visitor_ids is not None
     # ids beyond users.csv / items.csv (--nusers larger than the data): no original id, an empty one
-    visitors, contents = ((_padded(read_id_map(users_csv), settings.nusers), _padded(read_id_map(items_csv),
-                                                                                     settings.nitems))
-                          if originals else (None, None))
+    visitors, contents = ((_padded(data.visitor_ids), _padded(data.content_ids)) if originals else (None, None))
     plain = originals and plain_ids(visitors) and plain_ids(contents)
     n_users = user_factors.shape[0]
     report_every = max(1, n_users // 10)
@@ -192,9 +172,8 @@ def batch_predict(settings, interactions=None, log=tf.compat.v1.logging.info):
             stack.enter_context(atomic_output(os.path.join(settings.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
             if originals else None
         done = 0
-        popularity = data_popularity(settings.input_path, settings.nitems, settings.popularity_days)
         for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions,
-                                       popularity_weight=settings.popularity_weight, popularity=popularity):
+                                       popularity_weight=settings.popularity_weight, popularity=data.popularity):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
                 original.write(original_ids_lines(visitors[users], contents[top], plain))

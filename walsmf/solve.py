@@ -34,6 +34,9 @@ and w0 are small (in float32 it was 4× less accurate than contrib's solve
 there).  The factors equal contrib's up to float rounding: tests/test_solve.py
 checks every bucket against numpy's float64 solve (within 1e-5, or as close
 as contrib's own float32 solve), and the loss against contrib's.
+
+``solve_projection`` is the same equation for one id not in the model (a new
+visitor's fold-in in the export's graph), solved directly.
 """
 import tensorflow as tf
 from tensorflow.contrib.factorization.python.ops import gen_factorization_ops
@@ -220,3 +223,24 @@ def update_factors(model, sp_input, row_side):
                       if model._regularization is not None else tf.constant(0.))
     sum_weights = w0 * float(total_left * total_right) + tf.reduce_sum(extra) * scale_up
     return update, loss, regularization, sum_weights
+
+
+def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobserved_weight,
+                     regularization):
+    """Closed-form WALS solve of one row from the other side's factors.
+
+    Minimizes Σ_obs (w0 + r·c_j)(a_j − x·v_j)² + w0 Σ_unobs (x·v_j)² + λ|x|²:
+    x = (w0·G + λI + Σ_obs r·c_j v_j v_jᵀ)⁻¹ Σ_obs (w0 + r·c_j) a_j v_j,
+    with G = VᵀV over every column (``gramian``, float64).
+    """
+    # In float64: without regularization the system can be ill-conditioned
+    # enough for float32 to lose whole percents.
+    dim = tf.shape(gramian)[0]
+    v = tf.cast(tf.gather(factors, ids), tf.float64)
+    observed_weight = tf.cast(own_weight * tf.gather(weights, ids), tf.float64)
+    lhs = unobserved_weight * gramian + tf.matmul(v * observed_weight[:, None], v, transpose_a=True)
+    if regularization:
+        lhs += regularization * tf.eye(dim, dtype=tf.float64)
+    rhs = tf.matmul(v, ((unobserved_weight + observed_weight) * tf.cast(ratings, tf.float64))[:, None],
+                    transpose_a=True)
+    return tf.cast(tf.linalg.solve(lhs, rhs)[:, 0], tf.float32)

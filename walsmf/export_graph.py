@@ -34,7 +34,7 @@ import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 from tensorflow.contrib.learn.python.learn.utils import input_fn_utils
 
-from walsmf.datadir import CSR, ITEMS_FILE, METADATA_FILE, USERS_FILE, read_id_map, read_interactions, read_metadata
+from walsmf.datadir import CSR
 from walsmf.fileio import atomic_output
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW
 from walsmf.instances import (
@@ -47,6 +47,7 @@ from walsmf.instances import (
     PROJECTION,
     READ_ITEMS,
     READ_RATINGS,
+    SCHEMA,
     TOP_K_CONTENT_IDS,
     TOP_K_IDS,
     TOP_K_SCORES,
@@ -58,7 +59,7 @@ from walsmf.instances import (
 )
 from walsmf.modeldir import CSR_PARTS, ID_FILES, NO_ORIGINAL, POPULARITY_FILE, csr_asset_name, encode_original
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
-from walsmf.recency import data_popularity
+from walsmf.solve import solve_projection
 
 assert PROJECTION == WALSMatrixFactorization.PROJECTION_RESULT  # the key contrib's estimator predicts under
 # Features the serving input passes the model_fn besides the inputs: the ids as given (checked), the maps back
@@ -68,27 +69,8 @@ POPULARITY = "item_popularity"
 # Where a training stages the export's asset files (modeldir names them) before the export copies them
 SERVING_ASSETS_DIR = "serving_assets"
 _TF_DTYPES = {"int64": tf.int64, "float32": tf.float32}
-
-
-def solve_projection(factors, gramian, ids, ratings, weights, own_weight, unobserved_weight,
-                     regularization):
-    """Closed-form WALS solve of one row from the other side's factors.
-
-    Minimizes Σ_obs (w0 + r·c_j)(a_j − x·v_j)² + w0 Σ_unobs (x·v_j)² + λ|x|²:
-    x = (w0·G + λI + Σ_obs r·c_j v_j v_jᵀ)⁻¹ Σ_obs (w0 + r·c_j) a_j v_j,
-    with G = VᵀV over every column (``gramian``, float64).
-    """
-    # In float64: without regularization the system can be ill-conditioned
-    # enough for float32 to lose whole percents.
-    dim = tf.shape(gramian)[0]
-    v = tf.cast(tf.gather(factors, ids), tf.float64)
-    observed_weight = tf.cast(own_weight * tf.gather(weights, ids), tf.float64)
-    lhs = unobserved_weight * gramian + tf.matmul(v * observed_weight[:, None], v, transpose_a=True)
-    if regularization:
-        lhs += regularization * tf.eye(dim, dtype=tf.float64)
-    rhs = tf.matmul(v, ((unobserved_weight + observed_weight) * tf.cast(ratings, tf.float64))[:, None],
-                    transpose_a=True)
-    return tf.cast(tf.linalg.solve(lhs, rhs)[:, 0], tf.float32)
+# The TensorFlow type of each kind of instance key (walsmf.instances.SCHEMA)
+_TF_KINDS = {"int": tf.int64, "string": tf.string, "bool": tf.bool, "number": tf.float32}
 
 
 def serving_predictions(model, params, features):
@@ -280,11 +262,7 @@ def _fill_to(tensor, shape, value):
 
 def serving_inputs(settings, to_internal, median_duration):
     """The serving input's placeholders and the features they resolve to (see the module's docstring)."""
-    given = {USER_ID: _optional(tf.int64, 1, USER_ID), ITEM_ID: _optional(tf.int64, 1, ITEM_ID),
-             READ_ITEMS: _optional(tf.int64, 2, READ_ITEMS), READ_RATINGS: _optional(tf.float32, 2, READ_RATINGS),
-             VISITOR_ID: _optional(tf.string, 1, VISITOR_ID), CONTENT_IDS: _optional(tf.string, 2, CONTENT_IDS),
-             DURATIONS: _optional(tf.float32, 2, DURATIONS), EXCLUDE: _optional(tf.string, 2, EXCLUDE),
-             EXCLUDE_READ: _optional(tf.bool, 1, EXCLUDE_READ), K: _optional(tf.int64, 1, K)}
+    given = {key.name: _optional(_TF_KINDS[key.kind], 2 if key.is_list else 1, key.name) for key in SCHEMA}
     # the batch: as long as the inputs fed; one instance (a new visitor with no reads) if none is
     n = tf.maximum(tf.reduce_max(tf.stack([tf.shape(t)[0] for t in given.values()])), 1)
     given_user, item_id = _fill_to(given[USER_ID], [n], -1), _fill_to(given[ITEM_ID], [n], -1)
@@ -320,49 +298,28 @@ def _pad_to(tensor, width, value):
     return tf.pad(tensor, [[0, 0], [0, width - tf.shape(tensor)[1]]], constant_values=value)
 
 
-def create_serving_input_fn(settings, interactions=None):
+def create_serving_input_fn(settings, data):
     """The serving input (every instance form of the module's docstring), batched.
 
-    ``interactions``: the data's Interactions if already read (a training
-    run reads each TFRecord set once); read from ``settings.input_path``
-    otherwise.  Their CSR arrays and the data's id maps are written under
-    ``output_dir/serving_assets`` and become the export's assets.
+    ``data``: the training run's datadir.TrainingData.  Its CSR arrays, id
+    maps (each internal id as a string where the data has none) and
+    popularity are written under ``output_dir/serving_assets`` and become
+    the export's assets.
     """
     assets = os.path.join(settings.output_dir, SERVING_ASSETS_DIR)
 
     def serving_input_fn():
-        read = interactions or read_interactions(settings.input_path, settings.nusers, settings.nitems)
-        write_serving_assets(assets, observed_values(read, settings.target),
-                             *id_maps(settings.input_path, settings.nusers, settings.nitems))
-        popularity = data_popularity(settings.input_path, settings.nitems, settings.popularity_days)
+        read = data.interactions
+        visitors, contents = ((data.visitor_ids, data.content_ids) if data.visitor_ids is not None else
+                              ([str(i) for i in range(settings.nusers)], [str(i) for i in range(settings.nitems)]))
+        write_serving_assets(assets, observed_values(read, settings.target), visitors, contents)
         with atomic_output(os.path.join(assets, POPULARITY_FILE)) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(np.asarray(read.by_item.counts if popularity is None else popularity, "<f4").tobytes())
+            f.write(np.asarray(read.by_item.counts if data.popularity is None else data.popularity, "<f4").tobytes())
         to_internal, originals = original_ids(assets, settings.nusers, settings.nitems)
-        given, features = serving_inputs(settings, to_internal, median_duration(settings.input_path))
+        given, features = serving_inputs(settings, to_internal, data.median_duration_ms)
         features.update({INPUT_ROWS: _asset_csr(assets, "by_user"), INPUT_COLS: _asset_csr(assets, "by_item"),
                          PROJECT_ROW: features[USER_ID] >= 0, ORIGINAL_USER_IDS: originals["user"],
                          ORIGINAL_ITEM_IDS: originals["item"],
                          POPULARITY: _asset_array(assets, POPULARITY_FILE, tf.float32)})
         return input_fn_utils.InputFnOps(features, None, given)
     return serving_input_fn
-
-
-def id_maps(data_dir, nusers, nitems):
-    """(visitorIds, contentIds) indexed by internal id from users.csv and items.csv; an id with no original
-    one is None, and without the files every original id is the internal one as a string."""
-    out = []
-    for name, n in ((USERS_FILE, nusers), (ITEMS_FILE, nitems)):
-        path = os.path.join(data_dir, name)
-        if not tf.io.gfile.exists(path):
-            out.append([str(i) for i in range(n)])
-            continue
-        known = read_id_map(path)
-        out.append([known[i] if i < len(known) else None for i in range(n)])
-    return tuple(out)
-
-
-def median_duration(data_dir):
-    """The training data's median read duration (ms), if its metadata.json says it."""
-    if not tf.io.gfile.exists(os.path.join(data_dir, METADATA_FILE)):
-        return None
-    return read_metadata(data_dir).get("median_duration_ms")
