@@ -5,10 +5,10 @@
 #     IMAGE=REGION-docker.pkg.dev/PROJECT/walsmf/serve:1 cloud/vertex_deploy.sh            # walsmf.serve
 #   EXPORT=... REGION=... cloud/vertex_deploy.sh prebuilt                                  # TF Serving
 #
-# walsmf (default): the container of cloud/Dockerfile.serve runs walsmf.serve (any instance form, Vertex
-#   parameters, answers trimmed to each instance's k).
-# prebuilt: Vertex's TensorFlow 2.15 CPU prediction container (TF Serving): every instance must carry every
-#   input of the export's signature (docs/serving.md).
+# walsmf (default): the container of cloud/Dockerfile.serve (Python 3.12, TensorFlow 2.21) runs walsmf.serve
+#   (any instance form, Vertex parameters, answers trimmed to each instance's k).
+# prebuilt: Vertex's TensorFlow 2.15 CPU prediction container (TF Serving), available until 2027-01-14 (no
+#   patches since 2026-01-14): every instance must carry every input of the export's signature (docs/serving.md).
 # Optional: NAME (display name, default wals), MACHINE (default n1-standard-2), MIN_REPLICAS, MAX_REPLICAS.
 # Prints the endpoint; then: gcloud ai endpoints predict ENDPOINT --region $REGION --json-request request.json
 set -euo pipefail

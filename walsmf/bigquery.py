@@ -3,7 +3,7 @@ from walsmf.errors import DataError, first_line
 from walsmf.memory import check_fits_in_memory
 
 
-def run_bigquery(sql, project, client=None):
+def run_bigquery(sql: str, project: str, client=None):
     """Run ``sql`` on BigQuery as ``project``; return the rows as a DataFrame.
 
     Credentials come from the environment as google-cloud-bigquery finds

@@ -7,7 +7,7 @@ _HIT_ALIAS = "hit"
 _DIMENSION_ALIAS = "dimension"
 
 
-def to_duckdb_sql(sql, local_table=LOCAL_VIEW):
+def to_duckdb_sql(sql: str, local_table: str = LOCAL_VIEW) -> str:
     """Transpile the lab's BigQuery SQL to DuckDB, reading ``local_table``.
 
     sqlglot translates the dialect; three things it cannot know are fixed on

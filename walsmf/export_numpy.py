@@ -12,6 +12,7 @@ every instance form.
 """
 import os
 import threading
+from typing import List
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from walsmf.topk import item_offsets, top_of_block
 FOLD_IN_KEYS = ("unobserved_weight", "regularization", "target", "median_duration_ms")
 
 
-def answers_in_numpy(info):
+def answers_in_numpy(info: dict) -> bool:
     """Whether an export with this serving_info.json can be answered by ExportAnswers."""
     return all(key in info for key in FOLD_IN_KEYS + ("nusers", "nitems", "topk", "popularity_weight"))
 
@@ -53,7 +54,7 @@ class _Side:
 class ExportAnswers:
     """An export's answers to checked instances, computed in numpy (see the module's docstring)."""
 
-    def __init__(self, export_dir, info):
+    def __init__(self, export_dir: str, info: dict):
         if not answers_in_numpy(info):
             raise DataError("{}'s serving_info.json lacks the fold-in settings: export the model again with "
                             "python -m walsmf.task".format(export_dir))
@@ -76,7 +77,7 @@ class ExportAnswers:
         self.longest = max(self.users.count, self.items.count)
         self._buffers = threading.local()
 
-    def answer(self, checked):
+    def answer(self, checked: List[dict]) -> List[dict]:
         """One dict of JSON values per checked instance, as walsmf.predict answers them from the graph."""
         return [self._answer(instance) for instance in checked]
 

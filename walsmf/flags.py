@@ -54,7 +54,7 @@ class Parser(argparse.ArgumentParser):
         return action
 
 
-def integer(text):
+def integer(text: str) -> int:
     """An integer flag value; "20.0" is 20 (tuning services may send integers as floats)."""
     try:
         value = float(text)
@@ -70,23 +70,23 @@ USERS_HELP = "number of users (default: metadata.json, else the TFRecords)"
 ITEMS_HELP = "number of items (default: metadata.json, else the TFRecords)"
 
 
-def add_id_counts(parser):
+def add_id_counts(parser: argparse.ArgumentParser) -> None:
     """--nusers and --nitems: the model's id counts, read from the data when not given."""
     parser.add_argument("--nusers", type=integer, help=USERS_HELP)
     parser.add_argument("--nitems", type=integer, help=ITEMS_HELP)
 
 
-def add_seed(parser, help, default=0):
+def add_seed(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:
     """--seed, with what it seeds in ``help``."""
     parser.add_argument("--seed", type=integer, default=default, help=help)
 
 
-def add_model_dir(parser, help, **kwargs):
+def add_model_dir(parser: argparse.ArgumentParser, help: str, **kwargs) -> None:
     """--model-dir (gcloud's spelling; --model_dir too): a trained model or its export."""
     parser.add_argument("--model-dir", dest="model_dir", help=help, **kwargs)
 
 
-def add_sample_arguments(parser):
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     """--scale and --seed of the embedded sample (walsmf.sample writes it; extraction reads it by default)."""
     parser.add_argument("--scale", type=float, default=1.0,
                         help="embedded sample size relative to the lab's data (1 = 82,802 visitors)")

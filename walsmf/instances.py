@@ -9,6 +9,7 @@ duration per read.
 """
 import collections
 import numbers
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -54,7 +55,7 @@ _FILL = {key.name: key.fill for key in SCHEMA if key.fill is not None}
 _DTYPES = {key.name: DTYPES[key.kind] for key in SCHEMA}
 
 
-def schema_table():
+def schema_table() -> str:
     """docs/serving.md's table of the instance keys, made from SCHEMA."""
     rows = ["| key | type | meaning |", "|---|---|---|"]
     rows += ["| `{}` | {}{} | {} |".format(key.name, key.kind, "s" if key.is_list else "", key.meaning)
@@ -70,7 +71,7 @@ def _number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
-def check_instance(instance, where, info=None):
+def check_instance(instance: dict, where: str, info: Optional[dict] = None) -> dict:
     """Return one instance with only the keys it gives, checked; or raise a DataError naming ``where`` and the
     field.  ``info`` (the export's serving_info.json) bounds the ids and says whether durations are rated."""
     info = info or {}
@@ -135,7 +136,7 @@ def _reads(instance):
     return instance.get("contentIds") or instance.get("items") or []
 
 
-def feed(instances, info=None):
+def feed(instances: List[dict], info: Optional[dict] = None) -> Dict[str, np.ndarray]:
     """The export's feed for checked instances: each key any instance gives, lists padded to one length."""
     info = info or {}
     defaults = dict(_FILL, k=info.get("topk", 10), excludeRead=bool(info.get("exclude_seen", False)))

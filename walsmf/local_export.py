@@ -2,6 +2,7 @@
 import glob
 import os
 import shutil
+from typing import List
 
 from walsmf.duckdb_sql import LOCAL_VIEW, to_duckdb_sql
 from walsmf.errors import DataError, first_line
@@ -20,7 +21,7 @@ _JSON_TYPES = {
 }
 
 
-def local_files(sessions_file):
+def local_files(sessions_file: str) -> List[str]:
     """The export files ``sessions_file`` names: a file, or a glob of daily files (``events_*.parquet``)."""
     if glob.has_magic(sessions_file):
         files = sorted(f for f in glob.glob(sessions_file) if os.path.isfile(f))

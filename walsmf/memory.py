@@ -11,7 +11,7 @@ DUCKDB_MEMORY_SHARE = 0.3
 PREPROCESS_BYTES_PER_ROW = 350
 
 
-def check_fits_in_memory(n_rows):
+def check_fits_in_memory(n_rows: int) -> None:
     """Stop before preprocessing ``n_rows`` in this process would exhaust the memory (and be killed)."""
     needed = n_rows * PREPROCESS_BYTES_PER_ROW
     available = available_memory_bytes()
@@ -21,7 +21,7 @@ def check_fits_in_memory(n_rows):
                         "Cloud; --runner DirectRunner here, slowly)".format(n_rows, needed / 1e9, available / 1e9))
 
 
-def available_memory_bytes():
+def available_memory_bytes() -> int:
     """Memory available to this process now (Linux's MemAvailable), else the physical memory."""
     try:
         with open("/proc/meminfo") as f:
@@ -31,6 +31,6 @@ def available_memory_bytes():
         return total_memory_mb() * 2 ** 20
 
 
-def total_memory_mb():
+def total_memory_mb() -> int:
     """This machine's physical memory in MB."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 ** 20

@@ -4,7 +4,6 @@ Metrics at k (default 10), over held-out users only, each user's training
 items left out of the ranking: precision, recall, MAP, NDCG, and catalogue
 coverage (share of items recommended to anyone).
 """
-import json
 import os
 
 import numpy as np
@@ -120,11 +119,7 @@ def evaluate_model(model_dir, data_dir, k=10):
         raise DataError("{} is a model of {} users x {} items, and {} a split of {} x {}: score a model trained on "
                         "this split".format(model_dir, user_factors.shape[0], item_factors.shape[0], data_dir,
                                             *datadir.data_counts(data_dir).values()))
-    info_path = os.path.join(model_dir, modeldir.SERVING_INFO_FILE)
-    info = {}
-    if tf.io.gfile.exists(info_path):
-        with tf.io.gfile.GFile(info_path) as f:
-            info = json.load(f)
+    info = modeldir.serving_info(model_dir)
     popularity = data_popularity(data_dir, item_factors.shape[0], info.get("popularity_days"))
     return evaluate_factors(user_factors, item_factors, train, test, user_factors.shape[0], k,
                             (float(info.get("popularity_weight", 0.0)),), popularity)

@@ -23,6 +23,7 @@ import collections
 import json
 import os
 import time
+from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -48,26 +49,26 @@ ID_FILES = {"user": "visitor_ids.b64", "item": "content_ids.b64"}
 NO_ORIGINAL = "!"
 
 
-def csr_asset_name(side, part, dtype):
+def csr_asset_name(side: str, part: str, dtype: np.dtype) -> str:
     """The asset file of one CSR array, e.g. ``by_user.indices.int64``."""
     return "{}.{}.{}".format(side, part, dtype.name)
 
 
-def encode_original(original, n):
+def encode_original(original: Optional[str], n: int) -> str:
     """An original id as its asset line: base64url (one line whatever the id holds), or a line no id matches."""
     if original is None:
         return "{}{}".format(NO_ORIGINAL, n)
     return base64.urlsafe_b64encode(str(original).encode("utf-8")).decode("ascii")
 
 
-def export_versions(path):
+def export_versions(path: str) -> List[str]:
     """The numeric version directories under ``path`` (an export/Servo), oldest first."""
     if not tf.io.gfile.isdir(path):
         return []
     return sorted((name.rstrip("/") for name in tf.io.gfile.listdir(path) if name.rstrip("/").isdigit()), key=int)
 
 
-def latest_export(path):
+def latest_export(path: str) -> str:
     """``path`` itself if it holds a saved_model.pb, else its newest timestamped export; a training's
     output_dir stands for its export/Servo."""
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
@@ -82,16 +83,18 @@ def latest_export(path):
     return os.path.join(path, versions[-1])
 
 
-def serving_info(export_dir):
-    """What the export says of itself (nusers, nitems, topk, ...), if it says it."""
-    path = os.path.join(export_dir, "assets.extra", SERVING_INFO_FILE)
-    if not tf.io.gfile.exists(path):
+def serving_info(directory: str) -> dict:
+    """What an export (its assets.extra/serving_info.json) or a model directory (its serving_info.json) says of
+    the model (nusers, nitems, topk, ...), if it says it."""
+    path = next((p for p in (os.path.join(directory, "assets.extra", SERVING_INFO_FILE),
+                             os.path.join(directory, SERVING_INFO_FILE)) if tf.io.gfile.exists(p)), None)
+    if path is None:
         return {}
     with tf.io.gfile.GFile(path) as f:
         return json_object(f.read(), path, "export the model again with python -m walsmf.task")
 
 
-def load_shards(checkpoint, prefix):
+def load_shards(checkpoint: str, prefix: str) -> np.ndarray:
     """Every shard ``prefix<i>`` of a checkpoint's sharded variable, concatenated in id order."""
     reader = tf.train.load_checkpoint(checkpoint)
     names = sorted((name for name in reader.get_variable_to_shape_map() if name.startswith(prefix)),
@@ -102,7 +105,7 @@ def load_shards(checkpoint, prefix):
     return np.concatenate([reader.get_tensor(name) for name in names])
 
 
-def load_factors(model_dir, side):
+def load_factors(model_dir: str, side: str) -> np.ndarray:
     """Every shard of the trained ``side`` ('row' or 'col') factors of a model directory's latest checkpoint,
     concatenated in id order.
 
@@ -111,7 +114,7 @@ def load_factors(model_dir, side):
     return load_shards(latest_checkpoint(model_dir), side + "_factors_shard_")
 
 
-def latest_checkpoint(model_dir):
+def latest_checkpoint(model_dir: str) -> str:
     """The model directory's latest checkpoint, or a DataError saying to train first."""
     checkpoint = tf.train.latest_checkpoint(model_dir)
     if checkpoint is None:
@@ -123,7 +126,7 @@ def latest_checkpoint(model_dir):
 Factors = collections.namedtuple("Factors", "rows cols row_weights col_weights")
 
 
-def trained_factors(model_dir):
+def trained_factors(model_dir: str) -> Factors:
     """The Factors of a model directory's latest checkpoint."""
     checkpoint = latest_checkpoint(model_dir)
     return Factors(*(load_shards(checkpoint, "{}_{}_shard_".format(side, kind))
@@ -131,7 +134,7 @@ def trained_factors(model_dir):
                                         ("weights", "col"))))
 
 
-def new_version_dir(exports_dir):
+def new_version_dir(exports_dir: str) -> str:
     """A version directory under ``exports_dir`` for a new export: the time in seconds, as SavedModel's exporter
     names it, later than every version there (two exports in one second get two versions)."""
     versions = export_versions(exports_dir)
@@ -141,7 +144,7 @@ def new_version_dir(exports_dir):
 
 # ---------------------------------------------------------------- guards --
 
-def check_existing_model(settings):
+def check_existing_model(settings) -> None:
     """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
     checkpoint = tf.train.latest_checkpoint(settings.output_dir)
     if checkpoint is None:
@@ -165,7 +168,7 @@ TRAINING_SETTINGS = ("nusers", "nitems", "n_embeds", "batch_size", "regularizati
 TRAINING_SETTINGS_FILE = "training_settings.json"
 
 
-def check_same_training(settings):
+def check_same_training(settings) -> None:
     """Refuse to continue a checkpoint trained with other settings: it would be kept, not retrained, and
     re-exported as if it were this one."""
     mine = _training_settings(settings)
@@ -182,7 +185,7 @@ def _training_settings(settings):
     return {name: getattr(settings, name) for name in TRAINING_SETTINGS}
 
 
-def record_training(settings, interactions):
+def record_training(settings, interactions: datadir.Interactions) -> None:
     """Write what check_same_training compares, and what the model is trained on (the data directory and a
     fingerprint of its reads: evaluation can tell a model that saw other reads), to the output_dir once the
     data is known to be good."""
@@ -191,14 +194,14 @@ def record_training(settings, interactions):
     atomic_write_text(os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE), json.dumps(record, sort_keys=True))
 
 
-def trained_on(data_dir, interactions):
+def trained_on(data_dir: str, interactions: datadir.Interactions) -> dict:
     """What a model trained on ``data_dir``'s ``interactions`` records of its data: the directory (absolute where
     local) and the fingerprint of its reads (datadir.reads_fingerprint)."""
     return {"data_dir": data_dir if "://" in data_dir else os.path.abspath(data_dir),
             "reads_fingerprint": datadir.reads_fingerprint(interactions)}
 
 
-def training_record(model_dir):
+def training_record(model_dir: str) -> dict:
     """What a model directory records of its training (training_settings.json), or {} for a model without it."""
     path = os.path.join(model_dir, TRAINING_SETTINGS_FILE)
     if not tf.io.gfile.exists(path):
@@ -207,14 +210,14 @@ def training_record(model_dir):
         return json_object(f.read(), path, "train the model again with python -m walsmf.task")
 
 
-def remove_unfinished_exports(model_dir):
+def remove_unfinished_exports(model_dir: str) -> None:
     """Remove export/Servo/temp-* directories (an export's staging) an interrupted or killed export left."""
     servo = os.path.join(model_dir, EXPORTS_DIR)
     for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
         tf.io.gfile.rmtree(stale)
 
 
-def serving_info_of(settings):
+def serving_info_of(settings) -> dict:
     """What a client of the export must know of the model (serving_info.json): its shape and the defaults
     of an instance's k and excludeRead; whether it rates durations (a median read time); and what a new
     visitor's fold-in solves with (walsmf.export_numpy answers from these and the export's arrays)."""
@@ -227,13 +230,13 @@ def serving_info_of(settings):
             "target": settings.target}
 
 
-def read_asset(export_dir, name, dtype):
+def read_asset(export_dir: str, name: str, dtype: np.dtype) -> np.ndarray:
     """One raw little-endian asset file of an export as a numpy vector."""
     with tf.io.gfile.GFile(os.path.join(export_dir, "assets", name), "rb") as f:
         return np.frombuffer(f.read(), dtype)
 
 
-def read_original_ids(export_dir, side):
+def read_original_ids(export_dir: str, side: str) -> List[Optional[str]]:
     """One side's original ids by internal id from the export's asset (None where an id has none)."""
     with tf.io.gfile.GFile(os.path.join(export_dir, "assets", ID_FILES[side]), "rb") as f:
         lines = f.read().decode("ascii").splitlines()

@@ -4,10 +4,13 @@ Batch prediction (walsmf.recommend), evaluation and the server's answers
 (walsmf.export_numpy) rank with these; numpy only, so the server imports them
 on any runtime.
 """
+from typing import Optional
+
 import numpy as np
 
 
-def item_offsets(readers, popularity_weight=0.0, popularity=None):
+def item_offsets(readers: np.ndarray, popularity_weight: float = 0.0,
+                 popularity: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """The offset of each item's score: β·log(1 + popularity) (the blend; popularity: ``readers`` unless given),
     −inf for an item no one read (never recommended); None when every offset is 0."""
     if not popularity_weight and (readers > 0).all():
@@ -17,7 +20,7 @@ def item_offsets(readers, popularity_weight=0.0, popularity=None):
     return np.where(readers > 0, blend, -np.inf).astype(np.float32)
 
 
-def top_of_block(scores, k):
+def top_of_block(scores: np.ndarray, k: int) -> np.ndarray:
     """Top-k column ids of each row of ``scores`` [b, width] (width a multiple of 8), best first, equal scores
     by lower id (tf.nn.top_k's order).
 
