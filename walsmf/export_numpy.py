@@ -12,7 +12,7 @@ every instance form.
 """
 import os
 import threading
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -29,6 +29,22 @@ FOLD_IN_KEYS = ("unobserved_weight", "regularization", "target", "median_duratio
 def answers_in_numpy(info: dict) -> bool:
     """Whether an export with this serving_info.json can be answered by ExportAnswers."""
     return all(key in info for key in FOLD_IN_KEYS + ("nusers", "nitems", "topk", "popularity_weight"))
+
+
+def fold_in(other_factors: np.ndarray, gramian: np.ndarray, ids: np.ndarray, values: np.ndarray,
+            other_weights: np.ndarray, own_weight: float, unobserved_weight: float,
+            regularization: Optional[float]) -> np.ndarray:
+    """One id's factor by the closed-form WALS solve against the other side's factors (walsmf.solve's
+    solve_projection, in numpy and float64): minimizes Σ_read (w0 + o·c_j)(a_j − x·v_j)² + w0 Σ_unread (x·v_j)²
+    + λ|x|² over the reads ``ids`` with ``values`` a_j, own weight o, the other side's weights c_j and
+    ``gramian`` = Σ_all v_j v_jᵀ (float64)."""
+    v = other_factors[ids].astype(np.float64)
+    observed_weight = (np.float32(own_weight) * other_weights[ids]).astype(np.float64)
+    lhs = unobserved_weight * gramian + (v * observed_weight[:, None]).T @ v
+    if regularization:
+        lhs += regularization * np.eye(gramian.shape[0])
+    rhs = v.T @ ((unobserved_weight + observed_weight) * np.asarray(values, np.float64))
+    return np.linalg.solve(lhs, rhs).astype(np.float32)
 
 
 class _Side:
@@ -132,16 +148,10 @@ class ExportAnswers:
         return ratings
 
     def _fold_in(self, items, ratings):
-        """The closed-form WALS solve of a new visitor's factor from the item factors (walsmf.export_graph's
-        solve_projection, in float64)."""
-        info, dim = self.info, self.items_gramian.shape[0]
-        v = self.items.factors[items].astype(np.float64)
-        observed_weight = (self.user_weight * self.item_weights[items]).astype(np.float64)
-        lhs = info["unobserved_weight"] * self.items_gramian + (v * observed_weight[:, None]).T @ v
-        if info["regularization"]:
-            lhs += info["regularization"] * np.eye(dim)
-        rhs = v.T @ ((info["unobserved_weight"] + observed_weight) * ratings.astype(np.float64))
-        return np.linalg.solve(lhs, rhs).astype(np.float32)
+        """A new visitor's factor: the closed-form WALS solve against the item factors."""
+        info = self.info
+        return fold_in(self.items.factors, self.items_gramian, items, ratings, self.item_weights, self.user_weight,
+                       info["unobserved_weight"], info["regularization"])
 
     def _rank(self, factor, has_reads, others, dropped, k, offsets):
         """The other side's top-k ids and scores for ``factor``, padded with −1 and 0 to the answer's length:

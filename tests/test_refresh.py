@@ -1,0 +1,119 @@
+"""walsmf.refresh: new reads folded into a trained model. Old ids keep their numbers; an article's and a visitor's
+folded-in factor is numpy's solve of WALS's equation with the other side fixed; untouched factors stay; the new
+export knows the new visitors and articles; bad input is one error line and changes nothing."""
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import assert_same_answers, closed_form, run_module
+
+from walsmf import datadir, model, modeldir, predict, refresh, settings
+from walsmf.errors import DataError
+from walsmf.export_numpy import ExportAnswers
+from walsmf.instances import check_instance
+
+
+@pytest.fixture
+def trained_copy(small_data, tmp_path):
+    """A model trained on a copy of the small data (the refresh grows both): its Settings."""
+    data_dir = str(tmp_path / "data")
+    shutil.copytree(small_data[0], data_dir)
+    metadata = datadir.read_metadata(data_dir)
+    args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "model"), num_epochs=2, batch_size=64,
+                         nusers=metadata["nusers"], nitems=metadata["nitems"], seed=3)
+    model.train_and_evaluate(args)
+    return args
+
+
+def new_reads(trained, path, n=120, seed=0):
+    """A CSV of reads: known visitors reading known and new articles, new visitors; with read times."""
+    rng = np.random.RandomState(seed)
+    visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
+    contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
+    rows = [(visitors[rng.randint(len(visitors))] if n % 3 else "new-visitor-{}".format(n % 7),
+             "new-article-{}".format(rng.randint(3)) if n % 4 == 0 else contents[rng.randint(len(contents))],
+             int(rng.randint(1000, 300000)), 1800000000000 + n) for n in range(n)]
+    pd.DataFrame(rows, columns=["visitorId", "contentId", "session_duration", "read_time"]).to_csv(path, index=False)
+    return rows
+
+
+def dense(data_dir, nusers, nitems):
+    """The data directory's ratings as a dense matrix, and which entries are observed."""
+    interactions = datadir.read_interactions(data_dir, nusers, nitems)
+    ratings, observed = np.zeros((nusers, nitems)), np.zeros((nusers, nitems), bool)
+    for user in range(nusers):
+        begin, end = interactions.by_user.offsets[user], interactions.by_user.offsets[user + 1]
+        ratings[user, interactions.by_user.indices[begin:end]] = interactions.by_user.values[begin:end]
+        observed[user, interactions.by_user.indices[begin:end]] = True
+    return ratings, observed
+
+
+@pytest.mark.training
+def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trained_copy, tmp_path):
+    trained = trained_copy
+    before = modeldir.trained_factors(trained.output_dir)
+    old_users = open(os.path.join(trained.input_path, datadir.USERS_FILE)).read()
+    old_items = open(os.path.join(trained.input_path, datadir.ITEMS_FILE)).read()
+    rows = new_reads(trained, str(tmp_path / "new.csv"))
+    trained_export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    export = refresh.refresh(trained.output_dir, str(tmp_path / "new.csv"), log=lambda _: None)
+    assert modeldir.latest_export(os.path.dirname(trained_export)) == export != trained_export
+
+    users_csv = open(os.path.join(trained.input_path, datadir.USERS_FILE)).read()
+    items_csv = open(os.path.join(trained.input_path, datadir.ITEMS_FILE)).read()
+    assert users_csv.startswith(old_users) and items_csv.startswith(old_items)
+    nusers, nitems = trained.nusers + 7, trained.nitems + 3
+    assert datadir.read_metadata(trained.input_path)["nusers"] == nusers
+    assert datadir.read_metadata(trained.input_path)["nitems"] == nitems
+    after = modeldir.trained_factors(trained.output_dir)
+    assert after.rows.shape == (nusers, trained.n_embeds) and after.cols.shape == (nitems, trained.n_embeds)
+
+    visitors = list(datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE)))
+    contents = list(datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE)))
+    touched_users = sorted({visitors.index(v) for v, _, _, _ in rows})
+    touched_items = sorted({contents.index(c) for _, c, _, _ in rows})
+    untouched_users = np.setdiff1d(np.arange(trained.nusers), touched_users)
+    untouched_items = np.setdiff1d(np.arange(trained.nitems), touched_items)
+    np.testing.assert_array_equal(after.rows[untouched_users], before.rows[untouched_users])
+    np.testing.assert_array_equal(after.cols[untouched_items], before.cols[untouched_items])
+
+    # the articles against the visitors' factors before the refresh (new visitors zero), then the visitors
+    ratings, observed = dense(trained.input_path, nusers, nitems)
+    users_then = np.zeros((nusers, trained.n_embeds))
+    users_then[:trained.nusers] = before.rows
+    columns = closed_form(ratings.T, users_then, trained.unobserved_weight, np.ones(nitems), np.ones(nusers),
+                          observed=observed.T)
+    np.testing.assert_allclose(after.cols[touched_items], columns[touched_items], rtol=1e-4, atol=1e-6)
+    rows_now = closed_form(ratings, after.cols.astype(np.float64), trained.unobserved_weight, np.ones(nusers),
+                           np.ones(nitems), observed=observed)
+    np.testing.assert_allclose(after.rows[touched_users], rows_now[touched_users], rtol=1e-4, atol=1e-6)
+
+    # the new export knows the new ids, and its numpy answers are its graph's
+    info = modeldir.serving_info(export)
+    assert (info["nusers"], info["nitems"]) == (nusers, nitems)
+    instances = [{"visitorId": "new-visitor-1"}, {"contentIds": ["new-article-2"]}, {"userId": 0}]
+    answers = predict.predict(export, instances)
+    assert answers[0]["known_visitor"] and answers[1]["unknown_content_ids"] == 0
+    assert_same_answers(ExportAnswers(export, info).answer([check_instance(i, "i", info) for i in instances]),
+                        answers)
+    assert len(open(os.path.join(trained.output_dir, modeldir.BATCH_PRED_FILE)).read().splitlines()) == nusers
+
+
+@pytest.mark.training
+def test_a_model_without_its_data_directory_or_reads_without_rows_is_one_error_and_nothing_changes(
+        trained_copy, tmp_path):
+    trained = trained_copy
+    new_reads(trained, str(tmp_path / "new.csv"))
+    (tmp_path / "empty.csv").write_text("visitorId,contentId,session_duration\n")
+    listing = sorted(os.listdir(trained.output_dir)), sorted(os.listdir(trained.input_path))
+    with pytest.raises(DataError, match="holds no"):
+        refresh.refresh(trained.output_dir, str(tmp_path / "empty.csv"))
+    moved = str(tmp_path / "moved")
+    shutil.move(trained.input_path, moved)
+    result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv", tmp_path / "new.csv")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "holds no data directory now" in result.stderr and result.stderr.startswith("error: ")
+    shutil.move(moved, trained.input_path)
+    assert (sorted(os.listdir(trained.output_dir)), sorted(os.listdir(trained.input_path))) == listing

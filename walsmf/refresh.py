@@ -1,0 +1,232 @@
+"""Fold new reads into a trained model: new visitors and articles get the next ids, their factors (and those of
+the visitors and articles the reads touch) one exact WALS solve each, and a new export version.
+
+    python -m walsmf.refresh --model_dir wals_trained --extracted_csv new_reads.csv
+
+The reads are a CSV of visitorId,contentId,session_duration[,read_time] (what
+``walsmf.extract --output`` writes).  The model directory records the data
+directory it was trained on (training_settings.json); the refresh
+
+1. rates the new reads with the training median (the lab's rule) and merges
+   them into that data directory: old ids keep their numbers, new visitors
+   and articles get the next ones (users.csv and items.csv only grow), a pair
+   read again keeps its higher rating; the directory is rebuilt beside the
+   old one and swapped in whole, as preprocessing does;
+2. folds in: every article with a new read is solved against the visitors'
+   factors (new visitors count with zero factors), then every visitor with a
+   new read against the articles' factors so updated, each the closed-form
+   WALS solve of training's equations (walsmf.export_numpy.fold_in); every
+   other factor stays as it was;
+3. writes a checkpoint of the grown model, a new export version
+   ``export/Servo/<version>/`` (complete before it appears) and
+   batch_pred.txt / batch_pred_original_ids.txt, printing each stage's time.
+"""
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from walsmf import datadir, flags, model, modeldir, recommend
+from walsmf import settings as settings_module
+from walsmf.errors import DataError, run_cli
+from walsmf.export_numpy import fold_in
+from walsmf.extract import TIME_COLUMN, read_extracted_csv
+from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
+from walsmf.ratings import rating_of
+
+
+def trained_settings(model_dir):
+    """The Settings a model directory was trained with (training_settings.json, serving_info.json), its data
+    directory as input_path and itself as output_dir."""
+    record, info = modeldir.training_record(model_dir), modeldir.serving_info(model_dir)
+    if not record.get("data_dir") or not info:
+        raise DataError("{} does not record the data directory it was trained on: train it with python -m "
+                        "walsmf.task (which records it), then refresh".format(model_dir))
+    if not tf.io.gfile.exists(os.path.join(record["data_dir"], datadir.METADATA_FILE)):
+        raise DataError("{} was trained on {}, which holds no data directory now: refresh needs the data the model "
+                        "was trained on".format(model_dir, record["data_dir"]))
+    trained = {name: record[name] for name in modeldir.TRAINING_SETTINGS}
+    served = {name: info[name] for name in ("topk", "exclude_seen", "popularity_weight", "popularity_days")}
+    return settings_module.make(input_path=record["data_dir"], output_dir=model_dir, **trained, **served)
+
+
+def merged_reads(data_dir, extracted):
+    """The data directory's reads (visitorId, contentId, rating) with the new ones merged (a pair read again keeps
+    its higher rating), the grown id maps, the times where both have them, and how many reads were new."""
+    metadata = datadir.read_metadata(data_dir)
+    median = metadata.get("median_duration_ms")
+    if not median:
+        raise DataError("{} has no median read time (metadata.json): new reads' durations cannot be rated; "
+                        "preprocess the data again".format(data_dir))
+    old = pd.read_csv(os.path.join(data_dir, datadir.RAW_FILE), header=None, names=["visitorId", "contentId", "rating"],
+                      dtype={"visitorId": str, "contentId": str})
+    new = pd.DataFrame({"visitorId": extracted["visitorId"].astype(str).values,
+                        "contentId": extracted["contentId"].astype(str).values,
+                        "rating": rating_of(extracted["session_duration"].values.astype(np.float64), median)})
+    visitors = _grown(datadir.read_id_map(os.path.join(data_dir, datadir.USERS_FILE)), new["visitorId"])
+    contents = _grown(datadir.read_id_map(os.path.join(data_dir, datadir.ITEMS_FILE)), new["contentId"])
+    merged = pd.concat([old, new], ignore_index=True)
+    merged = merged.groupby(["visitorId", "contentId"], sort=False, as_index=False)["rating"].max()
+    times = None
+    times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
+    if tf.io.gfile.exists(times_csv):
+        if TIME_COLUMN not in extracted:
+            raise DataError("{} has read times ({}), the new reads have none: give the CSV its {} column".format(
+                data_dir, datadir.TIMES_FILE, TIME_COLUMN))
+        with tf.io.gfile.GFile(times_csv) as f:
+            old_times = pd.read_csv(f, dtype={"visitorId": str, "contentId": str})
+        new_times = pd.DataFrame({"visitorId": new["visitorId"], "contentId": new["contentId"],
+                                  "time": extracted[TIME_COLUMN].values})
+        times = pd.concat([old_times, new_times], ignore_index=True).groupby(
+            ["visitorId", "contentId"], sort=False, as_index=False)["time"].max()
+    return merged, visitors, contents, times, metadata
+
+
+def _grown(known, ids):
+    """The original ids by internal id: ``known``'s, then the ids of ``ids`` not among them, in sorted order."""
+    have = set(known)
+    return list(known) + sorted({i for i in ids if i not in have})
+
+
+def write_grown_data(staged, merged, visitors, contents, times, metadata):
+    """Write the grown data directory into ``staged``; return its mapped reads (userId, itemId, rating)."""
+    user_of = {v: n for n, v in enumerate(visitors)}
+    item_of = {c: n for n, c in enumerate(contents)}
+    mapped = pd.DataFrame({"userId": merged["visitorId"].map(user_of).values,
+                           "itemId": merged["contentId"].map(item_of).values,
+                           "rating": merged["rating"].round(2).values})
+    merged.to_csv(os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
+    pd.DataFrame({"visitorId": visitors, "userId": np.arange(len(visitors))}).to_csv(
+        os.path.join(staged, datadir.USERS_FILE), index=False, header=False)
+    pd.DataFrame({"contentId": contents, "itemId": np.arange(len(contents))}).to_csv(
+        os.path.join(staged, datadir.ITEMS_FILE), index=False, header=False)
+    mapped.to_csv(os.path.join(staged, datadir.MAPPED_FILE), index=False, header=False)
+    if times is not None:
+        datadir.write_times(staged, times["visitorId"], times["contentId"], times["time"])
+    datadir.write_interactions(staged, datadir.interactions_of(mapped, len(visitors), len(contents)))
+    datadir.write_metadata(staged, dict(metadata, nusers=len(visitors), nitems=len(contents),
+                                        interactions=int(len(mapped)), source="refresh"))
+    return mapped
+
+
+def grown_factors(factors, settings, interactions):
+    """``factors`` (modeldir.Factors) grown to ``settings``' id counts: zero factors for the new ids, the row weight
+    for new users, every item's weight from its readers as training weighs them."""
+    dim = factors.rows.shape[1]
+    rows = np.zeros((settings.nusers, dim), np.float32)
+    rows[:len(factors.rows)] = factors.rows
+    cols = np.zeros((settings.nitems, dim), np.float32)
+    cols[:len(factors.cols)] = factors.cols
+    row_weights = np.full(settings.nusers, settings.row_weight, np.float32)
+    row_weights[:len(factors.row_weights)] = factors.row_weights
+    col_weights = model.item_weights(interactions.by_item.counts, settings.col_weight, settings.col_weight_exp)
+    return modeldir.Factors(rows, cols, row_weights, col_weights)
+
+
+def fold_in_side(own, other, csr, ids, own_weights, other_weights, settings):
+    """Solve the factors of ``ids`` (rows of ``own``, in place) against ``other``'s, from their reads in ``csr``."""
+    gramian = other.astype(np.float64).T @ other.astype(np.float64)
+    for own_id in ids:
+        start, end = csr.offsets[own_id], csr.offsets[own_id + 1]
+        own[own_id] = fold_in(other, gramian, csr.indices[start:end], csr.values[start:end], other_weights,
+                              own_weights[own_id], settings.unobserved_weight, settings.regularization)
+
+
+def write_checkpoint(model_dir, factors, settings):
+    """A checkpoint of the grown model beside the trained ones (the next step's number), every variable of the
+    last one kept, the factors', weights' and Gramians' grown or recomputed."""
+    last = modeldir.latest_checkpoint(model_dir)
+    reader = tf.train.load_checkpoint(last)
+    step = int(reader.get_tensor("global_step")) + 1
+    sides = {"row": (factors.rows, factors.row_weights, settings.num_row_shards, settings.nusers),
+             "col": (factors.cols, factors.col_weights, settings.num_col_shards, settings.nitems)}
+    values = {}
+    for side, (side_factors, weights, shards, count) in sides.items():
+        bounds = np.cumsum(model.shard_sizes(count, shards))[:-1]
+        for number, (part, part_weights) in enumerate(zip(np.split(side_factors, bounds), np.split(weights, bounds))):
+            values["{}_factors_shard_{}".format(side, number)] = part
+            values["{}_weights_shard_{}".format(side, number)] = part_weights
+        values[side + "_gramian"] = (side_factors.T @ side_factors).astype(np.float32)
+    for name in reader.get_variable_to_shape_map():
+        if name in values:
+            continue
+        value = reader.get_tensor(name)
+        if name in ("processed_rows", "processed_cols"):  # a sweep's bookkeeping: the new ids not yet processed
+            value = np.concatenate([value, np.zeros(sides[name[10:13]][3] - len(value), value.dtype)])
+        values[name] = np.int64(step) if name == "global_step" else value
+    graph = tf.Graph()
+    with graph.as_default():
+        feeds = {}
+        variables = []
+        for name, value in sorted(values.items()):
+            feed = tf.compat.v1.placeholder(tf.as_dtype(np.asarray(value).dtype), np.shape(value))
+            feeds[feed] = value
+            variables.append(tf.compat.v1.Variable(feed, name=name))
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer(), feeds)
+            tf.compat.v1.train.Saver(variables, max_to_keep=None, save_relative_paths=True).save(
+                session, os.path.join(model_dir, "model.ckpt"), global_step=step, write_meta_graph=False)
+
+
+def refresh(model_dir, extracted_csv, log=print):
+    """Fold the reads of ``extracted_csv`` into the model of ``model_dir`` (see the module's docstring); return
+    the new export's path."""
+    start = time.time()
+
+    def stage(name):
+        nonlocal start
+        log("      {}: {:.1f}s".format(name, time.time() - start))
+        start = time.time()
+    settings = trained_settings(model_dir)
+    extracted = read_extracted_csv(extracted_csv)
+    stage("read {:,} new reads".format(len(extracted)))
+    merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted)
+    new_users, new_items = len(visitors) - settings.nusers, len(contents) - settings.nitems
+    grown = settings.replace(nusers=len(visitors), nitems=len(contents))
+    with exclusive_directory(model_dir, "walsmf.refresh"), \
+            staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
+        mapped = write_grown_data(staged, merged, visitors, contents, times, metadata)
+        stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(new_users, new_items,
+                                                                                      len(mapped)))
+        data = model.load_data(grown.replace(input_path=staged))
+        fitted = datadir.Interactions(*(side.with_values(np.ones_like(side.values)) for side in data.interactions)) \
+            if settings.target == "read" else data.interactions
+        factors = grown_factors(modeldir.trained_factors(model_dir), grown, data.interactions)
+        read_new = extracted.assign(userId=extracted["visitorId"].astype(str).map(
+            {v: n for n, v in enumerate(visitors)}), itemId=extracted["contentId"].astype(str).map(
+            {c: n for n, c in enumerate(contents)}))
+        items, users = np.unique(read_new["itemId"].values), np.unique(read_new["userId"].values)
+        fold_in_side(factors.cols, factors.rows, fitted.by_item, items, factors.col_weights, factors.row_weights,
+                     grown)
+        fold_in_side(factors.rows, factors.cols, fitted.by_user, users, factors.row_weights, factors.col_weights,
+                     grown)
+        stage("folded in {:,} articles and {:,} visitors".format(len(items), len(users)))
+        write_checkpoint(model_dir, factors, grown)
+        modeldir.record_training(grown.replace(input_path=settings.input_path), data.interactions)
+        atomic_write_text(os.path.join(model_dir, modeldir.SERVING_INFO_FILE),
+                          json.dumps(modeldir.serving_info_of(grown.replace(input_path=staged))))
+        export = model.export(factors, data, grown.replace(input_path=staged))
+        stage("checkpoint and export {}".format(export))
+        recommend.batch_predict(grown, data, log=lambda _: None)
+        stage("batch prediction of {:,} visitors".format(grown.nusers))
+    return export
+
+
+def main(argv=None):
+    """CLI: fold new reads into a trained model."""
+    parser = flags.Parser(prog="python -m walsmf.refresh", description=__doc__.split("\n\n")[0])
+    flags.add_model_dir(parser, "the model to refresh (a walsmf.task --output_dir)", required=True)
+    parser.add_argument("--extracted_csv", required=True,
+                        help="the new reads: a CSV of visitorId,contentId,session_duration[,read_time]")
+    args = parser.parse_args(argv)
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    print("[refresh] {} with {}".format(args.model_dir, args.extracted_csv), flush=True)
+    export = refresh(args.model_dir, args.extracted_csv)
+    print("[refresh] done: {}".format(export), flush=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)
