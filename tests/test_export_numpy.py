@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import assert_same_answers, batch_pred
 
-from walsmf import datadir, model, modeldir, predict, serve, settings
+from walsmf import datadir, model, modeldir, predict, settings, versions
 from walsmf.export_numpy import ExportAnswers, answers_in_numpy
 from walsmf.instances import check_instance
 
@@ -84,7 +84,7 @@ def test_an_export_without_the_fold_in_settings_is_answered_by_its_graph(trained
     with open(info_path, "w") as f:
         json.dump({key: value for key, value in info.items() if key != "unobserved_weight"}, f)
     forms = instances_of_every_form(trained, seed=7)[:15]
-    served = serve.Model(older)
+    served = versions.Model(older)
     assert not answers_in_numpy(served.info)
     # the graph's own answers, to the last bit
     assert served.answer(forms) == predict.predict(older, forms)

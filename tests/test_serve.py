@@ -184,3 +184,50 @@ def test_an_export_that_cannot_load_is_one_error_line_and_exit_1(trained, runtim
     assert served.returncode == 1 and served.stdout == ""
     assert served.stderr.startswith("error: ") and served.stderr.count("\n") == 1, served.stderr
     assert "is not a readable walsmf export" in served.stderr and "export it again" in served.stderr
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_reported(trained, runtime, tmp_path):
+    export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+    servo = tmp_path / "Servo"
+    shutil.copytree(export, str(servo / "1500000000"))
+    port = free_ports(1)[0]
+    process = start(str(servo), port, None, "--poll_seconds", "0.3", runtime=runtime)
+    statuses, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set() and len(statuses) < 20000:  # bounded: loopback only, stops by itself
+            try:
+                statuses.append(call(port, "/predict", {"instances": [{"userId": len(statuses) % trained.nusers}]})[0])
+            except OSError as err:  # a refused or reset connection is a failed request too
+                statuses.append(repr(err))
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        # an exporter writes the version beside and renames it in
+        shutil.copytree(export, str(servo / "temp-1500000001"))
+        os.rename(str(servo / "temp-1500000001"), str(servo / "1500000001"))
+        deadline = time.time() + 60
+        while time.time() < deadline and {call(port, "/health")[1]["version"] for _ in range(20)} != {"1500000001"}:
+            time.sleep(0.3)
+        broken = servo / "1500000002"
+        shutil.copytree(export, str(broken))
+        (data,) = (broken / "variables").glob("variables.data-*")
+        data.write_bytes(data.read_bytes()[:100])
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    states = {v["version"]: (v["state"], v["status"]["error_code"])
+              for v in call(port, "/v1/models/walsmf")[1]["model_version_status"]}
+    versions_served = {call(port, "/health")[1]["version"] for _ in range(20)}
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert len(statuses) > 100 and set(statuses) == {200}
+    assert versions_served == {"1500000001"}
+    assert states["1500000001"] == ("AVAILABLE", "OK") and states["1500000000"] == ("END", "OK")
+    assert states["1500000002"] == ("END", "UNKNOWN")

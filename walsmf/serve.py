@@ -5,7 +5,7 @@ custom-container contract, on gunicorn.
 
 Routes (docs/serving.md):
 
-    GET  /v1/models/NAME                 TF Serving's model status
+    GET  /v1/models/NAME                 TF Serving's model status: the versions and their states
     GET  /v1/models/NAME/metadata        the export's inputs and outputs
     POST /v1/models/NAME:predict         {"instances": [...]} -> {"predictions": [...]},
                                          {"inputs": {key: [...]}} -> {"outputs": {key: [...]}}
@@ -21,90 +21,37 @@ loads the model after the fork (TensorFlow does not survive a fork), so the
 port answers only once a worker holds the model.  SIGTERM (Vertex removing a
 replica) lets in-flight requests finish, then the server exits 0.
 
+Given a directory of versions (export/Servo, or a training's output_dir), each
+worker looks for a newer version every --poll_seconds, as TF Serving polls
+its base path: it loads it beside the one serving and swaps when it is
+loaded (walsmf.versions), so no request fails; a version that fails to load
+is reported (its state END with the error) and the old one goes on serving.
+
 Without --model-dir the model is $AIP_STORAGE_URI (a gs:// copy of the export,
 copied to local disk by each worker); the port is $AIP_HTTP_PORT (8080).
 """
 import asyncio
 import json
 import os
-import shutil
+import re
 import socket
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from walsmf import flags
 from walsmf.errors import DEBUG_ENV, DataError, run_cli
-from walsmf.instances import KEYS, check_instance
+from walsmf.instances import KEYS
+from walsmf.versions import BadRequest, Versions, poll_forever
 
 DEFAULT_PORT = 8080
 # Vertex AI's shared public endpoints take at most 1.5 MB a request.
 MAX_REQUEST_BYTES = 1536 * 1024
 MODEL_NAME = "walsmf"
-# Vertex's parameters that apply to every instance of a request.
-PARAMETERS = ("k", "exclude", "excludeRead")
+# How often a worker looks for a newer export version (TF Serving polls its base path every second by default).
+POLL_SECONDS = 2.0
 # A worker's threads for requests of many instances (a few instances are answered on its event loop).
 THREADS = 2
-
-
-class BadRequest(Exception):
-    """A request the server answers with a 4xx: ``status`` and a one-line message."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-
-
-class Model:
-    """A loaded export and what the routes need of it: its answers, serving_info and version.
-
-    An export whose serving_info.json holds the fold-in's settings is answered in numpy
-    (walsmf.export_numpy: the graph's answers at about the cost of the scores); an older one by its graph.
-    """
-
-    def __init__(self, model_dir):
-        import tensorflow as tf  # in the worker, after the fork
-
-        from walsmf import modeldir, predict
-        from walsmf.export_numpy import ExportAnswers, answers_in_numpy
-
-        self.export_dir = modeldir.latest_export(model_dir)
-        self.version = os.path.basename(self.export_dir.rstrip("/"))
-        self.info = modeldir.serving_info(self.export_dir)
-        self.invalid = tf.errors.InvalidArgumentError
-        try:
-            if answers_in_numpy(self.info):
-                self._answer = ExportAnswers(self.export_dir, self.info).answer
-            else:
-                predict_fn = predict.load(self.export_dir)
-                self._answer = lambda checked: predict.run(predict_fn, checked, self.info)
-        except DataError:
-            raise
-        except Exception as err:  # whatever the reader of a damaged file raises (it differs between runtimes)
-            raise DataError("{} is not a readable walsmf export ({}): export it again with python -m walsmf.task"
-                            .format(self.export_dir, (str(err).strip().splitlines() or [type(err).__name__])[0]))
-
-    def answer(self, instances, parameters=None):
-        """One prediction dict per JSON instance, or a BadRequest naming the instance and what is wrong."""
-        if not isinstance(instances, list) or not instances:
-            raise BadRequest(400, "instances must be a non-empty JSON list of instance objects")
-        parameters = parameters or {}
-        if not isinstance(parameters, dict) or set(parameters) - set(PARAMETERS):
-            raise BadRequest(400, "parameters may hold {} only, got {}".format(
-                ", ".join(PARAMETERS), json.dumps(parameters)[:200]))
-        checked = []
-        for number, instance in enumerate(instances, 1):
-            if isinstance(instance, dict):
-                instance = dict({k: v for k, v in parameters.items() if k not in instance}, **instance)
-            try:
-                checked.append(check_instance(instance, "instance {}".format(number), self.info))
-            except DataError as err:
-                raise BadRequest(400, str(err))
-        try:
-            return self._answer(checked)
-        except self.invalid as err:
-            raise BadRequest(400, (err.message.strip().splitlines() or ["invalid instance"])[0])
 
 
 def routes(environ):
@@ -113,24 +60,21 @@ def routes(environ):
             environ.get("AIP_PREDICT_ROUTE", "/predict"))
 
 
-def application(model, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ, threads=THREADS):
-    """The ASGI application serving ``model``: a request of a few instances is answered on the event loop (a
-    tenth of a millisecond each), a larger one on one of ``threads`` threads, so that /health and small requests
-    keep being answered meanwhile."""
+def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ, threads=THREADS):
+    """The ASGI application serving ``versions`` (a Versions): a request of a few instances is answered on the
+    event loop (a tenth of a millisecond each), a larger one on one of ``threads`` threads, so that /health and
+    small requests keep being answered meanwhile.  Each request is answered by one version, the one serving
+    when it came."""
     name, health_route, predict_route = routes(environ)
     base = "/v1/models/" + name
-    versioned = base + "/versions/" + model.version
+    versioned = re.compile(re.escape(base) + r"/versions/([0-9]+)(.*)")
     pool = ThreadPoolExecutor(threads, thread_name_prefix="walsmf-answer")
 
-    def status():
-        return {"model_version_status": [{"version": model.version, "state": "AVAILABLE",
-                                          "status": {"error_code": "OK", "error_message": ""}}]}
-
-    def metadata():
+    def metadata(model):
         return {"model_spec": {"name": name, "version": model.version},
                 "metadata": {"inputs": list(KEYS), "serving_info": model.info}}
 
-    def tf_serving_predict(body):
+    def tf_serving_predict(model, body):
         if "instances" in body:
             return {"predictions": model.answer(body["instances"])}
         if "inputs" in body and isinstance(body["inputs"], dict) and body["inputs"]:
@@ -143,20 +87,27 @@ def application(model, max_request_bytes=MAX_REQUEST_BYTES, environ=os.environ, 
             return {"outputs": {key: [a[key] for a in answers] for key in answers[0]}}
         raise BadRequest(400, 'the body must hold "instances" (a list) or "inputs" (a map of lists)')
 
-    gets = {base: status, versioned: status, base + "/metadata": metadata, versioned + "/metadata": metadata,
-            health_route: lambda: {"status": "ok", "version": model.version}}
-    posts = {base + ":predict": tf_serving_predict, versioned + ":predict": tf_serving_predict,
-             predict_route: lambda body: {"predictions": model.answer(body.get("instances"), body.get("parameters"))}}
+    gets = {base: lambda model: versions.status(), base + "/metadata": metadata,
+            health_route: lambda model: {"status": "ok", "version": model.version}}
+    posts = {base + ":predict": tf_serving_predict,
+             predict_route: lambda model, body: {"predictions": model.answer(body.get("instances"),
+                                                                             body.get("parameters"))}}
 
     async def respond(scope, receive):
-        path, method = scope["path"], scope["method"]
+        path, method, model = scope["path"], scope["method"], versions.model
+        asked = versioned.fullmatch(path)
+        if asked and asked.group(2) in ("", "/metadata", ":predict"):
+            if asked.group(1) != model.version:
+                raise BadRequest(404, "version {} of {} is not served: version {} is (GET {})".format(
+                    asked.group(1), name, model.version, base))
+            path = base + asked.group(2)
         if method == "GET" and path in gets:
-            return 200, gets[path]()
+            return 200, gets[path](model)
         if method == "POST" and path in posts:
             body = await _json_body(scope, receive, max_request_bytes)
             if _instance_count(body) <= INLINE_INSTANCES:
-                return 200, posts[path](body)
-            return 200, await asyncio.get_event_loop().run_in_executor(pool, posts[path], body)
+                return 200, posts[path](model, body)
+            return 200, await asyncio.get_event_loop().run_in_executor(pool, posts[path], model, body)
         if path in gets or path in posts:
             raise BadRequest(405, "{} takes {}, not {}".format(path, "GET" if path in gets else "POST", method))
         raise BadRequest(404, "no route {} (see /v1/models/{} and {})".format(path, name, predict_route))
@@ -229,24 +180,6 @@ async def _drain(receive, most):
             return
 
 
-def local_model_dir(model_dir):
-    """A local copy of a gs:// export directory (its newest export), or ``model_dir`` itself when local."""
-    if "://" not in model_dir:
-        return model_dir
-    import tensorflow as tf
-
-    from walsmf import modeldir
-
-    source = modeldir.latest_export(model_dir)
-    target = tempfile.mkdtemp(prefix="walsmf-model-")
-    for root, _, files in tf.io.gfile.walk(source):
-        relative = os.path.relpath(root, source) if root != source else ""
-        os.makedirs(os.path.join(target, relative), exist_ok=True)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, relative, name), overwrite=True)
-    return target
-
-
 def check_port_free(host, port):
     """Refuse a port something already listens on, in one line (gunicorn would retry, then log and exit)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -258,21 +191,12 @@ def check_port_free(host, port):
                 host, port, err.strerror or err))
 
 
-def load_model(model_dir):
-    """The Model of ``model_dir`` (local or gs://), a gs:// one copied to local disk for the load."""
-    copied = local_model_dir(model_dir)
-    try:
-        return Model(copied)
-    finally:
-        if copied != model_dir:
-            shutil.rmtree(copied, ignore_errors=True)  # loaded: the arrays are in memory
-
-
 def check_model(model_dir):
     """Load the model once in a process of its own and refuse it in one line if it fails, so that the server's
     master never imports TensorFlow (each worker loads after the fork) and a bad model is not a worker crash."""
-    check = subprocess.run([sys.executable, "-c", "import sys; from walsmf import serve; serve.load_model(sys.argv[1])",
-                            model_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    load = "import sys; from walsmf import versions; versions.load_model(sys.argv[1])"
+    check = subprocess.run([sys.executable, "-c", load, model_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True,
                            env=dict(os.environ, **{DEBUG_ENV: ""}))
     if check.returncode:
         lines = check.stderr.strip().splitlines() or ["the model's check exited {}".format(check.returncode)]
@@ -295,9 +219,10 @@ def worker_class():
 
 
 def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES,
-          threads=THREADS):
+          threads=THREADS, poll_seconds=POLL_SECONDS):
     """Run gunicorn with ``workers`` uvicorn processes (default: one per core), each loading ``model_dir`` after
-    the fork and answering large requests on ``threads`` threads."""
+    the fork, answering large requests on ``threads`` threads and looking for a newer version every
+    ``poll_seconds`` (0: never)."""
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
@@ -309,7 +234,10 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
                 self.cfg.set(key, value)
 
         def load(self):
-            return application(load_model(model_dir), max_request_bytes, threads=threads)
+            versions = Versions(model_dir)
+            if poll_seconds and versions.base:
+                poll_forever(versions, poll_seconds)
+            return application(versions, max_request_bytes, threads=threads)
 
     Server().run()
 
@@ -326,6 +254,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="threads per worker for requests of more than {} instances (default {}; smaller ones are "
                              "answered on the worker's event loop)".format(INLINE_INSTANCES, THREADS))
+    parser.add_argument("--poll_seconds", type=float, default=POLL_SECONDS,
+                        help="how often each worker looks for a newer export version under --model-dir and moves to "
+                             "it (TF Serving's file_system_poll_wait_seconds; 0: never; default {:g})".format(
+                                 POLL_SECONDS))
     parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
                         help="largest request body answered; larger is a 413 (default: Vertex's 1.5 MB)")
     args = parser.parse_args(argv)
@@ -344,7 +276,11 @@ def main(argv=None):
         raise DataError("--max_request_bytes {} answers no request: give 1 or more".format(args.max_request_bytes))
     check_port_free(args.host, args.port)
     check_model(args.model_dir)
-    serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes, args.threads)
+    if not args.poll_seconds >= 0:
+        raise DataError("--poll_seconds {} is not a number of seconds: give 0 (never) or more".format(
+            args.poll_seconds))
+    serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes, args.threads,
+          args.poll_seconds)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""The exports a walsmf.serve worker holds: loading one (local or gs://), answering instances with it, and its
+versions, moving to a newer one as it appears.
+
+Each worker loads after the fork (TensorFlow does not survive a fork).
+"""
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+from walsmf.errors import DataError
+from walsmf.instances import check_instance
+
+# Vertex's parameters that apply to every instance of a request.
+PARAMETERS = ("k", "exclude", "excludeRead")
+
+
+class BadRequest(Exception):
+    """A request the server answers with a 4xx: ``status`` and a one-line message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Model:
+    """A loaded export and what the routes need of it: its answers, serving_info and version.
+
+    An export whose serving_info.json holds the fold-in's settings is answered in numpy
+    (walsmf.export_numpy: the graph's answers at about the cost of the scores); an older one by its graph.
+    """
+
+    def __init__(self, model_dir):
+        import tensorflow as tf  # in the worker, after the fork
+
+        from walsmf import modeldir, predict
+        from walsmf.export_numpy import ExportAnswers, answers_in_numpy
+
+        self.export_dir = modeldir.latest_export(model_dir)
+        self.version = os.path.basename(self.export_dir.rstrip("/"))
+        self.info = modeldir.serving_info(self.export_dir)
+        self.invalid = tf.errors.InvalidArgumentError
+        try:
+            if answers_in_numpy(self.info):
+                self._answer = ExportAnswers(self.export_dir, self.info).answer
+            else:
+                predict_fn = predict.load(self.export_dir)
+                self._answer = lambda checked: predict.run(predict_fn, checked, self.info)
+        except DataError:
+            raise
+        except Exception as err:  # whatever the reader of a damaged file raises (it differs between runtimes)
+            raise DataError("{} is not a readable walsmf export ({}): export it again with python -m walsmf.task"
+                            .format(self.export_dir, (str(err).strip().splitlines() or [type(err).__name__])[0]))
+
+    def answer(self, instances, parameters=None):
+        """One prediction dict per JSON instance, or a BadRequest naming the instance and what is wrong."""
+        if not isinstance(instances, list) or not instances:
+            raise BadRequest(400, "instances must be a non-empty JSON list of instance objects")
+        parameters = parameters or {}
+        if not isinstance(parameters, dict) or set(parameters) - set(PARAMETERS):
+            raise BadRequest(400, "parameters may hold {} only, got {}".format(
+                ", ".join(PARAMETERS), json.dumps(parameters)[:200]))
+        checked = []
+        for number, instance in enumerate(instances, 1):
+            if isinstance(instance, dict):
+                instance = dict({k: v for k, v in parameters.items() if k not in instance}, **instance)
+            try:
+                checked.append(check_instance(instance, "instance {}".format(number), self.info))
+            except DataError as err:
+                raise BadRequest(400, str(err))
+        try:
+            return self._answer(checked)
+        except self.invalid as err:
+            raise BadRequest(400, (err.message.strip().splitlines() or ["invalid instance"])[0])
+
+
+class Versions:
+    """The export versions a worker knows and the one it answers with; ``poll`` moves it to a newer version when
+    one appears (TF Serving's policy: the newest numeric version of the base path), loading it beside the one
+    serving, which keeps answering until the swap and for good if the new one fails to load."""
+
+    def __init__(self, model_dir):
+        self.base = versions_dir(model_dir)
+        self.model = load_model(model_dir)
+        self.states = {self.model.version: ("AVAILABLE", "")}
+
+    def poll(self, log=print):
+        """Load the base path's newest version if it is one this worker has not tried; swap to it if it loads."""
+        from walsmf import modeldir
+
+        try:
+            versions = modeldir.export_versions(self.base) if self.base else []
+        except Exception:  # the base path unreadable for now (removed, a network error): keep serving
+            return
+        if not versions or versions[-1] in self.states or int(versions[-1]) < int(self.model.version):
+            return
+        version = versions[-1]
+        self.states[version] = ("LOADING", "")
+        try:
+            model = load_model(os.path.join(self.base, version))
+        except DataError as err:
+            self.states[version] = ("END", str(err))
+            log("walsmf.serve: version {} failed to load, version {} goes on serving: {}".format(
+                version, self.model.version, err), flush=True)
+            return
+        old, self.model = self.model, model
+        self.states.update({old.version: ("END", ""), version: ("AVAILABLE", "")})
+        log("walsmf.serve: serving version {} (was {})".format(version, old.version), flush=True)
+
+    def status(self):
+        """TF Serving's model status: every version this worker knows, the newest first."""
+        return {"model_version_status": [
+            {"version": version, "state": state, "status": {"error_code": "UNKNOWN" if error else "OK",
+                                                            "error_message": error}}
+            for version, (state, error) in sorted(self.states.items(), key=lambda v: -int(v[0]))]}
+
+
+def versions_dir(model_dir):
+    """The directory of versions a --model-dir names (polled for new ones), or None for one export."""
+    import tensorflow as tf
+
+    from walsmf import modeldir
+
+    if tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+        return None
+    return model_dir if modeldir.export_versions(model_dir) else os.path.join(model_dir, modeldir.EXPORTS_DIR)
+
+
+def poll_forever(versions, seconds):
+    """Poll ``versions`` every ``seconds`` on a daemon thread of this worker."""
+    def loop():
+        while True:
+            time.sleep(seconds)
+            versions.poll()
+    threading.Thread(target=loop, name="walsmf-versions", daemon=True).start()
+
+
+def local_model_dir(model_dir):
+    """A local copy of a gs:// export directory (its newest export), or ``model_dir`` itself when local."""
+    if "://" not in model_dir:
+        return model_dir
+    import tensorflow as tf
+
+    from walsmf import modeldir
+
+    source = modeldir.latest_export(model_dir)
+    target = tempfile.mkdtemp(prefix="walsmf-model-")
+    for root, _, files in tf.io.gfile.walk(source):
+        relative = os.path.relpath(root, source) if root != source else ""
+        os.makedirs(os.path.join(target, relative), exist_ok=True)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, relative, name), overwrite=True)
+    return target
+
+
+def load_model(model_dir):
+    """The Model of ``model_dir`` (local or gs://), a gs:// one copied to local disk for the load."""
+    copied = local_model_dir(model_dir)
+    try:
+        return Model(copied)
+    finally:
+        if copied != model_dir:
+            shutil.rmtree(copied, ignore_errors=True)  # loaded: the arrays are in memory
