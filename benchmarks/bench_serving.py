@@ -164,7 +164,7 @@ def main(argv=None):
     model_dir = os.path.dirname(os.path.dirname(os.path.dirname(export)))
     visitors = [str(v) for v in datadir.read_id_map(os.path.join(args.data_dir, datadir.USERS_FILE))]
     contents = [str(c) for c in datadir.read_id_map(os.path.join(args.data_dir, datadir.ITEMS_FILE))]
-    expected = datadir.read_original_ids_pred(os.path.join(model_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
+    expected = modeldir.read_original_ids_pred(os.path.join(model_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
     cases = {"known visitor": {"visitorId": visitors[len(visitors) // 2], "k": K},
              "new visitor, 5 articles": {"visitorId": "bench", "contentIds": contents[10:15], "k": K}}
     floor = floor_seconds(export, np.arange(0, len(visitors), 41))

@@ -134,7 +134,7 @@ def test_users_beyond_users_csv_train_and_get_the_most_read(small_data, tmp_path
                         "--batch_size", 256, "--nusers", metadata["nusers"] + 3, "--seed", 1)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (out / modeldir.BATCH_PRED_FILE).read_text().splitlines()
-    original = datadir.read_original_ids_pred(str(out / modeldir.ORIGINAL_IDS_PRED_FILE))
+    original = modeldir.read_original_ids_pred(str(out / modeldir.ORIGINAL_IDS_PRED_FILE))
     assert len(lines) == len(original) == metadata["nusers"] + 3
     readers = datadir.read_interactions(data_dir, metadata["nusers"], metadata["nitems"]).by_item.counts
     assert lines[-1] == ",".join(map(str, np.argsort(-readers, kind="stable")[:3]))

@@ -189,10 +189,10 @@ def test_batch_top_k_is_a_full_sort_by_score_then_lower_id_ties_seen_and_offsets
 def test_plain_ids_are_written_as_the_csv_module_writes_them():
     visitors = np.array(["123", "", "v-9"], dtype=object)
     contents = np.array([["a", "b"], ["c", "d"], ["e", "f"]], dtype=object)
-    assert datadir.plain_ids(visitors) and datadir.plain_ids(contents.ravel())
-    assert datadir.original_ids_lines(visitors, contents, plain=True) == datadir.original_ids_lines(
+    assert modeldir.plain_ids(visitors) and modeldir.plain_ids(contents.ravel())
+    assert modeldir.original_ids_lines(visitors, contents, plain=True) == modeldir.original_ids_lines(
         visitors, contents) == "123\ta,b\n\tc,d\nv-9\te,f\n"
-    assert not any(datadir.plain_ids([odd]) for odd in ("a,b", 'say "hi"', "tab\there", "line\nbreak", "cr\r"))
+    assert not any(modeldir.plain_ids([odd]) for odd in ("a,b", 'say "hi"', "tab\there", "line\nbreak", "cr\r"))
 
 
 @pytest.mark.training
@@ -361,7 +361,8 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
 def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_path):
     from helpers import page, write_sessions
 
-    from walsmf.datadir import read_id_map, read_original_ids_pred
+    from walsmf.datadir import read_id_map
+    from walsmf.modeldir import read_original_ids_pred
     odd = ['line\nbreak', 'a,b', 'say "hi"', 'tab\there', 'plain']
     # every odd visitor reads every odd article (and one plain one), with durations from the next page
     sessions = {visitor: [page(10 * n, content) for n, content in enumerate(odd + ["x"] * 2)] for visitor in odd}
@@ -378,4 +379,4 @@ def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_
     assert read_original_ids_pred(str(out / modeldir.ORIGINAL_IDS_PRED_FILE)) == [
         (visitors[u], [contents[i] for i in row]) for u, row in enumerate(top)]
     # ordinary ids keep the plain form: visitorId TAB ids joined by commas
-    assert datadir.original_ids_lines(["v1"], [["c1", "c2"]]) == "v1\tc1,c2\n"
+    assert modeldir.original_ids_lines(["v1"], [["c1", "c2"]]) == "v1\tc1,c2\n"

@@ -74,7 +74,7 @@ def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_vis
     export = os.path.join(trained.output_dir, "export", "Servo")
     visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
     contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
-    batch_pred = datadir.read_original_ids_pred(os.path.join(trained.output_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
+    batch_pred = modeldir.read_original_ids_pred(os.path.join(trained.output_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
     rng = np.random.RandomState(5)
     new_visitors = [{"visitorId": "new-{}".format(n), "k": int(rng.randint(1, 8)),
                      "contentIds": [str(contents[i]) for i in rng.randint(0, len(contents), rng.randint(1, 6))]}

@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -167,36 +166,6 @@ def counts(mapped):
     return {"nitems": int(mapped["itemId"].max()) + 1,
             "nusers": int(mapped["userId"].max()) + 1,
             "interactions": int(len(mapped))}
-
-
-def _csv_line(values, delimiter=","):
-    out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(values)
-    return out.getvalue()
-
-
-# What CSV quotes in an id: the delimiters of either level, the quote, line breaks.
-_QUOTED = re.compile('[,"\t\r\n]')
-
-
-def plain_ids(ids):
-    """Whether no id holds a character CSV would quote: lines of such ids are written as they are."""
-    return _QUOTED.search("".join(ids)) is None
-
-
-def original_ids_lines(visitors, contents, plain=False):
-    """batch_pred_original_ids.txt's lines for visitorIds and their contentId lists (ids with any characters;
-    ``plain``: plain_ids holds for all of them, and the lines are joined without the csv module)."""
-    if plain:
-        return "".join(visitor + "\t" + ",".join(items) + "\n" for visitor, items in zip(visitors, contents))
-    return "".join(_csv_line([visitor, _csv_line(items).rstrip("\n")], "\t")
-                   for visitor, items in zip(visitors, contents))
-
-
-def read_original_ids_pred(path):
-    """batch_pred_original_ids.txt as [(visitorId, [contentId, ...])]."""
-    with tf.io.gfile.GFile(path) as f:
-        return [(visitor, next(csv.reader([items]))) for visitor, items in csv.reader(f, delimiter="\t")]
 
 
 def read_id_map(path):

@@ -20,8 +20,11 @@ read through ``tf.io.gfile``, so directories may be ``gs://`` paths.
 """
 import base64
 import collections
+import csv
+import io
 import json
 import os
+import re
 import time
 from typing import List, Optional
 
@@ -34,7 +37,7 @@ from walsmf.fileio import atomic_write_text
 
 BATCH_PRED_FILE = "batch_pred.txt"
 # One line per user: visitorId TAB contentIds joined by ",", each part quoted as CSV
-# only where an id holds a tab, comma, quote or line break (datadir.original_ids_lines).
+# only where an id holds a tab, comma, quote or line break (original_ids_lines).
 ORIGINAL_IDS_PRED_FILE = "batch_pred_original_ids.txt"
 # Copied into each export's assets.extra/: what a client must know of the model.
 SERVING_INFO_FILE = "serving_info.json"
@@ -59,6 +62,36 @@ def encode_original(original: Optional[str], n: int) -> str:
     if original is None:
         return "{}{}".format(NO_ORIGINAL, n)
     return base64.urlsafe_b64encode(str(original).encode("utf-8")).decode("ascii")
+
+
+def _csv_line(values, delimiter=","):
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(values)
+    return out.getvalue()
+
+
+# What CSV quotes in an id: the delimiters of either level, the quote, line breaks.
+_QUOTED = re.compile('[,"\t\r\n]')
+
+
+def plain_ids(ids):
+    """Whether no id holds a character CSV would quote: lines of such ids are written as they are."""
+    return _QUOTED.search("".join(ids)) is None
+
+
+def original_ids_lines(visitors, contents, plain=False):
+    """batch_pred_original_ids.txt's lines for visitorIds and their contentId lists (ids with any characters;
+    ``plain``: plain_ids holds for all of them, and the lines are joined without the csv module)."""
+    if plain:
+        return "".join(visitor + "\t" + ",".join(items) + "\n" for visitor, items in zip(visitors, contents))
+    return "".join(_csv_line([visitor, _csv_line(items).rstrip("\n")], "\t")
+                   for visitor, items in zip(visitors, contents))
+
+
+def read_original_ids_pred(path):
+    """batch_pred_original_ids.txt as [(visitorId, [contentId, ...])]."""
+    with tf.io.gfile.GFile(path) as f:
+        return [(visitor, next(csv.reader([items]))) for visitor, items in csv.reader(f, delimiter="\t")]
 
 
 def export_versions(path: str) -> List[str]:

@@ -13,13 +13,9 @@ import numpy as np
 import tensorflow as tf
 import threadpoolctl
 
-from walsmf.datadir import (
-    original_ids_lines,
-    plain_ids,
-)
 from walsmf.errors import check_interrupted
 from walsmf.fileio import atomic_output
-from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors
+from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors, original_ids_lines, plain_ids
 from walsmf.topk import item_offsets, top_of_block
 
 # A block of users' scores (users × items, float32) is kept to about this size, so that it stays in cache:
