@@ -248,3 +248,14 @@ def test_bench_prints_a_table_of_every_method_on_a_ratings_file_split_by_time(tm
     held = splits.read_mapped(split, datadir.HELDOUT_FILE)
     assert sorted(zip(users[held["userId"]], items[held["itemId"]])) == sorted(
         zip("u" + latest["userId"].astype(str), "m" + latest["movieId"].astype(str)))
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_a_model_that_saw_the_held_out_reads_is_refused_in_one_line(trained, split):
+    """The session's model was trained on the whole small data: the split's held-out reads were in it."""
+    listing = sorted(os.listdir(trained.output_dir))
+    result = run_module("walsmf.evaluate", "--data_dir", split, "--model_dir", trained.output_dir)
+    assert result.returncode == 1 and result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert "may have seen the held-out reads" in result.stderr and trained.input_path in result.stderr
+    assert "--input_path {}".format(split) in result.stderr and sorted(os.listdir(trained.output_dir)) == listing

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import assert_same_answers, batch_pred
 
@@ -16,12 +17,15 @@ from walsmf.instances import check_instance
 
 @pytest.fixture(scope="module")
 def blended(small_data, tmp_path_factory):
-    """The small data trained with every setting the answers depend on away from the lab's default."""
+    """The small data trained with every setting the answers depend on away from the lab's default
+    (--max_age_days: the articles' median age, which leaves out the older half)."""
     data_dir, metadata = small_data
+    times = pd.read_csv(os.path.join(data_dir, datadir.TIMES_FILE), dtype={"contentId": str})
+    ages = (times["time"].max() - times.groupby("contentId")["time"].min()) / (86400 * 1000)
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path_factory.mktemp("blended") / "out"),
                          num_epochs=2, batch_size=64, nusers=metadata["nusers"], nitems=metadata["nitems"], seed=2,
                          topk=4, exclude_seen=True, popularity_weight=0.3, target="read", regularization=0.5,
-                         unobserved_weight=0.2)
+                         unobserved_weight=0.2, max_age_days=float(ages.median()))
     model.train_and_evaluate(args)
     return args
 
@@ -88,3 +92,37 @@ def test_an_export_without_the_fold_in_settings_is_answered_by_its_graph(trained
     assert not answers_in_numpy(served.info)
     # the graph's own answers, to the last bit
     assert served.answer(forms) == predict.predict(older, forms)
+
+
+def stale_items(data_dir, max_age_days):
+    """The itemIds first read more than ``max_age_days`` before the data's newest read, from times.csv."""
+    times = pd.read_csv(os.path.join(data_dir, datadir.TIMES_FILE), dtype={"contentId": str})
+    items = {c: int(i) for c, i in pd.read_csv(os.path.join(data_dir, datadir.ITEMS_FILE), header=None,
+                                               dtype={0: str}).values}
+    first = times.groupby("contentId")["time"].min()
+    return {items[c] for c, t in first.items() if t < times["time"].max() - max_age_days * 86400 * 1000}
+
+
+@pytest.mark.training
+def test_articles_older_than_max_age_days_are_in_no_answer_nor_batch_pred(blended):
+    stale = stale_items(blended.input_path, blended.max_age_days)
+    assert 0 < len(stale) < blended.nitems
+    assert not stale & set(batch_pred(blended.output_dir).ravel().tolist())
+    export = modeldir.latest_export(os.path.join(blended.output_dir, modeldir.EXPORTS_DIR))
+    answers = predict.predict(export, instances_of_every_form(blended, seed=11))
+    items_answered = {i for a, form in zip(answers, instances_of_every_form(blended, seed=11))
+                      if form.get("itemId", -1) < 0 or form.get("userId", -1) >= 0 for i in a["top_k_ids"]}
+    assert items_answered and not stale & items_answered
+
+
+def test_max_age_days_keeps_an_article_first_read_exactly_that_long_before_the_newest_read(small_data):
+    from walsmf import recency
+
+    data_dir, metadata = small_data
+    times = pd.read_csv(os.path.join(data_dir, datadir.TIMES_FILE))["time"]
+    first = pd.read_csv(os.path.join(data_dir, datadir.TIMES_FILE), dtype={"contentId": str}).groupby(
+        "contentId")["time"].min()
+    edge = (times.max() - first.min()) / (86400 * 1000)  # the oldest article's age, in days
+    assert recency.fresh_items(data_dir, metadata["nitems"], edge).all()
+    just_under = recency.fresh_items(data_dir, metadata["nitems"], edge - 1e-3 / 86400)
+    assert (~just_under).sum() == (first == first.min()).sum()

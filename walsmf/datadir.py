@@ -119,16 +119,17 @@ def median_duration(data_dir):
 
 # What a training run reads of a data directory, once, and hands on to the export and batch prediction: the
 # Interactions, the original ids by internal id (None where the directory has no users.csv / items.csv), the
-# median read time (None without one) and the popularity the blend adds (None: the readers).
+# median read time (None without one), the popularity the blend adds (None: the readers) and which items are fresh
+# enough to recommend (None: all).
 TrainingData = collections.namedtuple("TrainingData",
-                                      "interactions visitor_ids content_ids median_duration_ms popularity")
+                                      "interactions visitor_ids content_ids median_duration_ms popularity fresh")
 
 
-def load(data_dir, nusers, nitems, popularity=None):
+def load(data_dir, nusers, nitems, popularity=None, fresh=None):
     """The TrainingData of ``data_dir`` for ``nusers`` x ``nitems`` ids; ``popularity``: the blend's counts where
-    they are not the readers (recency.data_popularity)."""
+    they are not the readers (recency.data_popularity); ``fresh``: the items recommendable (recency.fresh_items)."""
     return TrainingData(read_interactions(data_dir, nusers, nitems), *id_maps(data_dir, nusers, nitems),
-                        median_duration(data_dir), popularity)
+                        median_duration(data_dir), popularity, fresh)
 
 
 def id_maps(data_dir, nusers, nitems):

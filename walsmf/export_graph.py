@@ -57,7 +57,15 @@ from walsmf.instances import (
     VISITOR_ID,
     K,
 )
-from walsmf.modeldir import CSR_PARTS, ID_FILES, NO_ORIGINAL, POPULARITY_FILE, csr_asset_name, encode_original
+from walsmf.modeldir import (
+    CSR_PARTS,
+    FRESH_FILE,
+    ID_FILES,
+    NO_ORIGINAL,
+    POPULARITY_FILE,
+    csr_asset_name,
+    encode_original,
+)
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 from walsmf.solve import solve_projection
 
@@ -66,6 +74,8 @@ assert PROJECTION == WALSMatrixFactorization.PROJECTION_RESULT  # the key contri
 GIVEN_IDS, ORIGINAL_USER_IDS, ORIGINAL_ITEM_IDS = "given_ids", "original_user_ids", "original_item_ids"
 # the items' popularity the blend adds (readers, or the recent reads with --popularity_days)
 POPULARITY = "item_popularity"
+# 1 for the items fresh enough to recommend (--max_age_days), 0 for the others
+FRESH = "item_fresh"
 # Where a training stages the export's asset files (modeldir names them) before the export copies them
 SERVING_ASSETS_DIR = "serving_assets"
 _TF_DTYPES = {"int64": tf.int64, "float32": tf.float32}
@@ -88,10 +98,13 @@ def serving_predictions(model, params, features):
                for side, csr in (("user", by_user), ("item", by_item))}
     width = tf.cast(tf.minimum(tf.reduce_max(features[K]), max(nusers, nitems)), tf.int32)
 
-    def rank(factor, has_reads, other_factors, other_readers, left_out, k, blend=0.0):
-        """The other side's top-k for ``factor``: without reads the most read; never what has no reader nor
-        what is left out; ``blend`` β adds β·log(1 + the items' popularity); padded to the batch's width with
-        id −1 and score 0."""
+    # what may be recommended: what has a reader, and of the items only the fresh ones (--max_age_days)
+    allowed = {"user": readers["user"] > 0, "item": (readers["item"] > 0) & (features[FRESH] > 0)}
+
+    def rank(factor, has_reads, other_factors, other_readers, other_allowed, left_out, k, blend=0.0):
+        """The other side's top-k for ``factor``: without reads the most read; never what is not
+        ``other_allowed`` nor what is left out; ``blend`` β adds β·log(1 + the items' popularity); padded to the
+        batch's width with id −1 and score 0."""
         n_others = tf.shape(other_readers)[0]
 
         def scored():
@@ -100,7 +113,7 @@ def serving_predictions(model, params, features):
 
         scores = tf.cond(has_reads, scored, lambda: other_readers)
         excluded = tf.scatter_nd(left_out[:, None], tf.ones_like(left_out, tf.int32), [n_others]) > 0
-        scores = tf.where((other_readers > 0) & ~excluded, scores, tf.fill([n_others], -np.inf))
+        scores = tf.where(other_allowed & ~excluded, scores, tf.fill([n_others], -np.inf))
         top_scores, top_ids = tf.nn.top_k(scores, k=tf.minimum(width, n_others))
         answered = tf.math.is_finite(top_scores) & (tf.range(tf.size(top_ids)) < tf.cast(k, tf.int32))
         pad = width - tf.size(top_ids)
@@ -121,22 +134,23 @@ def serving_predictions(model, params, features):
         def known_user():
             items, _ = reads_of(by_user, user_id)
             dropped = tf.cond(exclude_read, lambda: tf.concat([left_out, items, visitor_items], 0), lambda: left_out)
-            top = rank(row_factors[user_id], readers["user"][user_id] > 0, col_factors, readers["item"], dropped, k,
-                       blend)
+            top = rank(row_factors[user_id], readers["user"][user_id] > 0, col_factors, readers["item"],
+                       allowed["item"], dropped, k, blend)
             return (row_factors[user_id],) + top
 
         def item():
             users, _ = reads_of(by_item, item_id)
             dropped = tf.cond(exclude_read, lambda: users, lambda: tf.zeros([0], tf.int64))
-            top = rank(col_factors[item_id], readers["item"][item_id] > 0, row_factors, readers["user"], dropped, k)
+            top = rank(col_factors[item_id], readers["item"][item_id] > 0, row_factors, readers["user"],
+                       allowed["user"], dropped, k)
             return (col_factors[item_id],) + top
 
         def new_visitor():
             factor = solve_projection(col_factors, col_gramian, visitor_items, visitor_ratings, col_weights,
                                       tf.reduce_mean(row_weights), w0, reg)
             dropped = tf.cond(exclude_read, lambda: tf.concat([left_out, visitor_items], 0), lambda: left_out)
-            return (factor,) + rank(factor, tf.size(visitor_items) > 0, col_factors, readers["item"], dropped, k,
-                                    blend)
+            return (factor,) + rank(factor, tf.size(visitor_items) > 0, col_factors, readers["item"],
+                                    allowed["item"], dropped, k, blend)
 
         return tf.cond(user_id >= 0, known_user, lambda: tf.cond(item_id >= 0, item, new_visitor))
 
@@ -315,11 +329,14 @@ def create_serving_input_fn(settings, data):
         write_serving_assets(assets, observed_values(read, settings.target), visitors, contents)
         with atomic_output(os.path.join(assets, POPULARITY_FILE)) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
             f.write(np.asarray(read.by_item.counts if data.popularity is None else data.popularity, "<f4").tobytes())
+        with atomic_output(os.path.join(assets, FRESH_FILE)) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(np.asarray(np.ones(settings.nitems) if data.fresh is None else data.fresh, "<f4").tobytes())
         to_internal, originals = original_ids(assets, settings.nusers, settings.nitems)
         given, features = serving_inputs(settings, to_internal, data.median_duration_ms)
         features.update({INPUT_ROWS: _asset_csr(assets, "by_user"), INPUT_COLS: _asset_csr(assets, "by_item"),
                          PROJECT_ROW: features[USER_ID] >= 0, ORIGINAL_USER_IDS: originals["user"],
                          ORIGINAL_ITEM_IDS: originals["item"],
-                         POPULARITY: _asset_array(assets, POPULARITY_FILE, tf.float32)})
+                         POPULARITY: _asset_array(assets, POPULARITY_FILE, tf.float32),
+                         FRESH: _asset_array(assets, FRESH_FILE, tf.float32)})
         return input_fn_utils.InputFnOps(features, None, given)
     return serving_input_fn

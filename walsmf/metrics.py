@@ -119,10 +119,25 @@ def evaluate_model(model_dir, data_dir, k=10):
         raise DataError("{} is a model of {} users x {} items, and {} a split of {} x {}: score a model trained on "
                         "this split".format(model_dir, user_factors.shape[0], item_factors.shape[0], data_dir,
                                             *datadir.data_counts(data_dir).values()))
+    check_trained_on(model_dir, data_dir)
     info = modeldir.serving_info(model_dir)
     popularity = data_popularity(data_dir, item_factors.shape[0], info.get("popularity_days"))
     return evaluate_factors(user_factors, item_factors, train, test, user_factors.shape[0], k,
                             (float(info.get("popularity_weight", 0.0)),), popularity)
+
+
+def check_trained_on(model_dir, data_dir):
+    """Refuse to score a model on a split whose training reads are not the ones it was trained on: a model
+    trained on the whole data (or another split) has seen held-out reads, and its scores would flatter it."""
+    trained = modeldir.training_record(model_dir).get("reads_fingerprint")
+    if trained is None:  # a model from before walsmf recorded its reads: nothing to compare
+        return
+    counts = datadir.data_counts(data_dir)
+    if trained != datadir.reads_fingerprint(datadir.read_interactions(data_dir, counts["nusers"], counts["nitems"])):
+        raise DataError("{} was trained on {}, not on the training reads of the split {}: it may have seen the "
+                        "held-out reads; train on the split (python -m walsmf.task --input_path {}) and score that "
+                        "model".format(model_dir, modeldir.training_record(model_dir).get("data_dir"), data_dir,
+                                       data_dir))
 
 
 def format_table(rows, k):

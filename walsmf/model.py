@@ -28,7 +28,7 @@ from walsmf.errors import DataError, check_interrupted
 from walsmf.export_graph import create_serving_input_fn, serving_predictions
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
-from walsmf.recency import data_popularity
+from walsmf.recency import data_popularity, fresh_items
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
 from walsmf.settings import training_schedule
 
@@ -230,10 +230,11 @@ def fit(settings, steps, hooks=()):
 
 
 def load_data(settings):
-    """The TrainingData of ``settings.input_path``, read once: its reads, ids, median and the blend's
-    popularity."""
+    """The TrainingData of ``settings.input_path``, read once: its reads, ids, median, the blend's popularity and
+    the items fresh enough to recommend."""
     return datadir.load(settings.input_path, settings.nusers, settings.nitems,
-                        data_popularity(settings.input_path, settings.nitems, settings.popularity_days))
+                        data_popularity(settings.input_path, settings.nitems, settings.popularity_days),
+                        fresh_items(settings.input_path, settings.nitems, settings.max_age_days))
 
 
 def train(settings):

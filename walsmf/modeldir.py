@@ -47,6 +47,8 @@ EXPORTS_DIR = os.path.join("export", "Servo")
 # The export's asset files: one per side and CSR array, e.g. by_user.indices.int64, the popularity and the id maps.
 CSR_PARTS = (("offsets", np.dtype("<i8")), ("indices", np.dtype("<i8")), ("values", np.dtype("<f4")))
 POPULARITY_FILE = "item_popularity.float32"
+# 1 for an item fresh enough to recommend, 0 for one too old (--max_age_days); an older export has none: all fresh
+FRESH_FILE = "item_fresh.float32"
 ID_FILES = {"user": "visitor_ids.b64", "item": "content_ids.b64"}
 # An internal id with no original id (a --nusers beyond users.csv): a line base64 never produces
 NO_ORIGINAL = "!"
@@ -258,6 +260,7 @@ def serving_info_of(settings) -> dict:
     return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
             "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
             "popularity_weight": settings.popularity_weight, "popularity_days": settings.popularity_days,
+            "max_age_days": settings.max_age_days,
             "rates_durations": median is not None, "median_duration_ms": median,
             "unobserved_weight": settings.unobserved_weight, "regularization": settings.regularization,
             "target": settings.target}

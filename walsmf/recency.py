@@ -25,15 +25,31 @@ def recent_counts(item_ids, times_ms, nitems, days):
     return np.bincount(item_ids, minlength=nitems).astype(np.float64)
 
 
+def fresh_items(data_dir, nitems, max_age_days):
+    """Which items of ``data_dir`` were first read within ``max_age_days`` of its newest read (by its times.csv:
+    an item's earliest time there); None if ``max_age_days`` is None (every item may be recommended)."""
+    if max_age_days is None:
+        return None
+    mapped, times = _mapped_times(data_dir, "--max_age_days {}".format(max_age_days))
+    first = np.full(nitems, np.inf)
+    np.minimum.at(first, mapped["itemId"].values, times)
+    return first >= np.max(times) - max_age_days * DAY_MS
+
+
+def _mapped_times(data_dir, flag):
+    """(collab_mapped.csv, each row's time in ms) of ``data_dir``, or a DataError naming ``flag`` without times."""
+    times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
+    if not tf.io.gfile.exists(times_csv):
+        raise DataError("{} counts read times, and {} has no {}: preprocess an export with times, or leave {} "
+                        "out".format(flag, data_dir, datadir.TIMES_FILE, flag.split()[0]))
+    mapped = splits.read_mapped(data_dir)
+    return mapped, splits.read_times(times_csv, data_dir, mapped)
+
+
 def data_popularity(data_dir, nitems, days):
     """Reads per item of ``data_dir`` (collab_mapped.csv) in its last ``days`` by its times.csv; None if ``days``
     is None (every read counts: the TFRecords' own counts)."""
     if days is None:
         return None
-    times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
-    if not tf.io.gfile.exists(times_csv):
-        raise DataError("--popularity_days {} counts recent reads, and {} has no {}: preprocess an export with "
-                        "times, or leave --popularity_days out".format(days, data_dir, datadir.TIMES_FILE))
-    mapped = splits.read_mapped(data_dir)
-    times = splits.read_times(times_csv, data_dir, mapped)
+    mapped, times = _mapped_times(data_dir, "--popularity_days {}".format(days))
     return recent_counts(mapped["itemId"].values, times, nitems, days)

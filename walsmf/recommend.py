@@ -47,14 +47,15 @@ def find_top_k(user, item_factors, k, excluded=None, item_offsets=None):
     return top_items[0] if user.shape.ndims == 1 else top_items
 
 
-def cold_start(reads, popularity_weight=0.0, popularity=None):
+def cold_start(reads, popularity_weight=0.0, popularity=None, fresh=None):
     """What ids without interactions get, from the training ``reads`` (datadir.Interactions): (users without
-    reads, items by readers most first, offsets added to every item's score: β·log(1 + popularity) with β =
-    ``popularity_weight`` and ``popularity`` the readers (default) or the recent reads, −inf for an item without
-    readers; None where all would be 0)."""
+    reads, items by readers most first (the ``fresh`` ones first), offsets added to every item's score:
+    β·log(1 + popularity) with β = ``popularity_weight`` and ``popularity`` the readers (default) or the recent
+    reads, −inf for an item without readers or not ``fresh``; None where all would be 0)."""
     readers = reads.by_item.counts
-    return (reads.by_user.counts == 0, np.argsort(-readers, kind="stable"),
-            item_offsets(readers, popularity_weight, popularity))
+    ranked = readers if fresh is None else np.where(fresh, readers, -1)
+    return (reads.by_user.counts == 0, np.argsort(-ranked, kind="stable"),
+            item_offsets(readers, popularity_weight, popularity, fresh))
 
 
 def _in_order(work, items, threads):
@@ -75,7 +76,7 @@ def _in_order(work, items, threads):
 
 
 def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_size=None, reads=None,
-                 popularity_weight=0.0, popularity=None):
+                 popularity_weight=0.0, popularity=None, fresh=None):
     """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
     ``users``: which rows of ``user_factors`` to rank (default: all), ``block_size`` at a time (default:
@@ -84,7 +85,8 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     ``reads``: the training Interactions, if some ids have none: a user
     without reads gets the most read items, an item without readers is never
     recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score
-    (``popularity``: other counts than the readers, such as the recent reads).
+    (``popularity``: other counts than the readers, such as the recent reads); an item not ``fresh``
+    (--max_age_days) is never recommended.
     Equal scores rank the lower itemId first (find_top_k's order).  Each
     block's scores are one matrix product into a buffer of about
     BLOCK_SCORES_BYTES, then a partial selection (topk.top_of_block); the blocks
@@ -94,7 +96,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     n_items = item_factors.shape[0]
     k = min(k, n_items)
     block_size = block_size or users_per_block(n_items)
-    no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity) if reads is not None
+    no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity, fresh) if reads is not None
                                     else (None, None, None))
     width = n_items + (-n_items) % 8  # padded for top_of_block's mask of 8-byte words
     items_t = np.zeros((item_factors.shape[1], width), np.float32)
@@ -169,7 +171,8 @@ def batch_predict(settings, data, log=tf.compat.v1.logging.info):
             if originals else None
         done = 0
         for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions,
-                                       popularity_weight=settings.popularity_weight, popularity=data.popularity):
+                                       popularity_weight=settings.popularity_weight, popularity=data.popularity,
+                                       fresh=data.fresh):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
                 original.write(original_ids_lines(visitors[users], contents[top], plain))

@@ -49,7 +49,8 @@ def trained_settings(model_dir):
         raise DataError("{} was trained on {}, which holds no data directory now: refresh needs the data the model "
                         "was trained on".format(model_dir, record["data_dir"]))
     trained = {name: record[name] for name in modeldir.TRAINING_SETTINGS}
-    served = {name: info[name] for name in ("topk", "exclude_seen", "popularity_weight", "popularity_days")}
+    served = {name: info.get(name) for name in ("topk", "exclude_seen", "popularity_weight", "popularity_days",
+                                                 "max_age_days")}
     return settings_module.make(input_path=record["data_dir"], output_dir=model_dir, **trained, **served)
 
 

@@ -64,6 +64,10 @@ class Settings:
     popularity_days: Optional[float] = _flag(None, "with --popularity_weight: the blend's popularity is the reads "
                                                    "of the data's last N days (its times.csv), not all reads",
                                              float)
+    max_age_days: Optional[float] = _flag(None, "fresh first: an article first read more than N days before the "
+                                                "data's newest read (its times.csv) is not recommended, in "
+                                                "batch_pred.txt, the export and so serving (default: any age)",
+                                          float)
     target: str = _flag("rating", "what WALS fits for an observed (user, item): the lab's duration-based rating, "
                                   "or 1 for every read (implicit feedback; finds held-out reads better: "
                                   "docs/quality.md)",
@@ -207,6 +211,9 @@ def validate(settings):
         raise DataError("--regularization must be 0 or more, got {}".format(settings.regularization))
     if not (math.isfinite(settings.popularity_weight) and settings.popularity_weight >= 0):
         raise DataError("--popularity_weight must be 0 or more, got {}".format(settings.popularity_weight))
+    if settings.max_age_days is not None and not (
+            math.isfinite(settings.max_age_days) and settings.max_age_days > 0):
+        raise DataError("--max_age_days must be a positive number of days, got {}".format(settings.max_age_days))
     if settings.popularity_days is not None and not (
             math.isfinite(settings.popularity_days) and settings.popularity_days > 0):
         raise DataError("--popularity_days must be a positive number of days, got {}".format(settings.popularity_days))

@@ -9,15 +9,16 @@ from typing import Optional
 import numpy as np
 
 
-def item_offsets(readers: np.ndarray, popularity_weight: float = 0.0,
-                 popularity: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+def item_offsets(readers: np.ndarray, popularity_weight: float = 0.0, popularity: Optional[np.ndarray] = None,
+                 fresh: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """The offset of each item's score: β·log(1 + popularity) (the blend; popularity: ``readers`` unless given),
-    −inf for an item no one read (never recommended); None when every offset is 0."""
-    if not popularity_weight and (readers > 0).all():
+    −inf for an item no one read or not ``fresh`` (never recommended); None when every offset is 0."""
+    recommendable = readers > 0 if fresh is None else (readers > 0) & fresh
+    if not popularity_weight and recommendable.all():
         return None
     popularity = readers if popularity is None else popularity
     blend = np.float32(popularity_weight) * np.log1p(np.asarray(popularity, np.float32))
-    return np.where(readers > 0, blend, -np.inf).astype(np.float32)
+    return np.where(recommendable, blend, -np.inf).astype(np.float32)
 
 
 def top_of_block(scores: np.ndarray, k: int) -> np.ndarray:
