@@ -8,7 +8,8 @@ import importlib
 from walsmf import flags
 
 MODULES = ("walsmf.sample", "walsmf.extract", "walsmf.preprocess", "walsmf.task", "walsmf.evaluate", "walsmf.tune",
-           "walsmf.refresh", "walsmf.predict", "walsmf.serve")
+           "walsmf.refresh", "walsmf.replay", "walsmf.predict",
+           "walsmf.serve")
 HEADER = """# Flags
 
 Every module spells a flag the same way: words joined by `_`, and each flag also answers to the

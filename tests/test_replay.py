@@ -1,0 +1,43 @@
+"""walsmf.replay: the metrics by hand, the next unread read of each visitor, and a replay of a small news-shaped
+stream in which the frozen model can never recommend an article published after its training."""
+import math
+import os
+import sys
+
+import pandas as pd
+import pytest
+from helpers import ROOT, run_module
+
+from walsmf import replay
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from news_stream import news_stream  # noqa: E402 (the benchmarks' generator)
+
+
+def test_hit_and_ndcg_at_10_by_hand():
+    assert replay.scores(["a", "b", "c"], "a") == (1.0, 1.0)
+    assert replay.scores(["a", "b", "c"], "c") == (1.0, 0.5)  # 1 / log2(2 + 2)
+    assert replay.scores([str(i) for i in range(20)], "12") == (0.0, 0.0)  # past the 10th
+    assert replay.summary([1, 0, 0, 1]) == (0.5, pytest.approx(math.sqrt(1 / 3) / 2))
+
+
+def test_each_visitors_next_read_is_their_first_unread_one_in_the_window():
+    day = pd.DataFrame({"visitorId": ["v", "v", "w", "v", "x"], "contentId": ["a", "b", "c", "d", "e"],
+                        "read_time": [5, 3, 4, 9, 20]})
+    assert replay.next_reads(day, 0, 10, {"v": {"b"}}) == {"v": "a", "w": "c"}
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_article(tmp_path):
+    news_stream(days=2, visitors=600, articles_per_day=60).to_csv(tmp_path / "news.csv", index=False)
+    results = replay.replay(str(tmp_path / "news.csv"), str(tmp_path / "work"), window_hours=12, log=lambda _: None)
+    methods = {method for method, _ in results}
+    assert methods == {"frozen", "refreshed", "most popular", "most read, last 1 h", "most read, last 3 h",
+                       "most read, last 24 h"}
+    counts = {side: {len(results[m, side]) for m in methods} for side in ("known", "new")}
+    assert all(len(c) == 1 for c in counts.values()) and counts["known"].pop() > 50
+    assert any(young for _, _, young in results["frozen", "known"])
+    assert not any(hit for hit, _, young in results["frozen", "known"] + results["frozen", "new"] if young)
+    table = run_module("walsmf.replay", "--extracted_csv", tmp_path / "news.csv", "--workdir", tmp_path / "work")
+    assert table.returncode == 1 and "is not empty" in table.stderr and table.stderr.count("\n") == 1

@@ -1,0 +1,191 @@
+"""Replay a news site's last day window by window: how each way of recommending would have scored the reads that
+came next.
+
+    python -m walsmf.replay --extracted_csv reads.csv --workdir replay [--window_hours 1]
+
+The reads (visitorId,contentId,session_duration,read_time: what
+``walsmf.extract --output`` writes) are cut at the midnight (UTC) before the
+newest read: a model is trained on what came before (the lab's settings, or
+``--preset``), then the following day is stepped through in windows.  As a
+window opens, each visitor who reads in it is recommended 10 articles, and
+their first read in the window of an article they had not read is scored
+(HR@10: whether it is among them; NDCG@10), by
+
+* frozen: the model trained at the cut (a known visitor: their factor; one
+  it has never seen: folded in from what they read today so far), which is
+  also the full retrain every 24 hours, for a day;
+* refreshed: the same model with every window's reads folded in as the
+  window closes (walsmf.refresh);
+* most read in the last 1, 3 and 24 hours as the window opens, and most
+  popular (every read before the cut);
+
+leaving out what the visitor read before.  Known visitors (who read before
+the cut) and new ones are scored apart, each with its standard error; the
+share of the scored reads on articles nobody read before the cut says how
+much a frozen model cannot see.
+"""
+import collections
+import itertools
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from walsmf import datadir, flags, model, modeldir, preprocess, refresh
+from walsmf import settings as settings_module
+from walsmf.errors import DataError, run_cli
+from walsmf.export_numpy import ExportAnswers
+from walsmf.extract import TIME_COLUMN, read_extracted_csv
+
+DAY_MS = 86400 * 1000
+HOUR_MS = 3600 * 1000
+K = 10
+MOST_READ_HOURS = (1, 3, 24)
+
+
+def scores(ranked, truth):
+    """(hit, NDCG) at K of one ranked list against the article read next."""
+    ranked = list(ranked)[:K]
+    if truth not in ranked:
+        return 0.0, 0.0
+    return 1.0, 1.0 / math.log2(ranked.index(truth) + 2)
+
+
+def summary(values):
+    """(mean, standard error) of a list of per-read scores."""
+    values = np.asarray(values, np.float64)
+    if not len(values):
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def most_read(reads, begin, end):
+    """The articles of ``reads`` read in [begin, end), the most read first."""
+    window = reads[(reads[TIME_COLUMN] >= begin) & (reads[TIME_COLUMN] < end)]
+    return list(window["contentId"].value_counts().index)
+
+
+def next_reads(day, begin, end, history):
+    """Each visitor reading in [begin, end): (visitorId, the first article read there not in their ``history``)."""
+    window = day[(day[TIME_COLUMN] >= begin) & (day[TIME_COLUMN] < end)].sort_values(TIME_COLUMN, kind="stable")
+    out = {}
+    for visitor, content in zip(window["visitorId"], window["contentId"]):
+        if visitor not in out and content not in history.get(visitor, ()):
+            out[visitor] = content
+    return out
+
+
+def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", log=print):
+    """Run the replay (see the module's docstring); return {(method, "known" or "new"): [(hit, ndcg, whether the
+    article read was new since the cut), ...]}, a tuple per scored read."""
+    reads = read_extracted_csv(extracted_csv)
+    if TIME_COLUMN not in reads:
+        raise DataError("{} has no {} column: the replay steps through the reads' times".format(
+            extracted_csv, TIME_COLUMN))
+    reads = reads.assign(visitorId=reads["visitorId"].astype(str), contentId=reads["contentId"].astype(str))
+    cut = int(reads[TIME_COLUMN].max()) // DAY_MS * DAY_MS
+    before, day = reads[reads[TIME_COLUMN] < cut], reads[reads[TIME_COLUMN] >= cut]
+    if before.empty:
+        raise DataError("{} holds reads of one day only: the replay trains on the days before the last".format(
+            extracted_csv))
+    if os.path.isdir(workdir) and os.listdir(workdir):
+        raise DataError("--workdir {} is not empty: the replay writes a data directory and a model there; give a "
+                        "new directory".format(workdir))
+    data_dir, model_dir = os.path.join(workdir, "data"), os.path.join(workdir, "model")
+    start = time.time()
+    preprocess.write_data_dir(before.reset_index(drop=True), data_dir, log=lambda _: None)
+    metadata = datadir.read_metadata(data_dir)
+    trained = settings_module.make(input_path=data_dir, output_dir=model_dir, preset=preset, seed=0,
+                                   nusers=metadata["nusers"], nitems=metadata["nitems"])
+    model.train_and_evaluate(trained)
+    log("trained on {:,} reads before the cut ({:.0f} s); replaying {:,} reads of the next day in {:g}-hour "
+        "windows".format(len(before), time.time() - start, len(day), window_hours))
+    frozen = _answers(model_dir)
+    refreshed = frozen
+    known = set(before["visitorId"])
+    old_articles = set(before["contentId"])
+    history = collections.defaultdict(set)
+    for visitor, content in zip(before["visitorId"], before["contentId"]):
+        history[visitor].add(content)
+    today = collections.defaultdict(list)
+    results = collections.defaultdict(list)
+    window = int(window_hours * HOUR_MS)
+    popular = most_read(before, 0, cut)
+    for begin in range(cut, cut + DAY_MS, window):
+        end = begin + window
+        lately = {"most read, last {} h".format(hours): most_read(reads, begin - hours * HOUR_MS, begin)
+                  for hours in MOST_READ_HOURS}
+        for visitor, truth in next_reads(day, begin, end, history).items():
+            side = "known" if visitor in known else "new"
+            read = history[visitor]
+            ranked = dict(lately, **{"frozen": frozen(visitor, today[visitor]),
+                                     "refreshed": refreshed(visitor, today[visitor]), "most popular": popular})
+            for method, items in ranked.items():
+                hit, ndcg = scores(itertools.islice((i for i in items if i not in read), K), truth)
+                results[method, side].append((hit, ndcg, truth not in old_articles))
+        arrived = day[(day[TIME_COLUMN] >= begin) & (day[TIME_COLUMN] < end)]
+        for visitor, content in zip(arrived["visitorId"], arrived["contentId"]):
+            history[visitor].add(content)
+            today[visitor].append(content)
+        if len(arrived) and end < cut + DAY_MS:
+            path = os.path.join(workdir, "window.csv")
+            arrived.to_csv(path, index=False)
+            refresh.refresh(model_dir, path, log=lambda _: None)
+            refreshed = _answers(model_dir)
+    young = [entry[2] for method, side in results if method == "frozen" for entry in results[method, side]]
+    log("share of the scored reads on articles nobody read before the cut: {:.3f} of {:,}".format(
+        float(np.mean(young)) if young else float("nan"), len(young)))
+    return results
+
+
+def _answers(model_dir):
+    """A function of (visitorId, what they read today) to the model's top-K contentIds for them, their reads
+    left out: a known visitor's factor, or a new one folded in from today's reads."""
+    export = modeldir.latest_export(os.path.join(model_dir, modeldir.EXPORTS_DIR))
+    info = modeldir.serving_info(export)
+    answers = ExportAnswers(export, info)
+    known = set(answers.users.index)
+
+    def recommend(visitor, read_today):
+        instance = {"visitorId": visitor, "k": K, "excludeRead": True, "exclude": list(read_today)}
+        if visitor not in known:
+            instance["contentIds"] = list(read_today)
+        return [c for c in answers.answer([instance])[0]["top_k_content_ids"] if c]
+    return recommend
+
+
+def format_results(results):
+    """The replay's table: HR@10 and NDCG@10 with standard errors, and the reads scored, per method and visitors."""
+    lines = ["{:<24}{:<7}{:>8}{:>10}{:>8}{:>10}{:>8}".format("method", "visitors", "reads", "HR@10", "±", "NDCG@10",
+                                                            "±")]
+    for side in ("known", "new"):
+        for (method, which), values in results.items():
+            if which != side:
+                continue
+            (hr, hr_se), (ndcg, ndcg_se) = (summary([v[n] for v in values]) for n in (0, 1))
+            lines.append("{:<24}{:<7}{:>8,}{:>10.4f}{:>8.4f}{:>10.4f}{:>8.4f}".format(
+                method, side, len(values), hr, hr_se, ndcg, ndcg_se))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """CLI: replay the last day of an extracted CSV."""
+    parser = flags.Parser(prog="python -m walsmf.replay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--extracted_csv", required=True,
+                        help="the reads: visitorId,contentId,session_duration,read_time (the last day is replayed)")
+    parser.add_argument("--workdir", required=True, help="where the model and its data are written")
+    parser.add_argument("--window_hours", type=float, default=1.0, help="window length (default 1 hour)")
+    parser.add_argument("--preset", default="lab", choices=sorted(settings_module.PRESETS),
+                        help="the trainer's settings (default: the lab's)")
+    args = parser.parse_args(argv)
+    if not 0 < args.window_hours <= 24:
+        raise DataError("--window_hours {} is not a window of the day: give more than 0 and at most 24".format(
+            args.window_hours))
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset)))
+
+
+if __name__ == "__main__":
+    run_cli(main)
