@@ -54,7 +54,8 @@ def news_stream(days=4, visitors=20000, articles_per_day=300, reads_per_visitor_
             seen.add((visitor, article))
             rows.append((visitor, article, int(rng.lognormal(np.log(50000), 1.0)) + 1, int(t)))
     frame = pd.DataFrame(rows, columns=["visitor", "article", "session_duration", "read_time"])
-    return pd.DataFrame({"visitorId": "v" + frame["visitor"].astype(str), "contentId": "a" + frame["article"].astype(str),
+    return pd.DataFrame({"visitorId": "v" + frame["visitor"].astype(str),
+                         "contentId": "a" + frame["article"].astype(str),
                          "session_duration": frame["session_duration"], "read_time": frame["read_time"]})
 
 
