@@ -77,7 +77,7 @@ def next_reads(day, begin, end, history):
     return out
 
 
-def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", log=print):
+def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, log=print):
     """Run the replay (see the module's docstring); return {(method, "known" or "new"): [(hit, ndcg, whether the
     article read was new since the cut), ...]}, a tuple per scored read."""
     reads = read_extracted_csv(extracted_csv)
@@ -97,8 +97,8 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", log=print):
     start = time.time()
     preprocess.write_data_dir(before.reset_index(drop=True), data_dir, log=lambda _: None)
     metadata = datadir.read_metadata(data_dir)
-    trained = settings_module.make(input_path=data_dir, output_dir=model_dir, preset=preset, seed=0,
-                                   nusers=metadata["nusers"], nitems=metadata["nitems"])
+    trained = settings_module.make(**dict(dict(preset=preset, seed=0), **(params or {}), input_path=data_dir,
+                                          output_dir=model_dir, nusers=metadata["nusers"], nitems=metadata["nitems"]))
     model.train_and_evaluate(trained)
     log("trained on {:,} reads before the cut ({:.0f} s); replaying {:,} reads of the next day in {:g}-hour "
         "windows".format(len(before), time.time() - start, len(day), window_hours))
@@ -179,12 +179,16 @@ def main(argv=None):
     parser.add_argument("--window_hours", type=float, default=1.0, help="window length (default 1 hour)")
     parser.add_argument("--preset", default="lab", choices=sorted(settings_module.PRESETS),
                         help="the trainer's settings (default: the lab's)")
+    parser.add_argument("--params_file", help="a JSON object of walsmf.task settings over the preset "
+                                              "(best_params.json, or e.g. {\"max_age_days\": 2})")
     args = parser.parse_args(argv)
     if not 0 < args.window_hours <= 24:
         raise DataError("--window_hours {} is not a window of the day: give more than 0 and at most 24".format(
             args.window_hours))
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset)))
+    params = settings_module.params_as_settings(settings_module.read_params_file(args.params_file),
+                                                args.params_file) if args.params_file else None
+    print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset, params)))
 
 
 if __name__ == "__main__":
