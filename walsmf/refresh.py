@@ -32,6 +32,7 @@ import tensorflow as tf
 from walsmf import datadir, flags, model, modeldir, recommend
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
+from walsmf.export_graph import observed_values
 from walsmf.export_numpy import fold_in
 from walsmf.extract import TIME_COLUMN, read_extracted_csv
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
@@ -193,8 +194,7 @@ def refresh(model_dir, extracted_csv, log=print):
         stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(new_users, new_items,
                                                                                       len(mapped)))
         data = model.load_data(grown.replace(input_path=staged))
-        fitted = datadir.Interactions(*(side.with_values(np.ones_like(side.values)) for side in data.interactions)) \
-            if settings.target == "read" else data.interactions
+        fitted = observed_values(data.interactions, settings.target)
         factors = grown_factors(modeldir.trained_factors(model_dir), grown, data.interactions)
         read_new = extracted.assign(userId=extracted["visitorId"].astype(str).map(
             {v: n for n, v in enumerate(visitors)}), itemId=extracted["contentId"].astype(str).map(
