@@ -104,7 +104,10 @@ def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_vis
 @pytest.mark.training
 @pytest.mark.parametrize("path, body, raw, status, message", [
     ("/v1/models/walsmf:predict", {"instances": [{"userId": 1}, {"userId": "4"}]}, None, 400,
-     "instance 2: userId must be an integer, got '4'"),
+     "instance 2: userId must be an integer of 64 bits, got '4'"),
+    ("/predict", {"instances": [{"userId": 1, "k": 2 ** 63}]}, None, 400, "instance 1: k must be an integer of 64"),
+    ("/predict", None, b'{"instances": [{"visitorId": "\\ud800"}]}', 400, "visitorId must be a string of UTF-8"),
+    ("/predict", None, b"[" * 100000 + b"]" * 100000, 400, "nests JSON too deeply"),
     ("/v1/models/walsmf:predict", {"instances": [{"contentIds": "abc"}]}, None, 400,
      "instance 1: contentIds must be a list of contentIds"),
     ("/predict", {"instances": [{"userId": 1}], "parameters": {"kk": 3}}, None, 400, "parameters may hold k"),
@@ -114,7 +117,8 @@ def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_vis
     ("/predict", None, b"x" * (3 * serve.MAX_REQUEST_BYTES), 413, "over this server's"),
     ("/v1/models/other:predict", {"instances": []}, None, 404, "no route"),
     ("/v1/models/walsmf", {"instances": []}, None, 405, "takes GET"),
-], ids=["userId-not-integer", "contentIds-not-list", "unknown-parameter", "columns-of-unequal-length",
+], ids=["userId-not-integer", "k-over-64-bits", "lone-surrogate", "nested-deep",
+        "contentIds-not-list", "unknown-parameter", "columns-of-unequal-length",
         "no-instances", "not-json", "body-too-large", "unknown-model", "model-status-takes-GET-only"])
 def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(served, path, body, raw, status, message):
     port = served[0]

@@ -97,9 +97,15 @@ def write_instances(tmp_path, lines):
 @pytest.mark.training
 @pytest.mark.parametrize("line, message", [
     ('{"userId": 4, "visitorId": "x"}', "name the visitor once: userId or visitorId"),
-    ('{"userId": 4, "k": 0}', "k must be 1 or more"),
-    ('{"userId": "4", "itemId": -1}', "userId must be an integer, got '4'"),
-    ('{"userId": 4.5, "itemId": -1}', "userId must be an integer, got 4.5"),
+    ('{"userId": 4, "k": 0}', "k must be 1 to 2147483647"),
+    ('{"userId": 4, "k": 9223372036854775808}', "k must be an integer of 64 bits"),
+    ('{"userId": 4, "k": 2147483648}', "k must be 1 to 2147483647"),
+    ('{"userId": 18446744073709551616}', "userId must be an integer of 64 bits"),
+    ('{"visitorId": "\\ud800"}', "visitorId must be a string of UTF-8 text"),
+    ('{"contentIds": ["a", "\\udfff"]}', "contentIds must be a list of contentIds"),
+    pytest.param('[' * 100000 + ']' * 100000, "JSON nested too deeply", id="nested-deep"),
+    ('{"userId": "4", "itemId": -1}', "userId must be an integer of 64 bits, got '4'"),
+    ('{"userId": 4.5, "itemId": -1}', "userId must be an integer of 64 bits, got 4.5"),
     ('{"userId": 100000, "itemId": -1}', "userId 100000 out of range"),
     ('{"userId": -1, "itemId": 100000}', "itemId 100000 out of range"),
     ('[4, -1]', "must be a JSON object"),

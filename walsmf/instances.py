@@ -63,8 +63,24 @@ def schema_table() -> str:
     return "\n".join(rows)
 
 
+# What the export takes: 64-bit ids, and k as a 32-bit count (its graph ranks in int32).
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+MAX_K = 2 ** 31 - 1
+
+
 def _integer(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]
+
+
+def _text(value):
+    """Whether ``value`` is a string TensorFlow can take: UTF-8 encodable (JSON lets a lone surrogate through)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(value):
@@ -84,7 +100,7 @@ def check_instance(instance: dict, where: str, info: Optional[dict] = None) -> d
         raise DataError("{}: unknown key {!r} (an instance has {})".format(where, unknown[0], ", ".join(KEYS)))
     for key in INT_KEYS:
         if key in instance and not _integer(instance[key]):
-            raise DataError("{}: {} must be an integer, got {!r}".format(where, key, instance[key]))
+            raise DataError("{}: {} must be an integer of 64 bits, got {!r}".format(where, key, instance[key]))
     user_id, item_id = instance.get("userId", -1), instance.get("itemId", -1)
     if user_id < -1 or (nusers is not None and user_id >= nusers):
         raise DataError("{}: userId {} out of range: -1, or a user the model knows (0..{})".format(
@@ -92,10 +108,10 @@ def check_instance(instance: dict, where: str, info: Optional[dict] = None) -> d
     if item_id < -1 or (nitems is not None and item_id >= nitems):
         raise DataError("{}: itemId {} out of range: -1, or an item the model knows (0..{})".format(
             where, item_id, "N-1" if nitems is None else nitems - 1))
-    if "k" in instance and instance["k"] < 1:
-        raise DataError("{}: k must be 1 or more, got {}".format(where, instance["k"]))
-    if "visitorId" in instance and not isinstance(instance["visitorId"], str):
-        raise DataError("{}: visitorId must be a string, got {!r}".format(where, instance["visitorId"]))
+    if "k" in instance and not 1 <= instance["k"] <= MAX_K:
+        raise DataError("{}: k must be 1 to {}, got {}".format(where, MAX_K, instance["k"]))
+    if "visitorId" in instance and not _text(instance["visitorId"]):
+        raise DataError("{}: visitorId must be a string of UTF-8 text, got {!r}".format(where, instance["visitorId"]))
     if "visitorId" in instance and user_id >= 0:
         raise DataError("{}: name the visitor once: userId or visitorId".format(where))
     if "excludeRead" in instance and not isinstance(instance["excludeRead"], bool):
@@ -105,7 +121,7 @@ def check_instance(instance: dict, where: str, info: Optional[dict] = None) -> d
         listed = isinstance(values, list)
         bounded = listed and kind is int and all(_integer(i) and i >= 0 and (nitems is None or i < nitems)
                                                  for i in values)
-        if not (bounded or (listed and kind is str and all(isinstance(i, str) for i in values))):
+        if not (bounded or (listed and kind is str and all(_text(i) for i in values))):
             raise DataError("{}: {} must be a list of {}, got {!r}".format(
                 where, key, "itemIds the model knows (0..{})".format("N-1" if nitems is None else nitems - 1)
                 if kind is int else "contentIds (strings)", values))

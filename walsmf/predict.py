@@ -47,6 +47,8 @@ def iter_instances(path, info=None):
                 instance = json.loads(line)
             except ValueError as err:
                 raise DataError("{}: not JSON ({})".format(where, err))
+            except RecursionError:
+                raise DataError("{}: JSON nested too deeply: an instance is a flat object".format(where))
             given = True
             yield check_instance(instance, where, info)
     if not given:

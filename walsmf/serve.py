@@ -166,6 +166,8 @@ async def _json_body(scope, receive, max_request_bytes):
         body = json.loads(b"".join(chunks).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise BadRequest(400, "the body is not JSON: {}".format(str(err).splitlines()[0]))
+    except RecursionError:
+        raise BadRequest(400, "the body nests JSON too deeply: an instance is a flat object")
     if not isinstance(body, dict):
         raise BadRequest(400, "the body must be a JSON object")
     return body
