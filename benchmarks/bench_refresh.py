@@ -27,7 +27,7 @@ from bench_scale import TASK_PARTS, timed_command  # noqa: E402 (a sibling scrip
 
 from walsmf import datadir  # noqa: E402
 
-REFRESH_PARTS = (("read", "new reads:"), ("merge", "merged:"), ("fold-in", "folded in"),
+REFRESH_PARTS = (("read", " new reads\n"), ("check", "checked"), ("merge", "merged:"), ("fold-in", "folded in"),
                  ("checkpoint+export", "checkpoint and export"), ("batch_predict", "batch prediction of"))
 SAMPLE_HOURS = 72
 

@@ -10,8 +10,9 @@ import pytest
 from helpers import assert_same_answers, closed_form, run_module
 
 from walsmf import datadir, model, modeldir, predict, refresh, settings
-from walsmf.errors import DataError
 from walsmf.export_numpy import ExportAnswers
+from walsmf.extract import read_extracted_csv
+from walsmf.fileio import exclusive_directory
 from walsmf.instances import check_instance
 
 
@@ -58,7 +59,7 @@ def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trai
     old_items = open(os.path.join(trained.input_path, datadir.ITEMS_FILE)).read()
     rows = new_reads(trained, str(tmp_path / "new.csv"))
     trained_export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
-    export = refresh.refresh(trained.output_dir, str(tmp_path / "new.csv"), log=lambda _: None)
+    export = refresh.refresh(trained.output_dir, read_extracted_csv(str(tmp_path / "new.csv")), log=lambda _: None)
     assert modeldir.latest_export(os.path.dirname(trained_export)) == export != trained_export
 
     users_csv = open(os.path.join(trained.input_path, datadir.USERS_FILE)).read()
@@ -101,19 +102,39 @@ def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trai
     assert len(open(os.path.join(trained.output_dir, modeldir.BATCH_PRED_FILE)).read().splitlines()) == nusers
 
 
+@pytest.mark.subprocess
 @pytest.mark.training
-def test_a_model_without_its_data_directory_or_reads_without_rows_is_one_error_and_nothing_changes(
-        trained_copy, tmp_path):
+def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(trained_copy, tmp_path):
     trained = trained_copy
-    new_reads(trained, str(tmp_path / "new.csv"))
+    rows = new_reads(trained, str(tmp_path / "new.csv"))
     (tmp_path / "empty.csv").write_text("visitorId,contentId,session_duration\n")
-    listing = sorted(os.listdir(trained.output_dir)), sorted(os.listdir(trained.input_path))
-    with pytest.raises(DataError, match="holds no"):
-        refresh.refresh(trained.output_dir, str(tmp_path / "empty.csv"))
+    pd.DataFrame([("stranger-{}".format(n), "elsewhere-{}".format(n), 1000, 1900000000000) for n in range(5)],
+                 columns=["visitorId", "contentId", "session_duration", "read_time"]).to_csv(
+        tmp_path / "other_site.csv", index=False)
+    pd.DataFrame([(v, c, d, 1000) for v, c, d, _ in rows], columns=["visitorId", "contentId", "session_duration",
+                                                                    "read_time"]).to_csv(tmp_path / "old.csv",
+                                                                                         index=False)
+    cases = [("empty.csv", "holds no"), ("other_site.csv", "is one the model knows"),
+             ("old.csv", "older than the newest read the model was trained on")]
+
+    def listing():
+        return [sorted(os.listdir(d)) + [open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))
+                                         if os.path.isfile(os.path.join(d, f))]
+                for d in (trained.output_dir, trained.input_path)]
+    before = listing()
+    for name, message in cases:
+        result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv", tmp_path / name)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    result = run_module("walsmf.refresh", "--model_dir", trained.output_dir)
+    assert result.returncode == 1 and "no new reads: give --extracted_csv" in result.stderr
+    with exclusive_directory(trained.output_dir, "another walsmf.refresh"):
+        result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
+                            tmp_path / "new.csv")
+    assert result.returncode == 1 and "another walsmf.refresh" in result.stderr and result.stderr.count("\n") == 1
     moved = str(tmp_path / "moved")
     shutil.move(trained.input_path, moved)
     result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv", tmp_path / "new.csv")
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "holds no data directory now" in result.stderr and result.stderr.startswith("error: ")
     shutil.move(moved, trained.input_path)
-    assert (sorted(os.listdir(trained.output_dir)), sorted(os.listdir(trained.input_path))) == listing
+    assert listing() == before

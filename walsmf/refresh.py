@@ -4,7 +4,9 @@ the visitors and articles the reads touch) one exact WALS solve each, and a new 
     python -m walsmf.refresh --model_dir wals_trained --extracted_csv new_reads.csv
 
 The reads are a CSV of visitorId,contentId,session_duration[,read_time] (what
-``walsmf.extract --output`` writes).  The model directory records the data
+``walsmf.extract --output`` writes), or the extraction query's rows from a
+local export (``--sessions_file``) or BigQuery (``--source bigquery``, a date
+window; GA4's ``events_intraday_*`` tables for today's reads).  The model directory records the data
 directory it was trained on (training_settings.json); the refresh
 
 1. rates the new reads with the training median (the lab's rule) and merges
@@ -34,7 +36,7 @@ from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_graph import observed_values
 from walsmf.export_numpy import fold_in
-from walsmf.extract import TIME_COLUMN, read_extracted_csv
+from walsmf.extract import TIME_COLUMN, add_source_arguments, extract, query_of, read_extracted_csv
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
 from walsmf.ratings import rating_of
 
@@ -173,23 +175,45 @@ def write_checkpoint(model_dir, factors, settings):
                 session, os.path.join(model_dir, "model.ckpt"), global_step=step, write_meta_graph=False)
 
 
-def refresh(model_dir, extracted_csv, log=print):
-    """Fold the reads of ``extracted_csv`` into the model of ``model_dir`` (see the module's docstring); return
-    the new export's path."""
+def check_new_reads(extracted, visitors, contents, data_dir):
+    """Refuse new reads a refresh cannot fold in: none of whose visitors or articles the model knows (another
+    site's ids, or another schema's), or all older than the data's newest read (trained on already, or stale)."""
+    if not (extracted["visitorId"].astype(str).isin(set(visitors)).any()
+            or extracted["contentId"].astype(str).isin(set(contents)).any()):
+        raise DataError("none of the {:,} new reads' visitors or articles is one the model knows: they are not this "
+                        "site's reads of {} (another export, or --content_param); preprocess and train them "
+                        "instead".format(len(extracted), data_dir))
+    times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
+    if TIME_COLUMN in extracted and tf.io.gfile.exists(times_csv):
+        with tf.io.gfile.GFile(times_csv) as f:
+            newest = pd.read_csv(f, usecols=["time"])["time"].max()
+        if extracted[TIME_COLUMN].max() < newest:
+            raise DataError("all {:,} new reads are older than the newest read the model was trained on ({} ms): "
+                            "they are in it already, or stale; give the reads since".format(len(extracted), newest))
+
+
+def refresh(model_dir, extracted, log=print):
+    """Fold the reads of ``extracted`` (checked rows, as walsmf.extract returns them) into the model of
+    ``model_dir`` (see the module's docstring); return the new export's path."""
     start = time.time()
 
     def stage(name):
         nonlocal start
         log("      {}: {:.1f}s".format(name, time.time() - start))
         start = time.time()
-    settings = trained_settings(model_dir)
-    extracted = read_extracted_csv(extracted_csv)
-    stage("read {:,} new reads".format(len(extracted)))
-    merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted)
+    with exclusive_directory(model_dir, "walsmf.refresh"):
+        settings = trained_settings(model_dir)
+        merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted)
+        check_new_reads(extracted, visitors[:settings.nusers], contents[:settings.nitems], settings.input_path)
+        stage("checked {:,} new reads".format(len(extracted)))
+        return _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage)
+
+
+def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage):
+    """The refresh's writing and solving, once the new reads are merged and checked (refresh's)."""
     new_users, new_items = len(visitors) - settings.nusers, len(contents) - settings.nitems
     grown = settings.replace(nusers=len(visitors), nitems=len(contents))
-    with exclusive_directory(model_dir, "walsmf.refresh"), \
-            staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
+    with staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
         mapped = write_grown_data(staged, merged, visitors, contents, times, metadata)
         stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(new_users, new_items,
                                                                                       len(mapped)))
@@ -220,12 +244,21 @@ def main(argv=None):
     """CLI: fold new reads into a trained model."""
     parser = flags.Parser(prog="python -m walsmf.refresh", description=__doc__.split("\n\n")[0])
     flags.add_model_dir(parser, "the model to refresh (a walsmf.task --output_dir)", required=True)
-    parser.add_argument("--extracted_csv", required=True,
-                        help="the new reads: a CSV of visitorId,contentId,session_duration[,read_time]")
+    parser.add_argument("--extracted_csv",
+                        help="the new reads: a CSV of visitorId,contentId,session_duration[,read_time], instead "
+                             "of running the query on --sessions_file or BigQuery (--source bigquery with "
+                             "--start_date/--end_date; GA4's events_intraday_* tables hold today's reads)")
+    add_source_arguments(parser)
     args = parser.parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    print("[refresh] {} with {}".format(args.model_dir, args.extracted_csv), flush=True)
-    export = refresh(args.model_dir, args.extracted_csv)
+    query = query_of(args)
+    if not (args.extracted_csv or args.sessions_file or args.source == "bigquery"):
+        raise DataError("no new reads: give --extracted_csv FILE, --sessions_file EXPORT or --source bigquery "
+                        "(the embedded sample holds no new reads)")
+    print("[refresh] {} with {}".format(args.model_dir, args.extracted_csv or query.describe()), flush=True)
+    extracted = read_extracted_csv(args.extracted_csv) if args.extracted_csv else extract(query)
+    print("      {:,} new reads".format(len(extracted)), flush=True)
+    export = refresh(args.model_dir, extracted)
     print("[refresh] done: {}".format(export), flush=True)
 
 

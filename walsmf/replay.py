@@ -130,9 +130,7 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
             history[visitor].add(content)
             today[visitor].append(content)
         if len(arrived) and end < cut + DAY_MS:
-            path = os.path.join(workdir, "window.csv")
-            arrived.to_csv(path, index=False)
-            refresh.refresh(model_dir, path, log=lambda _: None)
+            refresh.refresh(model_dir, arrived, log=lambda _: None)
             refreshed = _answers(model_dir)
     young = [entry[2] for method, side in results if method == "frozen" for entry in results[method, side]]
     log("share of the scored reads on articles nobody read before the cut: {:.3f} of {:,}".format(
