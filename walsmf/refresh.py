@@ -229,14 +229,16 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
         fold_in_side(factors.rows, factors.cols, fitted.by_user, users, factors.row_weights, factors.col_weights,
                      grown)
         stage("folded in {:,} articles and {:,} visitors".format(len(items), len(users)))
-        write_checkpoint(model_dir, factors, grown)
-        modeldir.record_training(grown.replace(input_path=settings.input_path), data.interactions)
-        atomic_write_text(os.path.join(model_dir, modeldir.SERVING_INFO_FILE),
-                          json.dumps(modeldir.serving_info_of(grown.replace(input_path=staged))))
-        export = model.export(factors, data, grown.replace(input_path=staged))
-        stage("checkpoint and export {}".format(export))
-        recommend.batch_predict(grown, data, log=lambda _: None)
-        stage("batch prediction of {:,} visitors".format(grown.nusers))
+    # The data directory is swapped in first: it is what the model is refreshed from.  Killed after the swap,
+    # the same refresh run again finds no new ids and writes the model again; the export serving meanwhile is
+    # the previous one (a new version appears only complete).
+    write_checkpoint(model_dir, factors, grown)
+    modeldir.record_training(grown, data.interactions)
+    atomic_write_text(os.path.join(model_dir, modeldir.SERVING_INFO_FILE), json.dumps(modeldir.serving_info_of(grown)))
+    export = model.export(factors, data, grown)
+    stage("checkpoint and export {}".format(export))
+    recommend.batch_predict(grown, data, log=lambda _: None)
+    stage("batch prediction of {:,} visitors".format(grown.nusers))
     return export
 
 
