@@ -40,19 +40,19 @@ def test_a_file_or_link_is_never_replaced_by_a_data_directory(tmp_path, make):
         (tmp_path / "elsewhere").mkdir()
         target.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(DataError, match="exists and is not a directory walsmf wrote"):
-        with staged_directory(str(target), datadir.METADATA_FILE):
+        with staged_directory(str(target), datadir.METADATA_FILE, datadir.written_here):
             pass
     assert (target.read_text() == "keep") if make == "file" else target.is_symlink()
     assert [p for p in os.listdir(str(tmp_path)) if ".tmp-" in p] == []
 
 
 def test_an_empty_directory_or_one_walsmf_wrote_is_replaced(tmp_path):
-    for name, files in (("empty", {}), ("ours", {datadir.METADATA_FILE: "{}", "old.csv": "old"})):
+    for name, files in (("empty", {}), ("ours", {datadir.METADATA_FILE: "{}", datadir.RAW_FILE: "old"})):
         directory = tmp_path / name
         directory.mkdir()
         for file, text in files.items():
             (directory / file).write_text(text)
-        with staged_directory(str(directory), datadir.METADATA_FILE) as staged:
+        with staged_directory(str(directory), datadir.METADATA_FILE, datadir.written_here) as staged:
             open(os.path.join(staged, "new.csv"), "w").close()
         assert os.listdir(str(directory)) == ["new.csv"]
 
@@ -137,7 +137,7 @@ def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_
     assert sorted(os.listdir(str(tmp_path))) == ["s.parquet"]
     # what SIGKILL leaves behind is swept by the next run into the same parent
     (tmp_path / ".d.tmp-{}-abc".format(2 ** 22 + 12345)).mkdir()
-    with staged_directory(str(tmp_path / "d"), datadir.METADATA_FILE):
+    with staged_directory(str(tmp_path / "d"), datadir.METADATA_FILE, datadir.written_here):
         pass
     assert sorted(os.listdir(str(tmp_path))) == ["d", "s.parquet"]
 
@@ -297,7 +297,7 @@ def test_a_signal_swallowed_by_a_weakref_callback_still_ends_the_run_before_its_
 @pytest.mark.parametrize("where", ["/proc/walsmf", "/dev/null/walsmf"])
 def test_a_data_dir_where_nothing_can_be_written_is_one_line(tmp_path, where):
     with pytest.raises(DataError, match="cannot write {} .*a place you can write".format(where)):
-        with staged_directory(where, datadir.METADATA_FILE):
+        with staged_directory(where, datadir.METADATA_FILE, datadir.written_here):
             pass
 
 
@@ -350,3 +350,41 @@ def test_a_preprocess_into_the_data_a_training_reads_is_refused_and_the_predicti
     predicted = {c for line in (out / modeldir.ORIGINAL_IDS_PRED_FILE).read_text().splitlines()
                  for c in line.split("\t")[1].split(",")}
     assert predicted and predicted <= {c for _, c, _ in rows}
+
+
+@pytest.mark.parametrize("present, named", [
+    ({"notes.txt": "mine"}, "notes.txt"),                                              # any file of the user's
+    ({"batch_pred.txt": "mine", "graph.pbtxt": "mine"}, "batch_pred.txt, graph.pbtxt"),  # walsmf's names, unmarked
+    ({"serving_info.json": "{}"}, "serving_info.json"),
+    ({modeldir.TRAINING_SETTINGS_FILE: "{}", "notes.txt": "mine"}, "notes.txt"),        # a model, and a user's file
+], ids=["user-file", "walsmf-names-unmarked", "serving-info-unmarked", "model-with-user-file"])
+def test_training_into_a_directory_holding_what_walsmf_did_not_write_is_refused(small_data, tmp_path, present,
+                                                                                named):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in present.items():
+        (out / name).write_text(text)
+    args = settings.make(input_path=small_data[0], output_dir=str(out))
+    with pytest.raises(DataError, match="holds {} that no walsmf training wrote there".format(named)):
+        trainer.resolve(args)
+    assert {p.name: p.read_text() for p in out.iterdir()} == present
+
+
+def test_a_users_temp_directory_under_export_servo_is_not_an_unfinished_export(tmp_path):
+    servo = tmp_path / "export" / "Servo"
+    for name in ("temp-1500000000", "temp-mywork", "1500000001"):
+        (servo / name).mkdir(parents=True)
+    modeldir.remove_unfinished_exports(str(tmp_path))
+    assert sorted(p.name for p in servo.iterdir()) == ["1500000001", "temp-mywork"]
+
+
+def test_tuning_into_a_directory_holding_a_users_file_is_refused(small_data, tmp_path):
+    from walsmf import tune
+
+    out = tmp_path / "tuned"
+    out.mkdir()
+    (out / tune.BEST_PARAMS_FILE).write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="holds notes.txt that walsmf did not write"):
+        tune.tune(small_data[0], str(out), max_trials=1)
+    assert sorted(p.name for p in out.iterdir()) == [tune.BEST_PARAMS_FILE, "notes.txt"]

@@ -87,7 +87,7 @@ def atomic_write_text(path, text):
 
 
 @contextlib.contextmanager
-def staged_directory(final_dir, marker, owned=None):
+def staged_directory(final_dir, marker, owned):
     """Yield a fresh empty directory beside ``final_dir`` to build it in; it replaces ``final_dir``
     when the block succeeds and is removed when it fails.
 
@@ -102,7 +102,7 @@ def staged_directory(final_dir, marker, owned=None):
         if os.listdir(final_dir) and not os.path.exists(os.path.join(final_dir, marker)):
             raise DataError("{} holds files walsmf did not write (it has no {}): name another directory, or "
                             "empty it first".format(final_dir, marker))
-        foreign = sorted(name for name in os.listdir(final_dir) if owned is not None and not owned(name))
+        foreign = sorted(name for name in os.listdir(final_dir) if not owned(name))
         if foreign:
             raise DataError("{} holds {} that walsmf did not write, and a new run replaces the directory whole: "
                             "move {} out, or name another directory".format(

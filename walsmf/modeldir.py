@@ -179,6 +179,37 @@ def new_version_dir(exports_dir: str) -> str:
 
 # ---------------------------------------------------------------- guards --
 
+# What a training writes into its output_dir (beside TRAINING_SETTINGS_FILE, the marker of a walsmf model): the
+# estimator's checkpoints, graph and summaries, the evaluations, the export, the files of batch prediction; and
+# what any run leaves while it writes (a lock, a file's temporary name).
+_WRITTEN = {"checkpoint", "graph.pbtxt", "eval", "export", "serving_assets", datadir.HELDOUT_SUMMARY_DIR}
+_WRITTEN_PATTERN = re.compile(r"model\.ckpt-[0-9]+\..*|events\.out\.tfevents\..*|graph\.pbtxt\.tmp.*|.*\.tmp-[0-9]+")
+# Tolerated in a directory without the marker: a run's lock, a temporary file, a killed run's staging.
+_TRANSIENT_PATTERN = re.compile(r"\.walsmf\.lock|.*\.tmp-[0-9]+|graph\.pbtxt\.tmp.*")
+
+
+def written_here(name: str) -> bool:
+    """Whether ``name`` is an entry a walsmf training writes into its output_dir."""
+    return (name in _WRITTEN or name in (TRAINING_SETTINGS_FILE, SERVING_INFO_FILE, BATCH_PRED_FILE,
+                                         ORIGINAL_IDS_PRED_FILE) or bool(_WRITTEN_PATTERN.fullmatch(name)))
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Refuse, before any work, an output_dir holding what a walsmf training did not write there: files of the
+    user's (any name, or a walsmf file name in a directory no training marked), which training would overwrite."""
+    if "://" in output_dir or not os.path.isdir(output_dir):
+        return
+    names = sorted(os.listdir(output_dir))
+    marked = TRAINING_SETTINGS_FILE in names
+    foreign = [name for name in names
+               if not (_TRANSIENT_PATTERN.fullmatch(name) or (marked and written_here(name)))]
+    if foreign:
+        raise DataError("--output_dir {} holds {} that no walsmf training wrote there{}, and training writes into it: "
+                        "give a new --output_dir, or move {} out".format(
+                            output_dir, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""),
+                            "" if marked else " (it has no {})".format(TRAINING_SETTINGS_FILE),
+                            "it" if len(foreign) == 1 else "them"))
+
 def check_existing_model(settings) -> None:
     """Refuse an output_dir whose checkpoint has factors of another shape (training would crash restoring it)."""
     checkpoint = tf.train.latest_checkpoint(settings.output_dir)
@@ -246,10 +277,12 @@ def training_record(model_dir: str) -> dict:
 
 
 def remove_unfinished_exports(model_dir: str) -> None:
-    """Remove export/Servo/temp-* directories (an export's staging) an interrupted or killed export left."""
+    """Remove export/Servo/temp-<version> directories (an export's staging) an interrupted or killed export left;
+    nothing else there (a temp-anything of the user's stays)."""
     servo = os.path.join(model_dir, EXPORTS_DIR)
     for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
-        tf.io.gfile.rmtree(stale)
+        if re.fullmatch(r"temp-[0-9]+", os.path.basename(stale.rstrip("/"))):
+            tf.io.gfile.rmtree(stale)
 
 
 def serving_info_of(settings) -> dict:

@@ -4,7 +4,7 @@ import os
 
 import tensorflow as tf
 
-from walsmf import cluster, metrics, model, splits
+from walsmf import cluster, metrics, model, modeldir, splits
 from walsmf import settings as settings_module
 from walsmf.datadir import METADATA_FILE, data_counts
 from walsmf.errors import DataError
@@ -25,6 +25,7 @@ def resolve(settings, trial=""):
             settings.output_dir))
     refuse_inside(settings.output_dir, "--output_dir", settings.input_path, "--input_path", "a model")
     check_writable(settings.output_dir, "--output_dir", directory=True)
+    modeldir.check_output_dir(settings.output_dir)
     return settings
 
 

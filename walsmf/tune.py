@@ -209,7 +209,7 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
     if max_trials < 1:
         raise DataError("--max_trials {} must be at least 1".format(max_trials))
     refuse_inside(output_dir, "--output_dir", input_path, "--data_dir", "a tuning")
-    with staged_directory(output_dir, BEST_PARAMS_FILE) as staged:
+    with staged_directory(output_dir, BEST_PARAMS_FILE, lambda name: name in (TRIALS_FILE, BEST_PARAMS_FILE)) as staged:
         split_dir = os.path.join(staged, "validation_split")
         write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line),
                                held_out=held_out, nusers=nusers, nitems=nitems)
