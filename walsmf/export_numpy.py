@@ -15,7 +15,6 @@ import threading
 from typing import List, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from walsmf import instances, modeldir
 from walsmf.errors import DataError
@@ -90,9 +89,9 @@ class ExportAnswers:
         self.user_weight = np.mean(modeldir.load_shards(variables, "row_weights_shard_"), dtype=np.float32)
         self.items_gramian = items.astype(np.float64).T @ items.astype(np.float64)
         popularity = modeldir.read_asset(export_dir, modeldir.POPULARITY_FILE, np.dtype("<f4"))
-        fresh = modeldir.read_asset(export_dir, modeldir.FRESH_FILE, np.dtype("<f4")) > 0 \
-            if tf.io.gfile.exists(os.path.join(export_dir, "assets", modeldir.FRESH_FILE)) else None
-        if fresh is not None:  # an item too old to recommend (--max_age_days) is ranked as one nobody read
+        fresh = modeldir.read_asset(export_dir, modeldir.FRESH_FILE, np.dtype("<f4"), optional=True)
+        if fresh is not None:
+            fresh = fresh > 0  # an item too old to recommend (--max_age_days) is ranked as one nobody read
             self.items.unread = np.flatnonzero((self.items.readers == 0) | ~fresh)
         self.item_offsets = item_offsets(self.items.readers, info["popularity_weight"], popularity, fresh)
         self.longest = max(self.users.count, self.items.count)

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from walsmf import datadir
 from walsmf.errors import DataError, json_object
-from walsmf.fileio import atomic_write_text
+from walsmf.fileio import LOCK_FILE, atomic_write_text
 
 BATCH_PRED_FILE = "batch_pred.txt"
 # One line per user: visitorId TAB contentIds joined by ",", each part quoted as CSV
@@ -185,7 +185,7 @@ def new_version_dir(exports_dir: str) -> str:
 _WRITTEN = {"checkpoint", "graph.pbtxt", "eval", "export", "serving_assets", datadir.HELDOUT_SUMMARY_DIR}
 _WRITTEN_PATTERN = re.compile(r"model\.ckpt-[0-9]+\..*|events\.out\.tfevents\..*|graph\.pbtxt\.tmp.*|.*\.tmp-[0-9]+")
 # Tolerated in a directory without the marker: a run's lock, a temporary file, a killed run's staging.
-_TRANSIENT_PATTERN = re.compile(r"\.walsmf\.lock|.*\.tmp-[0-9]+|graph\.pbtxt\.tmp.*")
+_TRANSIENT_PATTERN = re.compile(re.escape(LOCK_FILE) + r"|.*\.tmp-[0-9]+|graph\.pbtxt\.tmp.*")
 
 
 def written_here(name: str) -> bool:
@@ -299,9 +299,13 @@ def serving_info_of(settings) -> dict:
             "target": settings.target}
 
 
-def read_asset(export_dir: str, name: str, dtype: np.dtype) -> np.ndarray:
-    """One raw little-endian asset file of an export as a numpy vector."""
-    with tf.io.gfile.GFile(os.path.join(export_dir, "assets", name), "rb") as f:
+def read_asset(export_dir: str, name: str, dtype: np.dtype, optional: bool = False) -> Optional[np.ndarray]:
+    """One raw little-endian asset file of an export as a numpy vector (``optional``: None where an older export
+    has no such asset)."""
+    path = os.path.join(export_dir, "assets", name)
+    if optional and not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
         return np.frombuffer(f.read(), dtype)
 
 

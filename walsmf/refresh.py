@@ -59,7 +59,7 @@ def trained_settings(model_dir):
 
 def merged_reads(data_dir, extracted):
     """The data directory's reads (visitorId, contentId, rating) with the new ones merged (a pair read again keeps
-    its higher rating), the grown id maps, the times where both have them, and how many reads were new."""
+    its higher rating), the grown id maps, the times where both have them, and the directory's metadata."""
     metadata = datadir.read_metadata(data_dir)
     median = metadata.get("median_duration_ms")
     if not median:
@@ -96,7 +96,8 @@ def _grown(known, ids):
 
 
 def write_grown_data(staged, merged, visitors, contents, times, metadata):
-    """Write the grown data directory into ``staged``; return its mapped reads (userId, itemId, rating)."""
+    """Write the grown data directory into ``staged``; return its mapped reads (userId, itemId, rating) and the
+    id maps (visitorId → userId, contentId → itemId)."""
     user_of = {v: n for n, v in enumerate(visitors)}
     item_of = {c: n for n, c in enumerate(contents)}
     mapped = pd.DataFrame({"userId": merged["visitorId"].map(user_of).values,
@@ -113,7 +114,7 @@ def write_grown_data(staged, merged, visitors, contents, times, metadata):
     datadir.write_interactions(staged, datadir.interactions_of(mapped, len(visitors), len(contents)))
     datadir.write_metadata(staged, dict(metadata, nusers=len(visitors), nitems=len(contents),
                                         interactions=int(len(mapped)), source="refresh"))
-    return mapped
+    return mapped, user_of, item_of
 
 
 def grown_factors(factors, settings, interactions):
@@ -214,16 +215,14 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
     new_users, new_items = len(visitors) - settings.nusers, len(contents) - settings.nitems
     grown = settings.replace(nusers=len(visitors), nitems=len(contents))
     with staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
-        mapped = write_grown_data(staged, merged, visitors, contents, times, metadata)
+        mapped, user_of, item_of = write_grown_data(staged, merged, visitors, contents, times, metadata)
         stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(new_users, new_items,
                                                                                       len(mapped)))
         data = model.load_data(grown.replace(input_path=staged))
         fitted = observed_values(data.interactions, settings.target)
         factors = grown_factors(modeldir.trained_factors(model_dir), grown, data.interactions)
-        read_new = extracted.assign(userId=extracted["visitorId"].astype(str).map(
-            {v: n for n, v in enumerate(visitors)}), itemId=extracted["contentId"].astype(str).map(
-            {c: n for n, c in enumerate(contents)}))
-        items, users = np.unique(read_new["itemId"].values), np.unique(read_new["userId"].values)
+        items = np.unique(extracted["contentId"].astype(str).map(item_of).values)
+        users = np.unique(extracted["visitorId"].astype(str).map(user_of).values)
         fold_in_side(factors.cols, factors.rows, fitted.by_item, items, factors.col_weights, factors.row_weights,
                      grown)
         fold_in_side(factors.rows, factors.cols, fitted.by_user, users, factors.row_weights, factors.col_weights,
