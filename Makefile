@@ -7,6 +7,10 @@ SCALE ?= 1
 NUM_EPOCHS ?= 5
 # ga360 (the lab's Universal Analytics sessions) or ga4 (GA4 events): which embedded sample runs
 SCHEMA ?= ga360
+# GA4: the event parameter naming the article (the embedded sample's pages carry article_id; page_location is the
+# URL) and a regular expression the articles' ids match (e.g. /article/), passed to walsmf.preprocess
+CONTENT_PARAM ?= $(if $(filter ga4,$(SCHEMA)),article_id,)
+CONTENT_PATTERN ?=
 
 .PHONY: setup serve-env data run test test-slow lint bench notebook clean
 
@@ -18,11 +22,12 @@ serve-env:
 	@scripts/setup-serve-env
 
 data: setup
-	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE) --schema $(SCHEMA)
+	$(PY) -m walsmf.preprocess --data_dir $(DATA_DIR) --scale $(SCALE) --schema $(SCHEMA)$(if \
+	  $(CONTENT_PARAM), --content_param $(CONTENT_PARAM))$(if $(CONTENT_PATTERN), --content_pattern '$(CONTENT_PATTERN)')
 
 # As the lab does, train into a fresh output directory.
 run: data
-	rm -rf $(OUTPUT_DIR)
+	@rm -rf $(OUTPUT_DIR)
 	$(PY) -m walsmf.task --input_path $(DATA_DIR) --output_dir $(OUTPUT_DIR) --num_epochs $(NUM_EPOCHS)
 
 # Two workers: the machines have two cores, and most tests wait on a TensorFlow subprocess or import.

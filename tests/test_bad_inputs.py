@@ -76,6 +76,10 @@ CASES = [
     ("extract", "--start_date 20240105 --end_date 20240101", r"--end_date 20240101 is before --start_date"),
     ("extract", "--content_index 0", r"--content_index 0 is not a custom dimension index"),
     ("extract", "--schema ga4 --content_param a-b", r"--content_param 'a-b' is not an event parameter name"),
+    ("extract", "--schema ga4 --content_pattern '('", r"--content_pattern '\(' is not a regular expression"),
+    ("extract", "--schema ga4 --content_pattern ''", r"--content_pattern '' is empty"),
+    ("extract", "--schema ga4 --scale 0.01 --content_pattern /video/", r"no content of .* matches "
+                                                                       r"--content_pattern '/video/'"),
     ("extract", "--source bigquery --project p --table 'p.d.t; DROP' --print_sql", r"--table 'p.d.t; DROP' is not"),
     ("extract", "--output {W}/adir", r"--output {W}/adir is a directory"),
     ("extract", "--output /proc/o.csv", r"--output /proc/o.csv cannot be written"),

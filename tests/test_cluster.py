@@ -151,5 +151,5 @@ def test_gcloud_local_distributed_training(small_data, single_process_model, tmp
         cwd=ROOT, env=gcloud_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "this process is the master 0 of a cluster with" in result.stderr
+    assert "this process is the master 0 of a cluster with" in result.stdout + result.stderr
     assert_same_model(output_dir, single_process_model)

@@ -3,6 +3,7 @@ import collections
 import json
 import os
 import random
+import re
 import threading
 from http.server import HTTPServer
 
@@ -49,6 +50,11 @@ def hand_events():
         event("C", 2, "user_engagement", user_id="u1", page_location="https://site/5", engagement_time_msec=70),
         event("D", 1, "page_view", page_location="https://site/5", article_id=5),
         event("D", 2, "user_engagement", page_location="https://site/5", engagement_time_msec=75),
+        # the site's root (its query string stripped) is no article: its page_view ends the carry
+        event("G", 1, "page_view", page_location="https://site/7", article_id=7),
+        event("G", 2, "user_engagement", page_location="https://site/7", engagement_time_msec=20),
+        event("G", 3, "page_view", page_location="https://site/?utm_source=x"),
+        event("G", 4, "user_engagement", page_location="https://site/", engagement_time_msec=500),
         # at one timestamp, the engagement counts for the page being left, not the page arriving
         event("F", 1, "page_view", page_location="https://site/1", article_id=1),
         event("F", 5, "user_engagement", page_location="https://site/1", engagement_time_msec=90),
@@ -65,7 +71,8 @@ def hand_events():
     return events
 
 
-def reference(events, content_param="page_location", visitor="user_pseudo_id", start=None, end=None):
+def reference(events, content_param="page_location", visitor="user_pseudo_id", start=None, end=None,
+              content_pattern=None):
     """The documented rules, applied in plain Python: {(visitorId, contentId): (session_duration, read_time)}."""
     def visitor_of(e):
         return (e["user_id"] or e["user_pseudo_id"]) if visitor == "user_id" else e["user_pseudo_id"]
@@ -82,9 +89,14 @@ def reference(events, content_param="page_location", visitor="user_pseudo_id", s
             return None
         if content_param == "page_location":
             text = value["string_value"] or ""
-            return text.split("?")[0].split("#")[0] or None
-        text = value["string_value"] if value["string_value"] is not None else (
-            None if value["int_value"] is None else str(value["int_value"]))
+            text = text.split("?")[0].split("#")[0]
+            if content_pattern is None and re.fullmatch(r"https?://[^/]+/?", text):
+                return None  # the site's root
+        else:
+            text = value["string_value"] if value["string_value"] is not None else (
+                None if value["int_value"] is None else str(value["int_value"]))
+        if text and content_pattern is not None and not re.search(content_pattern, text):
+            return None
         return text or None
 
     kept = [e for e in events if visitor_of(e) is not None and (start is None or e["event_date"] >= start)
@@ -122,7 +134,8 @@ def ga4(path, **fields):
 @pytest.mark.parametrize("fields", [
     {}, {"content_param": "article_id"}, {"content_param": "article_id", "visitor": "user_id"},
     {"start_date": "20240102"}, {"end_date": "20240101", "content_param": "article_id"},
-    {"start_date": "20240101", "end_date": "20240101"},
+    {"start_date": "20240101", "end_date": "20240101"}, {"content_pattern": r"/\d+$"},
+    {"content_param": "article_id", "content_pattern": "^[0-9]$"},
 ])
 def test_ga4_rows_follow_the_rules(tmp_path, fields):
     events = hand_events()

@@ -1,6 +1,7 @@
 """The WALS model package against numpy: input pipeline, training, batch prediction, evaluation."""
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 from helpers import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
 
-from walsmf import datadir, inputs, model, modeldir, recommend, settings, trainer
+from walsmf import datadir, inputs, model, modeldir, progress, recommend, settings, trainer
 
 
 def run(fetch):
@@ -336,19 +337,22 @@ def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.training
-def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path):
+def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path, monkeypatch):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"))
     shutil.copytree(trained.output_dir, args.output_dir)
     os.remove(os.path.join(args.output_dir, modeldir.BATCH_PRED_FILE))
     lines = []
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)  # a line after every block
     assert model.batch_predict(args, model.load_data(args), log=lines.append) == trained.nusers
-    assert lines[-1] == "batch prediction: {:,} of {:,} users".format(trained.nusers, trained.nusers)
-    # a line as the users done pass each tenth: 828 users in blocks of 256 pass one at each block
+    assert lines[0].startswith("[batch_pred] top {} of {:,} items for each of {:,} users".format(
+        trained.topk, trained.nitems, trained.nusers))
+    # 828 users in blocks of 256: a line as each block is written
     block = recommend.users_per_block(trained.nitems)
     assert block == 256
     done = [min(end, trained.nusers) for end in range(block, trained.nusers + block, block)]
-    assert lines == ["batch prediction: {:,} of {:,} users".format(n, trained.nusers) for n in done]
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "{:,} of {:,} users".format(n, trained.nusers) for n in done]
     np.testing.assert_array_equal(batch_pred(args.output_dir), batch_pred(trained.output_dir))
     u, v = recommend.load_factors(args.output_dir, "row"), recommend.load_factors(args.output_dir, "col")
     blocks = list(recommend.top_k_blocks(u, v, 3, block_size=100))
@@ -380,3 +384,31 @@ def test_ids_with_line_breaks_commas_quotes_and_tabs_come_back_as_they_were(tmp_
         (visitors[u], [contents[i] for i in row]) for u, row in enumerate(top)]
     # ordinary ids keep the plain form: visitorId TAB ids joined by commas
     assert modeldir.original_ids_lines(["v1"], [["c1", "c2"]]) == "v1\tc1,c2\n"
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_task_prints_its_own_lines_and_tensorflows_log_only_with_verbosity_debug(small_data, tmp_path):
+    data_dir, metadata = small_data
+    base = ["--input_path", data_dir, "--num_epochs", 3, "--batch_size", 64]
+    quiet = run_module("walsmf.task", *base, "--output_dir", tmp_path / "q")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    output = quiet.stdout + quiet.stderr
+    assert "INFO:tensorflow" not in output and "WARNING:tensorflow" not in output and "deprecated" not in output
+    lines = output.splitlines()
+    train = [line for line in lines if line.startswith("[train] ")]
+    # the seed drawn is named, and repeats the run
+    seed = int(re.search(r"seed (\d+) \(--seed \1 repeats it\)", train[0]).group(1))
+    steps = settings.training_schedule(settings.make(input_path=data_dir, output_dir="o", num_epochs=3,
+                                                     batch_size=64, nusers=metadata["nusers"],
+                                                     nitems=metadata["nitems"]))[0]
+    epochs = [line.strip() for line in lines if line.strip().startswith("epoch ")]
+    assert epochs and epochs[-1].startswith("epoch 3.0 of 3.0 (step {:,} of {:,}), loss ".format(steps, steps))
+    export = [line for line in lines if line.startswith("[export] ")]
+    assert len(export) == 1 and os.path.isdir(export[0].split(" ", 1)[1])  # the final export, not a temp-* one
+    assert [line for line in lines if line.startswith("[batch_pred] ")]
+    again = run_module("walsmf.task", *base, "--output_dir", tmp_path / "again", "--seed", seed)
+    assert again.returncode == 0, again.stderr[-2000:]
+    np.testing.assert_array_equal(batch_pred(tmp_path / "again"), batch_pred(tmp_path / "q"))
+    debug = run_module("walsmf.task", *base, "--output_dir", tmp_path / "d", "--seed", seed, "--verbosity", "debug")
+    assert debug.returncode == 0 and "INFO:tensorflow" in debug.stdout + debug.stderr

@@ -47,3 +47,26 @@ def test_trainer_imports_nothing_ai_platform_runtime_lacks():
             "    sys.modules[name] = None\n"
             "import walsmf.task, walsmf.trainer, walsmf.model, walsmf.evaluate, walsmf.predict, walsmf.cluster\n")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+@pytest.mark.parametrize("content", [[], ["CONTENT_PARAM=page_location"]], ids=["article_id", "page_location"])
+def test_make_run_on_the_ga4_sample_is_quiet_and_recommends_articles(tmp_path, content):
+    import re
+
+    result = subprocess.run(["make", "run", "SCHEMA=ga4", "SCALE=0.02", "NUM_EPOCHS=2",
+                             "DATA_DIR={}".format(tmp_path / "data"), "OUTPUT_DIR={}".format(tmp_path / "out")] +
+                            content, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = result.stdout.strip().splitlines()
+    generated = [line for line in lines if line.startswith("Generating ") or "rows generated" in line]
+    assert len(lines) - len(generated) <= 23, result.stdout  # 25 with a fresh clone's sample generation
+    assert "tensorflow" not in result.stdout.lower().replace("tensorflow 1.15", "")
+    with open(str(tmp_path / "out" / "batch_pred_original_ids.txt")) as f:
+        recommended = {c for line in f for c in line.rstrip("\n").split("\t")[1].split(",")}
+    if content:  # page URLs: articles' pages, never the site's root
+        assert recommended and all(re.fullmatch(r"https://news\.example/[a-z]+/[0-9]+", c) for c in recommended)
+    else:  # the sample's article ids
+        assert recommended and all(c.isdigit() for c in recommended)

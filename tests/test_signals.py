@@ -12,7 +12,7 @@ from walsmf import modeldir
 
 # The first line each stage logs to stderr: the signal is sent as it appears.
 TASK_STAGES = {"training": "loss = ", "export": "Assets added to graph.", "just exported": "SavedModel written to",
-               "batch prediction": "batch prediction: "}
+               "batch prediction": "[batch_pred] "}
 
 
 def signalled_at(command, marker, signum):
@@ -44,7 +44,7 @@ def test_a_signal_at_each_stage_of_task_ends_it_with_exit_130_and_nothing_half_m
     out = tmp_path / "out"
     # 200,000 users (most without reads) make batch prediction last a second: time to land in it
     command = [sys.executable, "-m", "walsmf.task", "--input_path", small_data[0], "--output_dir", str(out),
-               "--nusers", "200000", "--batch_size", "16384", "--num_epochs", "3"]
+               "--nusers", "200000", "--batch_size", "16384", "--num_epochs", "3", "--verbosity", "debug"]
     code, stderr, seen = signalled_at(command, TASK_STAGES[stage], signum)
     assert seen, "the run never reached {}: {}".format(stage, stderr[-1500:])
     assert code == 130, stderr[-2000:]

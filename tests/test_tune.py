@@ -48,6 +48,8 @@ def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_d
     params = json.loads((out / tune.BEST_PARAMS_FILE).read_text())
     # the data has read times: the blend counts the recent reads (most read recently's window), when it blends
     blends = best["popularity_weight"] > 0
+    # the trials were scored on articles the user had not read: the model is to recommend those
+    assert params.pop("exclude_seen") is True
     assert params == {flag: None if pd.isna(best[flag]) else best[flag].item() if hasattr(best[flag], "item")
                       else best[flag] for flag in list(tune.SEARCH_SPACE) + ["popularity_weight"] + (
                           ["popularity_days"] if blends else [])}
@@ -58,8 +60,12 @@ def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_d
                               "--n_embeds", "7"])
     assert applied.n_embeds == 7  # an explicit flag overrides the file
     assert all(getattr(applied, flag) == value for flag, value in params.items() if flag != "n_embeds")
+    assert applied.exclude_seen
     # the lab's trial has no regularization: null in the file, None in the settings
-    assert json.loads((out / tune.BEST_PARAMS_FILE).read_text(), parse_constant=lambda c: pytest.fail(c)) == params
+    assert json.loads((out / tune.BEST_PARAMS_FILE).read_text(), parse_constant=lambda c: pytest.fail(c)) == dict(
+        params, exclude_seen=True)
+    # the trials' lines and nothing of TensorFlow's: no deprecation notice, no contrib warning
+    assert "deprecated" not in result.stdout + result.stderr and "contrib" not in result.stdout + result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted([tune.TRIALS_FILE, tune.BEST_PARAMS_FILE])
 
 

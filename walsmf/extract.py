@@ -127,13 +127,22 @@ def extract(query=None, **fields):
         df = run_bigquery(query.sql(), query.project)
         if len(df) == 0:
             raise DataError("BigQuery returned no (visitor, article) rows with a positive duration from {}: check "
-                            "the date window against the tables' dates and that --{} names what the pages carry"
+                            "the date window against the tables' dates and that --{} names what the pages carry{}"
                             .format(query.bigquery_table(),
-                                    "content_param" if query.schema == "ga4" else "content_index"))
+                                    "content_param" if query.schema == "ga4" else "content_index",
+                                    " (and --content_pattern matches it)" if query.content_pattern else ""))
     else:
         df = run_local(query, query.sessions_file or ensure_sample(scale=query.scale, seed=query.seed,
                                                                      schema=query.schema))
     return normalize_extracted(df)
+
+
+def most_read(extracted, n=3, width=48):
+    """The ``n`` most read contents of extracted rows and their readers, for a progress line: a glance tells
+    whether they are articles or the site's fronts and search pages (then see --content_pattern)."""
+    counts = extracted["contentId"].value_counts().head(n)
+    return ", ".join("{} ({:,})".format(c if len(c) <= width else c[:width - 1] + "…", k)
+                     for c, k in zip(counts.index.astype(str), counts.values))
 
 
 def main(argv=None):

@@ -66,6 +66,10 @@ def integer(text: str) -> int:
 
 
 # The flags several modules take, declared once: the same spelling, type and meaning everywhere.
+# walsmf.progress's levels (it imports TensorFlow, which parsing the flags does not)
+VERBOSITIES = ("debug", "info", "warning", "error")
+VERBOSITY_HELP = ("what the run prints: info (a line per stage and epoch), debug (TensorFlow's log as well), "
+                  "warning or error (those only)")
 USERS_HELP = "number of users (default: metadata.json, else the TFRecords)"
 ITEMS_HELP = "number of items (default: metadata.json, else the TFRecords)"
 
@@ -74,6 +78,11 @@ def add_id_counts(parser: argparse.ArgumentParser) -> None:
     """--nusers and --nitems: the model's id counts, read from the data when not given."""
     parser.add_argument("--nusers", type=integer, help=USERS_HELP)
     parser.add_argument("--nitems", type=integer, help=ITEMS_HELP)
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """--verbosity: walsmf's progress lines, or TensorFlow's log as well (walsmf.progress)."""
+    parser.add_argument("--verbosity", choices=VERBOSITIES, default="info", help=VERBOSITY_HELP)
 
 
 def add_seed(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:

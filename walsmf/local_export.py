@@ -137,6 +137,10 @@ def _explain_no_rows(con, query, sessions_file):
         if query.content_index not in seen:
             raise DataError("no hit in {} carries custom dimension {} (--content_index): its hits carry {}".format(
                 sessions_file, query.content_index, ", ".join(map(str, seen)) or "no custom dimensions"))
+    if query.content_pattern:
+        raise DataError("no content of {} matches --content_pattern {!r}: check it against the ids the export "
+                        "holds (python -m walsmf.extract without it lists them)".format(sessions_file,
+                                                                                       query.content_pattern))
     raise DataError("the query returned no (visitor, article) rows with a positive duration from {}".format(
         sessions_file))
 

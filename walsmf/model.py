@@ -22,7 +22,7 @@ from tensorflow.contrib.factorization import WALSMatrixFactorization, WALSModel
 from tensorflow.contrib.learn.python.learn import learn_runner
 from tensorflow.contrib.learn.python.learn.estimators import model_fn as model_fn_lib
 
-from walsmf import datadir, modeldir, sweeps
+from walsmf import datadir, modeldir, progress, sweeps
 from walsmf.datadir import unread_ids
 from walsmf.errors import DataError, check_interrupted
 from walsmf.export_graph import create_serving_input_fn, serving_predictions
@@ -144,6 +144,11 @@ class WALSRecommender(WALSMatrixFactorization):
                            cols_read=self.params["num_cols"] if cols_read is None else cols_read)
 
 
+def draw_seed():
+    """A fresh initialization seed (logged by whoever draws it, so the run can be repeated)."""
+    return int(np.random.SeedSequence().entropy % 2 ** 31)
+
+
 def build_estimator(settings, col_weights=1.0, config=None, model_dir=None, last_step=None, interactions=None):
     """The WALS estimator for settings ``settings`` (the lab's, plus the weights it left at contrib defaults).
 
@@ -155,8 +160,8 @@ def build_estimator(settings, col_weights=1.0, config=None, model_dir=None, last
     """
     seed = settings.seed
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2 ** 31)
-        tf.compat.v1.logging.info("Initialization seed %d (--seed %d gives this model again)", seed, seed)
+        seed = draw_seed()
+        progress.say("      initialization seed {} (--seed {} gives this model again)".format(seed, seed))
     unread_users, unread_items = unread_ids(interactions) if interactions else ((), ())
     return WALSRecommender(
         num_rows=settings.nusers, num_cols=settings.nitems, embedding_dimension=settings.n_embeds,
@@ -205,9 +210,9 @@ def prepare_training(settings):
                             settings.n_embeds, read, "users" if settings.nusers - unread_users == read else "items",
                             read))
     if unread_users or unread_items:
-        tf.compat.v1.logging.info("{} users and {} items have no interaction: their factors stay zero; such a user "
-                                  "is recommended the most read items, such an item is not recommended".format(
-                                      unread_users, unread_items))
+        progress.say("      {} users and {} items have no interaction: their factors stay zero; such a user is "
+                     "recommended the most read items, such an item is not recommended".format(unread_users,
+                                                                                              unread_items))
     modeldir.record_training(settings, interactions)
     modeldir.remove_unfinished_exports(settings.output_dir)
     if settings.col_weight_exp == 0:
@@ -242,8 +247,11 @@ def train(settings):
     TrainingData, read once, for the export and batch prediction."""
     data, col_weights = prepare_training(settings)
     train_steps, steps_in_epoch = training_schedule(settings)
-    tf.compat.v1.logging.info("Will train for {} steps, evaluating once every {} steps".format(
-        train_steps, steps_in_epoch))
+    if settings.seed is None:  # drawn here, so the line below names it: any run can be repeated
+        settings = settings.replace(seed=draw_seed())
+    progress.say("[train] {:,} users x {:,} items, {} factors, seed {} (--seed {} repeats it): {:,} steps of {:,} "
+                 "rows -> {}".format(settings.nusers, settings.nitems, settings.n_embeds, settings.seed, settings.seed,
+                                     train_steps, settings.batch_size, settings.output_dir))
 
     def experiment_fn(output_dir):
         # Checkpoint as often as the Experiment evaluates, so each
@@ -257,7 +265,8 @@ def train(settings):
             eval_input_fn=read_dataset(tf.estimator.ModeKeys.EVAL, settings),
             train_steps=train_steps,
             eval_steps=1,
-            min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS)
+            min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS,
+            train_monitors=[progress.TrainingProgress(train_steps, steps_in_epoch)])
 
     atomic_write_text(os.path.join(settings.output_dir, modeldir.SERVING_INFO_FILE),
                       json.dumps(modeldir.serving_info_of(settings)))
@@ -317,7 +326,7 @@ def export(factors, data, settings, exports_dir=None):
     atomic_write_text(os.path.join(staging, "assets.extra", modeldir.SERVING_INFO_FILE),
                       json.dumps(modeldir.serving_info_of(settings)))
     tf.io.gfile.rename(staging, final)
-    tf.compat.v1.logging.info("Exported the model to {}".format(final))
+    progress.say("[export] {}".format(final))
     return final
 
 

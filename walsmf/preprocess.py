@@ -134,7 +134,7 @@ def main(argv=None):
     else:
         print("[1/2] extract: {}".format(query.describe()), flush=True)
         extracted = extract_stage.extract(query)
-    log(_rate(len(extracted), time.time() - start))
+    log("{}; most read: {}".format(_rate(len(extracted), time.time() - start), extract_stage.most_read(extracted)))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
     write_data_dir(extracted, args.data_dir, query.source, log=log)
     log("done in {:.1f}s".format(time.time() - start))

@@ -46,7 +46,7 @@ SELECT
   SUM(session_duration) AS session_duration,
   MAX(hit_time) AS read_time
 FROM visitor_page_content
-WHERE latestContentId IS NOT NULL
+WHERE latestContentId IS NOT NULL{pattern}
 GROUP BY fullVisitorID, latestContentId
 HAVING session_duration > 0
 ORDER BY latestContentId
@@ -97,6 +97,8 @@ _GA4_PARAM = ("(SELECT MAX(COALESCE(value.string_value, CAST(value.int_value AS 
 # page_location without its query string and fragment.
 _GA4_PAGE = ("REGEXP_REPLACE((SELECT MAX(value.string_value) FROM UNNEST(event_params) WHERE key = 'page_location'), "
              "r'[?#].*', '')")
+# A URL with no path past the site's root (https://news.example/): the home page, never an article.
+_SITE_ROOT = r"^[^:/]+://[^/]+/?$"
 # The date field a row of each schema carries (YYYYMMDD), and the columns a local export must have.
 DATE_FIELD = {"ga360": "date", "ga4": "event_date"}
 REQUIRED_FIELDS = {"ga360": ("fullVisitorId", "visitStartTime", "hits"),
@@ -130,6 +132,7 @@ class Query:
     schema: str = "ga360"
     content_index: int = DEFAULT_CONTENT_INDEX
     content_param: str = DEFAULT_CONTENT_PARAM
+    content_pattern: Optional[str] = None
     visitor: str = VISITOR_FIELDS[0]
     start_date: Optional[str] = None
     end_date: Optional[str] = None
@@ -150,9 +153,18 @@ class Query:
                             "(letters, digits, _ and -; e.g. {})".format(table, DEFAULT_TABLE))
         window = self._window(table.endswith("*"))
         if self.schema == "ga360":
-            return SQL_TEMPLATE.format(table=table, content_index=int(self.content_index), window=window)
+            pattern = "\n  AND REGEXP_CONTAINS(latestContentId, {})".format(_string(self.content_pattern)) if \
+                self.content_pattern else ""
+            return SQL_TEMPLATE.format(table=table, content_index=int(self.content_index), window=window,
+                                       pattern=pattern)
         visitor = "user_pseudo_id" if self.visitor == "user_pseudo_id" else "COALESCE(user_id, user_pseudo_id)"
         content = _GA4_PAGE if self.content_param == "page_location" else _GA4_PARAM.format(name=self.content_param)
+        # a page that is no article (the pattern's miss, or the site's root) is a page without content: it
+        # ends the carry of the article before it
+        if self.content_pattern:
+            content = "IF(REGEXP_CONTAINS({0}, {1}), {0}, '')".format(content, _string(self.content_pattern))
+        elif self.content_param == "page_location":
+            content = "IF(REGEXP_CONTAINS({0}, {1}), '', {0})".format(content, _string(_SITE_ROOT))
         return GA4_SQL_TEMPLATE.format(table=table, visitor=visitor, content=content, window=window)
 
     def _window(self, wildcard):
@@ -193,6 +205,8 @@ class Query:
         if not _PARAM_NAME.fullmatch(self.content_param or ""):
             raise DataError("--content_param {!r} is not an event parameter name (letters, digits and _, at most "
                             "40, starting with a letter; e.g. page_location or article_id)".format(self.content_param))
+        if self.content_pattern is not None:
+            _check_pattern(self.content_pattern)
         if isinstance(self.content_index, bool) or not isinstance(self.content_index, int) or \
                 not 1 <= self.content_index <= 200:
             raise DataError("--content_index {!r} is not a custom dimension index: give 1 to 200 (the lab's "
@@ -223,6 +237,30 @@ def _check_date(flag, value):
         ok = False
     if not ok:
         raise DataError("{} {!r} is not a date: give YYYYMMDD (e.g. 20240131)".format(flag, value))
+
+
+def _string(text):
+    """``text`` as a quoted string of BigQuery's SQL (not a raw one: sqlglot doubles a raw string's backslashes
+    for DuckDB)."""
+    return "'{}'".format(text.replace("\\", "\\\\").replace("'", "\\'"))
+
+
+def _check_pattern(pattern):
+    """Refuse a --content_pattern the query cannot carry: empty, not a regular expression, or holding a line
+    break."""
+    problem = None
+    if not pattern:
+        problem = "is empty"
+    elif "\n" in pattern or "\r" in pattern:
+        problem = "holds a line break"
+    else:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            problem = "is not a regular expression ({})".format(err)
+    if problem:
+        raise DataError("--content_pattern {!r} {}: give a regular expression the contents kept match, e.g. "
+                        "'/article/' or '/[0-9]{{4}}/[0-9]{{2}}/'".format(pattern, problem))
 
 
 def query_of(args):
@@ -257,6 +295,11 @@ def add_source_arguments(parser):
     parser.add_argument("--content_param", default=DEFAULT_CONTENT_PARAM,
                         help="ga4: the event parameter naming the content (default page_location, the URL "
                              "without query string and fragment; or a custom one such as article_id)")
+    parser.add_argument("--content_pattern", metavar="REGEX",
+                        help="keep only contents whose id matches this regular expression (RE2, as BigQuery's "
+                             "REGEXP_CONTAINS), e.g. '/article/' for the URLs of articles; a page that does not "
+                             "match counts as a page without content (default for page_location: every page but "
+                             "the site's root)")
     parser.add_argument("--visitor", choices=VISITOR_FIELDS, default=VISITOR_FIELDS[0],
                         help="ga4: the visitor id (user_id: the signed-in id where set, else user_pseudo_id)")
     flags.add_sample_arguments(parser)

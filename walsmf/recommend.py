@@ -7,12 +7,14 @@ import collections
 import contextlib
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 import threadpoolctl
 
+from walsmf import progress
 from walsmf.errors import check_interrupted
 from walsmf.fileio import atomic_output
 from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors, original_ids_lines, plain_ids
@@ -142,12 +144,12 @@ def _padded(original):
     return np.array(["" if o is None else o for o in original], dtype=object)
 
 
-def batch_predict(settings, data, log=tf.compat.v1.logging.info):
+def batch_predict(settings, data, log=progress.say):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
     Streams: each block of users goes straight to the files (written under
     temporary names, renamed when complete), so memory holds the factors and
-    one block, whatever the number of users; a progress line every tenth.
+    one block, whatever the number of users; a progress line every ``progress.PROGRESS_SECONDS`` and one at the end.
     With ``settings.exclude_seen``, items a user already read are left out (the
     lab kept them).  A user without reads gets the most read items; an item
     without readers is never recommended.  ``data``: the training run's
@@ -162,7 +164,9 @@ def batch_predict(settings, data, log=tf.compat.v1.logging.info):
     visitors, contents = ((_padded(data.visitor_ids), _padded(data.content_ids)) if originals else (None, None))
     plain = originals and plain_ids(visitors) and plain_ids(contents)
     n_users = user_factors.shape[0]
-    report_every = max(1, n_users // 10)
+    log("[batch_pred] top {} of {:,} items for each of {:,} users -> {}".format(
+        settings.topk, item_factors.shape[0], n_users, os.path.join(settings.output_dir, BATCH_PRED_FILE)))
+    started = reported = time.time()
     with contextlib.ExitStack() as stack:
         pred = stack.enter_context(tf.io.gfile.GFile(
             stack.enter_context(atomic_output(os.path.join(settings.output_dir, BATCH_PRED_FILE))), "w"))
@@ -176,7 +180,8 @@ def batch_predict(settings, data, log=tf.compat.v1.logging.info):
             pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
             if original:
                 original.write(original_ids_lines(visitors[users], contents[top], plain))
-            if (done + len(users)) // report_every > done // report_every or done + len(users) == n_users:
-                log("batch prediction: {:,} of {:,} users".format(done + len(users), n_users))
             done += len(users)
+            if time.time() - reported >= progress.PROGRESS_SECONDS or done == n_users:
+                reported = time.time()
+                log("      {:,} of {:,} users: {:.1f} s".format(done, n_users, reported - started))
     return done

@@ -28,6 +28,7 @@ visitor activity are heavy-tailed.
 """
 import math
 import os
+import time
 
 import numpy as np
 
@@ -363,11 +364,12 @@ def write_sample(path, scale=1.0, seed=0, schema="ga360"):
     atomically."""
     import pyarrow.parquet as pq
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     generate = generate_events if schema == "ga4" else generate_sessions
+    start, table = time.time(), generate(scale, seed)
+    print("      {:,} rows generated in {:.1f}s; writing them".format(table.num_rows, time.time() - start), flush=True)
     with atomic_output(path) as tmp:
-        pq.write_table(generate(scale, seed), tmp)
+        pq.write_table(table, tmp)
     return path
 
 
@@ -383,8 +385,7 @@ def ensure_sample(path=None, scale=1.0, seed=0, schema="ga360"):
 
 def main(argv=None):
     """CLI: write the embedded GA360-shaped (or GA4-shaped) sample."""
-    parser = flags.Parser(
-        prog="python -m walsmf.sample", description=__doc__.split("\n\n")[0])
+    parser = flags.Parser(prog="python -m walsmf.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--schema", choices=["ga360", "ga4"], default="ga360",
                         help="ga360: sessions with hits (the lab's); ga4: one row per event")
     flags.add_sample_arguments(parser)

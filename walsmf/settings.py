@@ -81,6 +81,7 @@ class Settings:
                         str, sorted(PRESETS))
     params_file: Optional[str] = _flag(None, "JSON object {flag name: value} applied over the preset "
                                              "(explicit flags override it)", str)
+    verbosity: str = _flag("info", flags.VERBOSITY_HELP, str, list(flags.VERBOSITIES))
 
     def replace(self, **changes):
         """A copy with ``changes``."""

@@ -4,7 +4,7 @@ import os
 
 import tensorflow as tf
 
-from walsmf import cluster, metrics, model, modeldir, splits
+from walsmf import cluster, metrics, model, modeldir, progress, splits
 from walsmf import settings as settings_module
 from walsmf.datadir import METADATA_FILE, data_counts
 from walsmf.errors import DataError
@@ -29,13 +29,6 @@ def resolve(settings, trial=""):
     return settings
 
 
-def quiet_tensorflow_log(record):
-    """Keep TensorFlow's progress log readable: drop contrib's deprecation notices and its
-    "Next fit step starting." line per step."""
-    message = record.getMessage()
-    return not ("is deprecated and will be removed" in message or message == "Next fit step starting.")
-
-
 def show_recommendations(settings, users=5):
     """Print the first users' recommendations, in original ids when available."""
     for name in (ORIGINAL_IDS_PRED_FILE, BATCH_PRED_FILE):
@@ -55,13 +48,13 @@ def run(settings, environ=os.environ):
     split, also score the held-out reads).  A parameter server serves the
     factor shards; workers and evaluators end (WALS trains on one replica).
     """
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
-    tf.get_logger().addFilter(quiet_tensorflow_log)
+    progress.set_verbosity(settings.verbosity)
     me = cluster.role(environ)
-    tf.compat.v1.logging.info("walsmf: this process is the %s", me.describe())
+    if me.kind != cluster.SINGLE:
+        progress.say("walsmf: this process is the {}".format(me.describe()))
     if me.kind in (cluster.WORKER, cluster.EVALUATOR):
-        tf.compat.v1.logging.info("walsmf: WALS trains on the primary replica only (its factors on the parameter "
-                                  "servers); this %s has nothing to do and ends", me.kind)
+        progress.say("walsmf: WALS trains on the primary replica only (its factors on the parameter servers); this "
+                     "{} has nothing to do and ends".format(me.kind))
         return
     # contrib.learn reads the cluster from TF_CONFIG: the primary as master, the PS tasks, nothing else
     environ["TF_CONFIG"] = json.dumps(me.estimator_tf_config())

@@ -31,7 +31,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import baselines, flags, metrics, model, settings, splits
+from walsmf import baselines, flags, metrics, model, progress, settings, splits
 from walsmf.datadir import HELDOUT_FILE, read_metadata
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import refuse_inside, staged_directory, temporary_directory
@@ -238,6 +238,7 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         params = {flag: plain(best[flag]) for flag in list(SEARCH_SPACE) + ["popularity_weight"]}
         if recent and params["popularity_weight"]:
             params["popularity_days"] = recent
+        params["exclude_seen"] = True  # the trials were scored on unread articles, as a news site recommends them
         with open(os.path.join(staged, BEST_PARAMS_FILE), "w") as f:
             json.dump(params, f, indent=1, sort_keys=True)
     log("best: trial {} (recall@10 {:.4f}, NDCG@10 {:.4f}); train on all of {} with:".format(
@@ -260,7 +261,9 @@ def main(argv=None):
     parser.add_argument("--held_out", choices=["latest", "random"],
                         help="the validation split's held-out reads: each user's latest (the default where the "
                              "data has times.csv) or random ones")
+    flags.add_verbosity(parser)
     args = parser.parse_args(argv)
+    progress.set_verbosity(args.verbosity)
     tune(args.input_path, args.output_dir, args.max_trials, args.seed, args.nusers, args.nitems,
          held_out=args.held_out)
 
