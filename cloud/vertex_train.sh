@@ -7,7 +7,7 @@
 # [primary, workers, parameter servers]; the workers' pool is empty: WALS trains on one replica.
 set -euo pipefail
 : "${IMAGE:?set IMAGE to the trainer image built from cloud/Dockerfile}"
-: "${BUCKET:?set BUCKET to the bucket holding wals/data (gsutil -m cp -r data gs://BUCKET/wals/data)}"
+: "${BUCKET:?set BUCKET to the bucket holding wals/data (gcloud storage cp -r data gs://BUCKET/wals/)}"
 : "${REGION:?set REGION, e.g. us-central1}"
 PS=${PS:-2}
 args="--input_path=gs://$BUCKET/wals/data,--output_dir=gs://$BUCKET/wals/model"

@@ -42,7 +42,9 @@ def test_cloud_tuning_specs_search_what_walsmf_tune_searches():
     assert ranges == {p["parameterName"]: (scales[p.get("scaleType")], p.get("discreteValues") or
                                            p.get("categoricalValues") or [p["minValue"], p["maxValue"]])
                       for p in legacy["params"]}
-    assert ranges == {flag: (kind, values) for flag, (kind, values) in tune.SEARCH_SPACE.items()}
+    # the blend walsmf.tune ranks each trial with is a parameter of a cloud trial
+    assert ranges == dict({flag: (kind, values) for flag, (kind, values) in tune.SEARCH_SPACE.items()},
+                          popularity_weight=("choice", list(tune.POPULARITY_WEIGHTS)))
     assert set(ranges) <= set(FLAGS)
     (pool,) = vertex["trialJobSpec"]["workerPoolSpecs"]
     assert flag_names(pool["containerSpec"]["args"]) <= set(FLAGS)
