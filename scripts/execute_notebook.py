@@ -11,6 +11,7 @@ import ast
 import hashlib
 import json
 import os
+import time
 
 import nbformat
 
@@ -29,8 +30,17 @@ def execute(output, parameters=None, cwd=None):
     """Run the notebook into ``output``; parameters override the `parameters` cell."""
     import papermill
 
+    cells = sum(cell.cell_type == "code" for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
+    started, done = time.time(), []
+
+    def progress(cell, cell_index):
+        """A line as each code cell starts (papermill's own bar is one line that a log never shows)."""
+        if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", []):
+            done.append(cell_index)
+            print("cell {} of {} ({:.0f} s)".format(len(done), cells, time.time() - started), flush=True)
     papermill.execute_notebook(NOTEBOOK, output, parameters=parameters or {}, kernel_name="python3",
-                               cwd=cwd or os.path.join(ROOT, "notebooks"), progress_bar=False)
+                               cwd=cwd or os.path.join(ROOT, "notebooks"), progress_bar=False,
+                               on_cell_start=progress)
     notebook = nbformat.read(output, as_version=4)
     notebook.metadata["walsmf"] = {"source_sha256": source_hash(notebook)}
     notebook.metadata.pop("papermill", None)  # run timings and paths of this machine

@@ -165,6 +165,9 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(trained, runtime):
     assert process.wait(timeout=60) == 0
     assert [status for status, _ in answers] == [200] * 4
     assert all(len(answer["predictions"]) == 3000 for _, answer in answers)
+    # a line per worker as it boots, not uvicorn's three more (those with --verbosity debug)
+    log = process.stdout.read().decode()
+    assert log.count("Booting worker") == 2 and "Application startup complete" not in log, log
 
 
 def test_no_model_is_one_line_naming_what_to_give(monkeypatch, tmp_path):

@@ -221,21 +221,25 @@ def worker_class():
 
 
 def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES,
-          threads=THREADS, poll_seconds=POLL_SECONDS):
+          threads=THREADS, poll_seconds=POLL_SECONDS, verbosity="info"):
     """Run gunicorn with ``workers`` uvicorn processes (default: one per core), each loading ``model_dir`` after
     the fork, answering large requests on ``threads`` threads and looking for a newer version every
-    ``poll_seconds`` (0: never)."""
+    ``poll_seconds`` (0: never); gunicorn logs at ``verbosity``, uvicorn's start-up lines only with debug."""
+    import logging
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
         def load_config(self):
             settings = {"bind": "{}:{}".format(host, port), "workers": workers or default_workers(),
                         "worker_class": worker_class(), "timeout": 60, "graceful_timeout": 30,
-                        "preload_app": False, "accesslog": None, "loglevel": "info"}
+                        "preload_app": False, "accesslog": None, "loglevel": verbosity}
             for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self):
+            if verbosity != "debug":  # each worker's "Started server process", "Waiting for ...", "... complete"
+                logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger(
+                    "uvicorn.error").level))
             versions = Versions(model_dir)
             if poll_seconds and versions.base:
                 poll_forever(versions, poll_seconds)
@@ -262,6 +266,7 @@ def main(argv=None):
                                  POLL_SECONDS))
     parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
                         help="largest request body answered; larger is a 413 (default: Vertex's 1.5 MB)")
+    flags.add_verbosity(parser)
     args = parser.parse_args(argv)
     if not args.model_dir:
         raise DataError("no model: give --model-dir DIR (an export, or export/Servo) or set AIP_STORAGE_URI")
@@ -282,7 +287,7 @@ def main(argv=None):
         raise DataError("--poll_seconds {} is not a number of seconds: give 0 (never) or more".format(
             args.poll_seconds))
     serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes, args.threads,
-          args.poll_seconds)
+          args.poll_seconds, args.verbosity)
 
 
 if __name__ == "__main__":
