@@ -226,6 +226,7 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
     the fork, answering large requests on ``threads`` threads and looking for a newer version every
     ``poll_seconds`` (0: never); gunicorn logs at ``verbosity``, uvicorn's start-up lines only with debug."""
     import logging
+
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
