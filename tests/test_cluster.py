@@ -121,7 +121,7 @@ def test_loopback_cluster_trains_exports_and_predicts_what_one_process_does(smal
     try:
         worker_run = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **tf_config(layout, "worker")),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-        assert worker_run.returncode == 0 and "WALS trains on the primary replica only" in worker_run.stderr
+        assert worker_run.returncode == 0 and "WALS trains on the primary replica only" in worker_run.stdout
         chief = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **tf_config(layout, "chief")),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
         assert chief.returncode == 0, chief.stderr[-3000:]

@@ -28,7 +28,7 @@ def gappy(tmp_path_factory):
     result = run_module("walsmf.task", "--input_path", data_dir, "--output_dir", out, "--batch_size", 16,
                         "--num_epochs", 22, "--n_embeds", 3, "--topk", 4, "--seed", 0, "--regularization", 0.1)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "3 users and 2 items have no interaction" in result.stderr
+    assert "3 users and 2 items have no interaction" in result.stdout
     return ratings, out
 
 

@@ -138,3 +138,61 @@ def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(t
     assert "holds no data directory now" in result.stderr and result.stderr.startswith("error: ")
     shutil.move(moved, trained.input_path)
     assert listing() == before
+
+
+@pytest.mark.training
+def test_sweeps_after_the_fold_in_are_training_sweeps_from_the_folded_in_factors(trained_copy, tmp_path):
+    trained = trained_copy
+    other = tmp_path / "copy"
+    shutil.copytree(trained.input_path, str(other / "data"))
+    shutil.copytree(trained.output_dir, str(other / "model"))
+    new_reads(trained, str(tmp_path / "new.csv"))
+    reads = read_extracted_csv(str(tmp_path / "new.csv"))
+    refresh.refresh(trained.output_dir, reads, log=lambda _: None)
+    folded = modeldir.trained_factors(trained.output_dir)
+    # the same refresh with one sweep: every article against the folded-in visitors, then every visitor
+    modeldir.record_training(trained.replace(input_path=str(other / "data"), output_dir=str(other / "model")),
+                             datadir.read_interactions(str(other / "data"), trained.nusers, trained.nitems))
+    lines = []
+    refresh.refresh(str(other / "model"), reads, log=lines.append, sweeps=1)
+    assert any("sweep 1 of 1" in line for line in lines)
+    swept = modeldir.trained_factors(str(other / "model"))
+    nusers, nitems = folded.rows.shape[0], folded.cols.shape[0]
+    ratings, observed = dense(str(other / "data"), nusers, nitems)
+    columns = closed_form(ratings.T, folded.rows.astype(np.float64), trained.unobserved_weight, np.ones(nitems),
+                          np.ones(nusers), observed=observed.T)
+    rows = closed_form(ratings, columns, trained.unobserved_weight, np.ones(nusers), np.ones(nitems),
+                       observed=observed)
+    np.testing.assert_allclose(swept.cols, columns, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(swept.rows, rows, rtol=1e-3, atol=1e-5)
+    assert not np.allclose(swept.rows, folded.rows, atol=1e-4)  # a sweep moves the untouched factors too
+
+
+@pytest.mark.training
+def test_keep_days_drops_the_older_reads_and_their_articles_are_no_longer_recommended(trained_copy, tmp_path):
+    trained = trained_copy
+    times = pd.read_csv(os.path.join(trained.input_path, datadir.TIMES_FILE), dtype={"visitorId": str,
+                                                                                     "contentId": str})
+    newest = int(times["time"].max())
+    visitors = list(datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE)))
+    contents = list(datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE)))
+    pd.DataFrame({"visitorId": [visitors[0], "someone-new"], "contentId": [contents[0], contents[1]],
+                  "session_duration": [60000, 60000], "read_time": [newest + 1000, newest + 2000]}).to_csv(
+        str(tmp_path / "new.csv"), index=False)
+    keep = (newest - times["time"].quantile(0.95)) / (86400 * 1000)  # about the last 5 % of the reads
+    refresh.refresh(trained.output_dir, read_extracted_csv(str(tmp_path / "new.csv")), log=lambda _: None,
+                    keep_days=keep)
+    kept = pd.read_csv(os.path.join(trained.input_path, datadir.TIMES_FILE), dtype={"visitorId": str,
+                                                                                    "contentId": str})
+    bound = newest + 2000 - keep * 86400 * 1000
+    expected = times[times["time"] >= bound]
+    assert len(kept) == len(expected) + 2 and kept["time"].min() >= bound
+    raw = pd.read_csv(os.path.join(trained.input_path, datadir.RAW_FILE), header=None, dtype=str)
+    assert len(raw) == len(kept)
+    # ids stay: every old visitor and article keeps its number; an article no one read in the window has no reader
+    assert list(datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))) == contents
+    gone = sorted(set(contents) - set(kept["contentId"]))
+    assert gone
+    recommended = {c for line in open(os.path.join(trained.output_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
+                   for c in line.rstrip("\n").split("\t")[1].split(",")}
+    assert not recommended & set(gone)

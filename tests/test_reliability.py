@@ -337,7 +337,7 @@ def test_a_preprocess_into_the_data_a_training_reads_is_refused_and_the_predicti
                                  str(out), "--num_epochs", "80", "--batch_size", "32"], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     for line in training.stdout:
-        if "loss = " in line:
+        if line.strip().startswith("epoch "):  # training, with 79 epochs to go
             break
     renamed = [("r" + v, "new" + c, d) for v, c, d in rows]
     during = run_module("walsmf.preprocess", "--extracted_csv", reads_csv(tmp_path / "b.csv", renamed),

@@ -58,7 +58,8 @@ def test_make_run_on_the_ga4_sample_is_quiet_and_recommends_articles(tmp_path, c
     result = subprocess.run(["make", "run", "SCHEMA=ga4", "SCALE=0.02", "NUM_EPOCHS=2",
                              "DATA_DIR={}".format(tmp_path / "data"), "OUTPUT_DIR={}".format(tmp_path / "out")] +
                             content, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, timeout=600)
+                            universal_newlines=True, timeout=600,
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))})
     assert result.returncode == 0, result.stdout[-3000:]
     lines = result.stdout.strip().splitlines()
     generated = [line for line in lines if line.startswith("Generating ") or "rows generated" in line]

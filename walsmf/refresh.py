@@ -40,6 +40,8 @@ from walsmf.extract import TIME_COLUMN, add_source_arguments, extract, query_of,
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
 from walsmf.ratings import rating_of
 
+DAY_MS = 86400 * 1000
+
 
 def trained_settings(model_dir):
     """The Settings a model directory was trained with (training_settings.json, serving_info.json), its data
@@ -57,9 +59,10 @@ def trained_settings(model_dir):
     return settings_module.make(input_path=record["data_dir"], output_dir=model_dir, **trained, **served)
 
 
-def merged_reads(data_dir, extracted):
+def merged_reads(data_dir, extracted, keep_days=None):
     """The data directory's reads (visitorId, contentId, rating) with the new ones merged (a pair read again keeps
-    its higher rating), the grown id maps, the times where both have them, and the directory's metadata."""
+    its higher rating), the grown id maps, the times where both have them, and the directory's metadata; with
+    ``keep_days``, only the pairs read in the last ``keep_days`` days before the newest read (ids stay)."""
     metadata = datadir.read_metadata(data_dir)
     median = metadata.get("median_duration_ms")
     if not median:
@@ -86,6 +89,12 @@ def merged_reads(data_dir, extracted):
                                   "time": extracted[TIME_COLUMN].values})
         times = pd.concat([old_times, new_times], ignore_index=True).groupby(
             ["visitorId", "contentId"], sort=False, as_index=False)["time"].max()
+    if keep_days is not None:
+        if times is None:
+            raise DataError("--keep_days needs read times and {} has none ({}): preprocess reads with their {} "
+                            "column".format(data_dir, datadir.TIMES_FILE, TIME_COLUMN))
+        times = times[times["time"] >= times["time"].max() - keep_days * DAY_MS]
+        merged = merged.merge(times[["visitorId", "contentId"]], on=["visitorId", "contentId"], how="inner")
     return merged, visitors, contents, times, metadata
 
 
@@ -193,9 +202,13 @@ def check_new_reads(extracted, visitors, contents, data_dir):
                             "they are in it already, or stale; give the reads since".format(len(extracted), newest))
 
 
-def refresh(model_dir, extracted, log=print):
+def refresh(model_dir, extracted, log=print, sweeps=0, keep_days=None):
     """Fold the reads of ``extracted`` (checked rows, as walsmf.extract returns them) into the model of
-    ``model_dir`` (see the module's docstring); return the new export's path."""
+    ``model_dir`` (see the module's docstring), then ``sweeps`` full WALS sweeps from the factors so found,
+    keeping the reads of the last ``keep_days`` days only (None: all); return the new export's path."""
+    if sweeps < 0 or (keep_days is not None and not keep_days > 0):
+        raise DataError("--sweeps {} / --keep_days {}: give 0 or more sweeps and more than 0 days".format(
+            sweeps, keep_days))
     start = time.time()
 
     def stage(name):
@@ -204,13 +217,14 @@ def refresh(model_dir, extracted, log=print):
         start = time.time()
     with exclusive_directory(model_dir, "walsmf.refresh"):
         settings = trained_settings(model_dir)
-        merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted)
+        merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted, keep_days)
         check_new_reads(extracted, visitors[:settings.nusers], contents[:settings.nitems], settings.input_path)
         stage("checked {:,} new reads".format(len(extracted)))
-        return _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage)
+        return _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage,
+                        sweeps)
 
 
-def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage):
+def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage, sweeps):
     """The refresh's writing and solving, once the new reads are merged and checked (refresh's)."""
     new_users, new_items = len(visitors) - settings.nusers, len(contents) - settings.nitems
     grown = settings.replace(nusers=len(visitors), nitems=len(contents))
@@ -228,6 +242,12 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
         fold_in_side(factors.rows, factors.cols, fitted.by_user, users, factors.row_weights, factors.col_weights,
                      grown)
         stage("folded in {:,} articles and {:,} visitors".format(len(items), len(users)))
+        for sweep in range(sweeps):  # training's sweeps, warm-started: every column, then every row
+            fold_in_side(factors.cols, factors.rows, fitted.by_item, np.arange(grown.nitems), factors.col_weights,
+                         factors.row_weights, grown)
+            fold_in_side(factors.rows, factors.cols, fitted.by_user, np.arange(grown.nusers), factors.row_weights,
+                         factors.col_weights, grown)
+            stage("sweep {} of {}".format(sweep + 1, sweeps))
     # The data directory is swapped in first: it is what the model is refreshed from.  Killed after the swap,
     # the same refresh run again finds no new ids and writes the model again; the export serving meanwhile is
     # the previous one (a new version appears only complete).
@@ -249,6 +269,12 @@ def main(argv=None):
                         help="the new reads: a CSV of visitorId,contentId,session_duration[,read_time], instead "
                              "of running the query on --sessions_file or BigQuery (--source bigquery with "
                              "--start_date/--end_date; GA4's events_intraday_* tables hold today's reads)")
+    parser.add_argument("--sweeps", type=flags.integer, default=0,
+                        help="after the fold-in, this many full WALS sweeps (every article, then every visitor) "
+                             "from the current factors (default 0: the fold-in only; every factor may then move)")
+    parser.add_argument("--keep_days", type=float,
+                        help="keep only the reads of the last N days before the newest (needs read times): old "
+                             "articles then have no reader and are not recommended (default: every read)")
     add_source_arguments(parser)
     args = parser.parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
@@ -259,7 +285,7 @@ def main(argv=None):
     print("[refresh] {} with {}".format(args.model_dir, args.extracted_csv or query.describe()), flush=True)
     extracted = read_extracted_csv(args.extracted_csv) if args.extracted_csv else extract(query)
     print("      {:,} new reads".format(len(extracted)), flush=True)
-    export = refresh(args.model_dir, extracted)
+    export = refresh(args.model_dir, extracted, sweeps=args.sweeps, keep_days=args.keep_days)
     print("[refresh] done: {}".format(export), flush=True)
 
 

@@ -23,6 +23,12 @@ leaving out what the visitor read before.  Known visitors (who read before
 the cut) and new ones are scored apart, each with its standard error; the
 share of the scored reads on articles nobody read before the cut says how
 much a frozen model cannot see.
+
+The blend with the recent reads (score + weight·log(1 + reads in the last
+hours)) is chosen first on the day before the last, replayed the same way
+with the refreshed model: among BLENDS, the best HR@10 of every visitor's
+next read that day; the last day is then replayed with it (``--blend_as_given``:
+the settings' own blend).
 """
 import collections
 import itertools
@@ -31,18 +37,21 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from walsmf import datadir, flags, model, modeldir, preprocess, refresh
+from walsmf import datadir, flags, model, modeldir, preprocess, progress, refresh
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import TIME_COLUMN, read_extracted_csv
+from walsmf.topk import item_offsets
 
 DAY_MS = 86400 * 1000
 HOUR_MS = 3600 * 1000
 K = 10
 MOST_READ_HOURS = (1, 3, 24)
+# The blends the day before the last chooses among: (popularity_weight, the hours of reads counted), the
+# first none; score + weight·log(1 + reads) ranks fresh popular articles up, the weight saying how far.
+BLENDS = ((0.0, 1),) + tuple((weight, hours) for weight in (0.1, 0.3, 1.0, 3.0) for hours in MOST_READ_HOURS)
 
 
 def scores(ranked, truth):
@@ -51,6 +60,11 @@ def scores(ranked, truth):
     if truth not in ranked:
         return 0.0, 0.0
     return 1.0, 1.0 / math.log2(ranked.index(truth) + 2)
+
+
+def hit_of(ranked, read, truth):
+    """scores() of ``ranked`` with the articles of ``read`` left out."""
+    return scores(itertools.islice((i for i in ranked if i not in read), K), truth)
 
 
 def summary(values):
@@ -77,27 +91,47 @@ def next_reads(day, begin, end, history):
     return out
 
 
-def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, log=print):
+def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, choose_blend=True, log=print):
     """Run the replay (see the module's docstring); return {(method, "known" or "new"): [(hit, ndcg, whether the
-    article read was new since the cut), ...]}, a tuple per scored read."""
+    article read was new since the cut), ...]}, a tuple per scored read.  With ``choose_blend``, the blend with
+    the recent reads (--popularity_weight, --popularity_days) is first chosen on the day before the last."""
     reads = read_extracted_csv(extracted_csv)
     if TIME_COLUMN not in reads:
         raise DataError("{} has no {} column: the replay steps through the reads' times".format(
             extracted_csv, TIME_COLUMN))
     reads = reads.assign(visitorId=reads["visitorId"].astype(str), contentId=reads["contentId"].astype(str))
     cut = int(reads[TIME_COLUMN].max()) // DAY_MS * DAY_MS
-    before, day = reads[reads[TIME_COLUMN] < cut], reads[reads[TIME_COLUMN] >= cut]
-    if before.empty:
-        raise DataError("{} holds reads of one day only: the replay trains on the days before the last".format(
-            extracted_csv))
+    days_before = 2 if choose_blend else 1
+    if not (reads[TIME_COLUMN] < cut - (days_before - 1) * DAY_MS).any():
+        raise DataError("{} holds reads of {} day(s) only: the replay trains on the days before the last{}".format(
+            extracted_csv, days_before, ", and chooses the blend on the day before it (or give --blend_as_given)"
+            if choose_blend else ""))
     if os.path.isdir(workdir) and os.listdir(workdir):
         raise DataError("--workdir {} is not empty: the replay writes a data directory and a model there; give a "
                         "new directory".format(workdir))
+    params = dict(params or {})
+    if choose_blend:
+        scored = replay_day(reads, cut - DAY_MS, os.path.join(workdir, "validation"), window_hours, preset, params,
+                            log=lambda _: None, blends=BLENDS)
+        (weight, hours), hits = max(scored.items(), key=lambda item: (float(np.mean(item[1])), -item[0][0]))
+        params.update(popularity_weight=weight, popularity_days=hours / 24.0)
+        log("blend chosen on the day before ({:,} scored reads): popularity_weight {:g} with the last {:g} hours' "
+            "reads, HR@10 {:.4f} ± {:.4f} (without a blend: {:.4f})".format(
+                len(hits), weight, hours, *summary(hits), float(np.mean(scored[0.0, BLENDS[0][1]]))))
+    return replay_day(reads, cut, workdir, window_hours, preset, params, log)
+
+
+def replay_day(reads, cut, workdir, window_hours, preset, params, log=print, blends=None):
+    """Train on ``reads`` before ``cut`` into ``workdir``, then step through the day after it (the module's
+    docstring): replay's results; with ``blends`` [(popularity_weight, hours)], instead each blend's hits of the
+    refreshed model (known and new visitors) as {blend: [hit, ...]}."""
+    before, day = reads[reads[TIME_COLUMN] < cut], reads[(reads[TIME_COLUMN] >= cut) &
+                                                         (reads[TIME_COLUMN] < cut + DAY_MS)]
     data_dir, model_dir = os.path.join(workdir, "data"), os.path.join(workdir, "model")
     start = time.time()
     preprocess.write_data_dir(before.reset_index(drop=True), data_dir, log=lambda _: None)
     metadata = datadir.read_metadata(data_dir)
-    trained = settings_module.make(**dict(dict(preset=preset, seed=0), **(params or {}), input_path=data_dir,
+    trained = settings_module.make(**dict(dict(preset=preset, seed=0), **params, input_path=data_dir,
                                           output_dir=model_dir, nusers=metadata["nusers"], nitems=metadata["nitems"]))
     model.train_and_evaluate(trained)
     log("trained on {:,} reads before the cut ({:.0f} s); replaying {:,} reads of the next day in {:g}-hour "
@@ -117,14 +151,20 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
         end = begin + window
         lately = {"most read, last {} h".format(hours): most_read(reads, begin - hours * HOUR_MS, begin)
                   for hours in MOST_READ_HOURS}
+        offsets = {blend: refreshed.offsets(blend[0], reads_since(reads, begin - blend[1] * HOUR_MS, begin))
+                   for blend in blends or ()}
         for visitor, truth in next_reads(day, begin, end, history).items():
             side = "known" if visitor in known else "new"
             read = history[visitor]
+
+            if blends:
+                for blend in blends:
+                    results[blend].append(hit_of(refreshed(visitor, today[visitor], offsets[blend]), read, truth)[0])
+                continue
             ranked = dict(lately, **{"frozen": frozen(visitor, today[visitor]),
                                      "refreshed": refreshed(visitor, today[visitor]), "most popular": popular})
             for method, items in ranked.items():
-                hit, ndcg = scores(itertools.islice((i for i in items if i not in read), K), truth)
-                results[method, side].append((hit, ndcg, truth not in old_articles))
+                results[method, side].append(hit_of(items, read, truth) + (truth not in old_articles,))
         arrived = day[(day[TIME_COLUMN] >= begin) & (day[TIME_COLUMN] < end)]
         for visitor, content in zip(arrived["visitorId"], arrived["contentId"]):
             history[visitor].add(content)
@@ -132,25 +172,42 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
         if len(arrived) and end < cut + DAY_MS:
             refresh.refresh(model_dir, arrived, log=lambda _: None)
             refreshed = _answers(model_dir)
+    if blends:
+        return results
     young = [entry[2] for method, side in results if method == "frozen" for entry in results[method, side]]
     log("share of the scored reads on articles nobody read before the cut: {:.3f} of {:,}".format(
         float(np.mean(young)) if young else float("nan"), len(young)))
     return results
 
 
+def reads_since(reads, begin, end):
+    """How often each contentId was read in [begin, end)."""
+    window = reads[(reads[TIME_COLUMN] >= begin) & (reads[TIME_COLUMN] < end)]
+    return window["contentId"].value_counts().to_dict()
+
+
 def _answers(model_dir):
-    """A function of (visitorId, what they read today) to the model's top-K contentIds for them, their reads
-    left out: a known visitor's factor, or a new one folded in from today's reads."""
+    """A function of (visitorId, what they read today[, the items' score offsets]) to the model's top-K contentIds
+    for them, their reads left out: a known visitor's factor, or a new one folded in from today's reads; its
+    ``offsets(popularity_weight, {contentId: reads})`` are a blend's offsets (walsmf.topk.item_offsets)."""
     export = modeldir.latest_export(os.path.join(model_dir, modeldir.EXPORTS_DIR))
     info = modeldir.serving_info(export)
     answers = ExportAnswers(export, info)
     known = set(answers.users.index)
+    exported = answers.item_offsets
+    fresh = None if exported is None else np.isfinite(exported)
 
-    def recommend(visitor, read_today):
+    def recommend(visitor, read_today, offsets=None):
         instance = {"visitorId": visitor, "k": K, "excludeRead": True, "exclude": list(read_today)}
         if visitor not in known:
             instance["contentIds"] = list(read_today)
+        answers.item_offsets = exported if offsets is None else offsets
         return [c for c in answers.answer([instance])[0]["top_k_content_ids"] if c]
+
+    def offsets(weight, counts):
+        popularity = np.array([counts.get(c, 0) for c in answers.items.originals[:-1]], np.float32)
+        return item_offsets(answers.items.readers, weight, popularity, fresh)
+    recommend.offsets = offsets
     return recommend
 
 
@@ -179,14 +236,18 @@ def main(argv=None):
                         help="the trainer's settings (default: the lab's)")
     parser.add_argument("--params_file", help="a JSON object of walsmf.task settings over the preset "
                                               "(best_params.json, or e.g. {\"max_age_days\": 2})")
+    parser.add_argument("--blend_as_given", action="store_true",
+                        help="use --params_file's blend (popularity_weight, popularity_days) as it is, rather than "
+                             "choosing it on the day before the last")
     args = parser.parse_args(argv)
     if not 0 < args.window_hours <= 24:
         raise DataError("--window_hours {} is not a window of the day: give more than 0 and at most 24".format(
             args.window_hours))
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    progress.set_verbosity("warning")  # the replay's lines, not each training's
     params = settings_module.params_as_settings(settings_module.read_params_file(args.params_file),
                                                 args.params_file) if args.params_file else None
-    print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset, params)))
+    print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset, params,
+                                not args.blend_as_given)))
 
 
 if __name__ == "__main__":
