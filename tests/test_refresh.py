@@ -28,6 +28,16 @@ def trained_copy(small_data, tmp_path):
     return args
 
 
+def copy_model(trained, where):
+    """A copy of the trained model and its data directory under ``where`` (data/, model/), the copy's training
+    record naming the copied data."""
+    shutil.copytree(trained.input_path, str(where / "data"))
+    shutil.copytree(trained.output_dir, str(where / "model"))
+    modeldir.record_training(trained.replace(input_path=str(where / "data"), output_dir=str(where / "model")),
+                             datadir.read_interactions(str(where / "data"), trained.nusers, trained.nitems))
+    return where
+
+
 def new_reads(trained, path, n=120, seed=0):
     """A CSV of reads: known visitors reading known and new articles, new visitors; with read times."""
     rng = np.random.RandomState(seed)
@@ -143,16 +153,12 @@ def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(t
 @pytest.mark.training
 def test_sweeps_after_the_fold_in_are_training_sweeps_from_the_folded_in_factors(trained_copy, tmp_path):
     trained = trained_copy
-    other = tmp_path / "copy"
-    shutil.copytree(trained.input_path, str(other / "data"))
-    shutil.copytree(trained.output_dir, str(other / "model"))
+    other = copy_model(trained, tmp_path / "copy")
     new_reads(trained, str(tmp_path / "new.csv"))
     reads = read_extracted_csv(str(tmp_path / "new.csv"))
     refresh.refresh(trained.output_dir, reads, log=lambda _: None)
     folded = modeldir.trained_factors(trained.output_dir)
     # the same refresh with one sweep: every article against the folded-in visitors, then every visitor
-    modeldir.record_training(trained.replace(input_path=str(other / "data"), output_dir=str(other / "model")),
-                             datadir.read_interactions(str(other / "data"), trained.nusers, trained.nitems))
     lines = []
     refresh.refresh(str(other / "model"), reads, log=lines.append, sweeps=1)
     assert any("sweep 1 of 1" in line for line in lines)
@@ -196,3 +202,51 @@ def test_keep_days_drops_the_older_reads_and_their_articles_are_no_longer_recomm
     recommended = {c for line in open(os.path.join(trained.output_dir, modeldir.ORIGINAL_IDS_PRED_FILE))
                    for c in line.rstrip("\n").split("\t")[1].split(",")}
     assert not recommended & set(gone)
+
+
+# The line each stage of walsmf.refresh prints as it ends: the process is killed there, in the next stage.
+REFRESH_STAGES = {"merging": "checked ", "folding in": "merged: ", "writing the model": "folded in ",
+                  "batch prediction": "checkpoint and export "}
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+@pytest.mark.parametrize("stage", [pytest.param(s, marks=() if s == "writing the model" else pytest.mark.slow)
+                                   for s in REFRESH_STAGES])
+def test_a_refresh_killed_at_any_stage_leaves_a_whole_model_and_data_and_runs_again(trained_copy, tmp_path, stage):
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    trained = trained_copy
+    reference = copy_model(trained, tmp_path / "reference")
+    new_reads(trained, str(tmp_path / "new.csv"))
+    command = [sys.executable, "-m", "walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
+               str(tmp_path / "new.csv")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               universal_newlines=True)
+    for line in process.stdout:
+        if REFRESH_STAGES[stage] in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.stdout.read()
+    assert process.wait() == -signal.SIGKILL, "the refresh ended before {}".format(stage)
+    # whole: the data directory reads with its own counts, the model's latest export answers, its factors load
+    metadata = datadir.read_metadata(trained.input_path)
+    interactions = datadir.read_interactions(trained.input_path, metadata["nusers"], metadata["nitems"])
+    assert len(datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))) == metadata["nusers"]
+    assert interactions.by_user.offsets[-1] == metadata["interactions"]
+    export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    info = modeldir.serving_info(export)
+    assert ExportAnswers(export, info).answer([check_instance({"userId": 0}, "i", info)])[0]["top_k_ids"]
+    modeldir.trained_factors(trained.output_dir)
+    # and the same refresh run again gives what one uninterrupted refresh gives
+    again = run_module(*command[2:])
+    assert again.returncode == 0, again.stderr[-2000:]
+    refresh.refresh(str(reference / "model"), read_extracted_csv(str(tmp_path / "new.csv")), log=lambda _: None)
+    for name in (modeldir.BATCH_PRED_FILE, modeldir.ORIGINAL_IDS_PRED_FILE):
+        assert open(os.path.join(trained.output_dir, name)).read() == open(str(reference / "model" / name)).read()
+    for name in (datadir.USERS_FILE, datadir.ITEMS_FILE, datadir.MAPPED_FILE):
+        assert open(os.path.join(trained.input_path, name)).read() == open(str(reference / "data" / name)).read()

@@ -341,6 +341,7 @@ def train_and_evaluate(settings):
     (recommend.batch_predict); return the number of users batch-predicted."""
     try:
         data = train(settings)
+        modeldir.record_checkpoint(settings.output_dir)
         export(modeldir.trained_factors(settings.output_dir), data, settings)
     except KeyboardInterrupt:
         modeldir.remove_unfinished_exports(settings.output_dir)

@@ -157,13 +157,15 @@ def latest_checkpoint(model_dir: str) -> str:
     return checkpoint
 
 
+# The training record's key naming the checkpoint that holds the model as trained or last refreshed.
+CHECKPOINT_KEY = "checkpoint"
 # A trained model: both sides' factors and WALS's observed-entry weights, each whole (every shard, in id order).
 Factors = collections.namedtuple("Factors", "rows cols row_weights col_weights")
 
 
-def trained_factors(model_dir: str) -> Factors:
-    """The Factors of a model directory's latest checkpoint."""
-    checkpoint = latest_checkpoint(model_dir)
+def trained_factors(model_dir: str, checkpoint: str = None) -> Factors:
+    """The Factors of a model directory's ``checkpoint`` (default: its latest)."""
+    checkpoint = checkpoint or latest_checkpoint(model_dir)
     return Factors(*(load_shards(checkpoint, "{}_{}_shard_".format(side, kind))
                      for kind, side in (("factors", "row"), ("factors", "col"), ("weights", "row"),
                                         ("weights", "col"))))
@@ -251,12 +253,14 @@ def _training_settings(settings):
     return {name: getattr(settings, name) for name in TRAINING_SETTINGS}
 
 
-def record_training(settings, interactions: datadir.Interactions) -> None:
+def record_training(settings, interactions: datadir.Interactions, checkpoint: str = None) -> None:
     """Write what check_same_training compares, and what the model is trained on (the data directory and a
     fingerprint of its reads: evaluation can tell a model that saw other reads), to the output_dir once the
-    data is known to be good."""
+    data is known to be good; with ``checkpoint``, the checkpoint that holds the model so trained."""
     tf.io.gfile.makedirs(settings.output_dir)
     record = dict(_training_settings(settings), **trained_on(settings.input_path, interactions))
+    if checkpoint:
+        record[CHECKPOINT_KEY] = os.path.basename(checkpoint)
     atomic_write_text(os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE), json.dumps(record, sort_keys=True))
 
 
@@ -265,6 +269,19 @@ def trained_on(data_dir: str, interactions: datadir.Interactions) -> dict:
     local) and the fingerprint of its reads (datadir.reads_fingerprint)."""
     return {"data_dir": data_dir if "://" in data_dir else os.path.abspath(data_dir),
             "reads_fingerprint": datadir.reads_fingerprint(interactions)}
+
+
+def record_checkpoint(model_dir: str) -> None:
+    """Name the latest checkpoint in the training record: the model as trained, which a refresh starts from
+    whatever a refresh killed later left beside it."""
+    record = dict(training_record(model_dir), **{CHECKPOINT_KEY: os.path.basename(latest_checkpoint(model_dir))})
+    atomic_write_text(os.path.join(model_dir, TRAINING_SETTINGS_FILE), json.dumps(record, sort_keys=True))
+
+
+def recorded_checkpoint(model_dir: str) -> str:
+    """The checkpoint the training record names (record_checkpoint), else the latest."""
+    name = training_record(model_dir).get(CHECKPOINT_KEY)
+    return os.path.join(model_dir, name) if name else latest_checkpoint(model_dir)
 
 
 def training_record(model_dir: str) -> dict:

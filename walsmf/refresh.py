@@ -150,9 +150,9 @@ def fold_in_side(own, other, csr, ids, own_weights, other_weights, settings):
 
 
 def write_checkpoint(model_dir, factors, settings):
-    """A checkpoint of the grown model beside the trained ones (the next step's number), every variable of the
-    last one kept, the factors', weights' and Gramians' grown or recomputed."""
-    last = modeldir.latest_checkpoint(model_dir)
+    """A checkpoint of the grown model beside the trained ones (the step after the recorded checkpoint's), every
+    variable of that one kept, the factors', weights' and Gramians' grown or recomputed; returns its path."""
+    last = modeldir.recorded_checkpoint(model_dir)
     reader = tf.train.load_checkpoint(last)
     step = int(reader.get_tensor("global_step")) + 1
     sides = {"row": (factors.rows, factors.row_weights, settings.num_row_shards, settings.nusers),
@@ -181,7 +181,7 @@ def write_checkpoint(model_dir, factors, settings):
             variables.append(tf.compat.v1.Variable(feed, name=name))
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer(), feeds)
-            tf.compat.v1.train.Saver(variables, max_to_keep=None, save_relative_paths=True).save(
+            return tf.compat.v1.train.Saver(variables, max_to_keep=None, save_relative_paths=True).save(
                 session, os.path.join(model_dir, "model.ckpt"), global_step=step, write_meta_graph=False)
 
 
@@ -233,26 +233,34 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
         stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(new_users, new_items,
                                                                                       len(mapped)))
         data = model.load_data(grown.replace(input_path=staged))
+        # the model already holds these reads where a refresh of them was killed after writing the model: then
+        # only its export and batch prediction are made again
+        held = datadir.reads_fingerprint(data.interactions) == modeldir.training_record(model_dir).get(
+            "reads_fingerprint")
         fitted = observed_values(data.interactions, settings.target)
-        factors = grown_factors(modeldir.trained_factors(model_dir), grown, data.interactions)
+        # from the checkpoint of the model as last trained or refreshed, not one a killed refresh left after it
+        factors = grown_factors(modeldir.trained_factors(model_dir, modeldir.recorded_checkpoint(model_dir)), grown,
+                                data.interactions)
         items = np.unique(extracted["contentId"].astype(str).map(item_of).values)
         users = np.unique(extracted["visitorId"].astype(str).map(user_of).values)
-        fold_in_side(factors.cols, factors.rows, fitted.by_item, items, factors.col_weights, factors.row_weights,
-                     grown)
-        fold_in_side(factors.rows, factors.cols, fitted.by_user, users, factors.row_weights, factors.col_weights,
-                     grown)
-        stage("folded in {:,} articles and {:,} visitors".format(len(items), len(users)))
-        for sweep in range(sweeps):  # training's sweeps, warm-started: every column, then every row
+        if not held:
+            fold_in_side(factors.cols, factors.rows, fitted.by_item, items, factors.col_weights, factors.row_weights,
+                         grown)
+            fold_in_side(factors.rows, factors.cols, fitted.by_user, users, factors.row_weights,
+                         factors.col_weights, grown)
+            stage("folded in {:,} articles and {:,} visitors".format(len(items), len(users)))
+        for sweep in range(0 if held else sweeps):  # training's sweeps, warm-started: every column, every row
             fold_in_side(factors.cols, factors.rows, fitted.by_item, np.arange(grown.nitems), factors.col_weights,
                          factors.row_weights, grown)
             fold_in_side(factors.rows, factors.cols, fitted.by_user, np.arange(grown.nusers), factors.row_weights,
                          factors.col_weights, grown)
             stage("sweep {} of {}".format(sweep + 1, sweeps))
-    # The data directory is swapped in first: it is what the model is refreshed from.  Killed after the swap,
-    # the same refresh run again finds no new ids and writes the model again; the export serving meanwhile is
-    # the previous one (a new version appears only complete).
-    write_checkpoint(model_dir, factors, grown)
-    modeldir.record_training(grown, data.interactions)
+    # The data directory is swapped in first: it is what the model is refreshed from.  Killed after the swap, the
+    # same refresh run again folds in from the recorded checkpoint again; killed after the model is recorded, it
+    # writes the export and batch prediction; the export serving meanwhile is the previous one (a new version
+    # appears only complete).
+    if not held:
+        modeldir.record_training(grown, data.interactions, write_checkpoint(model_dir, factors, grown))
     atomic_write_text(os.path.join(model_dir, modeldir.SERVING_INFO_FILE), json.dumps(modeldir.serving_info_of(grown)))
     export = model.export(factors, data, grown)
     stage("checkpoint and export {}".format(export))
