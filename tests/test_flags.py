@@ -1,4 +1,6 @@
 """Every module takes the same spelling for the same thing: words joined by _ or -, --data_dir or --input_path."""
+import re
+
 import pytest
 
 from walsmf import evaluate, flags, predict, settings, tune
@@ -45,3 +47,27 @@ def test_docs_flags_page_is_what_the_parsers_say():
     spec.loader.exec_module(flags_doc)
     with open(os.path.join(ROOT, "docs", "flags.md")) as f:
         assert f.read() == flags_doc.page(), "a flag changed: run .venv/bin/python scripts/flags_doc.py > docs/flags.md"
+
+
+@pytest.mark.parametrize("module", ["best_trial", "evaluate", "extract", "predict", "preprocess", "refresh", "replay",
+                                    "sample", "serve", "task", "tune"])
+@pytest.mark.parametrize("argv, named", [
+    (["--no_such_flag", "1"], r"(unrecognized arguments: --no_such_flag 1|the following arguments are required: --)"),
+    (["--seed"], r"argument --[\w-]+(/--[\w-]+)?: expected one argument"), (["--help"], None)])
+def test_a_flag_error_is_one_error_line_naming_it_and_exit_1_and_help_keeps_the_usage(capsys, module, argv, named):
+    import importlib
+
+    main = importlib.import_module("walsmf." + module).main
+    if argv == ["--seed"] and module in ("best_trial", "predict", "serve", "refresh", "replay", "extract"):
+        argv = ["--" + {"best_trial": "job_json", "predict": "json-instances", "serve": "port", "refresh": "sweeps",
+                        "replay": "window_hours", "extract": "schema"}[module]]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    out, err = capsys.readouterr()
+    if named is None:
+        assert stopped.value.code == 0 and out.startswith("usage: python -m walsmf." + module)
+        return
+    lines = err.strip().splitlines()
+    assert stopped.value.code == 1 and out == "" and len(lines) == 1, err
+    assert re.match("error: " + named, lines[0]) and lines[0].endswith(
+        "(python -m walsmf.{} --help lists the flags)".format(module))

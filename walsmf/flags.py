@@ -40,6 +40,11 @@ class Parser(argparse.ArgumentParser):
         kwargs["formatter_class"] = _HelpFormatter
         super().__init__(*args, **kwargs)
 
+    def error(self, message):
+        """A flag error as one ``error:`` line naming the flag (and the values it takes), exit 1: the usage block is
+        --help's."""
+        self.exit(1, "error: {} (python -m {} --help lists the flags)\n".format(message, self.prog.split()[-1]))
+
     def add_argument(self, *options, **kwargs):
         """As argparse's, with each long option's other spelling added."""
         if not options or not options[0].startswith("-"):
