@@ -67,3 +67,22 @@ def test_a_signal_during_a_tuning_trial_ends_it_with_exit_130_and_no_staging(sma
     assert code == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted"), stderr[-2000:]
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("after", [0.1, 0.5, 1.5])
+def test_a_signal_in_a_commands_first_seconds_is_its_one_line_and_exit_130(tmp_path, signum, after):
+    import time
+
+    # a sample large enough to take several seconds: the signal lands while imports or the generation run
+    process = subprocess.Popen([sys.executable, "-m", "walsmf.sample", "--scale", "3", "--output",
+                                str(tmp_path / "s.parquet")], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True)
+    time.sleep(after)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == ["error: interrupted; earlier outputs are as they were, run the same command "
+                                        "again"], err
+    assert not (tmp_path / "s.parquet").exists()

@@ -61,9 +61,24 @@ def _interrupted(err):
     return False
 
 
+INTERRUPTED = "error: interrupted; earlier outputs are as they were, run the same command again"
+
+
 def _exit_interrupted():
-    print("error: interrupted; earlier outputs are as they were, run the same command again", file=sys.stderr)
+    print(INTERRUPTED, file=sys.stderr)
     sys.exit(130)
+
+
+def _exit_while_starting(signum, frame):
+    """Ctrl-C or SIGTERM while a command still imports its modules: nothing written yet, the one line and 130."""
+    os.write(2, (INTERRUPTED + "\n").encode())
+    os._exit(130)
+
+
+def exit_on_signals_while_starting():
+    """From a command's first instruction until run_cli takes over: Ctrl-C and SIGTERM end it in one line."""
+    signal.signal(signal.SIGINT, _exit_while_starting)
+    signal.signal(signal.SIGTERM, _exit_while_starting)
 
 
 def run_cli(main, argv=None):
