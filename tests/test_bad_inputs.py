@@ -110,11 +110,12 @@ CASES = [
     ("task", "--input_path {D} --output_dir {D}/model", r"--output_dir {D}/model is --input_path {D} or inside"),
     ("task", "--input_path {D} --output_dir {W}/file.txt", r"--output_dir {W}/file.txt is a file"),
     ("task", "--input_path {D} --output_dir /proc/m", r"--output_dir /proc/m cannot be written"),
-    ("task", "--input_path {D} --output_dir {W}/o --num_epochs 0", r"--num_epochs must be a positive number"),
+    ("task", "--input_path {D} --output_dir {W}/o --num_epochs 0", r"--num_epochs 0 is outside \(0, 1e\+06\]"),
     ("task", "--input_path {D} --output_dir {W}/o --n_embeds 0", r"--n_embeds must be a positive integer"),
     ("task", "--input_path {D} --output_dir {W}/o --topk -2", r"--topk must be a positive integer"),
-    ("task", "--input_path {D} --output_dir {W}/o --unobserved_weight nan", r"--unobserved_weight must be a "
-                                                                              r"positive number"),
+    ("task", "--input_path {D} --output_dir {W}/o --unobserved_weight nan", r"--unobserved_weight nan is outside "
+                                                                              r"\(0, 1e\+06\]"),
+    ("task", "--input_path {D} --output_dir {W}/o --row_weight 1e40", r"--row_weight 1e\+40 is outside"),
     ("task", "--input_path {D} --output_dir {W}/o --params_file {W}/file.txt", r"--params_file {W}/file.txt is "
                                                                                  r"not JSON"),
     ("task", "--input_path {D} --output_dir {W}/o --params_file {W}/params.json", r"num_epochs"),

@@ -126,3 +126,21 @@ def test_max_age_days_keeps_an_article_first_read_exactly_that_long_before_the_n
     assert recency.fresh_items(data_dir, metadata["nitems"], edge).all()
     just_under = recency.fresh_items(data_dir, metadata["nitems"], edge - 1e-3 / 86400)
     assert (~just_under).sum() == (first == first.min()).sum()
+
+
+@pytest.mark.parametrize("instance, message", [
+    ({"userId": 1, "contentIds": ["a"]}, "contentIds describe a new visitor's reads, userId 1 asks for"),
+    ({"itemId": 2, "contentIds": ["a"]}, "contentIds describe a new visitor's reads, itemId 2 asks for an item's"),
+    ({"itemId": 2, "items": [1]}, "items describe a new visitor's reads, itemId 2"),
+    ({"visitorId": "v", "itemId": 2}, "visitorId asks for a visitor's articles, itemId 2 for an item's readers"),
+    ({"items": [1], "ratings": [1e300]}, "ratings must be a list of numbers within ±1e+06"),
+    ({"items": [1], "ratings": [1e7]}, "ratings must be a list of numbers within ±1e+06"),
+    ({"items": [1], "durations": [1e39]}, "durations must be a list of numbers within ±3.40282e+38"),
+])
+def test_instances_naming_two_subjects_or_numbers_float32_cannot_solve_are_refused(instance, message):
+    from walsmf.errors import DataError
+    from walsmf.instances import check_instance
+
+    with pytest.raises(DataError) as refused:
+        check_instance(instance, "instance 0", {"nusers": 5, "nitems": 5})
+    assert str(refused.value).startswith("instance 0: " + message)

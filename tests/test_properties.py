@@ -88,8 +88,8 @@ def test_random_trainer_flags_are_a_setting_or_one_error_never_an_exception(smal
             trainer.resolve(settings.parse(argv))
         except DataError as err:
             assert "\n" not in str(err)
-        except SystemExit as exit:  # argparse: a value of the wrong type, with its usage line
-            assert exit.code == 2
+        except SystemExit as exit:  # argparse: a value of the wrong type, in one error line
+            assert exit.code == 1
     check()
 
 

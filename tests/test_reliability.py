@@ -66,10 +66,16 @@ def matrix_dir(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--num_row_shards", "21"], "--num_row_shards 21 is more shards than the 20 users ids: use at most 20"),
     (["--num_col_shards", "10"], "--num_col_shards 10 is more shards than the 9 items ids: use at most 9"),
-    (["--regularization", "-1"], "--regularization must be 0 or more, got -1.0"),
-    (["--unobserved_weight", "0"], "--unobserved_weight must be a positive number"),
-    (["--col_weight", "nan"], "--col_weight must be a positive number"),
-    (["--num_epochs", "inf"], "--num_epochs must be a positive number, got inf"),
+    (["--regularization", "-1"], "--regularization -1 is outside [0, 1e+06]: give a value in that range"),
+    (["--unobserved_weight", "0"], "--unobserved_weight 0 is outside (0, 1e+06]"),
+    (["--col_weight", "nan"], "--col_weight nan is outside (0, 1e+06]"),
+    (["--num_epochs", "inf"], "--num_epochs inf is outside (0, 1e+06]"),
+    # finite numbers float32 cannot hold, or that overflow WALS's float32 solve into a NaN loss
+    (["--row_weight", "1e40"], "--row_weight 1e+40 is outside (0, 1e+06]"),
+    (["--regularization", "1e39"], "--regularization 1e+39 is outside [0, 1e+06]"),
+    (["--col_weight_exp", "1000"], "--col_weight_exp 1000 is outside [-4, 4]"),
+    (["--popularity_weight", "1e39"], "--popularity_weight 1e+39 is outside [0, 1000]"),
+    (["--max_age_days", "1e300"], "--max_age_days 1e+300 is outside (0, 36500]"),
     (["--num_epochs", "0.01"], "--num_epochs 0.01 is less than one training step (20 users in batches of 8)"),
     (["--nusers", "0"], "--nusers must be a positive integer, got 0"),
 ])

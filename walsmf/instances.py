@@ -83,8 +83,15 @@ def _text(value):
     return True
 
 
-def _number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+# A read's rating or duration is a float32 in the graph: past this a fold-in's solve overflows (ratings are 0..1)
+MAX_RATING = 1e6
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _number(value, bound=FLOAT32_MAX):
+    """A JSON number (not a boolean) within ±``bound`` (default: what float32 holds)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value) and \
+        abs(value) <= bound
 
 
 def check_instance(instance: dict, where: str, info: Optional[dict] = None) -> dict:
@@ -128,16 +135,22 @@ def check_instance(instance: dict, where: str, info: Optional[dict] = None) -> d
     if instance.get("items") and instance.get("contentIds"):
         raise DataError("{}: give a new visitor's reads once: contentIds or items".format(where))
     reads = _reads(instance)
-    if reads and "items" in instance and (user_id >= 0 or item_id >= 0):
-        raise DataError("{}: items describe a new visitor: give them with userId -1 and itemId -1".format(where))
+    if reads and (user_id >= 0 or item_id >= 0):
+        raise DataError("{}: {} describe a new visitor's reads, {} {} asks for {}: give one or the other".format(
+            where, "items" if "items" in instance else "contentIds", "userId" if user_id >= 0 else "itemId",
+            max(user_id, item_id), "a known user's articles" if user_id >= 0 else "an item's readers"))
+    if instance.get(VISITOR_ID) and item_id >= 0:
+        raise DataError("{}: visitorId asks for a visitor's articles, itemId {} for an item's readers: give one or "
+                        "the other".format(where, item_id))
     if "ratings" in instance and "durations" in instance:
         raise DataError("{}: give ratings or durations, not both".format(where))
     for key in PER_READ:
         if key in instance:
             values = instance[key]
-            if not (isinstance(values, list) and len(values) == len(reads) and all(_number(v) for v in values)):
-                raise DataError("{}: {} must be a list of numbers, one per item read, got {!r}".format(
-                    where, key, values))
+            bound = MAX_RATING if key == READ_RATINGS else FLOAT32_MAX
+            if not (isinstance(values, list) and len(values) == len(reads) and all(_number(v, bound) for v in values)):
+                raise DataError("{}: {} must be a list of numbers within ±{:g}, one per item read, got {!r}".format(
+                    where, key, bound, values))
     if instance.get("durations"):
         if any(v < 0 for v in instance["durations"]):
             raise DataError("{}: durations are milliseconds, 0 or more".format(where))

@@ -89,6 +89,15 @@ class Settings:
 
 
 FLAGS = [field.name for field in dataclasses.fields(Settings)]
+# Each number flag's range, (low, high, whether low itself is allowed): WALS solves in float32, where a weight of
+# 1e40, λ 1e39 or an item-weight exponent of 1000 overflow into a NaN loss.
+RANGES = {"num_epochs": (0, 1e6, False), "unobserved_weight": (0, 1e6, False), "row_weight": (0, 1e6, False),
+          "col_weight": (0, 1e6, False), "col_weight_exp": (-4, 4, True), "regularization": (0, 1e6, True),
+          "popularity_weight": (0, 1e3, True), "popularity_days": (0, 36500, False), "max_age_days": (0, 36500, False)}
+RANGE_REASONS = {"unobserved_weight": "a weight of 0 leaves WALS's solve singular",
+                 "row_weight": "a weight of 0 leaves WALS's solve singular",
+                 "col_weight": "a weight of 0 leaves WALS's solve singular",
+                 "popularity_days": "days of reads", "max_age_days": "days"}
 # A float32 Gramian of n² entries stays under protobuf's 2 GB while n² · 4 bytes < 2^31.
 MAX_EMBEDS = 23170
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
@@ -206,26 +215,14 @@ def validate(settings):
         if getattr(settings, flag) > getattr(settings, ids):
             raise DataError("--{} {} is more shards than the {} {} ids: use at most {}".format(
                 flag, getattr(settings, flag), getattr(settings, ids), ids[1:], getattr(settings, ids)))
-    if not (math.isfinite(settings.num_epochs) and settings.num_epochs > 0):
-        raise DataError("--num_epochs must be a positive number, got {}".format(settings.num_epochs))
+    for flag, (low, high, low_allowed) in RANGES.items():
+        value = getattr(settings, flag)
+        if value is not None and not (math.isfinite(value) and (value >= low if low_allowed else value > low)
+                                      and value <= high):
+            raise DataError("--{} {:g} is outside {}{:g}, {:g}]: give a value in that range ({})".format(
+                flag, value, "[" if low_allowed else "(", low, high, RANGE_REASONS.get(flag, "WALS solves in float32, "
+                                                                                         "where more overflows")))
     if training_schedule(settings)[0] < 1:
         raise DataError("--num_epochs {} is less than one training step ({} users in batches of {}): use at "
                         "least {:.3g}".format(settings.num_epochs, settings.nusers, settings.batch_size,
                                               0.5 * settings.batch_size / settings.nusers))
-    for flag in ("unobserved_weight", "row_weight", "col_weight"):
-        if not (math.isfinite(getattr(settings, flag)) and getattr(settings, flag) > 0):
-            raise DataError("--{} must be a positive number (a weight of 0 leaves WALS's solve singular), "
-                            "got {}".format(flag, getattr(settings, flag)))
-    if settings.regularization is not None and not (
-            math.isfinite(settings.regularization) and settings.regularization >= 0):
-        raise DataError("--regularization must be 0 or more, got {}".format(settings.regularization))
-    if not (math.isfinite(settings.popularity_weight) and settings.popularity_weight >= 0):
-        raise DataError("--popularity_weight must be 0 or more, got {}".format(settings.popularity_weight))
-    if settings.max_age_days is not None and not (
-            math.isfinite(settings.max_age_days) and settings.max_age_days > 0):
-        raise DataError("--max_age_days must be a positive number of days, got {}".format(settings.max_age_days))
-    if settings.popularity_days is not None and not (
-            math.isfinite(settings.popularity_days) and settings.popularity_days > 0):
-        raise DataError("--popularity_days must be a positive number of days, got {}".format(settings.popularity_days))
-    if not math.isfinite(settings.col_weight_exp):
-        raise DataError("--col_weight_exp must be a number, got {}".format(settings.col_weight_exp))

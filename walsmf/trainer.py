@@ -67,6 +67,11 @@ def run(settings, environ=os.environ):
             exclusive_directory(settings.output_dir, "walsmf.task training"):
         try:
             model.train_and_evaluate(settings)
+        except tf.compat.v1.train.NanLossDuringTrainingError:
+            raise DataError("the loss became NaN while training: the float32 solves overflowed with --row_weight {}, "
+                            "--col_weight {}, --col_weight_exp {}, --unobserved_weight {}, --regularization {}; use "
+                            "smaller ones".format(settings.row_weight, settings.col_weight, settings.col_weight_exp,
+                                                  settings.unobserved_weight, settings.regularization))
         except tf.errors.InvalidArgumentError as err:
             if "invertible" not in err.message:
                 raise
