@@ -151,3 +151,16 @@ def test_bigquery_without_credentials_says_how_to_get_them(tmp_path):
         "error: no Google credentials for BigQuery project 'p': run 'gcloud auth application-default login' "
         "or set GOOGLE_APPLICATION_CREDENTIALS")
     assert not (tmp_path / "data").exists()
+
+
+def test_spaces_around_ids_are_stripped_and_a_blank_id_is_refused(tmp_path):
+    from walsmf.errors import DataError
+
+    (tmp_path / "reads.csv").write_text("visitorId,contentId,session_duration\nv1,a,100\n v1 , a ,50\nv2,\tb,10\n")
+    rows = extract.read_extracted_csv(str(tmp_path / "reads.csv"))
+    # " v1 " reading " a " is v1 reading a: one pair, its durations summed as the lab's GROUP BY sums them
+    assert list(zip(rows["visitorId"], rows["contentId"], rows["session_duration"])) == [("v1", "a", 150),
+                                                                                       ("v2", "b", 10)]
+    (tmp_path / "blank.csv").write_text("visitorId,contentId,session_duration\nv1,  ,100\n")
+    with pytest.raises(DataError, match=r"an id is blank \('  '\)"):
+        extract.read_extracted_csv(str(tmp_path / "blank.csv"))

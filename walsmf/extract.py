@@ -107,17 +107,20 @@ def _numbers(df, column):
 
 
 def _sorted_categories(values):
-    """``values`` as strings in a pandas Categorical whose categories are in string order.
+    """``values`` as strings without surrounding spaces in a pandas Categorical whose categories are in string
+    order.
 
     Ids repeat (a visitor reads several articles): one string per distinct
     id, not per row, keeps 100x the lab's data in memory.
     """
     categorical = pd.Categorical(values)
-    names = np.asarray(categorical.categories.astype(str), dtype=object)
-    order = np.argsort(names, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return pd.Categorical.from_codes(rank[categorical.codes], categories=names[order])
+    # spaces around an id are an export's (or a spreadsheet's), not the site's: " 12" is article 12
+    names = np.array([name.strip() for name in categorical.categories.astype(str)], dtype=object)
+    if (names == "").any():
+        raise DataError("an id is blank ({!r}): every row needs its visitorId and contentId".format(
+            categorical.categories[np.flatnonzero(names == "")[0]]))
+    unique, inverse = np.unique(names, return_inverse=True)  # in string order, "12" and " 12" one id
+    return pd.Categorical.from_codes(inverse[categorical.codes], categories=unique)
 
 
 def extract(query=None, **fields):
