@@ -33,6 +33,36 @@ def test_newline_delimited_json_export_reads_the_same(tmp_path):
     assert rows_of(df) == sorted(HAND_EXPECTED)
 
 
+@pytest.mark.parametrize("name", ["S.JSON", "s.ndjson.gz", "s.Jsonl"])
+def test_a_json_export_is_known_by_its_name_whatever_its_case_and_gzipped(tmp_path, name):
+    parquet = write_sessions(tmp_path / "s.parquet", HAND_SESSIONS)
+    path = tmp_path / name
+    pd.read_parquet(parquet).to_json(str(path), orient="records", lines=True,
+                                     compression="gzip" if name.endswith(".gz") else None)
+    df = extract.normalize_extracted(extract.run_local(extract.Query(), str(path)))
+    assert rows_of(df) == sorted(HAND_EXPECTED)
+
+
+def test_a_glob_of_both_schemas_or_both_file_kinds_is_refused_naming_the_odd_files(tmp_path):
+    from helpers import event, write_events
+
+    write_sessions(tmp_path / "export_1.parquet", HAND_SESSIONS)
+    write_sessions(tmp_path / "export_2.parquet", HAND_SESSIONS)
+    write_events(tmp_path / "export_3.parquet", [event("A", 1, "page_view", page_location="https://site/a")])
+    with pytest.raises(DataError) as refused:
+        extract.run_local(extract.Query(), str(tmp_path / "export_*.parquet"))
+    assert str(refused.value).startswith("1 of the 3 files --sessions_file {} matches hold GA4 events, not GA360 "
+                                         "sessions ({})".format(tmp_path / "export_*.parquet",
+                                                                tmp_path / "export_3.parquet"))
+    with pytest.raises(DataError) as refused:  # the other way round: GA4 asked, two GA360 files among them
+        extract.run_local(extract.Query(schema="ga4"), str(tmp_path / "export_*.parquet"))
+    assert str(refused.value).startswith("2 of the 3 files")
+    pd.read_parquet(str(tmp_path / "export_1.parquet")).to_json(str(tmp_path / "export_4.json"), orient="records",
+                                                                lines=True)
+    with pytest.raises(DataError, match="matches newline-delimited JSON and Parquet files"):
+        extract.run_local(extract.Query(), str(tmp_path / "export_*"))
+
+
 def test_duckdb_rewrite_is_on_the_syntax_tree():
     sql = extract.to_duckdb_sql(queries.lab_sql("other-project.other_dataset.sessions"))
     assert "other-project" not in sql and duckdb_sql.LOCAL_VIEW in sql

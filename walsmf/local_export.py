@@ -1,5 +1,6 @@
 """A local export queried with DuckDB: Parquet or newline-delimited JSON, one file or a glob of daily files."""
 import glob
+import gzip
 import os
 import shutil
 from typing import List
@@ -49,12 +50,15 @@ def run_local(query, sessions_file, csv_path=None):
     import duckdb
 
     files = local_files(sessions_file)
-    json = files[0].endswith((".json", ".ndjson", ".jsonl"))
+    json = files[0].lower().endswith(JSON_SUFFIXES)  # FILE.JSON as well
+    if any(f.lower().endswith(JSON_SUFFIXES) != json for f in files):
+        raise DataError("--sessions_file {} matches newline-delimited JSON and Parquet files: give a glob of one "
+                        "kind".format(sessions_file))
     for path in [] if json else files:
         with open(path, "rb") as f:
             if f.read(4) != b"PAR1":
                 raise DataError("{} is not a Parquet file (nor newline-delimited JSON, named .json, .ndjson or "
-                                ".jsonl): give the export's own files".format(path))
+                                ".jsonl, gzipped or not): give the export's own files".format(path))
     file_list = ", ".join("'{}'".format(f.replace("'", "''")) for f in files)
     sql = to_duckdb_sql(query.sql(local=True))
     con = duckdb.connect()
@@ -66,6 +70,7 @@ def run_local(query, sessions_file, csv_path=None):
         con.execute("SET preserve_insertion_order=false")  # the rows are ordered after the query
         con.execute("CREATE VIEW {} AS SELECT * FROM {}([{}], union_by_name=true)".format(
             LOCAL_VIEW, "read_json_auto" if json else "read_parquet", file_list))
+        _check_each_file_schema(con, query, files, json, sessions_file)
         columns = _check_local_fields(con, query, sessions_file)
         if json:
             typed = ", ".join("'{}': '{}'".format(name, _JSON_TYPES[name]) for name in _JSON_TYPES if name in columns)
@@ -89,6 +94,38 @@ def run_local(query, sessions_file, csv_path=None):
 
 
 _SCHEMA_NAMES = {"ga360": "GA360 sessions", "ga4": "GA4 events"}
+# newline-delimited JSON as BigQuery exports it, gzipped or not (DuckDB reads both)
+JSON_SUFFIXES = tuple(kind + gz for kind in (".json", ".ndjson", ".jsonl") for gz in ("", ".gz"))
+
+
+def _check_each_file_schema(con, query, files, json, sessions_file):
+    """Refuse files of the other schema among ``files``: read together (union_by_name), their rows would have
+    none of the query's fields and be left out without a word."""
+    other = "ga4" if query.schema == "ga360" else "ga360"
+    if json:
+        import json as json_module
+
+        fields = {}
+        for path in files:
+            with (gzip.open if path.lower().endswith(".gz") else open)(path, "rt", encoding="utf-8",
+                                                                       errors="replace") as f:
+                first = next((line for line in f if line.strip()), "{}")
+            try:
+                fields[path] = set(json_module.loads(first))
+            except (ValueError, TypeError):
+                fields[path] = set()
+    else:
+        fields = {path: set() for path in files}
+        for path, name in con.execute("SELECT file_name, name FROM parquet_schema([{}])".format(
+                ", ".join("'{}'".format(f.replace("'", "''")) for f in files))).fetchall():
+            fields.setdefault(path, set()).add(name)
+    foreign = [path for path, names in sorted(fields.items()) if set(REQUIRED_FIELDS[other]) <= names and
+               not set(REQUIRED_FIELDS[query.schema]) <= names]
+    if foreign and len(foreign) < len(files):
+        raise DataError("{} of the {} files --sessions_file {} matches hold {}, not {} ({}{}): give a glob of the "
+                        "{} files only".format(len(foreign), len(files), sessions_file, _SCHEMA_NAMES[other],
+                                               _SCHEMA_NAMES[query.schema], ", ".join(foreign[:3]),
+                                               ", ..." if len(foreign) > 3 else "", _SCHEMA_NAMES[query.schema]))
 
 
 def _check_local_fields(con, query, sessions_file):
