@@ -115,11 +115,18 @@ def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_vis
     ("/v1/models/walsmf:predict", {"rows": []}, None, 400, 'must hold "instances"'),
     ("/v1/models/walsmf:predict", None, b"{not json", 400, "the body is not JSON"),
     ("/predict", None, b"x" * (3 * serve.MAX_REQUEST_BYTES), 413, "over this server's"),
+    # bounds: 250,000 empty instances in a 1 MB body; 1,300 instances each asking for every id
+    ("/predict", None, b'{"instances": [' + b",".join([b"{}"] * 250000) + b"]}", 413,
+     "a request holds at most 10,000 instances, this one 250,000"),
+    ("/predict", {"instances": [{"userId": 1, "k": 10 ** 6}] * 1300}, None, 413,
+     "the request asks for 1,076,400 ids (each instance's k, at most the model's 828 ids), a request at most "
+     "1,000,000"),
     ("/v1/models/other:predict", {"instances": []}, None, 404, "no route"),
     ("/v1/models/walsmf", {"instances": []}, None, 405, "takes GET"),
 ], ids=["userId-not-integer", "k-over-64-bits", "lone-surrogate", "nested-deep",
         "contentIds-not-list", "unknown-parameter", "columns-of-unequal-length",
-        "no-instances", "not-json", "body-too-large", "unknown-model", "model-status-takes-GET-only"])
+        "no-instances", "not-json", "body-too-large", "too-many-instances", "too-many-ids", "unknown-model",
+        "model-status-takes-GET-only"])
 def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(served, path, body, raw, status, message):
     port = served[0]
     got, answer = call(port, path, body, raw)
