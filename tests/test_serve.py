@@ -245,3 +245,28 @@ def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_reported(traine
     assert versions_served == {"1500000001"}
     assert states["1500000001"] == ("AVAILABLE", "OK") and states["1500000000"] == ("END", "OK")
     assert states["1500000002"] == ("END", "UNKNOWN")
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_slow_or_broken_clients_do_not_starve_health_or_predictions(served):
+    import socket
+
+    port = served[0]
+    held = []
+    for number in range(40):  # headers a byte at a time, bodies shorter than their length: held open
+        connection = socket.create_connection(("127.0.0.1", port))
+        connection.sendall(b"GET /hea" if number % 2 else
+                           b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"inst")
+        held.append(connection)
+    started = time.time()
+    assert call(port, "/health")[0] == 200 and time.time() - started < 2
+    assert call(port, "/predict", {"instances": [{"userId": 1}]})[0] == 200
+    # a body whose chunked encoding is broken is a 400, and the server goes on
+    broken = socket.create_connection(("127.0.0.1", port))
+    broken.settimeout(10)
+    broken.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+    assert broken.recv(100).startswith(b"HTTP/1.1 400")
+    for connection in held + [broken]:
+        connection.close()
+    assert call(port, "/health")[0] == 200
