@@ -154,13 +154,15 @@ def test_a_second_training_into_a_busy_output_dir_refuses_naming_the_first(tmp_p
     with exclusive_directory(str(tmp_path), "walsmf.task training"):
         assert (tmp_path / LOCK_FILE).read_text().split()[0] == str(os.getpid())
     assert not (tmp_path / LOCK_FILE).exists()
-    (tmp_path / LOCK_FILE).write_text("1 walsmf.task training\n")  # pid 1 runs for as long as the machine
-    with pytest.raises(DataError, match=r"is in use by another walsmf.task training \(process 1\)"):
-        with exclusive_directory(str(tmp_path), "walsmf.task training"):
-            pass
-    (tmp_path / LOCK_FILE).write_text("{} walsmf.task training\n".format(2 ** 22 + 12345))  # gone: taken over
+    # a lock file naming a live process that holds no lock (a killed run's pid, reused since; pid 1 lives as long
+    # as the machine) is free; one held is refused, naming the holder and the lock file
+    (tmp_path / LOCK_FILE).write_text("1 walsmf.task training\n")
     with exclusive_directory(str(tmp_path), "walsmf.task training"):
-        pass
+        with pytest.raises(DataError, match=r"is in use by another walsmf.task training \(process {} walsmf.task "
+                                            r"training; its lock {}\)".format(os.getpid(), tmp_path / LOCK_FILE)):
+            with exclusive_directory(str(tmp_path), "walsmf.task training"):
+                pass
+    assert not (tmp_path / LOCK_FILE).exists()
 
 
 @pytest.mark.subprocess

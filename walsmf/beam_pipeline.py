@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from walsmf import datadir
+from walsmf import datadir, progress
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory, temporary_directory
 from walsmf.local_export import run_local
@@ -215,7 +215,7 @@ def build(pipeline, rows, data_dir, source, with_times):
     write_text(metadata, datadir.METADATA_FILE, "write metadata", trailing_newline=False)
 
 
-def run(data_dir, source, read_rows, beam_args, with_times, log=print):
+def run(data_dir, source, read_rows, beam_args, with_times, log=progress.say):
     """Run the pipeline with ``beam_args`` (``--runner`` and its options) into ``data_dir``.
 
     ``read_rows(pipeline)`` returns the PCollection of extracted rows.
@@ -244,7 +244,7 @@ def _csv_fields(path):
     return len(header)
 
 
-def preprocess(query, data_dir, runner, beam_args, extracted_csv=None, log=print):
+def preprocess(query, data_dir, runner, beam_args, extracted_csv=None, log=progress.say):
     """walsmf.preprocess --runner: read the rows ``query`` names (or ``extracted_csv``), run the pipeline on
     ``runner`` into ``data_dir``.
 

@@ -185,8 +185,10 @@ def temporary_directory(prefix, parent=None):
 @contextlib.contextmanager
 def exclusive_directory(directory, what):
     """Hold ``directory`` (local) for this process while the block runs: a second run into it refuses at
-    once, naming the first; a lock left by a process that is gone is taken over.  gs:// paths are not
-    locked (Cloud Storage has no atomic create-if-absent through tf.io.gfile)."""
+    once, naming the first and the lock file.  The hold is an flock on ``LOCK_FILE``, which the kernel
+    releases when the holder ends however it ends (a lock left by a killed run is free, whatever process
+    has its id since).  gs:// paths are not locked (Cloud Storage has no atomic create-if-absent through
+    tf.io.gfile)."""
     if "://" in directory:
         yield
         return
@@ -194,23 +196,29 @@ def exclusive_directory(directory, what):
     os.makedirs(directory, exist_ok=True)
     lock = os.path.join(directory, LOCK_FILE)
     while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise DataError("{} is in use by another {} ({}; its lock {}): wait for it to end or choose another "
+                            "directory".format(directory, what, "process " + holder if holder else "starting",
+                                               lock))
+        try:  # the lock file replaced meanwhile (its holder ended and removed it): hold the one there now
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
             break
-        except FileExistsError:
-            with open(lock) as f:
-                holder = f.read().strip()
-            pid = holder.split()[0] if holder else ""
-            if pid.isdigit() and _running(int(pid)) and int(pid) != os.getpid():
-                raise DataError("{} is in use by another {} (process {}): wait for it to end or choose another "
-                                "directory".format(directory, what, pid))
-            os.remove(lock)
-    with os.fdopen(fd, "w") as f:
-        f.write("{} {}\n".format(os.getpid(), what))
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, "{} {}\n".format(os.getpid(), what).encode())
     try:
         yield
     finally:
         os.remove(lock)
+        os.close(fd)
         if created and not os.listdir(directory):  # a run that failed before writing leaves nothing
             os.rmdir(directory)
 

@@ -266,7 +266,7 @@ def train(settings):
             train_steps=train_steps,
             eval_steps=1,
             min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS,
-            train_monitors=[progress.TrainingProgress(train_steps, steps_in_epoch)])
+            train_monitors=[sweeps.TrainingProgress(train_steps, steps_in_epoch)])
 
     atomic_write_text(os.path.join(settings.output_dir, modeldir.SERVING_INFO_FILE),
                       json.dumps(modeldir.serving_info_of(settings)))

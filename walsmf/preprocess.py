@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import datadir, flags
+from walsmf import datadir, flags, progress
 from walsmf import extract as extract_stage
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import inside, staged_directory
@@ -52,7 +52,7 @@ def _rate(rows, seconds):
     return "{:,} rows in {:.1f}s ({:,.0f} rows/s)".format(rows, seconds, rows / max(seconds, 1e-6))
 
 
-def write_data_dir(extracted, data_dir, source="local", log=print):
+def write_data_dir(extracted, data_dir, source="local", log=progress.say):
     """Write every file of the lab's data directory from the extracted rows.
 
     Everything is written into a staging directory which then replaces

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from walsmf import datadir, flags, model, modeldir, recommend
+from walsmf import datadir, flags, model, modeldir, progress, recommend
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_graph import observed_values
@@ -202,7 +202,7 @@ def check_new_reads(extracted, visitors, contents, data_dir):
                             "they are in it already, or stale; give the reads since".format(len(extracted), newest))
 
 
-def refresh(model_dir, extracted, log=print, sweeps=0, keep_days=None):
+def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
     """Fold the reads of ``extracted`` (checked rows, as walsmf.extract returns them) into the model of
     ``model_dir`` (see the module's docstring), then ``sweeps`` full WALS sweeps from the factors so found,
     keeping the reads of the last ``keep_days`` days only (None: all); return the new export's path."""

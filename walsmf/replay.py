@@ -91,7 +91,7 @@ def next_reads(day, begin, end, history):
     return out
 
 
-def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, choose_blend=True, log=print):
+def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, choose_blend=True, log=progress.say):
     """Run the replay (see the module's docstring); return {(method, "known" or "new"): [(hit, ndcg, whether the
     article read was new since the cut), ...]}, a tuple per scored read.  With ``choose_blend``, the blend with
     the recent reads (--popularity_weight, --popularity_days) is first chosen on the day before the last."""
@@ -121,7 +121,7 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
     return replay_day(reads, cut, workdir, window_hours, preset, params, log)
 
 
-def replay_day(reads, cut, workdir, window_hours, preset, params, log=print, blends=None):
+def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.say, blends=None):
     """Train on ``reads`` before ``cut`` into ``workdir``, then step through the day after it (the module's
     docstring): replay's results; with ``blends`` [(popularity_weight, hours)], instead each blend's hits of the
     refreshed model (known and new visitors) as {blend: [hit, ...]}."""
@@ -133,7 +133,8 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=print, ble
     metadata = datadir.read_metadata(data_dir)
     trained = settings_module.make(**dict(dict(preset=preset, seed=0), **params, input_path=data_dir,
                                           output_dir=model_dir, nusers=metadata["nusers"], nitems=metadata["nitems"]))
-    model.train_and_evaluate(trained)
+    with progress.quiet():  # the replay's own lines
+        model.train_and_evaluate(trained)
     log("trained on {:,} reads before the cut ({:.0f} s); replaying {:,} reads of the next day in {:g}-hour "
         "windows".format(len(before), time.time() - start, len(day), window_hours))
     frozen = _answers(model_dir)
@@ -243,7 +244,7 @@ def main(argv=None):
     if not 0 < args.window_hours <= 24:
         raise DataError("--window_hours {} is not a window of the day: give more than 0 and at most 24".format(
             args.window_hours))
-    progress.set_verbosity("warning")  # the replay's lines, not each training's
+    progress.set_verbosity()
     params = settings_module.params_as_settings(settings_module.read_params_file(args.params_file),
                                                 args.params_file) if args.params_file else None
     print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset, params,

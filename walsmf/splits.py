@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from walsmf import datadir
+from walsmf import datadir, progress
 from walsmf.datadir import HELDOUT_FILE, MAPPED_FILE, read_metadata
 from walsmf.errors import DataError
 from walsmf.fileio import check_input_file, reading_directory, refuse_inside, staged_directory
@@ -144,7 +144,7 @@ def times_file(data_dir, times_csv=None, held_out=None):
     return chosen
 
 
-def write_split(data_dir, split_dir, holdout=1, seed=0, log=print, times_csv=None, heldout_reads=None,
+def write_split(data_dir, split_dir, holdout=1, seed=0, log=progress.say, times_csv=None, heldout_reads=None,
                 held_out=None, nusers=None, nitems=None):
     """Write the training part of ``data_dir`` in the lab's formats, and heldout.csv, to ``split_dir``.
 

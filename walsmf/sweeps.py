@@ -30,10 +30,12 @@ Here the same solves run in far fewer calls:
 
 The variables keep contrib's names, so checkpoints of either load in the other.
 """
+import time
+
 import tensorflow as tf
 from tensorflow.contrib.factorization import WALSMatrixFactorization
 
-from walsmf import solve
+from walsmf import progress, solve
 from walsmf.errors import check_interrupted
 from walsmf.inputs import MERGED_BATCHES, MERGED_COLS, MERGED_ROWS
 
@@ -196,3 +198,50 @@ def train_ops(model, features, params):
     sweep_batches = {side: max(1, -(-n // params["batch_size"])) for side, n in ids_read.items()}
     return loss_var.read_value(), SweepHook(session_start, steps, batches, sweep_batches,
                                             max(1, MAX_STEP_IDS // params["batch_size"]), params["last_step"])
+
+
+class TrainingProgress(tf.estimator.SessionRunHook):
+    """Lines as training goes (the first epoch, then one at most every progress.PROGRESS_SECONDS, and the last): epochs
+    (the lab's unit: ``nusers / batch_size`` steps) and steps done of the total, the loss, the time spent and left.
+
+    The loss is WALS's objective on the last batch that computed it: the
+    weighted squared error of the fitted reads (and of the unread pairs at the
+    unobserved weight) plus the regularization; it falls as the factors fit.
+    """
+
+    def __init__(self, total_steps, steps_in_epoch):
+        self._total, self._epoch = total_steps, max(1, steps_in_epoch)
+        self._started = self._first_step = self._last_loss = None
+        self._reported, self._said = 0, 0.0
+
+    def begin(self):
+        self._step = tf.compat.v1.train.get_global_step()
+        self._loss = [v for v in tf.compat.v1.global_variables() if v.op.name.endswith("WALS_loss")][:1]
+
+    def after_create_session(self, session, coord):
+        self._started = time.time()
+        self._first_step = int(session.run(self._step))
+        self._reported = self._first_step // self._epoch
+
+    def before_run(self, run_context):
+        return tf.estimator.SessionRunArgs([self._step] + self._loss)
+
+    def after_run(self, run_context, run_values):
+        step = min(int(run_values.results[0]) + 1, self._total)
+        spent = time.time() - self._started
+        # the first epoch, then at most one line per progress.PROGRESS_SECONDS, and the last
+        if step < self._total and (step // self._epoch <= self._reported or (
+                self._reported > 0 and spent - self._said < progress.PROGRESS_SECONDS)):
+            return
+        self._reported, self._said = max(step // self._epoch, 1), spent
+        done = step - self._first_step
+        # the loss is computed on some steps only (walsmf.sweeps): shown when there is a new one
+        loss = float(run_values.results[1]) if self._loss else None
+        shown = ", loss {:,.1f}".format(loss) if loss is not None and loss != self._last_loss else ""
+        self._last_loss = loss
+        if step < self._total:
+            left = ", about {:.0f} s left".format(spent / done * (self._total - step)) if done > 0 else ""
+        else:
+            left = " (the loss: weighted squared error of the last batch fitted, plus regularization)" if shown else ""
+        progress.say("      epoch {:.1f} of {:.1f} (step {:,} of {:,}){}: {:.1f} s{}".format(
+            step / self._epoch, self._total / self._epoch, step, self._total, shown, spent, left))

@@ -153,7 +153,7 @@ def next_point(done, max_trials, rng, num_epochs):
     return draw(rng) if step < RANDOM_DRAWS or (step - RANDOM_DRAWS) % 3 == 2 else near(_best(done), rng)
 
 
-def write_validation_split(input_path, split_dir, seed=0, log=print, held_out=None, nusers=None, nitems=None):
+def write_validation_split(input_path, split_dir, seed=0, log=progress.say, held_out=None, nusers=None, nitems=None):
     """walsmf.splits' split of ``input_path`` into ``split_dir`` (each user's latest reads where the data has
     times), holding out enough reads per user for about VALIDATION_READS held-out reads."""
     return splits.write_split(input_path, split_dir, seed=seed, log=log, heldout_reads=VALIDATION_READS,
@@ -203,7 +203,7 @@ def best_trial(trials):
     return trials.iloc[metrics.choose(trials.to_dict("records"))]
 
 
-def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None, log=print, held_out=None):
+def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None, log=progress.say, held_out=None):
     """Search SEARCH_SPACE (and the blend with popularity) on a validation split of ``input_path``; write
     trials.csv and best_params.json."""
     if max_trials < 1:

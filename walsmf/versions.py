@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 
+from walsmf import progress
 from walsmf.errors import DataError
 from walsmf.instances import K, check_instance
 
@@ -101,7 +102,7 @@ class Versions:
         self.model = load_model(model_dir)
         self.states = {self.model.version: ("AVAILABLE", "")}
 
-    def poll(self, log=print):
+    def poll(self, log=progress.say):
         """Load the base path's newest version if it is one this worker has not tried; swap to it if it loads."""
         from walsmf import modeldir
 
