@@ -382,8 +382,30 @@ def test_a_users_temp_directory_under_export_servo_is_not_an_unfinished_export(t
     servo = tmp_path / "export" / "Servo"
     for name in ("temp-1500000000", "temp-mywork", "1500000001"):
         (servo / name).mkdir(parents=True)
-    modeldir.remove_unfinished_exports(str(tmp_path))
+    modeldir.remove_unfinished_writes(str(tmp_path))
     assert sorted(p.name for p in servo.iterdir()) == ["1500000001", "temp-mywork"]
+
+
+@pytest.mark.training
+def test_the_temporaries_a_disk_full_or_killed_run_left_go_with_the_next_run(trained, tmp_path):
+    import shutil
+
+    out = tmp_path / "m"
+    shutil.copytree(trained.output_dir, str(out))
+    uuid = "0123456789abcdef0123456789abcdef"
+    left = ["graph.pbtxt.tmp" + uuid, "checkpoint.tmp" + uuid, "batch_pred.txt.tmp-4242"]
+    for name in left:
+        (out / name).write_text("half")
+    (out / ("model.ckpt-9_temp_" + uuid)).mkdir()
+    (out / "notes.tmp").write_text("the user's")  # not a temporary name of a walsmf or TensorFlow write
+    again = ["--input_path", trained.input_path, "--output_dir", out, "--num_epochs", trained.num_epochs,
+             "--batch_size", 64, "--seed", trained.seed]
+    result = run_module("walsmf.task", *again)
+    assert "notes.tmp" in result.stderr and result.returncode == 1  # refused, the user's file named
+    (out / "notes.tmp").unlink()
+    result = run_module("walsmf.task", *again)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not [name for name in os.listdir(str(out)) if "tmp" in name or "_temp_" in name]
 
 
 def test_tuning_into_a_directory_holding_a_users_file_is_refused(small_data, tmp_path):

@@ -214,7 +214,7 @@ def prepare_training(settings):
                      "recommended the most read items, such an item is not recommended".format(unread_users,
                                                                                               unread_items))
     modeldir.record_training(settings, interactions)
-    modeldir.remove_unfinished_exports(settings.output_dir)
+    modeldir.remove_unfinished_writes(settings.output_dir)
     if settings.col_weight_exp == 0:
         return data, float(settings.col_weight)
     weights = item_weights(interactions.by_item.counts, settings.col_weight, settings.col_weight_exp)
@@ -344,7 +344,7 @@ def train_and_evaluate(settings):
         modeldir.record_checkpoint(settings.output_dir)
         export(modeldir.trained_factors(settings.output_dir), data, settings)
     except KeyboardInterrupt:
-        modeldir.remove_unfinished_exports(settings.output_dir)
+        modeldir.remove_unfinished_writes(settings.output_dir)
         raise
     check_interrupted()  # a signal TensorFlow's teardown swallowed ends the run before batch prediction
     return batch_predict(settings, data)

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 from typing import List, Optional
 
@@ -185,9 +186,12 @@ def new_version_dir(exports_dir: str) -> str:
 # estimator's checkpoints, graph and summaries, the evaluations, the export, the files of batch prediction; and
 # what any run leaves while it writes (a lock, a file's temporary name).
 _WRITTEN = {"checkpoint", "graph.pbtxt", "eval", "export", "serving_assets", datadir.HELDOUT_SUMMARY_DIR}
-_WRITTEN_PATTERN = re.compile(r"model\.ckpt-[0-9]+\..*|events\.out\.tfevents\..*|graph\.pbtxt\.tmp.*|.*\.tmp-[0-9]+")
+# A write not finished (a run killed, a disk full): walsmf's atomic outputs' <name>.tmp-<pid>, TensorFlow's
+# <name>.tmp<uuid> (graph.pbtxt, the checkpoint state) and a checkpoint's <name>_temp_<uuid>/ staging.
+_UNFINISHED = r".*\.tmp-[0-9]+|.+\.tmp[0-9a-f]{32}|.+_temp_[0-9a-f]{32}|graph\.pbtxt\.tmp.*"
+_WRITTEN_PATTERN = re.compile(r"model\.ckpt-[0-9]+\..*|events\.out\.tfevents\..*|" + _UNFINISHED)
 # Tolerated in a directory without the marker: a run's lock, a temporary file, a killed run's staging.
-_TRANSIENT_PATTERN = re.compile(re.escape(LOCK_FILE) + r"|.*\.tmp-[0-9]+|graph\.pbtxt\.tmp.*")
+_TRANSIENT_PATTERN = re.compile(re.escape(LOCK_FILE) + "|" + _UNFINISHED)
 
 
 def written_here(name: str) -> bool:
@@ -293,9 +297,15 @@ def training_record(model_dir: str) -> dict:
         return json_object(f.read(), path, "train the model again with python -m walsmf.task")
 
 
-def remove_unfinished_exports(model_dir: str) -> None:
-    """Remove export/Servo/temp-<version> directories (an export's staging) an interrupted or killed export left;
-    nothing else there (a temp-anything of the user's stays)."""
+def remove_unfinished_writes(model_dir: str) -> None:
+    """Remove what writes that never finished left in a model directory the caller holds (exclusive_directory):
+    temporary files and checkpoint staging (_UNFINISHED: a disk-full or killed run's), and export/Servo/temp-<version>
+    directories (an export's staging); nothing else (a temp-anything of the user's stays)."""
+    if "://" not in model_dir and os.path.isdir(model_dir):
+        for name in os.listdir(model_dir):
+            if re.fullmatch(_UNFINISHED, name):
+                path = os.path.join(model_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     servo = os.path.join(model_dir, EXPORTS_DIR)
     for stale in tf.io.gfile.glob(os.path.join(servo, "temp-*")) if tf.io.gfile.isdir(servo) else ():
         if re.fullmatch(r"temp-[0-9]+", os.path.basename(stale.rstrip("/"))):

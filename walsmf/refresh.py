@@ -216,6 +216,7 @@ def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
         log("      {}: {:.1f}s".format(name, time.time() - start))
         start = time.time()
     with exclusive_directory(model_dir, "walsmf.refresh"):
+        modeldir.remove_unfinished_writes(model_dir)  # a killed or disk-full run's temporaries
         settings = trained_settings(model_dir)
         merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted, keep_days)
         check_new_reads(extracted, visitors[:settings.nusers], contents[:settings.nitems], settings.input_path)
