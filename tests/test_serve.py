@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -270,3 +271,52 @@ def test_slow_or_broken_clients_do_not_starve_health_or_predictions(served):
     for connection in held + [broken]:
         connection.close()
     assert call(port, "/health")[0] == 200
+
+
+def workers_of(process):
+    """The worker pids of a walsmf.serve master process."""
+    listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout
+    return [int(pid) for pid in listed.split()]
+
+
+def wait_for_workers(process, port, count=2):
+    """Until ``count`` workers run and /health answers (a respawned worker loads its model first)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(workers_of(process)) == count:
+            try:
+                if all(call(port, "/health")[0] == 200 for _ in range(10)):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.3)
+    raise AssertionError("the server did not come back with {} workers".format(count))
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_restarted_workers_load_the_servers_version_even_when_the_export_was_removed(trained, tmp_path):
+    export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
+    servo = tmp_path / "Servo"
+    shutil.copytree(export, str(servo / "1500000000"))
+    port = free_ports(1)[0]
+    process = start(str(servo), port, None, "--poll_seconds", "0")
+    try:
+        # a new export lands: without polling the server goes on with its version, a restarted worker too
+        shutil.copytree(export, str(servo / "1500000001"))
+        os.kill(workers_of(process)[0], signal.SIGKILL)
+        wait_for_workers(process, port)
+        assert {call(port, "/health")[1]["version"] for _ in range(30)} == {"1500000000"}
+        # the served directory removed (as make run does), then every worker restarted (SIGHUP)
+        shutil.rmtree(str(servo))
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        wait_for_workers(process, port)
+        assert process.poll() is None
+        answers = [call(port, "/predict", {"instances": [{"userId": 3}]}) for _ in range(10)]
+        assert {status for status, _ in answers} == {200}
+        assert {call(port, "/health")[1]["version"] for _ in range(30)} == {"1500000000"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0

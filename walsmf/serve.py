@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from walsmf import flags
 from walsmf.errors import DEBUG_ENV, DataError, run_cli
 from walsmf.instances import KEYS
-from walsmf.versions import BadRequest, Versions, poll_forever
+from walsmf.versions import BadRequest, Snapshots, Versions, poll_forever
 
 DEFAULT_PORT = 8080
 # Vertex AI's shared public endpoints take at most 1.5 MB a request.
@@ -222,9 +222,10 @@ def worker_class():
 
 def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES,
           threads=THREADS, poll_seconds=POLL_SECONDS, verbosity="info"):
-    """Run gunicorn with ``workers`` uvicorn processes (default: one per core), each loading ``model_dir`` after
-    the fork, answering large requests on ``threads`` threads and looking for a newer version every
-    ``poll_seconds`` (0: never); gunicorn logs at ``verbosity``, uvicorn's start-up lines only with debug."""
+    """Run gunicorn with ``workers`` uvicorn processes (default: one per core), each loading the model after the
+    fork (a local ``model_dir`` from the master's Snapshots), answering large requests on ``threads`` threads and
+    looking for a newer version every ``poll_seconds`` (0: never); gunicorn logs at ``verbosity``, uvicorn's
+    start-up lines only with debug."""
     import logging
 
     from gunicorn.app.base import BaseApplication
@@ -241,11 +242,15 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
             if verbosity != "debug":  # each worker's "Started server process", "Waiting for ...", "... complete"
                 logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger(
                     "uvicorn.error").level))
-            versions = Versions(model_dir)
+            versions = Versions(served)
             if poll_seconds and versions.base:
                 poll_forever(versions, poll_seconds)
             return application(versions, max_request_bytes, threads=threads)
 
+    snapshots = Snapshots(model_dir) if "://" not in model_dir else None
+    served = snapshots.root if snapshots else model_dir
+    if snapshots and snapshots.base and poll_seconds:
+        poll_forever(snapshots, poll_seconds)  # in this master process: the workers poll its copies
     Server().run()
 
 

@@ -3,6 +3,7 @@ versions, moving to a newer one as it appears.
 
 Each worker loads after the fork (TensorFlow does not survive a fork).
 """
+import atexit
 import json
 import os
 import shutil
@@ -119,11 +120,11 @@ class Versions:
         except DataError as err:
             self.states[version] = ("END", str(err))
             log("walsmf.serve: version {} failed to load, version {} goes on serving: {}".format(
-                version, self.model.version, err), flush=True)
+                version, self.model.version, err))
             return
         old, self.model = self.model, model
         self.states.update({old.version: ("END", ""), version: ("AVAILABLE", "")})
-        log("walsmf.serve: serving version {} (was {})".format(version, old.version), flush=True)
+        log("walsmf.serve: serving version {} (was {})".format(version, old.version))
 
     def status(self):
         """TF Serving's model status: every version this worker knows, the newest first."""
@@ -145,7 +146,8 @@ def versions_dir(model_dir):
 
 
 def poll_forever(versions, seconds):
-    """Poll ``versions`` every ``seconds`` on a daemon thread of this worker."""
+    """Poll ``versions`` (Versions, or the master's Snapshots) every ``seconds`` on a daemon thread of this
+    process."""
     def loop():
         while True:
             time.sleep(seconds)
@@ -169,6 +171,78 @@ def local_model_dir(model_dir):
         for name in files:
             tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, relative, name), overwrite=True)
     return target
+
+
+def local_versions(directory):
+    """The versions (numeric names, oldest first) of complete exports in a local directory (TensorFlow-free, for
+    the server's master process)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted((n for n in names if n.isdigit() and os.path.isfile(os.path.join(directory, n, "saved_model.pb"))),
+                  key=int)
+
+
+class Snapshots:
+    """The server's own copies of the versions it serves from a local --model-dir, kept by the master process in a
+    directory of its own: every worker loads from here, so all load the same newest version (one restarted after a
+    new export landed too), and a version removed from --model-dir (``rm -rf wals_trained``) still loads in a
+    restarted worker.  Copies are hard links where the file system allows (no space, and they outlive the
+    source's removal).  ``poll`` copies the base path's newest version here when one appears; the newest KEEP
+    stay."""
+
+    KEEP = 2
+
+    def __init__(self, model_dir):
+        single = os.path.isfile(os.path.join(model_dir, "saved_model.pb"))
+        self.base = None if single else model_dir if local_versions(model_dir) else os.path.join(model_dir,
+                                                                                                "export", "Servo")
+        self.root = tempfile.mkdtemp(prefix="walsmf-serve-")
+        atexit.register(self._remove, os.getpid())
+        if single:
+            _copy_export(model_dir, os.path.join(self.root, os.path.basename(model_dir.rstrip("/")) if
+                                                 os.path.basename(model_dir.rstrip("/")).isdigit() else "1"))
+        elif not self.poll():
+            raise DataError("{} holds no export: give an export (export/Servo/<timestamp>) or the directory of "
+                            "exports".format(model_dir))
+
+    def poll(self, log=progress.say):
+        """Copy the base path's newest version here if newer than every copy (True if one was); drop all but the
+        newest KEEP."""
+        newest, held = (local_versions(self.base) or [None])[-1], local_versions(self.root)
+        if newest is None or (held and int(newest) <= int(held[-1])):
+            return False
+        try:
+            _copy_export(os.path.join(self.base, newest), os.path.join(self.root, newest))
+        except OSError as err:  # removed while copied, say: the next poll tries again
+            log("walsmf.serve: version {} could not be copied ({}); the served version stays".format(newest, err))
+            return False
+        for old in local_versions(self.root)[:-self.KEEP]:
+            shutil.rmtree(os.path.join(self.root, old), ignore_errors=True)
+        return True
+
+
+    def _remove(self, owner):
+        """Remove the copies when the master ends (workers, forked from it, inherit this hook and skip it)."""
+        if os.getpid() == owner:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _copy_export(source, target):
+    """Copy the local export directory ``source`` to ``target``, complete before it appears: hard links where it
+    can, else copies."""
+    staging = target + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for root, _, files in os.walk(source):
+        os.makedirs(os.path.join(staging, os.path.relpath(root, source)), exist_ok=True)
+        for name in files:
+            origin, copy = os.path.join(root, name), os.path.join(staging, os.path.relpath(root, source), name)
+            try:
+                os.link(origin, copy)
+            except OSError:
+                shutil.copy2(origin, copy)
+    os.rename(staging, target)
 
 
 def load_model(model_dir):
