@@ -131,7 +131,8 @@ def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_mo
 
 @pytest.mark.training
 @pytest.mark.parametrize("line, message", [
-    ('{"userId": 4, "itemId": -1, "items": [1]}', "new visitor: give them with userId -1 and itemId -1"),
+    ('{"userId": 4, "itemId": -1, "items": [1]}', "items describe a new visitor's reads, userId 4 asks for a known "
+                                                  "user's articles"),
     ('{"userId": -1, "itemId": -1, "items": [100000]}', "items must be a list of itemIds the model knows"),
     ('{"userId": -1, "itemId": -1, "items": [1, 2], "ratings": [1]}', "one per item"),
     ('{"userId": -1, "itemId": -1, "items": ["1"]}', "items must be a list"),

@@ -171,7 +171,8 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
             history[visitor].add(content)
             today[visitor].append(content)
         if len(arrived) and end < cut + DAY_MS:
-            refresh.refresh(model_dir, arrived, log=lambda _: None)
+            with progress.quiet():
+                refresh.refresh(model_dir, arrived)
             refreshed = _answers(model_dir)
     if blends:
         return results
