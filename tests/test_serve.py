@@ -320,3 +320,13 @@ def test_restarted_workers_load_the_servers_version_even_when_the_export_was_rem
     finally:
         process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+
+
+def test_the_port_vertex_sets_is_checked_naming_the_variable():
+    from walsmf.errors import DataError
+
+    assert serve.environment_port({}) == serve.DEFAULT_PORT
+    assert serve.environment_port({"AIP_HTTP_PORT": "8090"}) == 8090
+    for bad in ("abc", "", "70000", "0", "-1"):
+        with pytest.raises(DataError, match=r"AIP_HTTP_PORT='{}' is not a TCP port: set it to 1..65535".format(bad)):
+            serve.environment_port({"AIP_HTTP_PORT": bad})

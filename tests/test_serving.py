@@ -247,3 +247,21 @@ def test_the_exports_inputs_are_the_schemas_keys_with_their_types(trained):
     kinds = {"int": tf.int64, "string": tf.string, "bool": tf.bool, "number": tf.float32}
     assert {name: (t.dtype, t.shape.ndims) for name, t in session.inputs.items()} == {
         key.name: (kinds[key.kind], 2 if key.is_list else 1) for key in instances.SCHEMA}
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_instances_piped_on_standard_input_are_answered_as_a_files_are(trained, tmp_path):
+    import sys
+
+    export = os.path.join(trained.output_dir, "export", "Servo")
+    lines = "".join(json.dumps({"userId": u}) + "\n" for u in range(5))
+    (tmp_path / "instances.json").write_text(lines)
+    command = [sys.executable, "-m", "walsmf.predict", "--model-dir", export, "--format", "json", "--json-instances"]
+    from_file = subprocess.run(command + [str(tmp_path / "instances.json")], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True)
+    piped = subprocess.run(command + ["/dev/stdin"], cwd=ROOT, input=lines, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
+    assert piped.returncode == 0 and from_file.returncode == 0, piped.stderr
+    answers = json.loads(piped.stdout)
+    assert answers == json.loads(from_file.stdout) and len(answers["predictions"]) == 5

@@ -9,8 +9,11 @@ visitor in the site's own ids (a new one: from the articles read); the keys
 and their rules are walsmf.instances'.  Output: a table with a column per
 output key (gcloud's default) or ``--format json``: {"predictions": [...]}.
 """
+import contextlib
 import itertools
 import json
+import os
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -28,14 +31,15 @@ from walsmf.modeldir import latest_export, serving_info
 BATCH_INSTANCES = 512
 
 
-def iter_instances(path, info=None):
+def iter_instances(path, info=None, name=None):
     """Yield the instances of a newline-delimited JSON file one line at a time, each checked (``info``: the
-    export's serving_info.json); a bad one is an error naming its line."""
+    export's serving_info.json); a bad one is an error naming its line (of ``name``, default ``path``)."""
+    name = name or path
     check_input_file(path, "instances file", "give a file of JSON instances, one per line")
     given = False
     with tf.io.gfile.GFile(path, "rb") as f:
         for number, raw in enumerate(f, 1):
-            where = "{} line {}".format(path, number)
+            where = "{} line {}".format(name, number)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -52,7 +56,7 @@ def iter_instances(path, info=None):
             given = True
             yield check_instance(instance, where, info)
     if not given:
-        raise DataError("instances file {} holds no instance".format(path))
+        raise DataError("instances file {} holds no instance".format(name))
 
 
 def read_instances(path, info=None):
@@ -173,14 +177,29 @@ def main(argv=None):
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # TensorFlow's notices are not the answer
     export_dir = latest_export(args.model_dir)
     info = serving_info(export_dir)
-    for _ in iter_instances(args.json_instances, info):  # every line checked before the first answer
-        pass
-    answers = predictions(load(export_dir), iter_instances(args.json_instances, info), info)
-    if args.format == "json":
-        write_json(answers, sys.stdout)
-    else:
-        for line in table_lines(answers):
-            print(line)
+    with readable_twice(args.json_instances) as instances_file:
+        for _ in iter_instances(instances_file, info, args.json_instances):  # every line checked before answering
+            pass
+        answers = predictions(load(export_dir), iter_instances(instances_file, info, args.json_instances), info)
+        if args.format == "json":
+            write_json(answers, sys.stdout)
+        else:
+            for line in table_lines(answers):
+                print(line)
+
+
+@contextlib.contextmanager
+def readable_twice(path):
+    """``path``, or where it is a pipe (``/dev/stdin``, a FIFO) a temporary copy of what it held: the instances
+    are read once to check them all, then again to answer them."""
+    if "://" in path or not os.path.exists(path) or os.path.isfile(path) or os.path.isdir(path):
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="walsmf-instances-", suffix=".json") as copy:
+        with open(path, "rb") as stream:
+            shutil.copyfileobj(stream, copy)
+        copy.flush()
+        yield copy.name
 
 
 if __name__ == "__main__":

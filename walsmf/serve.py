@@ -182,6 +182,18 @@ async def _drain(receive, most):
             return
 
 
+def environment_port(environ):
+    """The port $AIP_HTTP_PORT names (Vertex AI sets it), or DEFAULT_PORT without it; a DataError naming the
+    variable when it is no TCP port."""
+    text = environ.get("AIP_HTTP_PORT")
+    if text is None:
+        return DEFAULT_PORT
+    if not (text.strip().isdigit() and 1 <= int(text) <= 65535):
+        raise DataError("AIP_HTTP_PORT={!r} is not a TCP port: set it to 1..65535, or unset it for {}".format(
+            text, DEFAULT_PORT))
+    return int(text)
+
+
 def check_port_free(host, port):
     """Refuse a port something already listens on, in one line (gunicorn would retry, then log and exit)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -260,8 +272,7 @@ def main(argv=None):
     flags.add_model_dir(parser, "an export or a directory of exports, local or gs:// (default: $AIP_STORAGE_URI)",
                         default=os.environ.get("AIP_STORAGE_URI"))
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT", DEFAULT_PORT)),
-                        help="port (default: $AIP_HTTP_PORT or 8080)")
+    parser.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
     parser.add_argument("--workers", type=int, help="worker processes, each with the model (default: one per core)")
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="threads per worker for requests of more than {} instances (default {}; smaller ones are "
@@ -283,7 +294,9 @@ def main(argv=None):
         raise DataError("--workers {} is not a number of processes: give 1 or more".format(args.workers))
     if args.threads < 1:
         raise DataError("--threads {} is not a number of threads: give 1 or more".format(args.threads))
-    if not 1 <= args.port <= 65535:
+    if args.port is None:
+        args.port = environment_port(os.environ)
+    elif not 1 <= args.port <= 65535:
         raise DataError("--port {} is not a TCP port: give 1 to 65535".format(args.port))
     if args.max_request_bytes < 1:
         raise DataError("--max_request_bytes {} answers no request: give 1 or more".format(args.max_request_bytes))
