@@ -77,7 +77,7 @@ CASES = [
     ("extract", "--content_index 0", r"--content_index 0 is not a custom dimension index"),
     ("extract", "--schema ga4 --content_param a-b", r"--content_param 'a-b' is not an event parameter name"),
     ("extract", "--schema ga4 --content_pattern '('", r"--content_pattern '\(' is not a regular expression"),
-    ("extract", "--schema ga4 --content_pattern ''", r"--content_pattern '' is empty"),
+    ("extract", "--schema ga4 --content_pattern ''", r"argument --content_pattern: is empty"),
     ("extract", "--schema ga4 --scale 0.01 --content_pattern /video/", r"no content of .* matches "
                                                                        r"--content_pattern '/video/'"),
     ("extract", "--source bigquery --project p --table 'p.d.t; DROP' --print_sql", r"--table 'p.d.t; DROP' is not"),
@@ -116,10 +116,16 @@ CASES = [
     ("task", "--input_path {D} --output_dir {W}/o --unobserved_weight nan", r"--unobserved_weight nan is outside "
                                                                               r"\(0, 1e\+06\]"),
     ("task", "--input_path {D} --output_dir {W}/o --row_weight 1e40", r"--row_weight 1e\+40 is outside"),
+    ("task", "--input_path {D} --output_dir {W}/o --params_file {W}", r"--params_file {W} is a directory: give a "
+                                                                      r"JSON file"),
+    ("task", "--input_path {D} --output_dir ''", r"argument --output_dir: is empty: give a value"),
+    ("preprocess", "--data_dir ''", r"argument --data_dir: is empty: give a value"),
+    ("task", "--input_path {D} --output_dir {W}/o --nusers 10", r"--nusers 10 is fewer than the [0-9,]+ users of "
+                                                                r"{D} \(metadata.json\): leave --nusers out"),
     ("task", "--input_path {D} --output_dir {W}/o --params_file {W}/file.txt", r"--params_file {W}/file.txt is "
                                                                                  r"not JSON"),
     ("task", "--input_path {D} --output_dir {W}/o --params_file {W}/params.json", r"num_epochs"),
-    ("task", "--input_path {D} --output_dir {W}/o --nitems 3", r"--nitems 3 is too small for this data"),
+    ("task", "--input_path {D} --output_dir {W}/o --nitems 3", r"--nitems 3 is fewer than the [0-9,]+ items of {D}"),
     ("task", "--input_path {D} --output_dir {M} --regularization 7", r"{M} holds a model trained with other"),
     ("predict", "--model-dir {W}/none --json-instances {W}/i.json", r"{W}/none is not an exported model"),
     ("predict", "--model-dir {D} --json-instances {W}/i.json", r"{D} is not an exported model"),

@@ -293,7 +293,8 @@ def test_small_vocabularies_stop_before_training(tmp_path):
     small = run_module("walsmf.task", *(base + ["--nusers", 20, "--nitems", 5]))
     assert small.returncode == 1
     assert small.stderr.strip().splitlines()[-1] == (
-        "error: items_for_user: itemId 8 is outside 0..4 (--nitems 5 is too small for this data)")
+        "error: --nitems 5 is fewer than the 9 items of {} (metadata.json): leave --nitems out, or give at least "
+        "9".format(tmp_path / "d"))
     assert not (tmp_path / "out").exists()
     missing = run_module("walsmf.task", "--input_path", tmp_path / "nothing", "--output_dir", tmp_path / "o2")
     assert missing.returncode == 1 and "metadata.json does not exist" in missing.stderr

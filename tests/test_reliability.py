@@ -77,7 +77,7 @@ def matrix_dir(tmp_path):
     (["--popularity_weight", "1e39"], "--popularity_weight 1e+39 is outside [0, 1000]"),
     (["--max_age_days", "1e300"], "--max_age_days 1e+300 is outside (0, 36500]"),
     (["--num_epochs", "0.01"], "--num_epochs 0.01 is less than one training step (20 users in batches of 8)"),
-    (["--nusers", "0"], "--nusers must be a positive integer, got 0"),
+    (["--nusers", "0"], "--nusers 0 is fewer than the 20 users of"),
 ])
 def test_settings_walsmf_cannot_train_are_refused(matrix_dir, tmp_path, flags, message):
     with pytest.raises(DataError) as error:

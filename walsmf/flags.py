@@ -40,6 +40,16 @@ class Parser(argparse.ArgumentParser):
         kwargs["formatter_class"] = _HelpFormatter
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        """As argparse's; a flag given an empty value (``--output_dir ''``, an unset shell variable) is an error
+        naming it, before any work (no walsmf flag takes an empty string)."""
+        parsed, rest = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            if action.option_strings and getattr(parsed, action.dest, None) == "":
+                self.error("argument {}: is empty: give a value".format(getattr(action, "declared_options",
+                                                                                 action.option_strings)[0]))
+        return parsed, rest
+
     def error(self, message):
         """A flag error as one ``error:`` line naming the flag (and the values it takes), exit 1: the usage block is
         --help's."""

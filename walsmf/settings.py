@@ -155,13 +155,15 @@ def read_params_file(path):
     """The JSON object of a params file (local or gs://)."""
     import tensorflow as tf  # only here: parsing flags otherwise needs no TensorFlow
 
-    if not tf.io.gfile.exists(path):
-        raise DataError("--params_file {} does not exist: give a JSON file of {{flag name: value}}".format(path))
-    with tf.io.gfile.GFile(path) as f:
+    from walsmf.fileio import check_input_file
+
+    check_input_file(path, "--params_file", "give a JSON file of {flag name: value} (best_params.json)")
+    with tf.io.gfile.GFile(path, "rb") as f:
         try:
-            return json.load(f)
-        except ValueError as err:
-            raise DataError("--params_file {} is not JSON: {}".format(path, err))
+            return json.loads(f.read().decode("utf-8"))
+        except (ValueError, RecursionError) as err:
+            raise DataError("--params_file {} is not JSON: {}".format(path, str(err).splitlines()[0] if str(err)
+                                                                       else "nested too deeply"))
 
 
 def params_as_settings(params, where):

@@ -15,6 +15,14 @@ from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE
 def resolve(settings, trial=""):
     """Fill nusers/nitems from metadata.json, validate the settings, and give a tuning ``trial`` its own
     output_dir."""
+    if tf.io.gfile.exists(os.path.join(settings.input_path, METADATA_FILE)):
+        # fewer ids than the data's is an error of the counts, whatever else (the epochs, say) also looks wrong
+        counts = data_counts(settings.input_path)
+        for flag, ids in (("nusers", "users"), ("nitems", "items")):
+            if getattr(settings, flag) is not None and getattr(settings, flag) < counts[flag]:
+                raise DataError("--{} {} is fewer than the {:,} {} of {} (metadata.json): leave --{} out, or give "
+                                "at least {}".format(flag, getattr(settings, flag), counts[flag], ids,
+                                                     settings.input_path, flag, counts[flag]))
     if settings.nusers is None or settings.nitems is None:
         settings = settings.replace(**data_counts(settings.input_path, settings.nusers, settings.nitems))
     settings_module.validate(settings)
