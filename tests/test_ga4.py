@@ -315,3 +315,16 @@ def test_beam_writes_the_in_process_ga4_data_directory(tmp_path):
     expected = reference(hand_events())
     assert {(v, c): t for v, c, t in zip(times["visitorId"], times["contentId"], times["time"])} == {
         pair: t for pair, (_, t) in expected.items()}
+
+
+def test_an_export_whose_timestamp_is_no_integer_is_named_with_the_type_expected(tmp_path):
+    import pyarrow as pa
+
+    path = write_events(tmp_path / "events.parquet", hand_events())
+    table = pq.read_table(str(path))
+    column = table.schema.get_field_index("event_timestamp")
+    table = table.set_column(column, "event_timestamp", table.column(column).cast(pa.timestamp("us")))
+    pq.write_table(table, str(tmp_path / "timestamps.parquet"))
+    with pytest.raises(DataError, match=r"field event_timestamp is TIMESTAMP, and the query reads it as an integer "
+                                        r"\(microseconds since the epoch\)"):
+        ga4(str(tmp_path / "timestamps.parquet"))

@@ -2,6 +2,7 @@
 import glob
 import gzip
 import os
+import re
 import shutil
 from typing import List
 
@@ -94,6 +95,9 @@ def run_local(query, sessions_file, csv_path=None):
 
 
 _SCHEMA_NAMES = {"ga360": "GA360 sessions", "ga4": "GA4 events"}
+# Top-level fields the query does arithmetic on, as integers (a JSON export has them as strings: cast)
+_INTEGER_FIELDS = {"ga360": {"visitStartTime": "seconds since the epoch"},
+                   "ga4": {"event_timestamp": "microseconds since the epoch"}}
 # newline-delimited JSON as BigQuery exports it, gzipped or not (DuckDB reads both)
 JSON_SUFFIXES = tuple(kind + gz for kind in (".json", ".ndjson", ".jsonl") for gz in ("", ".gz"))
 
@@ -131,7 +135,13 @@ def _check_each_file_schema(con, query, files, json, sessions_file):
 def _check_local_fields(con, query, sessions_file):
     """Refuse an export of the other schema, or one without the fields the query reads, naming them; return the
     export's field names."""
-    columns = {row[0] for row in con.execute("DESCRIBE {}".format(LOCAL_VIEW)).fetchall()}
+    types = {row[0]: row[1] for row in con.execute("DESCRIBE {}".format(LOCAL_VIEW)).fetchall()}
+    columns = set(types)
+    for field in _INTEGER_FIELDS[query.schema]:
+        if field in types and not re.fullmatch(r"(U?(BIG|SMALL|TINY|HUGE)?INT(EGER)?|VARCHAR)", types[field]):
+            raise DataError("{}: field {} is {}, and the query reads it as an integer ({}): export it as BigQuery "
+                            "does (INT64), or convert the column".format(sessions_file, field, types[field],
+                                                                        _INTEGER_FIELDS[query.schema][field]))
     other = "ga4" if query.schema == "ga360" else "ga360"
     needed = list(REQUIRED_FIELDS[query.schema])
     if query.start_date or query.end_date:
