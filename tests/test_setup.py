@@ -51,7 +51,8 @@ def test_trainer_imports_nothing_ai_platform_runtime_lacks():
 
 @pytest.mark.subprocess
 @pytest.mark.training
-@pytest.mark.parametrize("content", [[], ["CONTENT_PARAM=page_location"]], ids=["article_id", "page_location"])
+@pytest.mark.parametrize("content", [[], pytest.param(["CONTENT_PARAM=page_location"], marks=pytest.mark.slow)],
+                         ids=["article_id", "page_location"])
 def test_make_run_on_the_ga4_sample_is_quiet_and_recommends_articles(tmp_path, content):
     import re
 
