@@ -330,3 +330,33 @@ def test_the_port_vertex_sets_is_checked_naming_the_variable():
     for bad in ("abc", "", "70000", "0", "-1"):
         with pytest.raises(DataError, match=r"AIP_HTTP_PORT='{}' is not a TCP port: set it to 1..65535".format(bad)):
             serve.environment_port({"AIP_HTTP_PORT": bad})
+
+
+def test_a_request_over_the_time_limit_is_a_503_and_the_drain_outlasts_the_limit(monkeypatch):
+    import asyncio
+
+    class SlowModel:
+        version, info = "1", {}
+
+        def answer(self, instances, parameters=None):
+            time.sleep(0.5)
+            return [{} for _ in instances]
+
+    class Served:
+        model = SlowModel()
+
+    # SIGTERM's drain lets a request run to its limit
+    assert serve.GRACEFUL_SECONDS > serve.REQUEST_SECONDS
+    monkeypatch.setattr(serve, "REQUEST_SECONDS", 0.1)
+    app = serve.application(Served(), environ={})
+    body = json.dumps({"instances": [{"userId": 1}] * (serve.INLINE_INSTANCES + 1)}).encode()
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "path": "/predict", "method": "POST", "headers": [(b"content-length", b"%d" % len(body))]}
+    asyncio.get_event_loop().run_until_complete(app(scope, receive, send))
+    assert sent[0]["status"] == 503 and "took over 0.1 s" in json.loads(sent[1]["body"])["error"]

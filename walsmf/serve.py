@@ -107,7 +107,12 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
             body = await _json_body(scope, receive, max_request_bytes)
             if _instance_count(body) <= INLINE_INSTANCES:
                 return 200, posts[path](model, body)
-            return 200, await asyncio.get_event_loop().run_in_executor(pool, posts[path], model, body)
+            answering = asyncio.get_event_loop().run_in_executor(pool, posts[path], model, body)
+            try:
+                return 200, await asyncio.wait_for(asyncio.shield(answering), REQUEST_SECONDS)
+            except asyncio.TimeoutError:
+                raise BadRequest(503, "the request took over {} s: send fewer instances or a smaller k a "
+                                      "request".format(REQUEST_SECONDS))
         if path in gets or path in posts:
             raise BadRequest(405, "{} takes {}, not {}".format(path, "GET" if path in gets else "POST", method))
         raise BadRequest(404, "no route {} (see /v1/models/{} and {})".format(path, name, predict_route))
@@ -128,6 +133,10 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
 
 # Requests of at most this many instances are answered on the event loop; larger ones on a thread.
 INLINE_INSTANCES = 8
+# A request's time limit (a 503 past it; the bounds of walsmf.versions keep a lab-size one under 3 s), and
+# SIGTERM's drain: in-flight requests may run that long, then the workers go.
+REQUEST_SECONDS = 25
+GRACEFUL_SECONDS = REQUEST_SECONDS + 5
 
 
 def _instance_count(body):
@@ -245,7 +254,7 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
     class Server(BaseApplication):
         def load_config(self):
             settings = {"bind": "{}:{}".format(host, port), "workers": workers or default_workers(),
-                        "worker_class": worker_class(), "timeout": 60, "graceful_timeout": 30,
+                        "worker_class": worker_class(), "timeout": 60, "graceful_timeout": GRACEFUL_SECONDS,
                         "preload_app": False, "accesslog": None, "loglevel": verbosity}
             for key, value in settings.items():
                 self.cfg.set(key, value)
