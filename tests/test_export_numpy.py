@@ -68,6 +68,18 @@ def test_the_numpy_answers_are_the_graphs_on_every_instance_form(which, request)
 
 
 @pytest.mark.training
+def test_a_k_past_the_ids_answers_at_most_the_ids_in_numpy_and_in_the_graph(trained):
+    export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    info = modeldir.serving_info(export)
+    forms = [{"userId": 3, "k": 10 ** 6}, {"userId": -1, "itemId": 2, "k": 10 ** 6},
+             {"visitorId": "new", "contentIds": [], "k": 10 ** 6}]
+    graph = predict.predict(export, forms)
+    numpy = ExportAnswers(export, info).answer([check_instance(form, "instance", info) for form in forms])
+    assert_same_answers(numpy, graph)
+    assert [len(answer["top_k_ids"]) for answer in numpy] == [trained.nitems, trained.nusers, trained.nitems]
+
+
+@pytest.mark.training
 @pytest.mark.parametrize("which", ["trained", "blended"])
 def test_a_known_visitors_answer_is_their_batch_pred_line(which, request):
     trained = request.getfixturevalue(which)

@@ -94,7 +94,6 @@ class ExportAnswers:
             fresh = fresh > 0  # an item too old to recommend (--max_age_days) is ranked as one nobody read
             self.items.unread = np.flatnonzero((self.items.readers == 0) | ~fresh)
         self.item_offsets = item_offsets(self.items.readers, info["popularity_weight"], popularity, fresh)
-        self.longest = max(self.users.count, self.items.count)
         self._buffers = threading.local()
 
     def answer(self, checked: List[dict]) -> List[dict]:
@@ -171,7 +170,7 @@ class ExportAnswers:
         scores[0, others.unread] = -np.inf
         if dropped:
             scores[0, np.asarray(dropped, np.int64)] = -np.inf
-        length = min(k, self.longest)
+        length = min(k, others.count)  # at most the other side's ids, never padded past them
         top = top_of_block(scores, min(length, others.count))[0]
         top_scores = scores[0, top]
         answered = np.isfinite(top_scores)

@@ -114,11 +114,14 @@ def load(export_dir):
 
 def run(predict_fn, checked, info):
     """The export's answers to checked instances, one dict of JSON values each (strings decoded), each top-k
-    list as long as its instance's k (the export pads a batch's lists to its longest)."""
+    list as long as its instance's k, at most the other side's ids (the export pads a batch's lists to its
+    longest)."""
     outputs = predict_fn(feed(checked, info))
     answers = []
     for n, instance in enumerate(checked):
-        k = instance.get("k", info.get("topk"))
+        # at most the other side's ids: a user's articles, an item's readers
+        asks_item = instance.get("userId", -1) < 0 <= instance.get("itemId", -1)
+        k = min(instance.get("k", info.get("topk")), info["nusers"] if asks_item else info["nitems"])
         answers.append({key: _plain(value[n])[:k] if key.startswith("top_k_") else _plain(value[n])
                         for key, value in sorted(outputs.items())})
     return answers
