@@ -55,6 +55,11 @@ def hand_events():
         event("G", 2, "user_engagement", page_location="https://site/7", engagement_time_msec=20),
         event("G", 3, "page_view", page_location="https://site/?utm_source=x"),
         event("G", 4, "user_engagement", page_location="https://site/", engagement_time_msec=500),
+        # a section front (the URL of its articles up to their last segment) is no article with page URLs
+        event("H", 1, "page_view", page_location="https://site/sport/"),
+        event("H", 2, "user_engagement", page_location="https://site/sport/", engagement_time_msec=70),
+        event("H", 3, "page_view", page_location="https://site/sport/4", article_id=4),
+        event("H", 4, "user_engagement", page_location="https://site/sport/4", engagement_time_msec=40),
         # at one timestamp, the engagement counts for the page being left, not the page arriving
         event("F", 1, "page_view", page_location="https://site/1", article_id=1),
         event("F", 5, "user_engagement", page_location="https://site/1", engagement_time_msec=90),
@@ -119,7 +124,10 @@ def reference(events, content_param="page_location", visitor="user_pseudo_id", s
             engaged = param(e, "engagement_time_msec")
             durations[(who, current)] += engaged["int_value"] if engaged else 0
             times[(who, current)] = max(times.get((who, current), 0), e["event_timestamp"] // 1000)
-    return {pair: (d, times[pair]) for pair, d in durations.items() if d > 0}
+    fronts = set()
+    if content_param == "page_location" and content_pattern is None:  # pages other pages' URLs continue
+        fronts = {re.sub(r"/[^/]*$", "", c.rstrip("/")) for _, c in durations}
+    return {pair: (d, times[pair]) for pair, d in durations.items() if d > 0 and pair[1].rstrip("/") not in fronts}
 
 
 def rows(df):
@@ -328,3 +336,12 @@ def test_an_export_whose_timestamp_is_no_integer_is_named_with_the_type_expected
     with pytest.raises(DataError, match=r"field event_timestamp is TIMESTAMP, and the query reads it as an integer "
                                         r"\(microseconds since the epoch\)"):
         ga4(str(tmp_path / "timestamps.parquet"))
+
+
+def test_a_section_front_is_no_article_with_page_urls_unless_a_pattern_says_what_articles_are(tmp_path):
+    path = write_events(tmp_path / "events.parquet", hand_events())
+    by_url = ga4(path)
+    assert ("H", "https://site/sport/4") in by_url and ("H", "https://site/sport/") not in by_url
+    assert ("G", "https://site/") not in by_url  # the root is every page's front
+    by_pattern = ga4(path, content_pattern="sport")
+    assert {("H", "https://site/sport/4"), ("H", "https://site/sport/")} <= set(by_pattern)

@@ -86,7 +86,7 @@ SELECT
   SUM(engagedMs) AS session_duration,
   DIV(MAX(event_timestamp), 1000) AS read_time
 FROM carried
-WHERE contentId IS NOT NULL
+WHERE contentId IS NOT NULL{fronts}
 GROUP BY visitorId, contentId
 HAVING session_duration > 0
 ORDER BY contentId, visitorId
@@ -99,6 +99,11 @@ _GA4_PAGE = ("REGEXP_REPLACE((SELECT MAX(value.string_value) FROM UNNEST(event_p
              "r'[?#].*', '')")
 # A URL with no path past the site's root (https://news.example/): the home page, never an article.
 _SITE_ROOT = r"^[^:/]+://[^/]+/?$"
+# A page whose URL is another page's URL up to its last segment is a front (a section, an archive, the root:
+# https://news.example/sport of https://news.example/sport/123), no article: page URLs keep the others.
+_FRONTS = """
+  AND RTRIM(contentId, '/') NOT IN (
+    SELECT DISTINCT REGEXP_REPLACE(RTRIM(contentId, '/'), '/[^/]*$', '') FROM carried WHERE contentId IS NOT NULL)"""
 # The date field a row of each schema carries (YYYYMMDD), and the columns a local export must have.
 DATE_FIELD = {"ga360": "date", "ga4": "event_date"}
 REQUIRED_FIELDS = {"ga360": ("fullVisitorId", "visitStartTime", "hits"),
@@ -165,7 +170,8 @@ class Query:
             content = "IF(REGEXP_CONTAINS({0}, {1}), {0}, '')".format(content, _string(self.content_pattern))
         elif self.content_param == "page_location":
             content = "IF(REGEXP_CONTAINS({0}, {1}), '', {0})".format(content, _string(_SITE_ROOT))
-        return GA4_SQL_TEMPLATE.format(table=table, visitor=visitor, content=content, window=window)
+        fronts = _FRONTS if self.content_param == "page_location" and not self.content_pattern else ""
+        return GA4_SQL_TEMPLATE.format(table=table, visitor=visitor, content=content, window=window, fronts=fronts)
 
     def _window(self, wildcard):
         """The AND clause of the date window ('' without one).  On daily tables (a wildcard) it bounds
