@@ -64,7 +64,8 @@ def test_make_run_on_the_ga4_sample_is_quiet_and_recommends_articles(tmp_path, c
     assert result.returncode == 0, result.stdout[-3000:]
     lines = result.stdout.strip().splitlines()
     generated = [line for line in lines if line.startswith("Generating ") or "rows generated" in line]
-    assert len(lines) - len(generated) <= 23, result.stdout  # 25 with a fresh clone's sample generation
+    # 25 at most on a fresh clone: with the setup's line and the sample generation's two
+    assert len(lines) - len(generated) <= 22, result.stdout
     assert "tensorflow" not in result.stdout.lower().replace("tensorflow 1.15", "")
     with open(str(tmp_path / "out" / "batch_pred_original_ids.txt")) as f:
         recommended = {c for line in f for c in line.rstrip("\n").split("\t")[1].split(",")}

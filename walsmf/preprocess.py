@@ -137,7 +137,6 @@ def main(argv=None):
     log("{}; most read: {}".format(_rate(len(extracted), time.time() - start), extract_stage.most_read(extracted)))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
     write_data_dir(extracted, args.data_dir, query.source, log=log)
-    log("done in {:.1f}s".format(time.time() - start))
 
 
 if __name__ == "__main__":
