@@ -249,19 +249,25 @@ def test_the_exports_inputs_are_the_schemas_keys_with_their_types(trained):
         key.name: (kinds[key.kind], 2 if key.is_list else 1) for key in instances.SCHEMA}
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
-def test_instances_piped_on_standard_input_are_answered_as_a_files_are(trained, tmp_path):
-    import sys
+def test_instances_piped_on_standard_input_are_answered_as_a_files_are(trained, tmp_path, capsys):
+    import threading
+
+    from walsmf import predict
 
     export = os.path.join(trained.output_dir, "export", "Servo")
     lines = "".join(json.dumps({"userId": u}) + "\n" for u in range(5))
     (tmp_path / "instances.json").write_text(lines)
-    command = [sys.executable, "-m", "walsmf.predict", "--model-dir", export, "--format", "json", "--json-instances"]
-    from_file = subprocess.run(command + [str(tmp_path / "instances.json")], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=True)
-    piped = subprocess.run(command + ["/dev/stdin"], cwd=ROOT, input=lines, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True)
-    assert piped.returncode == 0 and from_file.returncode == 0, piped.stderr
-    answers = json.loads(piped.stdout)
-    assert answers == json.loads(from_file.stdout) and len(answers["predictions"]) == 5
+    pipe = str(tmp_path / "pipe")
+    os.mkfifo(pipe)  # what /dev/stdin is when instances are piped in: readable once
+
+    def write():
+        with open(pipe, "w") as f:
+            f.write(lines)
+    writer = threading.Thread(target=write)
+    writer.start()
+    predict.main(["--model-dir", export, "--format", "json", "--json-instances", pipe])
+    writer.join(timeout=30)
+    piped = json.loads(capsys.readouterr().out)
+    predict.main(["--model-dir", export, "--format", "json", "--json-instances", str(tmp_path / "instances.json")])
+    assert piped == json.loads(capsys.readouterr().out) and len(piped["predictions"]) == 5
