@@ -16,16 +16,25 @@ from walsmf.fileio import exclusive_directory
 from walsmf.instances import check_instance
 
 
-@pytest.fixture
-def trained_copy(small_data, tmp_path):
-    """A model trained on a copy of the small data (the refresh grows both): its Settings."""
-    data_dir = str(tmp_path / "data")
+@pytest.fixture(scope="module")
+def trained_once(small_data, tmp_path_factory):
+    """A model trained on a copy of the small data, once for this module: its Settings."""
+    where = tmp_path_factory.mktemp("refresh")
+    data_dir = str(where / "data")
     shutil.copytree(small_data[0], data_dir)
     metadata = datadir.read_metadata(data_dir)
-    args = settings.make(input_path=data_dir, output_dir=str(tmp_path / "model"), num_epochs=2, batch_size=64,
+    args = settings.make(input_path=data_dir, output_dir=str(where / "model"), num_epochs=2, batch_size=64,
                          nusers=metadata["nusers"], nitems=metadata["nitems"], seed=3)
     model.train_and_evaluate(args)
     return args
+
+
+@pytest.fixture
+def trained_copy(trained_once, tmp_path):
+    """A copy of that model and its data (a refresh grows both), its record naming the copied data: its Settings."""
+    copy_model(trained_once, tmp_path / "trained")
+    return trained_once.replace(input_path=str(tmp_path / "trained" / "data"),
+                                output_dir=str(tmp_path / "trained" / "model"))
 
 
 def copy_model(trained, where):
