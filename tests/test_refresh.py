@@ -3,6 +3,7 @@ folded-in factor is numpy's solve of WALS's equation with the other side fixed; 
 export knows the new visitors and articles; bad input is one error line and changes nothing."""
 import os
 import shutil
+import signal
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from helpers import assert_same_answers, closed_form, run_module
 
 from walsmf import datadir, model, modeldir, predict, refresh, settings
+from walsmf.errors import run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import read_extracted_csv
 from walsmf.fileio import exclusive_directory
@@ -121,9 +123,8 @@ def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trai
     assert len(open(os.path.join(trained.output_dir, modeldir.BATCH_PRED_FILE)).read().splitlines()) == nusers
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
-def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(trained_copy, tmp_path):
+def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(trained_copy, tmp_path, capsys):
     trained = trained_copy
     rows = new_reads(trained, str(tmp_path / "new.csv"))
     (tmp_path / "empty.csv").write_text("visitorId,contentId,session_duration\n")
@@ -141,20 +142,30 @@ def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(t
                                          if os.path.isfile(os.path.join(d, f))]
                 for d in (trained.output_dir, trained.input_path)]
     before = listing()
+
+    def refused(*argv):
+        """walsmf.refresh's CLI in this process: (exit code, what it printed on stderr)."""
+        saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with pytest.raises(SystemExit) as stopped:
+                run_cli(refresh.main, ["--model_dir", trained.output_dir] + [str(a) for a in argv])
+        finally:
+            for number, handler in saved.items():
+                signal.signal(number, handler)
+        return stopped.value.code, capsys.readouterr().err
     for name, message in cases:
-        result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv", tmp_path / name)
-        assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
-    result = run_module("walsmf.refresh", "--model_dir", trained.output_dir)
-    assert result.returncode == 1 and "no new reads: give --extracted_csv" in result.stderr
+        code, err = refused("--extracted_csv", tmp_path / name)
+        assert code == 1 and err.count("\n") == 1 and message in err, err
+    code, err = refused()
+    assert code == 1 and "no new reads: give --extracted_csv" in err
     with exclusive_directory(trained.output_dir, "another walsmf.refresh"):
-        result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
-                            tmp_path / "new.csv")
-    assert result.returncode == 1 and "another walsmf.refresh" in result.stderr and result.stderr.count("\n") == 1
+        code, err = refused("--extracted_csv", tmp_path / "new.csv")
+    assert code == 1 and "another walsmf.refresh" in err and err.count("\n") == 1
     moved = str(tmp_path / "moved")
     shutil.move(trained.input_path, moved)
-    result = run_module("walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv", tmp_path / "new.csv")
-    assert result.returncode == 1 and result.stderr.count("\n") == 1
-    assert "holds no data directory now" in result.stderr and result.stderr.startswith("error: ")
+    code, err = refused("--extracted_csv", tmp_path / "new.csv")
+    assert code == 1 and err.count("\n") == 1
+    assert "holds no data directory now" in err and err.startswith("error: ")
     shutil.move(moved, trained.input_path)
     assert listing() == before
 
