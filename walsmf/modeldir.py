@@ -265,7 +265,7 @@ def record_training(settings, interactions: datadir.Interactions, checkpoint: st
     record = dict(_training_settings(settings), **trained_on(settings.input_path, interactions))
     if checkpoint:
         record[CHECKPOINT_KEY] = os.path.basename(checkpoint)
-    atomic_write_text(os.path.join(settings.output_dir, TRAINING_SETTINGS_FILE), json.dumps(record, sort_keys=True))
+    _write_record(settings.output_dir, record)
 
 
 def trained_on(data_dir: str, interactions: datadir.Interactions) -> dict:
@@ -278,7 +278,12 @@ def trained_on(data_dir: str, interactions: datadir.Interactions) -> dict:
 def record_checkpoint(model_dir: str) -> None:
     """Name the latest checkpoint in the training record: the model as trained, which a refresh starts from
     whatever a refresh killed later left beside it."""
-    record = dict(training_record(model_dir), **{CHECKPOINT_KEY: os.path.basename(latest_checkpoint(model_dir))})
+    _write_record(model_dir, dict(training_record(model_dir),
+                                  **{CHECKPOINT_KEY: os.path.basename(latest_checkpoint(model_dir))}))
+
+
+def _write_record(model_dir: str, record: dict) -> None:
+    """Write the training record (training_settings.json), whole or not at all."""
     atomic_write_text(os.path.join(model_dir, TRAINING_SETTINGS_FILE), json.dumps(record, sort_keys=True))
 
 

@@ -14,7 +14,7 @@ from walsmf.errors import DataError
 
 # The windows counted, in days before the latest read (chosen on validation); None: every read.
 RECENT_DAYS = (1, 2, 3, 7, 14, 30, None)
-DAY_MS = 86400 * 1000.0
+DAY_MS = 86400 * 1000
 
 
 def recent_counts(item_ids, times_ms, nitems, days):

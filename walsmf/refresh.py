@@ -39,8 +39,7 @@ from walsmf.export_numpy import fold_in
 from walsmf.extract import TIME_COLUMN, add_source_arguments, extract, query_of, read_extracted_csv
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
 from walsmf.ratings import rating_of
-
-DAY_MS = 86400 * 1000
+from walsmf.recency import DAY_MS
 
 
 def trained_settings(model_dir):

@@ -43,9 +43,9 @@ from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import TIME_COLUMN, read_extracted_csv
+from walsmf.recency import DAY_MS
 from walsmf.topk import item_offsets
 
-DAY_MS = 86400 * 1000
 HOUR_MS = 3600 * 1000
 K = 10
 MOST_READ_HOURS = (1, 3, 24)
@@ -77,8 +77,7 @@ def summary(values):
 
 def most_read(reads, begin, end):
     """The articles of ``reads`` read in [begin, end), the most read first."""
-    window = reads[(reads[TIME_COLUMN] >= begin) & (reads[TIME_COLUMN] < end)]
-    return list(window["contentId"].value_counts().index)
+    return list(reads_since(reads, begin, end))
 
 
 def next_reads(day, begin, end, history):
@@ -157,7 +156,6 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
         for visitor, truth in next_reads(day, begin, end, history).items():
             side = "known" if visitor in known else "new"
             read = history[visitor]
-
             if blends:
                 for blend in blends:
                     results[blend].append(hit_of(refreshed(visitor, today[visitor], offsets[blend]), read, truth)[0])
@@ -183,7 +181,7 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
 
 
 def reads_since(reads, begin, end):
-    """How often each contentId was read in [begin, end)."""
+    """How often each contentId was read in [begin, end), the most read first."""
     window = reads[(reads[TIME_COLUMN] >= begin) & (reads[TIME_COLUMN] < end)]
     return window["contentId"].value_counts().to_dict()
 

@@ -260,9 +260,9 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
                 self.cfg.set(key, value)
 
         def load(self):
+            uvicorn_log = logging.getLogger("uvicorn.error")
             if verbosity != "debug":  # each worker's "Started server process", "Waiting for ...", "... complete"
-                logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger(
-                    "uvicorn.error").level))
+                uvicorn_log.setLevel(max(logging.WARNING, uvicorn_log.level))
             versions = Versions(served)
             if poll_seconds and versions.base:
                 poll_forever(versions, poll_seconds)

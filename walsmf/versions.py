@@ -222,7 +222,6 @@ class Snapshots:
             shutil.rmtree(os.path.join(self.root, old), ignore_errors=True)
         return True
 
-
     def _remove(self, owner):
         """Remove the copies when the master ends (workers, forked from it, inherit this hook and skip it)."""
         if os.getpid() == owner:
