@@ -345,12 +345,13 @@ def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path, monkey
     os.remove(os.path.join(args.output_dir, modeldir.BATCH_PRED_FILE))
     lines = []
     monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)  # a line after every block
+    monkeypatch.setattr(recommend, "MIN_WINDOW_USERS", 100)  # several blocks of the 828 users
     assert model.batch_predict(args, model.load_data(args), log=lines.append) == trained.nusers
     assert lines[0].startswith("[batch_pred] top {} of {:,} items for each of {:,} users".format(
         trained.topk, trained.nitems, trained.nusers))
-    # 828 users in blocks of 256: a line as each block is written
-    block = recommend.users_per_block(trained.nitems)
-    assert block == 256
+    # 828 users in blocks of about a quarter of a core's share: a line as each block is written
+    block = recommend.users_per_window(trained.nusers)
+    assert block == max(100, -(-trained.nusers // (4 * (os.cpu_count() or 1))))
     done = [min(end, trained.nusers) for end in range(block, trained.nusers + block, block)]
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
         "{:,} of {:,} users".format(n, trained.nusers) for n in done]

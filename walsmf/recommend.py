@@ -6,7 +6,6 @@ is the one top-k of walsmf (batch prediction and evaluation both use it).
 import collections
 import contextlib
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,18 +17,18 @@ from walsmf import progress
 from walsmf.errors import check_interrupted
 from walsmf.fileio import atomic_output
 from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors, original_ids_lines, plain_ids
-from walsmf.topk import item_offsets, top_of_block
+from walsmf.topk import Ranking, item_offsets, rows_items
 
-# A block of users' scores (users × items, float32) is kept to about this size, so that it stays in cache:
-# on this machine 8 MB was the best at 5.7 k, 17.9 k and 56.7 k items (256, 117 and 36 users a block);
-# benchmarks/bench_scale.py times it against implicit's recommend().
-BLOCK_SCORES_BYTES = 8 << 20
-MAX_BLOCK_USERS = 256
+# Users ranked at a time (topk.Ranking's unit): about four per thread over the users, within these bounds
+# (more users rank in tighter blocks of similar bound; fewer keep the threads busy to the end).
+MIN_WINDOW_USERS = 4096
+MAX_WINDOW_USERS = 65536
 
 
-def users_per_block(n_items):
-    """Users ranked at a time among ``n_items``: their scores fill about BLOCK_SCORES_BYTES (8 to 256 users)."""
-    return int(np.clip(BLOCK_SCORES_BYTES // (4 * max(1, n_items)), 8, MAX_BLOCK_USERS))
+def users_per_window(n_users, threads=None):
+    """Users ranked at a time among ``n_users``: a quarter of a thread's share, 4,096 to 65,536."""
+    threads = threads or os.cpu_count() or 1
+    return int(np.clip(-(-n_users // (4 * threads)), MIN_WINDOW_USERS, MAX_WINDOW_USERS))
 
 
 def find_top_k(user, item_factors, k, excluded=None, item_offsets=None):
@@ -82,51 +81,41 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     """Yield (users of the block, their top-k item ids best first), a block of users at a time.
 
     ``users``: which rows of ``user_factors`` to rank (default: all), ``block_size`` at a time (default:
-    users_per_block).
+    users_per_window).
     ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
     ``reads``: the training Interactions, if some ids have none: a user
     without reads gets the most read items, an item without readers is never
     recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score
     (``popularity``: other counts than the readers, such as the recent reads); an item not ``fresh``
     (--max_age_days) is never recommended.
-    Equal scores rank the lower itemId first (find_top_k's order).  Each
-    block's scores are one matrix product into a buffer of about
-    BLOCK_SCORES_BYTES, then a partial selection (topk.top_of_block); the blocks
-    run on every core.
+    Equal scores rank the lower itemId first (find_top_k's order).  A block
+    is ranked by topk.Ranking (each user scored only on the items that can
+    reach their top k); the blocks run on every core.
     """
     users = np.arange(user_factors.shape[0]) if users is None else np.asarray(users)
-    n_items = item_factors.shape[0]
-    k = min(k, n_items)
-    block_size = block_size or users_per_block(n_items)
+    k = min(k, item_factors.shape[0])
+    threads = os.cpu_count() or 1
+    block_size = block_size or users_per_window(len(users), threads)
     no_reads, most_read, offsets = (cold_start(reads, popularity_weight, popularity, fresh) if reads is not None
                                     else (None, None, None))
-    width = n_items + (-n_items) % 8  # padded for top_of_block's mask of 8-byte words
-    items_t = np.zeros((item_factors.shape[1], width), np.float32)
-    items_t[:, :n_items] = item_factors.T
-    buffers = threading.local()
+    ranking = Ranking(item_factors, k, offsets)
 
     def rank(block_users):
-        if getattr(buffers, "scores", None) is None:
-            buffers.scores = np.empty((block_size, width), np.float32)
-        scores = buffers.scores[:len(block_users)]
-        np.matmul(np.asarray(user_factors[block_users], np.float32), items_t, out=scores)
-        if offsets is not None:
-            scores[:, :n_items] += offsets
-        scores[:, n_items:] = -np.inf  # past the items: after every item, never chosen
+        block_seen = None
         if seen is not None:
-            begins, ends = seen.offsets[block_users], seen.offsets[block_users + 1]
-            lengths = ends - begins
-            positions = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
-            scores[np.repeat(np.arange(len(block_users)), lengths), seen.indices[positions]] = -np.inf
-        top = top_of_block(scores, k)
-        if no_reads is not None:
-            top[no_reads[block_users]] = most_read[:k]
+            lengths = seen.offsets[block_users + 1] - seen.offsets[block_users]
+            block_seen = (np.concatenate([[0], np.cumsum(lengths)]),
+                          rows_items(seen.offsets, seen.indices, block_users)[1])
+        skip = None if no_reads is None else no_reads[block_users]
+        top = ranking.top(np.asarray(user_factors[block_users], np.float32), block_seen, skip)
+        if skip is not None:
+            top[skip] = most_read[:k]
         return top
 
     blocks = [users[start:start + block_size] for start in range(0, len(users), block_size)]
     # one BLAS thread per block: the blocks themselves use the cores
     with threadpoolctl.threadpool_limits(1, "blas"):
-        for block_users, top in zip(blocks, _in_order(rank, blocks, os.cpu_count() or 1)):
+        for block_users, top in zip(blocks, _in_order(rank, blocks, threads)):
             check_interrupted()
             yield block_users, top
 
@@ -164,6 +153,7 @@ def batch_predict(settings, data, log=progress.say):
     visitors, contents = ((_padded(data.visitor_ids), _padded(data.content_ids)) if originals else (None, None))
     plain = originals and plain_ids(visitors) and plain_ids(contents)
     n_users = user_factors.shape[0]
+    item_names = np.array([str(item) for item in range(item_factors.shape[0])], dtype=object)
     log("[batch_pred] top {} of {:,} items for each of {:,} users -> {}".format(
         settings.topk, item_factors.shape[0], n_users, os.path.join(settings.output_dir, BATCH_PRED_FILE)))
     started = reported = time.time()
@@ -177,7 +167,7 @@ def batch_predict(settings, data, log=progress.say):
         for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions,
                                        popularity_weight=settings.popularity_weight, popularity=data.popularity,
                                        fresh=data.fresh):
-            pred.write("".join(",".join(map(str, row)) + "\n" for row in top))
+            pred.write("\n".join(map(",".join, item_names[top].tolist())) + "\n")
             if original:
                 original.write(original_ids_lines(visitors[users], contents[top], plain))
             done += len(users)
