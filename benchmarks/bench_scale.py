@@ -12,8 +12,9 @@ Each stage runs in its own process, so its peak RSS is its own: generate the
 sample, extract (DuckDB; beside its floor, DuckDB's scan of the page hits
 alone), preprocess in-process (extract included; beside its floor, the data
 directory's bytes written to disk) and with Beam's DirectRunner, one training
-sweep (the lab's 10 factors, batch 16,384), batch prediction of every user's top 3 (beside implicit's recommend() on
-the same factors and the bare matrix product of all the scores), and the export (seconds to export;
+sweep (the lab's 10 factors, batch 16,384), batch prediction of every user's top 3 as walsmf.task runs it, read
+articles kept and left out (beside implicit's recommend() in both modes on the same factors and the bare matrix
+product of all the scores), and the export (seconds to export;
 saved_model.pb size, assets size, load seconds).  The data's shape: ``walsmf.sample`` grows
 visitors with the scale and articles with its square root (a news site's
 catalogue grows more slowly than its readers).  Beam's DirectRunner is
@@ -23,6 +24,7 @@ slow by design (it checks the model, in one process); past
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -42,42 +44,56 @@ def peak_rss_gb():
     return max(own, children) / 1024 ** 2
 
 
+# Users a block of the bare matrix product: the fastest of these counts the floor.
+FLOOR_BLOCKS = (64, 256, 1024)
+
+
 def batch_prediction_figures(data_dir, model_dir, k=3):
-    """walsmf's batch prediction of every user's top ``k`` (both files written), against its peers on the same
-    factors: implicit's recommend() for every user (seen items left out alike) and the bare matrix product
-    of all the scores (the floor: GFLOP/s of BLAS on this machine)."""
+    """walsmf's batch prediction of every user's top ``k`` as walsmf.task runs it after training (the factors
+    read, both files written), with read articles kept (the lab's default) and left out, against its peers on the
+    same factors: implicit's recommend() for every user in the same two modes, and the bare matrix product of all
+    the scores (the floor: the fastest of FLOOR_BLOCKS users a block, BLAS on every core)."""
     import scipy.sparse
     import threadpoolctl
     from implicit.cpu.als import AlternatingLeastSquares
 
     from walsmf import model, recommend, settings, trainer
-    args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, topk=k, exclude_seen=True))
-    data = model.load_data(args)
-    interactions = data.interactions
-    start = time.perf_counter()
-    users = recommend.batch_predict(args, data, log=lambda _: None)
-    seconds = time.perf_counter() - start
+    out = {}
     u, v = recommend.load_factors(model_dir, "row"), recommend.load_factors(model_dir, "col")
-    seen = interactions.by_user
-    user_items = scipy.sparse.csr_matrix((np.ones(len(seen.indices), np.float32), seen.indices, seen.offsets),
-                                         shape=(args.nusers, args.nitems))
-    peer = AlternatingLeastSquares(factors=u.shape[1])
-    peer.user_factors, peer.item_factors = u, v
-    with threadpoolctl.threadpool_limits(1, "blas"):  # implicit's own advice: its threads use the cores
+    for mode, exclude_seen in (("kept", False), ("left_out", True)):
+        args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, topk=k,
+                                             exclude_seen=exclude_seen))
+        data = model.load_data(args)  # read before training, as walsmf.task does
         start = time.perf_counter()
-        for first in range(0, len(u), 100000):
-            chunk = np.arange(first, min(first + 100000, len(u)))
-            peer.recommend(chunk, user_items[chunk], N=k, filter_already_liked_items=True)
-        implicit_s = time.perf_counter() - start
-    block_users = recommend.users_per_block(len(v))
-    buffer = np.empty((block_users, len(v)), np.float32)
-    start = time.perf_counter()
-    for first in range(0, len(u), block_users):
-        block = u[first:first + block_users]
-        np.matmul(block, v.T, out=buffer[:len(block)])
-    matmul_s = time.perf_counter() - start
-    return {"seconds": seconds, "users": users, "implicit_s": implicit_s, "vs_implicit": seconds / implicit_s,
-            "matmul_s": matmul_s, "matmul_gflops": 2.0 * len(u) * len(v) * u.shape[1] / matmul_s / 1e9}
+        out["users"] = recommend.batch_predict(args, data, log=lambda _: None)
+        out["walsmf_" + mode] = time.perf_counter() - start
+        seen = data.interactions.by_user
+        user_items = scipy.sparse.csr_matrix((np.ones(len(seen.indices), np.float32), seen.indices, seen.offsets),
+                                             shape=(args.nusers, args.nitems))
+        peer = AlternatingLeastSquares(factors=u.shape[1])
+        peer.user_factors, peer.item_factors = u, v
+        with threadpoolctl.threadpool_limits(1, "blas"):  # implicit's own advice: its threads use the cores
+            start = time.perf_counter()
+            for first in range(0, len(u), 100000):
+                chunk = np.arange(first, min(first + 100000, len(u)))
+                peer.recommend(chunk, user_items[chunk], N=k, filter_already_liked_items=exclude_seen)
+            out["implicit_" + mode] = time.perf_counter() - start
+    floors = []
+    for block_users in FLOOR_BLOCKS:
+        buffer = np.empty((block_users, len(v)), np.float32)
+        items_t = np.ascontiguousarray(v.T)
+        start = time.perf_counter()
+        for first in range(0, len(u), block_users):
+            block = u[first:first + block_users]
+            np.matmul(block, items_t, out=buffer[:len(block)])
+        floors.append(time.perf_counter() - start)
+    out["matmul_s"] = min(floors)
+    out["matmul_gflops"] = 2.0 * len(u) * len(v) * u.shape[1] / out["matmul_s"] / 1e9
+    for mode in ("kept", "left_out"):
+        out["vs_implicit_" + mode] = out["walsmf_" + mode] / out["implicit_" + mode]
+        out["vs_matmul_" + mode] = out["walsmf_" + mode] / out["matmul_s"]
+    out["seconds"] = out["walsmf_kept"]
+    return out
 
 
 def duckdb_scan_seconds(sample):
@@ -106,8 +122,8 @@ def disk_write_seconds(data_dir, workdir):
     return size / 1e9, seconds
 
 
-def run_stage(stage, scale, workdir):
-    """Run one stage at ``scale`` in this process; return its figures."""
+def run_stage(stage, scale, workdir, n_embeds=10):
+    """Run one stage at ``scale`` in this process (the model of ``n_embeds`` factors); return its figures."""
     sample = os.path.join(workdir, "sample.parquet")
     data_dir, model_dir = os.path.join(workdir, "data"), os.path.join(workdir, "model")
     start = time.perf_counter()
@@ -133,7 +149,8 @@ def run_stage(stage, scale, workdir):
 
         from walsmf import model, settings, trainer
         tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-        args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0))
+        args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0,
+                                                   n_embeds=n_embeds))
         shutil.rmtree(model_dir, ignore_errors=True)
         model.fit(args, model.steps_per_sweep(args))
     elif stage == "batch_predict":
@@ -143,7 +160,8 @@ def run_stage(stage, scale, workdir):
 
         from walsmf import model, modeldir, predict, settings, trainer
         tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-        args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0))
+        args = trainer.resolve(settings.make(input_path=data_dir, output_dir=model_dir, batch_size=16384, seed=0,
+                                                   n_embeds=n_embeds))
         data, _ = model.prepare_training(args)
         export = model.export(modeldir.trained_factors(model_dir), data, args)
         out["seconds"] = time.perf_counter() - start
@@ -158,13 +176,16 @@ def run_stage(stage, scale, workdir):
     return out
 
 
-# walsmf.task's log lines that end its training and its export (what follows each is the next part).
-TASK_PARTS = (("train", "Loss for final step"), ("export", "SavedModel written to"), ("batch_predict", None))
+# walsmf.task's lines (regular expressions) that end its start, its training (the last step's progress line)
+# and its export (what follows each is the next part).
+TASK_PARTS = (("start", r"^\[train\] "), ("train", r"\(step ([\d,]+) of \1\)"), ("export", r"^\[export\] "),
+              ("batch_predict", None))
 
 
 def timed_command(command, task_parts=TASK_PARTS):
-    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at ``task_parts``' log lines
-    (a part ends at its line; the last, without one, at the exit), the lines it printed of its own stages' rows/s)."""
+    """Run ``command``; return (wall seconds, peak RSS GB, {part: seconds} split at ``task_parts``' lines (regular
+    expressions: a part ends at its line; the last, without one, at the exit), the lines it printed of its own
+    stages' rows/s)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     parts, part, since, tail, stage_lines = {}, 0, start, [], []
@@ -173,7 +194,7 @@ def timed_command(command, task_parts=TASK_PARTS):
         if " rows/s)" in line:
             stage_lines.append(line.strip())
         marker = task_parts[part][1] if part < len(task_parts) else None
-        if marker and marker in line:
+        if marker and re.search(marker, line):
             now = time.perf_counter()
             parts[task_parts[part][0]], part, since = now - since, part + 1, now
     _, status, usage = os.wait4(process.pid, 0)
@@ -212,11 +233,12 @@ def main():
                         help="largest scale to run Beam's DirectRunner at")
     parser.add_argument("--end_to_end", action="store_true",
                         help="time the commands a user runs (sample, preprocess, task) instead of each stage")
+    parser.add_argument("--n_embeds", type=int, default=10, help="factors of the model trained and batch-predicted")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.scale, args.workdir)))
+        print(json.dumps(run_stage(args.stage, args.scale, args.workdir, args.n_embeds)))
         return
     print("{:>5}  {:<14}{:>9}{:>9}   {}".format("scale", "stage", "seconds", "peak_GB", "figures"), flush=True)
     for scale in args.scales:
@@ -229,6 +251,7 @@ def main():
                       "(use DataflowRunner)".format(scale, stage, "-", "-", args.beam_max_scale), flush=True)
                 continue
             result = subprocess.run([sys.executable, __file__, "--stage", stage, "--scale", str(scale),
+                                     "--n_embeds", str(args.n_embeds),
                                      "--workdir", workdir],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     universal_newlines=True)

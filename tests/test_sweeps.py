@@ -92,3 +92,33 @@ def test_training_log_and_summaries_keep_the_loss(trained):
     losses = [value.simple_value for path in events for event in tf.compat.v1.train.summary_iterator(path)
               for value in event.summary.value if value.tag == "loss"]
     assert losses and all(np.isfinite(losses)) and losses[-1] > 0
+
+
+def test_checkpoints_at_the_start_the_first_epoch_the_pace_and_the_end(monkeypatch):
+    """The checkpoint schedule: the start, the step that ends the first epoch, then one once every_secs have
+    passed (not every epoch), and the last step (CheckpointSaverHook.end saves whatever the timer says)."""
+    import time as time_module
+
+    from walsmf import sweeps
+    now = [1000.0]
+    monkeypatch.setattr(time_module, "time", lambda: now[0])
+    timer = sweeps.CheckpointSchedule("unused", steps_in_epoch=13, every_secs=30)._timer
+    saved = []
+    # the first epoch's checkpoint at 3 s: the next at or after 33 s (step 65 at 40 s), then at or after 70 s
+    for step, seconds in ((0, 0), (6, 1), (12, 2), (19, 3), (26, 4), (39, 20), (52, 32), (65, 40), (78, 69),
+                          (91, 71)):
+        now[0] = 1000.0 + seconds
+        if timer.should_trigger_for_step(step):
+            timer.update_last_triggered_step(step)
+            saved.append(step)
+    assert saved == [0, 19, 65, 91]
+
+
+@pytest.mark.training
+def test_a_short_run_keeps_the_start_the_first_epoch_and_the_end(trained):
+    steps = sorted(int(path.rsplit("-", 1)[1])
+                   for path in tf.train.get_checkpoint_state(trained.output_dir).all_model_checkpoint_paths)
+    total, steps_in_epoch = model.training_schedule(trained)
+    # merged steps end the first epoch at the first step past it
+    assert steps[0] == 0 and steps_in_epoch <= steps[1] < 2 * steps_in_epoch and steps[-1] == total
+    assert len(steps) == 3

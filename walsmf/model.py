@@ -178,7 +178,7 @@ def build_estimator(settings, col_weights=1.0, config=None, model_dir=None, last
 # ----------------------------------------------------------------- train --
 
 # The Experiment evaluates once an epoch, but at most this often (contrib's
-# default: 5 s).  An evaluation rebuilds the graph and restores the
+# default: 5 s), and checkpoints at the same pace.  An evaluation rebuilds the graph and restores the
 # checkpoint (about 1 s at lab size) to report one batch's loss.
 EVALUATION_INTERVAL_SECS = 30
 
@@ -254,10 +254,10 @@ def train(settings):
                                      train_steps, settings.batch_size, settings.output_dir))
 
     def experiment_fn(output_dir):
-        # Checkpoint as often as the Experiment evaluates, so each
+        # Checkpoints at the evaluations' pace (sweeps.CheckpointSchedule), so each
         # evaluation sees the model as trained so far, not the step-0 one.
-        config = tf.contrib.learn.RunConfig(save_checkpoints_steps=steps_in_epoch,
-                                            save_checkpoints_secs=None, tf_random_seed=settings.seed)
+        config = tf.contrib.learn.RunConfig(save_checkpoints_secs=EVALUATION_INTERVAL_SECS,
+                                            tf_random_seed=settings.seed)
         return tf.contrib.learn.Experiment(
             build_estimator(settings, col_weights, config, model_dir=output_dir, last_step=train_steps,
                             interactions=data.interactions),
@@ -266,7 +266,8 @@ def train(settings):
             train_steps=train_steps,
             eval_steps=1,
             min_eval_frequency=steps_in_epoch, check_interval_secs=EVALUATION_INTERVAL_SECS,
-            train_monitors=[sweeps.TrainingProgress(train_steps, steps_in_epoch)])
+            train_monitors=[sweeps.TrainingProgress(train_steps, steps_in_epoch),
+                            sweeps.CheckpointSchedule(output_dir, steps_in_epoch, EVALUATION_INTERVAL_SECS)])
 
     atomic_write_text(os.path.join(settings.output_dir, modeldir.SERVING_INFO_FILE),
                       json.dumps(modeldir.serving_info_of(settings)))

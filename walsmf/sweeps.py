@@ -128,6 +128,34 @@ class CheckpointSaver(tf.compat.v1.train.Saver):
         return super(CheckpointSaver, self).save(*args, **kwargs)
 
 
+class _FirstEpochThenEvery(tf.compat.v1.train.SecondOrStepTimer):
+    """Triggers at the start, once the first epoch is done, then at most every ``every_secs``."""
+
+    def __init__(self, first_steps, every_secs):
+        super(_FirstEpochThenEvery, self).__init__(every_secs=every_secs)
+        self._first_steps = first_steps
+
+    def should_trigger_for_step(self, step):
+        """The SecondOrStepTimer's rule, and the step that ends the first epoch."""
+        last = self.last_triggered_step()
+        return super(_FirstEpochThenEvery, self).should_trigger_for_step(step) or (
+            last is not None and last < self._first_steps <= step)
+
+
+class CheckpointSchedule(tf.compat.v1.train.CheckpointSaverHook):
+    """Checkpoints where a reader needs them, not once an epoch: at the start, after the first epoch (the
+    Experiment's first evaluation then sees a trained model, not the initial one), at most every
+    ``every_secs`` after it (the evaluations' pace, and a resume's loss at most), and at the last step.
+
+    An epoch's checkpoint (every factor written, the checkpoint state updated, the oldest deleted) cost as
+    much as a sweep's solves where the disk is slow (benchmarks/bench_training.py).
+    """
+
+    def __init__(self, checkpoint_dir, steps_in_epoch, every_secs):
+        super(CheckpointSchedule, self).__init__(checkpoint_dir, save_secs=every_secs)
+        self._timer = _FirstEpochThenEvery(steps_in_epoch, every_secs)
+
+
 def add_checkpoint_saver(config):
     """Make CheckpointSaver the saver of the graph being built, with the Estimator's settings for its own."""
     tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SAVERS, CheckpointSaver(
