@@ -75,7 +75,7 @@ class Ranking:
 
     def __init__(self, item_factors: np.ndarray, k: int, offsets: Optional[np.ndarray] = None):
         self.k, self.offsets = k, offsets
-        self.n_items, dim = item_factors.shape
+        self.n_items = item_factors.shape[0]
         self.items_t = np.ascontiguousarray(np.asarray(item_factors, np.float32).T)
         self.norms = np.linalg.norm(self.items_t.astype(np.float64), axis=0)
         finite = np.zeros(self.n_items) if offsets is None else np.where(np.isfinite(offsets), offsets, 0.0)
