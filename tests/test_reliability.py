@@ -57,6 +57,35 @@ def test_an_empty_directory_or_one_walsmf_wrote_is_replaced(tmp_path):
         assert os.listdir(str(directory)) == ["new.csv"]
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["one-step swap", "two renames"])
+def test_a_replaced_directory_is_never_missing_where_the_system_swaps_in_one_step(tmp_path, monkeypatch, exchange):
+    """The old directory is only removed once the new one is in place; with renameat2's exchange no instant
+    finds neither (a process killed there leaves one of them); without it, two renames, the same result."""
+    from walsmf import fileio
+    directory = tmp_path / "data"
+    directory.mkdir()
+    (directory / datadir.METADATA_FILE).write_text("old")
+    renames = []
+    rename = os.rename
+    monkeypatch.setattr(fileio.os, "rename", lambda a, b: renames.append((a, b)) or rename(a, b))
+    if not exchange:
+        monkeypatch.setattr(fileio, "_exchange", lambda first, second: False)
+    removed = []
+    rmtree = fileio.shutil.rmtree
+
+    def remove(path, ignore_errors=False):
+        if os.path.exists(path):  # when the old directory goes, the new one is already in place
+            removed.append((open(os.path.join(path, datadir.METADATA_FILE)).read(),
+                            (directory / datadir.METADATA_FILE).read_text()))
+        rmtree(path, ignore_errors=ignore_errors)
+    monkeypatch.setattr(fileio.shutil, "rmtree", remove)
+    with staged_directory(str(directory), datadir.METADATA_FILE, datadir.written_here) as staged:
+        open(os.path.join(staged, datadir.METADATA_FILE), "w").write("new")
+    assert removed == [("old", "new")] and (directory / datadir.METADATA_FILE).read_text() == "new"
+    assert len(renames) == (0 if exchange else 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
 @pytest.fixture
 def matrix_dir(tmp_path):
     write_matrix(str(tmp_path / "d"), low_rank_ratings(np.random.default_rng(0), nusers=20, nitems=9))

@@ -1,5 +1,7 @@
 """Writing outputs so that a failed run never leaves a half-written file or directory."""
 import contextlib
+import ctypes
+import errno
 import fcntl
 import os
 import shutil
@@ -233,12 +235,36 @@ def _running(pid):
     return True
 
 
+# renameat2's flag that swaps two paths in one step (Linux 3.15, glibc 2.28)
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(first, second):
+    """Swap two directories in one step, so that no instant finds either missing; False where the system cannot
+    (then the caller renames twice)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        swapped = libc.renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    except (AttributeError, OSError):  # no renameat2 in this C library
+        return False
+    if swapped == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # a file system or kernel without the exchange
+        return False
+    raise OSError(error, os.strerror(error), second)
+
+
 def _replace_directory(staged_dir, final_dir):
-    """Put ``staged_dir`` in place of ``final_dir`` (the old one is removed after the swap)."""
-    old = None
-    if os.path.exists(final_dir):
-        old = staged_dir + ".old"
-        os.rename(final_dir, old)
+    """Put ``staged_dir`` in place of ``final_dir`` (the old one is removed after the swap).  The swap is one
+    step where the system has one: a process killed during it leaves the old directory or the new, never none."""
+    if not os.path.exists(final_dir):
+        os.rename(staged_dir, final_dir)
+        return
+    if _exchange(staged_dir, final_dir):
+        shutil.rmtree(staged_dir)  # now the old directory
+        return
+    old = staged_dir + ".old"
+    os.rename(final_dir, old)
     os.rename(staged_dir, final_dir)
-    if old:
-        shutil.rmtree(old)
+    shutil.rmtree(old)
