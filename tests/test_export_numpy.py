@@ -11,6 +11,7 @@ import pytest
 from helpers import assert_same_answers, batch_pred
 
 from walsmf import datadir, model, modeldir, predict, settings, versions
+from walsmf.errors import DataError
 from walsmf.export_numpy import ExportAnswers, answers_in_numpy
 from walsmf.instances import check_instance
 
@@ -138,6 +139,24 @@ def test_max_age_days_keeps_an_article_first_read_exactly_that_long_before_the_n
     assert recency.fresh_items(data_dir, metadata["nitems"], edge).all()
     just_under = recency.fresh_items(data_dir, metadata["nitems"], edge - 1e-3 / 86400)
     assert (~just_under).sum() == (first == first.min()).sum()
+    youngest = (times.max() - first.max()) / (86400 * 1000)
+    with pytest.raises(DataError, match=r"--max_age_days {} leaves no article .* the youngest was first read {:.2f} "
+                                        r"days before the newest read".format(youngest / 2, youngest)):
+        recency.fresh_items(data_dir, metadata["nitems"], youngest / 2)
+
+
+def test_a_line_of_batch_pred_lists_only_what_qualifies():
+    """Fewer than k items left to recommend (read, never read, too old): the line lists those, not the others."""
+    from walsmf import recommend
+
+    seen = datadir.CSR.from_triples([0, 0, 1, 2, 2, 2], [1, 3, 0, 0, 1, 2], np.ones(6), 3)
+    offsets = np.array([0, 0, -np.inf, 0], np.float32)  # item 2: too old or no reader
+    top = np.array([[0, 2, 1], [3, 1, 0], [3, 0, 1]])
+    ok = recommend.qualifying(np.arange(3), top, offsets, seen)
+    np.testing.assert_array_equal(ok, [[True, False, False], [True, True, False], [True, False, False]])
+    names = np.array([["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]], dtype=object)
+    assert recommend._kept(names, ok) == [["a"], ["d", "e"], ["g"]]
+    assert recommend.qualifying(np.arange(3), top).all()
 
 
 @pytest.mark.parametrize("instance, message", [

@@ -33,7 +33,13 @@ def fresh_items(data_dir, nitems, max_age_days):
     mapped, times = _mapped_times(data_dir, "--max_age_days {}".format(max_age_days))
     first = np.full(nitems, np.inf)
     np.minimum.at(first, mapped["itemId"].values, times)
-    return first >= np.max(times) - max_age_days * DAY_MS
+    fresh = first >= np.max(times) - max_age_days * DAY_MS
+    if not fresh.any():
+        youngest = (np.max(times) - first[np.isfinite(first)].max()) / DAY_MS
+        raise DataError("--max_age_days {} leaves no article of {} to recommend: the youngest was first read {:.2f} "
+                        "days before the newest read; give more days, or leave --max_age_days out".format(
+                            max_age_days, data_dir, youngest))
+    return fresh
 
 
 def _mapped_times(data_dir, flag):

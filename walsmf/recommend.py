@@ -133,6 +133,26 @@ def _padded(original):
     return np.array(["" if o is None else o for o in original], dtype=object)
 
 
+def qualifying(users, top, offsets=None, seen=None):
+    """Whether each of the ``users``' ``top`` [users, k] items may be recommended: an item with a finite offset
+    (read by someone, fresh: cold_start's) and, with ``seen`` (a CSR by user), not read by the user.  Only where
+    fewer than k items qualify does a top-k hold others (the −inf scores, by itemId)."""
+    ok = np.ones(top.shape, bool) if offsets is None else np.isfinite(offsets[top])
+    if seen is not None:
+        at, read = rows_items(seen.offsets, seen.indices, np.asarray(users))
+        n_items = max(int(top.max(initial=0)), int(read.max(initial=0))) + 1
+        ok &= ~np.isin(np.arange(len(top))[:, None] * n_items + top, at * n_items + read)
+    return ok
+
+
+def _kept(names, qualifies):
+    """Rows of ``names`` [users, k] as lists, each without its entries that do not qualify."""
+    rows = names.tolist()
+    for row in np.flatnonzero(~qualifies.all(axis=1)):
+        rows[row] = [name for name, ok in zip(rows[row], qualifies[row]) if ok]
+    return rows
+
+
 def batch_predict(settings, data, log=progress.say):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
@@ -142,7 +162,8 @@ def batch_predict(settings, data, log=progress.say):
     With ``settings.exclude_seen``, items a user already read are left out (the
     lab kept them).  A user without reads gets the most read items; an item
     without readers is never recommended.  ``data``: the training run's
-    datadir.TrainingData.  Returns the number of users written.
+    datadir.TrainingData.  Where fewer than k items qualify (``qualifying``), a line lists only those.
+    Returns the number of users written.
     """
     user_factors = load_factors(settings.output_dir, "row")
     item_factors = load_factors(settings.output_dir, "col")
@@ -154,6 +175,7 @@ def batch_predict(settings, data, log=progress.say):
     plain = originals and plain_ids(visitors) and plain_ids(contents)
     n_users = user_factors.shape[0]
     item_names = np.array([str(item) for item in range(item_factors.shape[0])], dtype=object)
+    offsets = cold_start(interactions, settings.popularity_weight, data.popularity, data.fresh)[2]
     log("[batch_pred] top {} of {:,} items for each of {:,} users -> {}".format(
         settings.topk, item_factors.shape[0], n_users, os.path.join(settings.output_dir, BATCH_PRED_FILE)))
     started = reported = time.time()
@@ -167,9 +189,10 @@ def batch_predict(settings, data, log=progress.say):
         for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions,
                                        popularity_weight=settings.popularity_weight, popularity=data.popularity,
                                        fresh=data.fresh):
-            pred.write("\n".join(map(",".join, item_names[top].tolist())) + "\n")
+            qualifies = qualifying(users, top, offsets, seen)
+            pred.write("\n".join(map(",".join, _kept(item_names[top], qualifies))) + "\n")
             if original:
-                original.write(original_ids_lines(visitors[users], contents[top], plain))
+                original.write(original_ids_lines(visitors[users], _kept(contents[top], qualifies), plain))
             done += len(users)
             if time.time() - reported >= progress.PROGRESS_SECONDS or done == n_users:
                 reported = time.time()
