@@ -79,9 +79,9 @@ def batch_prediction_figures(data_dir, model_dir, k=3):
                 peer.recommend(chunk, user_items[chunk], N=k, filter_already_liked_items=exclude_seen)
             out["implicit_" + mode] = time.perf_counter() - start
     floors = []
+    items_t = np.ascontiguousarray(v.T)
     for block_users in FLOOR_BLOCKS:
         buffer = np.empty((block_users, len(v)), np.float32)
-        items_t = np.ascontiguousarray(v.T)
         start = time.perf_counter()
         for first in range(0, len(u), block_users):
             block = u[first:first + block_users]
