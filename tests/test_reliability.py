@@ -447,3 +447,46 @@ def test_tuning_into_a_directory_holding_a_users_file_is_refused(small_data, tmp
     with pytest.raises(DataError, match="holds notes.txt that walsmf did not write"):
         tune.tune(small_data[0], str(out), max_trials=1)
     assert sorted(p.name for p in out.iterdir()) == [tune.BEST_PARAMS_FILE, "notes.txt"]
+
+
+def test_the_marker_names_are_those_of_the_modules_that_write_them():
+    from walsmf import fileio, tune
+    assert [markers for markers, _ in fileio.OWNED_DIRECTORY_MARKERS] == [
+        (datadir.METADATA_FILE,), (modeldir.TRAINING_SETTINGS_FILE,), (tune.TRIALS_FILE, tune.BEST_PARAMS_FILE)]
+
+
+@pytest.mark.parametrize("owner, markers", [("data", ["metadata.json"]), ("model", ["training_settings.json"]),
+                                            ("tuning", ["trials.csv", "best_params.json"])])
+@pytest.mark.parametrize("module, output", [("walsmf.extract", "reads.csv"), ("walsmf.sample", "sample.parquet"),
+                                            ("walsmf.best_trial", "best_params.json")])
+def test_a_file_output_inside_a_directory_walsmf_writes_whole_is_refused(tmp_path, owner, markers, module, output):
+    import importlib
+    root = tmp_path / owner
+    (root / "export" / "Servo").mkdir(parents=True)
+    for marker in markers:
+        (root / marker).write_text("{}")
+    before = snapshot(tmp_path)
+    for path in (root / output, root / "export" / "Servo" / output):
+        with pytest.raises(DataError, match="is inside the {} directory {}, which walsmf writes whole".format(
+                owner, root)):
+            importlib.import_module(module).main(["--output", str(path)])
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("module, kind, theirs, ours", [
+    ("walsmf.extract", "an extracted CSV", b"my notes\n", b"visitorId,contentId,session_duration,read_time\n"),
+    ("walsmf.sample", "a Parquet file", b"visitorId,contentId\n", b"PAR1"),
+    ("walsmf.best_trial", "a params file", b"n_embeds: 5\n", b'{"n_embeds": 5}\n')])
+def test_a_file_output_replaces_only_a_file_of_its_own_kind(tmp_path, module, kind, theirs, ours):
+    import importlib
+
+    from walsmf.fileio import check_writable, starts_with
+    target = tmp_path / "out"
+    target.write_bytes(theirs)
+    with pytest.raises(DataError, match="--output {} exists and is not {}".format(target, kind)):
+        importlib.import_module(module).main(["--output", str(target)])
+    assert target.read_bytes() == theirs
+    target.write_bytes(ours)  # its own kind, or an empty file, may be replaced
+    check_writable(str(target), "--output", replaces=(kind, starts_with(ours[:4])))
+    target.write_bytes(b"")
+    check_writable(str(target), "--output", replaces=(kind, starts_with(ours[:4])))

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import assert_same_answers, call, free_ports, run_module, start
+from helpers import ROOT, assert_same_answers, call, free_ports, run_module, runtime_python, start
 
 from walsmf import datadir, modeldir, predict, serve
 from walsmf.errors import DataError
@@ -122,11 +122,18 @@ def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_vis
     ("/predict", {"instances": [{"userId": 1, "k": 10 ** 6}] * 1300}, None, 413,
      "the request asks for 1,076,400 ids (each instance's k, at most the model's 828 ids), a request at most "
      "1,000,000"),
+    ("/predict", None, b'{"instances": [{"userId": 1, "userId": -1, "itemId": 2}]}', 400,
+     "the key 'userId' appears twice in one object"),
+    ("/v1/models/walsmf:predict", {"signature_name": "classify", "instances": [{"userId": 1}]}, None, 400,
+     "signature_name 'classify' is not the export's"),
+    ("/v1/models/walsmf:predict", {"instances": [{"userId": 1}], "inputs": {"userId": [2]}}, None, 400,
+     'both "instances" and "inputs"'),
     ("/v1/models/other:predict", {"instances": []}, None, 404, "no route"),
     ("/v1/models/walsmf", {"instances": []}, None, 405, "takes GET"),
 ], ids=["userId-not-integer", "k-over-64-bits", "lone-surrogate", "nested-deep",
         "contentIds-not-list", "unknown-parameter", "columns-of-unequal-length",
-        "no-instances", "not-json", "body-too-large", "too-many-instances", "too-many-ids", "unknown-model",
+        "no-instances", "not-json", "key-twice", "other-signature",
+        "instances-and-inputs", "body-too-large", "too-many-instances", "too-many-ids", "unknown-model",
         "model-status-takes-GET-only"])
 def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(served, path, body, raw, status, message):
     port = served[0]
@@ -360,3 +367,13 @@ def test_a_request_over_the_time_limit_is_a_503_and_the_drain_outlasts_the_limit
     scope = {"type": "http", "path": "/predict", "method": "POST", "headers": [(b"content-length", b"%d" % len(body))]}
     asyncio.get_event_loop().run_until_complete(app(scope, receive, send))
     assert sent[0]["status"] == 503 and "took over 0.1 s" in json.loads(sent[1]["body"])["error"]
+
+
+@pytest.mark.subprocess
+def test_a_number_too_long_for_the_serving_pythons_int_is_named_without_its_advice():
+    # Python 3.11+ (the serving environment) refuses over 4,300 digits and tells the reader to raise its limit
+    check = "from walsmf.errors import loads_json\ntry:\n    loads_json('[1' + '0' * 5000 + ']')\n" \
+            "except ValueError as err:\n    print(err)"
+    out = subprocess.run([runtime_python("tf2"), "-c", check], cwd=ROOT, stdout=subprocess.PIPE,
+                         universal_newlines=True, check=True).stdout
+    assert out.strip() == "a number has more digits than any id or count: 5001 digits"

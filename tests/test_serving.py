@@ -110,6 +110,7 @@ def write_instances(tmp_path, lines):
     ('{"userId": -1, "itemId": 100000}', "itemId 100000 out of range"),
     ('[4, -1]', "must be a JSON object"),
     ('{"userId": 4, ', "not JSON"),
+    ('{"visitorId": "a", "k": 2, "visitorId": "b"}', "the key 'visitorId' appears twice in one object"),
 ])
 def test_bad_instances_are_named(trained, tmp_path, line, message):
     path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', line])

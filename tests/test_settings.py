@@ -59,6 +59,7 @@ def test_integer_flags_refuse_other_values(value, capsys):
     ('{"exclude_seen": "false"}', "exclude_seen = 'false' is not a boolean: give true or false"),
     ('{"exclude_seen": 1}', "is not a boolean"),
     ('{"n_embeds": null}', "n_embeds is null: give a value \\(its default is 10\\)"),
+    ('{"n_embeds": 30, "regularization": 1, "n_embeds": 5}', "the key 'n_embeds' appears twice in one object"),
 ])
 def test_bad_params_files_are_named(tmp_path, content, message):
     params = tmp_path / "p.json"

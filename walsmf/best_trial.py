@@ -14,7 +14,7 @@ import sys
 
 from walsmf import flags, settings
 from walsmf.errors import DataError, json_object, run_cli
-from walsmf.fileio import atomic_write_text, check_writable
+from walsmf.fileio import atomic_write_text, check_writable, starts_with
 from walsmf.metrics import HPTUNING_TAG
 
 SUCCEEDED = "SUCCEEDED"
@@ -53,7 +53,7 @@ def main(argv=None):
                                                         "(default: standard input)")
     parser.add_argument("--output", default="best_params.json", help="the file to write (default best_params.json)")
     args = parser.parse_args(argv)
-    check_writable(args.output, "--output")
+    check_writable(args.output, "--output", replaces=("a params file (a JSON object)", starts_with(b"{")))
     source = "standard input" if args.job_json == "-" else args.job_json
     if args.job_json != "-" and not os.path.isfile(args.job_json):
         raise DataError("--job_json {} is not a file: give gcloud ai hp-tuning-jobs describe's JSON".format(

@@ -13,10 +13,32 @@ class DataError(Exception):
     """Bad input or a failed external call, described in one line for the user."""
 
 
+def _unique_keys(pairs):
+    """A JSON object's dict, refusing a key given twice: which value was meant would be a guess."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError("the key {!r} appears twice in one object: give it once".format(twice))
+    return value
+
+
+def loads_json(text):
+    """``json.loads`` for what a user or client wrote: an object with a key twice is a ValueError naming it, and so
+    is a number too long to convert (its message would tell the reader to raise Python's limit)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as err:
+        if "integer string conversion" in str(err):
+            raise ValueError("a number has more digits than any id or count: {}".format(
+                str(err).split("value has ", 1)[-1].split(";")[0]))
+        raise
+
+
 def json_object(text, where, remedy):
     """The JSON object ``text`` holds, or a DataError naming ``where`` and the ``remedy`` (what to do)."""
     try:
-        value = json.loads(text)
+        value = loads_json(text)
     except ValueError as err:
         raise DataError("{} is not JSON ({}): {}".format(where, err, remedy))
     if not isinstance(value, dict):

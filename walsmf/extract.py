@@ -22,10 +22,11 @@ from walsmf import flags
 from walsmf.bigquery import run_bigquery
 from walsmf.duckdb_sql import to_duckdb_sql
 from walsmf.errors import DataError, first_line, run_cli
-from walsmf.fileio import atomic_output, check_writable
+from walsmf.fileio import atomic_output, check_writable, starts_with
 from walsmf.local_export import local_files, run_local
 from walsmf.queries import COLUMNS, TIME_COLUMN, Query, add_source_arguments, query_of
 from walsmf.sample import ensure_sample
+from walsmf.splits import in_milliseconds
 
 
 def read_extracted_csv(path):
@@ -49,7 +50,8 @@ def normalize_extracted(df, source=None):
     Keeps what the query guarantees (contentId not null, duration
     > 0) true for any engine: such rows are dropped as the lab does; a
     missing column, an empty result or a non-numeric duration is an error.
-    A ``read_time`` column (the pair's latest time, ms) is kept and checked.
+    A ``read_time`` column (the pair's latest time: ms, or seconds or µs as splits.in_milliseconds tells them
+    apart) is kept as ms and checked.
     ``source``: the file the rows come from, named in errors (None: a query's result).
     Rows of one (visitor, article) pair are summed, as the lab's GROUP BY
     sums them (their latest time kept); fractional durations stay fractional.
@@ -85,7 +87,7 @@ def normalize_extracted(df, source=None):
         if times.isna().any():
             raise DataError("{} is blank for visitor {} and content {}: give every row its time, or drop the "
                             "column".format(TIME_COLUMN, *df[keep][times.isna().to_numpy()].iloc[0][COLUMNS[:2]]))
-        out[TIME_COLUMN] = times.astype("int64").to_numpy()[order]
+        out[TIME_COLUMN] = np.rint(in_milliseconds(times.to_numpy())).astype("int64")[order]  # seconds, µs too
     # (codes are int8/16/32 as the categories need: widen before the product)
     pair = pd.Series(visitors.codes[order].astype(np.int64) * len(contents.categories) +
                      contents.codes[order].astype(np.int64))
@@ -163,8 +165,9 @@ def main(argv=None):
         print("-- DuckDB form:\n" + to_duckdb_sql(query.sql(local=True)))
         return
     if args.output != "-":
-        check_writable(args.output, "--output", inputs=local_files(query.sessions_file) if query.sessions_file and
-                       query.source == "local" else ())
+        check_writable(args.output, "--output", replaces=("an extracted CSV", starts_with(",".join(COLUMNS).encode())),
+                       inputs=local_files(query.sessions_file) if query.sessions_file and query.source == "local"
+                       else ())
     df = extract(query)
     if args.output == "-":
         df.to_csv(sys.stdout, index=False)

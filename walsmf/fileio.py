@@ -50,24 +50,49 @@ def check_input_file(path, what, remedy):
             what, path, "is a directory" if tf.io.gfile.exists(path) else "does not exist", remedy))
 
 
-def check_writable(path, flag, directory=False, inputs=()):
+# The files that mark a directory walsmf writes whole: a data directory, a model directory (modeldir's
+# TRAINING_SETTINGS_FILE), a tuning (tune's TRIALS_FILE and BEST_PARAMS_FILE, both: walsmf.best_trial writes a
+# best_params.json alone, anywhere).  Spelled here, as those modules import this one.
+OWNED_DIRECTORY_MARKERS = (((METADATA_FILE,), "data directory"), (("training_settings.json",), "model directory"),
+                           (("trials.csv", "best_params.json"), "tuning directory"))
+
+
+def owning_directory(path):
+    """(directory, what it is) of the nearest directory at or above local ``path`` that walsmf writes whole
+    (OWNED_DIRECTORY_MARKERS), or None."""
+    directory = os.path.realpath(path)
+    while True:
+        for markers, what in OWNED_DIRECTORY_MARKERS:
+            if all(os.path.isfile(os.path.join(directory, marker)) for marker in markers):
+                return directory, what
+        if os.path.dirname(directory) == directory:
+            return None
+        directory = os.path.dirname(directory)
+
+
+def check_writable(path, flag, directory=False, inputs=(), replaces=None):
     """Refuse, before any work, an output ``path`` (local) that cannot be written, in one line naming ``flag``:
     a file where a directory belongs or the reverse, a place where nothing can be created, one of the
-    command's own ``inputs``, or a file inside a data directory (which walsmf writes whole)."""
+    command's own ``inputs``, a file inside a directory walsmf writes whole (a data or model directory, a
+    tuning), or, with ``replaces`` = (what the command writes, a test of an existing file), an existing file
+    of something else: a command replaces only its own kind of output."""
     if "://" in path:
         return
     for source in inputs:
         if source and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
             raise DataError("{} {} is this command's input {}: write the output to another file".format(
                 flag, path, source))
-    parent = os.path.dirname(os.path.abspath(path))
-    if not directory and os.path.isfile(os.path.join(parent, METADATA_FILE)):
-        raise DataError("{} {} is inside the data directory {}, which walsmf writes whole: write it elsewhere"
-                        .format(flag, path, parent))
+    owner = None if directory else owning_directory(os.path.dirname(os.path.abspath(path)))
+    if owner:
+        raise DataError("{} {} is inside the {} {}, which walsmf writes whole: write it elsewhere".format(
+            flag, path, owner[1], owner[0]))
     if directory and os.path.isfile(path):
         raise DataError("{} {} is a file: name a directory".format(flag, path))
     if not directory and os.path.isdir(path):
         raise DataError("{} {} is a directory: give a file name".format(flag, path))
+    if replaces and os.path.isfile(path) and os.path.getsize(path) and not replaces[1](path):
+        raise DataError("{} {} exists and is not {}, which is all this command replaces: give a new file name, or "
+                        "move it away first".format(flag, path, replaces[0]))
     existing = os.path.abspath(path if directory else os.path.dirname(os.path.abspath(path)))
     while not os.path.exists(existing):  # what the run will create, or its nearest ancestor
         existing = os.path.dirname(existing)
@@ -80,6 +105,14 @@ def check_writable(path, flag, directory=False, inputs=()):
     except OSError as err:
         raise DataError("{} {} cannot be written ({}: {}): choose a place you can write".format(
             flag, path, err.strerror or type(err).__name__, existing))
+
+
+def starts_with(prefix):
+    """A test of an existing file for check_writable's ``replaces``: whether its first bytes are ``prefix``."""
+    def test(path):
+        with open(path, "rb") as f:
+            return f.read(len(prefix)) == prefix
+    return test
 
 
 def atomic_write_text(path, text):

@@ -25,6 +25,9 @@ PROJECTION, TOP_K_IDS, TOP_K_SCORES = "projection", "top_k_ids", "top_k_scores"
 TOP_K_CONTENT_IDS, TOP_K_VISITOR_IDS = "top_k_content_ids", "top_k_visitor_ids"
 UNKNOWN_CONTENT_IDS, KNOWN_VISITOR = "unknown_content_ids", "known_visitor"
 
+# The export's signatures, one function under two names: TF Serving's default, and the one contrib's export
+# strategy wrote (clients that name it keep working).
+SIGNATURES = ("serving_default", "default_input_alternative:default_output_alternative")
 # The instance schema: each key an instance may give (every one optional), its kind ("int", "string", "bool" or
 # "number"), whether it is one value or a list, what a batch fills in where an instance leaves it out (None: the
 # model's own default, serving_info.json's), and its meaning.  The export's inputs (walsmf.export_graph), the

@@ -28,6 +28,7 @@ from walsmf.errors import DataError, check_interrupted
 from walsmf.export_graph import create_serving_input_fn, serving_predictions
 from walsmf.fileio import atomic_write_text
 from walsmf.inputs import INPUT_COLS, INPUT_ROWS, PROJECT_ROW, decode_example, parse_tfrecords, read_dataset, remap_keys  # noqa: F401
+from walsmf.instances import SIGNATURES
 from walsmf.recency import data_popularity, fresh_items
 from walsmf.recommend import batch_predict, find_top_k  # noqa: F401 (the lab's names)
 from walsmf.settings import training_schedule
@@ -319,7 +320,7 @@ def export(factors, data, settings, exports_dir=None):
             session.run(tf.compat.v1.global_variables_initializer(), initial)
             builder = tf.compat.v1.saved_model.Builder(staging)
             builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature, LAB_SIGNATURE: signature},
+                session, ["serve"], signature_def_map={name: signature for name in SIGNATURES},
                 assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
                 main_op=tf.group(tf.compat.v1.local_variables_initializer(), tf.compat.v1.tables_initializer()))
             builder.save()
@@ -333,8 +334,6 @@ def export(factors, data, settings, exports_dir=None):
 
 # What serving_predictions reads of a model: every shard of both sides' factors and weights.
 ExportedModel = collections.namedtuple("ExportedModel", "row_factors col_factors row_weights col_weights")
-# The signature contrib's export strategy also wrote, under its own name: clients that name it keep working.
-LAB_SIGNATURE = "default_input_alternative:default_output_alternative"
 
 
 def train_and_evaluate(settings):

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from walsmf import flags
-from walsmf.errors import DataError, run_cli
+from walsmf.errors import DataError, loads_json, run_cli
 from walsmf.fileio import check_input_file
 from walsmf.instances import check_instance, feed
 from walsmf.modeldir import latest_export, serving_info
@@ -48,7 +48,7 @@ def iter_instances(path, info=None, name=None):
             if not line.strip():
                 continue
             try:
-                instance = json.loads(line)
+                instance = loads_json(line)
             except ValueError as err:
                 raise DataError("{}: not JSON ({})".format(where, err))
             except RecursionError:

@@ -34,7 +34,7 @@ import numpy as np
 
 from walsmf import flags
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import atomic_output, check_writable
+from walsmf.fileio import atomic_output, check_writable, starts_with
 
 LAB_VISITORS = 82802
 LAB_ARTICLES = 5668
@@ -392,7 +392,7 @@ def main(argv=None):
     parser.add_argument("--output", help="Parquet file to write (default: %s)" % default_sample_path())
     args = parser.parse_args(argv)
     path = args.output or default_sample_path(args.scale, args.seed, schema=args.schema)
-    check_writable(path, "--output")
+    check_writable(path, "--output", replaces=("a Parquet file", starts_with(b"PAR1")))
     print(write_sample(path, args.scale, args.seed, args.schema))
 
 

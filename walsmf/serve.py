@@ -40,8 +40,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from walsmf import flags
-from walsmf.errors import DEBUG_ENV, DataError, run_cli
-from walsmf.instances import KEYS
+from walsmf.errors import DEBUG_ENV, DataError, loads_json, run_cli
+from walsmf.instances import KEYS, SIGNATURES
 from walsmf.versions import BadRequest, Snapshots, Versions, poll_forever
 
 DEFAULT_PORT = 8080
@@ -75,6 +75,11 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
                 "metadata": {"inputs": list(KEYS), "serving_info": model.info}}
 
     def tf_serving_predict(model, body):
+        if body.get("signature_name", SIGNATURES[0]) not in SIGNATURES:
+            raise BadRequest(400, "signature_name {!r} is not the export's: give {} or leave it out".format(
+                body["signature_name"], " or ".join(SIGNATURES)))
+        if "instances" in body and "inputs" in body:
+            raise BadRequest(400, 'the body holds both "instances" and "inputs": give one')
         if "instances" in body:
             return {"predictions": model.answer(body["instances"])}
         if "inputs" in body and isinstance(body["inputs"], dict) and body["inputs"]:
@@ -172,7 +177,7 @@ async def _json_body(scope, receive, max_request_bytes):
         raise BadRequest(413, "the request is over this server's {} bytes: send fewer instances per request".format(
             max_request_bytes))
     try:
-        body = json.loads(b"".join(chunks).decode("utf-8"))
+        body = loads_json(b"".join(chunks).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise BadRequest(400, "the body is not JSON: {}".format(str(err).splitlines()[0]))
     except RecursionError:

@@ -10,12 +10,11 @@ flag errors answer at once.
 """
 import argparse
 import dataclasses
-import json
 import math
 from typing import Optional
 
 from walsmf import flags
-from walsmf.errors import DataError
+from walsmf.errors import DataError, loads_json
 from walsmf.flags import integer
 
 PRESETS = {
@@ -160,7 +159,7 @@ def read_params_file(path):
     check_input_file(path, "--params_file", "give a JSON file of {flag name: value} (best_params.json)")
     with tf.io.gfile.GFile(path, "rb") as f:
         try:
-            return json.loads(f.read().decode("utf-8"))
+            return loads_json(f.read().decode("utf-8"))
         except (ValueError, RecursionError) as err:
             raise DataError("--params_file {} is not JSON: {}".format(path, str(err).splitlines()[0] if str(err)
                                                                        else "nested too deeply"))
