@@ -16,7 +16,7 @@ import pandas as pd
 
 DAY_MS = 86400 * 1000
 HALF_LIFE_MS = 36 * 3600 * 1000
-START_MS = 1_800_000_000_000
+START_MS = 1_768_464_000_000  # 2026-01-15 08:00 UTC: past, as a real export's reads are
 
 
 def news_stream(days=4, visitors=20000, articles_per_day=300, reads_per_visitor_day=1.5, topics=12, seed=0):

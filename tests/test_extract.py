@@ -203,3 +203,13 @@ def test_spaces_around_ids_are_stripped_and_a_blank_id_is_refused(tmp_path):
     (tmp_path / "blank.csv").write_text("visitorId,contentId,session_duration\nv1,  ,100\n")
     with pytest.raises(DataError, match=r"an id is blank \('  '\)"):
         extract.read_extracted_csv(str(tmp_path / "blank.csv"))
+
+
+def test_reads_over_a_day_past_now_are_refused_and_a_day_of_clock_skew_is_not():
+    now, day = 1764547200000, 24 * 3600 * 1000
+    rows = pd.DataFrame({"visitorId": ["v", "w"], "contentId": ["a", "b"], "session_duration": [5, 5],
+                         "read_time": [now - day, now + day]})
+    extract.check_times_past(rows, "reads.csv", now_ms=now)  # exactly a day ahead: a clock's skew, kept
+    with pytest.raises(DataError, match=r"^reads.csv: 1 read\(s\) are dated after now, e.g. visitor w and content "
+                                        r"b at 2025-12-02 00:00 UTC \(1764633600001 ms\): check the export's clock"):
+        extract.check_times_past(rows.assign(read_time=[now, now + day + 1]), "reads.csv", now_ms=now)

@@ -56,7 +56,7 @@ def new_reads(trained, path, n=120, seed=0):
     contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
     rows = [(visitors[rng.randint(len(visitors))] if n % 3 else "new-visitor-{}".format(n % 7),
              "new-article-{}".format(rng.randint(3)) if n % 4 == 0 else contents[rng.randint(len(contents))],
-             int(rng.randint(1000, 300000)), 1800000000000 + n) for n in range(n)]
+             int(rng.randint(1000, 300000)), 1700000000000 + n) for n in range(n)]
     pd.DataFrame(rows, columns=["visitorId", "contentId", "session_duration", "read_time"]).to_csv(path, index=False)
     return rows
 
@@ -128,14 +128,20 @@ def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(t
     trained = trained_copy
     rows = new_reads(trained, str(tmp_path / "new.csv"))
     (tmp_path / "empty.csv").write_text("visitorId,contentId,session_duration\n")
-    pd.DataFrame([("stranger-{}".format(n), "elsewhere-{}".format(n), 1000, 1900000000000) for n in range(5)],
+    pd.DataFrame([("stranger-{}".format(n), "elsewhere-{}".format(n), 1000, 1750000000000) for n in range(5)],
                  columns=["visitorId", "contentId", "session_duration", "read_time"]).to_csv(
         tmp_path / "other_site.csv", index=False)
     pd.DataFrame([(v, c, d, 1000) for v, c, d, _ in rows], columns=["visitorId", "contentId", "session_duration",
                                                                     "read_time"]).to_csv(tmp_path / "old.csv",
                                                                                          index=False)
+    # a read dated a century ahead (a wrong clock or unit) would stale every article and refuse every later refresh
+    pd.DataFrame([(v, c, d, t + 100 * 365 * 86400000 * (n == 3)) for n, (v, c, d, t) in enumerate(rows)],
+                 columns=["visitorId", "contentId", "session_duration", "read_time"]).to_csv(
+        tmp_path / "future.csv", index=False)
     cases = [("empty.csv", "holds no"), ("other_site.csv", "is one the model knows"),
-             ("old.csv", "older than the newest read the model was trained on")]
+             ("old.csv", "older than the newest read the model was trained on (2017-"),
+             ("future.csv", "future.csv: 1 read(s) are dated after now, e.g. visitor {} and content {} at 2123-".format(
+                 *rows[3][:2]))]
 
     def listing():
         return [sorted(os.listdir(d)) + [open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))

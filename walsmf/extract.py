@@ -12,8 +12,10 @@ One SQL text, the lab's standard SQL (walsmf.queries), runs on two engines:
 
 This module runs the query and checks its rows (or an extracted CSV's).
 """
+import datetime
 import os
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -99,6 +101,32 @@ def normalize_extracted(df, source=None):
     return out
 
 
+# A read dated this far past the machine's clock is a wrong clock or unit, not news: walsmf measures freshness
+# from the newest read, and a refresh takes only reads after it, so one such read would stale every article and
+# refuse every later refresh.
+FUTURE_SLACK_MS = 24 * 3600 * 1000
+
+
+def check_times_past(extracted, where, now_ms=None):
+    """Refuse reads (checked rows) whose read_time is over a day past now, naming the first and what to check."""
+    if TIME_COLUMN not in extracted or not len(extracted):
+        return
+    now_ms = time.time() * 1000 if now_ms is None else now_ms
+    late = extracted[extracted[TIME_COLUMN] > now_ms + FUTURE_SLACK_MS]
+    if len(late):
+        first = late.iloc[0]
+        raise DataError("{}: {:,} read(s) are dated after now, e.g. visitor {} and content {} at {} ({} ms): check "
+                        "the export's clock and that read_time is ms since the epoch".format(
+                            where, len(late), first["visitorId"], first["contentId"],
+                            utc_text(first[TIME_COLUMN]), first[TIME_COLUMN]))
+
+
+def utc_text(ms):
+    """ms since the epoch as a UTC date and time, for messages."""
+    return datetime.datetime.fromtimestamp(ms / 1000.0, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") \
+        if -6.2e13 < ms < 2.5e14 else "a year past 9999"
+
+
 def _numbers(df, column):
     """``df[column]`` as numbers (blank cells NaN); a value that is not a number is an error."""
     values = pd.to_numeric(df[column], errors="coerce")
@@ -169,6 +197,7 @@ def main(argv=None):
                        inputs=local_files(query.sessions_file) if query.sessions_file and query.source == "local"
                        else ())
     df = extract(query)
+    check_times_past(df, query.describe())
     if args.output == "-":
         df.to_csv(sys.stdout, index=False)
     else:

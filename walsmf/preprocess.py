@@ -134,6 +134,7 @@ def main(argv=None):
     else:
         print("[1/2] extract: {}".format(query.describe()), flush=True)
         extracted = extract_stage.extract(query)
+    extract_stage.check_times_past(extracted, args.extracted_csv or query.describe())
     log("{}; most read: {}".format(_rate(len(extracted), time.time() - start), extract_stage.most_read(extracted)))
     print("[2/2] preprocess -> {}".format(args.data_dir), flush=True)
     write_data_dir(extracted, args.data_dir, query.source, log=log)

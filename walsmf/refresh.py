@@ -36,7 +36,15 @@ from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_graph import observed_values
 from walsmf.export_numpy import fold_in
-from walsmf.extract import TIME_COLUMN, add_source_arguments, extract, query_of, read_extracted_csv
+from walsmf.extract import (
+    TIME_COLUMN,
+    add_source_arguments,
+    check_times_past,
+    extract,
+    query_of,
+    read_extracted_csv,
+    utc_text,
+)
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
 from walsmf.ratings import rating_of
 from walsmf.recency import DAY_MS
@@ -197,8 +205,9 @@ def check_new_reads(extracted, visitors, contents, data_dir):
         with tf.io.gfile.GFile(times_csv) as f:
             newest = pd.read_csv(f, usecols=["time"])["time"].max()
         if extracted[TIME_COLUMN].max() < newest:
-            raise DataError("all {:,} new reads are older than the newest read the model was trained on ({} ms): "
-                            "they are in it already, or stale; give the reads since".format(len(extracted), newest))
+            raise DataError("all {:,} new reads are older than the newest read the model was trained on ({}): "
+                            "they are in it already, or stale; give the reads since".format(len(extracted),
+                                                                                         utc_text(newest)))
 
 
 def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
@@ -292,6 +301,7 @@ def main(argv=None):
                         "(the embedded sample holds no new reads)")
     print("[refresh] {} with {}".format(args.model_dir, args.extracted_csv or query.describe()), flush=True)
     extracted = read_extracted_csv(args.extracted_csv) if args.extracted_csv else extract(query)
+    check_times_past(extracted, args.extracted_csv or query.describe())
     print("      {:,} new reads".format(len(extracted)), flush=True)
     export = refresh(args.model_dir, extracted, sweeps=args.sweeps, keep_days=args.keep_days)
     print("[refresh] done: {}".format(export), flush=True)
