@@ -132,12 +132,19 @@ def test_normalize_drops_what_the_lab_drops_and_refuses_the_rest():
 
 
 @pytest.mark.parametrize("unit", [1, 1000, 10 ** -3], ids=["ms", "µs", "seconds"])
-def test_read_times_in_seconds_or_microseconds_are_kept_as_milliseconds(unit):
+def test_a_files_read_times_in_seconds_or_microseconds_are_kept_as_milliseconds(unit):
     ms = [1500019157679, 1500019160000]  # July 2017
     df = pd.DataFrame({"visitorId": ["1", "2"], "contentId": ["9", "9"], "session_duration": [10, 20],
                        "read_time": [int(t * unit) for t in ms]})
-    kept = extract.normalize_extracted(df)["read_time"].tolist()
+    kept = extract.normalize_extracted(df, "reads.csv")["read_time"].tolist()
     assert kept == ([t // 1000 * 1000 for t in ms] if unit < 1 else ms)
+
+
+def test_a_querys_read_times_are_milliseconds_however_small():
+    day = 86400000  # 1970-01-02: a seconds-sized number, but the lab's SQL always gives ms
+    df = pd.DataFrame({"visitorId": ["1", "2"], "contentId": ["9", "9"], "session_duration": [10, 20],
+                       "read_time": [0, day]})
+    assert extract.normalize_extracted(df)["read_time"].tolist() == [0, day]
 
 
 @pytest.fixture

@@ -52,8 +52,8 @@ def normalize_extracted(df, source=None):
     Keeps what the query guarantees (contentId not null, duration
     > 0) true for any engine: such rows are dropped as the lab does; a
     missing column, an empty result or a non-numeric duration is an error.
-    A ``read_time`` column (the pair's latest time: ms, or seconds or µs as splits.in_milliseconds tells them
-    apart) is kept as ms and checked.
+    A ``read_time`` column (the pair's latest time) is kept as ms and checked: a query gives ms; a file may
+    hold seconds or µs as well, as splits.in_milliseconds tells them apart.
     ``source``: the file the rows come from, named in errors (None: a query's result).
     Rows of one (visitor, article) pair are summed, as the lab's GROUP BY
     sums them (their latest time kept); fractional durations stay fractional.
@@ -89,7 +89,8 @@ def normalize_extracted(df, source=None):
         if times.isna().any():
             raise DataError("{} is blank for visitor {} and content {}: give every row its time, or drop the "
                             "column".format(TIME_COLUMN, *df[keep][times.isna().to_numpy()].iloc[0][COLUMNS[:2]]))
-        out[TIME_COLUMN] = np.rint(in_milliseconds(times.to_numpy())).astype("int64")[order]  # seconds, µs too
+        times = times.to_numpy()
+        out[TIME_COLUMN] = np.rint(in_milliseconds(times) if source else times).astype("int64")[order]
     # (codes are int8/16/32 as the categories need: widen before the product)
     pair = pd.Series(visitors.codes[order].astype(np.int64) * len(contents.categories) +
                      contents.codes[order].astype(np.int64))
