@@ -37,7 +37,7 @@ def test_the_best_succeeded_trial_becomes_the_flags_walsmf_task_takes(tmp_path):
 
 def test_a_job_without_a_succeeded_trial_or_with_foreign_parameters_is_refused(tmp_path):
     out = tmp_path / "best_params.json"
-    out.write_text("mine")
+    out.write_text('{"n_embeds": 30}')  # an earlier job's answer, kept when this one has none
     for job, expected in (({"displayName": "hp", "trials": [trial(1, "ACTIVE", 0.1)]},
                            "the tuning job hp has no succeeded trial reporting recall_at_10 (1 trials in all)"),
                           ({"trials": [trial(1, "SUCCEEDED", 0.1, learning_rate=0.1)]},
@@ -48,4 +48,4 @@ def test_a_job_without_a_succeeded_trial_or_with_foreign_parameters_is_refused(t
         result = run_module("walsmf.best_trial", "--job_json", path, "--output", out)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and expected in lines[0], result.stderr
-        assert out.read_text() == "mine"
+        assert out.read_text() == '{"n_embeds": 30}'
