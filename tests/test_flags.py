@@ -1,7 +1,10 @@
 """Every module takes the same spelling for the same thing: words joined by _ or -, --data_dir or --input_path."""
+import argparse
+import os
 import re
 
 import pytest
+from helpers import ROOT
 
 from walsmf import evaluate, flags, predict, settings, tune
 from walsmf.errors import DataError
@@ -36,17 +39,32 @@ def test_other_spellings_reach_the_modules_own_checks(tmp_path, main, argv, mess
         main([a.format(tmp=tmp_path) for a in argv])
 
 
-def test_docs_flags_page_is_what_the_parsers_say():
+def flags_doc():
+    """scripts/flags_doc.py: every module's parser."""
     import importlib.util
-    import os
-
-    from helpers import ROOT
 
     spec = importlib.util.spec_from_file_location("flags_doc", os.path.join(ROOT, "scripts", "flags_doc.py"))
-    flags_doc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flags_doc)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_flags_page_is_what_the_parsers_say():
     with open(os.path.join(ROOT, "docs", "flags.md")) as f:
-        assert f.read() == flags_doc.page(), "a flag changed: run .venv/bin/python scripts/flags_doc.py > docs/flags.md"
+        assert f.read() == flags_doc().page(), \
+            "a flag changed: run .venv/bin/python scripts/flags_doc.py > docs/flags.md"
+
+
+def test_an_integer_flag_is_the_integer_written_in_every_module():
+    assert flags.integer("99999999999999999999999") == 99999999999999999999999  # not float's 99999999999999991611392
+    assert (flags.integer("20.0"), flags.integer("1e3"), flags.integer("-4")) == (20, 1000, -4)
+    for text in ("1e30", "2.5", "nan", "inf", "ten", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="invalid integer value"):
+            flags.integer(text)
+    doc = flags_doc()
+    read_by_int = ["{} {}".format(module, action.option_strings[0]) for module in doc.MODULES
+                   for action in doc.parser_of(module)._actions if action.type is int]
+    assert not read_by_int  # int() refuses "1e3", which tuning services send
 
 
 @pytest.mark.parametrize("module", ["best_trial", "evaluate", "extract", "predict", "preprocess", "refresh", "replay",

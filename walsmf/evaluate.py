@@ -32,7 +32,7 @@ def main(argv=None):
                           epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--data_dir", required=True, help="a split directory (written with --split_from)")
     parser.add_argument("--split_from", help="write a held-out split of this data directory into --data_dir")
-    parser.add_argument("--holdout", type=int, default=1, help="interactions held out per user "
+    parser.add_argument("--holdout", type=flags.integer, default=1, help="interactions held out per user "
                         "(at most a fifth of a user's, one at least)")
     flags.add_seed(parser, "seed of the held-out choice")
     parser.add_argument("--held_out", choices=["latest", "random"],
@@ -43,7 +43,7 @@ def main(argv=None):
                              "instead of the data's own times.csv")
     flags.add_id_counts(parser)
     flags.add_model_dir(parser, "a WALS model trained on --data_dir (walsmf.task --output_dir)")
-    parser.add_argument("--k", type=int, default=10, help="length of the recommendation lists")
+    parser.add_argument("--k", type=flags.integer, default=10, help="length of the recommendation lists")
     parser.add_argument("--implicit", action="store_true", help="also score implicit's ALS (10 factors)")
     args = parser.parse_args(argv)
     if (args.latest_from or args.held_out) and not args.split_from:

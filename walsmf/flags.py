@@ -70,13 +70,19 @@ class Parser(argparse.ArgumentParser):
 
 
 def integer(text: str) -> int:
-    """An integer flag value; "20.0" is 20 (tuning services may send integers as floats)."""
+    """An integer flag value, exactly as written; "20.0" and "1e3" are 20 and 1000 (tuning services may send
+    integers as floats) where the float is exact (below 2^53)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
-    if not math.isfinite(value) or value != int(value):
-        raise argparse.ArgumentTypeError("invalid integer value: {!r}".format(text))
+    if not math.isfinite(value) or value != int(value) or abs(value) > 2 ** 53:
+        raise argparse.ArgumentTypeError("invalid integer value: {!r}{}".format(
+            text, " (write it in digits)" if math.isfinite(value) and value == int(value) else ""))
     return int(value)
 
 

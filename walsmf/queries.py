@@ -296,7 +296,7 @@ def add_source_arguments(parser):
                              "JSON, one file or a glob of daily files ('events_*.parquet')")
     parser.add_argument("--start_date", metavar="YYYYMMDD", help="first day read (inclusive; default: all)")
     parser.add_argument("--end_date", metavar="YYYYMMDD", help="last day read (inclusive; default: all)")
-    parser.add_argument("--content_index", type=int, default=DEFAULT_CONTENT_INDEX,
+    parser.add_argument("--content_index", type=flags.integer, default=DEFAULT_CONTENT_INDEX,
                         help="ga360: the custom dimension holding the article id (default: the lab's 10)")
     parser.add_argument("--content_param", default=DEFAULT_CONTENT_PARAM,
                         help="ga4: the event parameter naming the content (default page_location, the URL "
