@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from walsmf import evaluate, extract, predict, preprocess, sample, serve, task, tune
+from walsmf import evaluate, extract, predict, preprocess, refresh, sample, serve, task, tune
 from walsmf.errors import run_cli
 
 CLIS = {"sample": sample, "extract": extract, "preprocess": preprocess, "task": task, "predict": predict,
-        "evaluate": evaluate, "tune": tune, "serve": serve}
+        "evaluate": evaluate, "tune": tune, "serve": serve, "refresh": refresh}
 
 
 def snapshot(top):
@@ -63,6 +63,17 @@ def run(cli, argv):
 CASES = [
     ("sample", "--scale 0 --output {W}/s.parquet", r"--scale 0.0 is not a size: give a positive number"),
     ("sample", "--scale nan --output {W}/s.parquet", r"--scale nan is not a size"),
+    # a size, a count or a length beyond what the machine holds: refused before any work, naming the flag
+    ("sample", "--scale 1e9 --output {W}/s.parquet", r"--scale 1e\+09's ga360 sample would take about [0-9.]+ GB to "
+                                                     r"generate and this machine has .* give a smaller --scale"),
+    ("sample", "--schema ga4 --scale 1e8 --output {W}/s.parquet", r"--scale 1e\+08's ga4 sample would take about"),
+    ("task", "--input_path {D} --output_dir {W}/o --nitems 10000000000000", r"[0-9,]+ users' and 10,000,000,000,000 "
+                                                                            r"items' factors of 10 would take about "
+                                                                            r".* \(leave --nusers and --nitems out"),
+    ("task", "--input_path {D} --output_dir {W}/o --topk 100000", r"--topk 100000 is more recommendations than the "
+                                                                  r"[0-9]+ items: give at most"),
+    ("serve", "--model-dir {E} --workers 1000000", r"1000000 worker processes would take about .* give fewer "
+                                                   r"--workers"),
     ("sample", "--output {W}/adir", r"--output {W}/adir is a directory: give a file name"),
     ("sample", "--output {W}/file.txt/s.parquet", r"cannot be written: {W}/file.txt is a file"),
     ("sample", "--output /proc/s.parquet", r"--output /proc/s.parquet cannot be written \("),
@@ -108,7 +119,7 @@ CASES = [
     ("task", "--input_path {W}/none --output_dir {W}/o", r"{W}/none/metadata.json does not exist"),
     ("task", "--input_path {D} --output_dir {D}", r"--output_dir {D} is --input_path {D} or inside it"),
     ("task", "--input_path {D} --output_dir {D}/model", r"--output_dir {D}/model is --input_path {D} or inside"),
-    ("task", "--input_path {D} --output_dir {W}/file.txt", r"--output_dir {W}/file.txt is a file"),
+    ("task", "--input_path {D} --output_dir {W}/file.txt", r"--output_dir {W}/file.txt is not a directory"),
     ("task", "--input_path {D} --output_dir /proc/m", r"--output_dir /proc/m cannot be written"),
     ("task", "--input_path {D} --output_dir {W}/o --num_epochs 0", r"--num_epochs 0 is outside \(0, 1e\+06\]"),
     ("task", "--input_path {D} --output_dir {W}/o --n_embeds 0", r"--n_embeds must be a positive integer"),
@@ -152,6 +163,13 @@ CASES = [
     ("serve", "--model-dir {E} --port 70000", r"--port 70000 is not a TCP port"),
     ("serve", "--model-dir {E} --workers 0", r"--workers 0 is not a number of processes"),
     ("serve", "--model-dir {E} --max_request_bytes 0", r"--max_request_bytes 0 answers no request"),
+    ("serve", "--model-dir {E} --max_request_bytes 100000000000", r"--max_request_bytes 100000000000 is more than a "
+                                                                  r"worker should hold: give 1 to"),
+    ("serve", "--model-dir {E} --poll_seconds inf", r"--poll_seconds inf is not a polling interval: give 0 \(never\)"),
+    ("serve", "--model-dir {E} --poll_seconds 1e-9", r"--poll_seconds 1e-09 is not a polling interval"),
+    ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --sweeps -1", r"--sweeps -1 is not a number of sweeps"),
+    ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --keep_days nan", r"--keep_days nan is not a number of "
+                                                                                r"days: give more than 0"),
     ("serve", "--model-dir {E} --host 127.0.0.1 --port {BUSY}", r"cannot listen on 127.0.0.1:{BUSY} \(Address "
                                                                  r"already in use\)"),
 ]

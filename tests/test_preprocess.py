@@ -133,7 +133,7 @@ def test_data_too_large_for_this_process_stops_naming_the_beam_runner(tmp_path, 
     from walsmf import extract
     available = 10 * memory.PREPROCESS_BYTES_PER_ROW  # room for 10 rows
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: available)
-    with pytest.raises(DataError, match=r"2,586 extracted rows need about .* GB to preprocess in one process "
+    with pytest.raises(DataError, match=r"2,586 extracted rows would take about .* GB to preprocess in one process "
                                         r".* instead \(--runner DataflowRunner"):
         extract.extract(sessions_file=small_sample)
     # DuckDB's spill directory went with the run

@@ -13,12 +13,19 @@ PREPROCESS_BYTES_PER_ROW = 350
 
 def check_fits_in_memory(n_rows: int) -> None:
     """Stop before preprocessing ``n_rows`` in this process would exhaust the memory (and be killed)."""
-    needed = n_rows * PREPROCESS_BYTES_PER_ROW
+    check_available(n_rows * PREPROCESS_BYTES_PER_ROW, "{:,} extracted rows".format(n_rows),
+                    "to preprocess in one process", "run the Beam pipeline instead (--runner DataflowRunner on Google "
+                    "Cloud; --runner DirectRunner here, slowly)")
+
+
+def check_available(needed: float, what: str, purpose: str, advice: str) -> None:
+    """Refuse, before any work, what would take more than the memory available (the kernel would kill it, or
+    the machine would swap): "``what`` would take about X GB ``purpose`` and this machine has Y GB available:
+    ``advice``"."""
     available = available_memory_bytes()
     if needed > available:
-        raise DataError("{:,} extracted rows need about {:.1f} GB to preprocess in one process and this machine has "
-                        "{:.1f} GB available: run the Beam pipeline instead (--runner DataflowRunner on Google "
-                        "Cloud; --runner DirectRunner here, slowly)".format(n_rows, needed / 1e9, available / 1e9))
+        raise DataError("{} would take about {:.1f} GB {} and this machine has {:.1f} GB available: {}".format(
+            what, needed / 1e9, purpose, available / 1e9, advice))
 
 
 def available_memory_bytes() -> int:

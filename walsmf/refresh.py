@@ -24,6 +24,7 @@ directory it was trained on (training_settings.json); the refresh
    batch_pred.txt / batch_pred_original_ids.txt, printing each stage's time.
 """
 import json
+import math
 import os
 import time
 
@@ -210,13 +211,20 @@ def check_new_reads(extracted, visitors, contents, data_dir):
                                                                                          utc_text(newest)))
 
 
+def check_flags(sweeps, keep_days):
+    """Refuse a negative --sweeps or a --keep_days that is no number of days, before any work."""
+    if sweeps < 0:
+        raise DataError("--sweeps {} is not a number of sweeps: give 0 (the fold-in alone) or more".format(sweeps))
+    if keep_days is not None and not (0 < keep_days < math.inf):
+        raise DataError("--keep_days {} is not a number of days: give more than 0 (leave it out to keep every "
+                        "read)".format(keep_days))
+
+
 def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
     """Fold the reads of ``extracted`` (checked rows, as walsmf.extract returns them) into the model of
     ``model_dir`` (see the module's docstring), then ``sweeps`` full WALS sweeps from the factors so found,
     keeping the reads of the last ``keep_days`` days only (None: all); return the new export's path."""
-    if sweeps < 0 or (keep_days is not None and not keep_days > 0):
-        raise DataError("--sweeps {} / --keep_days {}: give 0 or more sweeps and more than 0 days".format(
-            sweeps, keep_days))
+    check_flags(sweeps, keep_days)
     start = time.time()
 
     def stage(name):
@@ -295,6 +303,7 @@ def main(argv=None):
     add_source_arguments(parser)
     args = parser.parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    check_flags(args.sweeps, args.keep_days)
     query = query_of(args)
     if not (args.extracted_csv or args.sessions_file or args.source == "bigquery"):
         raise DataError("no new reads: give --extracted_csv FILE, --sessions_file EXPORT or --source bigquery "

@@ -18,13 +18,11 @@ At scale 1 the lab's query over it gives what the lab saw on BigQuery:
 about 82,802 visitors, 5,668 articles and 278,913 (visitor, article) rows,
 with session_duration quartiles near 17,095 / 57,938 / 129,393 ms.
 
-Above scale 1, visitors grow with the scale and articles with its square
-root (:func:`article_scale`).
+Above scale 1, articles grow with its square root (:func:`article_scale`).
 
-Visitors read articles by latent taste: each article belongs to a topic and
-each visitor mostly reads from a primary and a secondary topic, so
-collaborative filtering has real signal to find.  Article popularity and
-visitor activity are heavy-tailed.
+Visitors read articles by latent taste: each article belongs to a topic and each visitor mostly reads
+from a primary and a secondary topic, so collaborative filtering has real signal to find.  Article
+popularity and visitor activity are heavy-tailed.
 """
 import math
 import os
@@ -35,6 +33,7 @@ import numpy as np
 from walsmf import flags
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import atomic_output, check_writable, starts_with
+from walsmf.memory import check_available
 
 LAB_VISITORS = 82802
 LAB_ARTICLES = 5668
@@ -57,6 +56,8 @@ _EVENT_SHARE = 0.15           # EVENT hits following a page
 _NON_READER_SHARE = 0.06      # visitors with a single page: no duration, no row
 _PRIMARY_TASTE, _SECONDARY_TASTE = 0.6, 0.2
 _POPULARITY_EXPONENT = 0.8
+# Peak memory of generating a sample per unit of --scale, with a margin (measured: 0.11 GB ga360, 0.78 GB ga4).
+SAMPLE_BYTES_PER_SCALE = {"ga360": 0.15e9, "ga4": 0.9e9}
 _SAMPLE_DAYS = 3              # visits start over three days (four calendar dates)
 SECTIONS = np.array(["news", "sport", "culture", "economy", "home"])
 # The GA4 sample: its events, parameters, URLs and how they vary.
@@ -147,10 +148,12 @@ class _Reading:
     article, or a page without one), the times between pages, and event hits inside pages."""
 
 
-def _reading_process(scale, seed):
-    """Draw the visitors' reading (deterministic for ``scale`` and ``seed``)."""
+def _reading_process(scale, seed, schema):
+    """Draw the visitors' reading (deterministic for ``scale`` and ``seed``; refused if it would not fit)."""
     if not (scale > 0 and math.isfinite(scale)):
         raise DataError("--scale {} is not a size: give a positive number (1 = the lab's data)".format(scale))
+    check_available(SAMPLE_BYTES_PER_SCALE[schema] * scale, "--scale {:g}'s {} sample".format(scale, schema),
+                    "to generate", "give a smaller --scale")
     if seed < 0:
         raise DataError("--seed {} is negative: give a seed of 0 or more".format(seed))
     rng = np.random.default_rng(seed)
@@ -159,8 +162,7 @@ def _reading_process(scale, seed):
     n_visitors = n_readers + int(round(n_readers * _NON_READER_SHARE))
     catalogue = _Catalogue(rng, n_articles)
 
-    # Pages per visitor: reads (each with a following page, so a duration),
-    # then the last page, whose duration the query cannot know.
+    # Pages per visitor: reads (each with a following page, so a duration), then the last page (no duration).
     p = _EXTRA_READS_SHAPE / (_EXTRA_READS_SHAPE + _EXTRA_READS_MEAN)
     reads = np.minimum(1 + rng.negative_binomial(_EXTRA_READS_SHAPE, p, size=n_readers), _MAX_READS)
     pages = np.concatenate([reads + 1, np.ones(n_visitors - n_readers, dtype=np.int64)])
@@ -220,7 +222,7 @@ def generate_sessions(scale=1.0, seed=0):
     """Generate the GA360-shaped sample as a pyarrow Table (deterministic)."""
     import pyarrow as pa
 
-    r = _reading_process(scale, seed)
+    r = _reading_process(scale, seed, "ga360")
     n_pages = len(r.page_visitor)
     event_time = r.page_time[r.event_of] + r.gap[r.event_of] // 2
     hit_visitor = np.concatenate([r.page_visitor, r.page_visitor[r.event_of]])
@@ -234,8 +236,7 @@ def generate_sessions(scale=1.0, seed=0):
     hit_offsets = np.concatenate([[0], np.cumsum(hits_per_visitor)])
     hit_number = np.arange(len(hit_visitor)) - hit_offsets[:-1][hit_visitor] + 1
 
-    # Custom dimensions: the section (index 4) on every hit, the article
-    # (index 10) on hits of an article.
+    # Custom dimensions: the section (index 4) on every hit, the article (index 10) on hits of an article.
     has_article = hit_article >= 0
     n_dims = 1 + has_article
     dim_offsets = np.concatenate([[0], np.cumsum(n_dims)])
@@ -271,15 +272,14 @@ def generate_events(scale=1.0, seed=0):
 
     Each visitor's visit is a session (``ga_session_id`` its start): session_start, then per page a
     page_view (``page_location`` a URL, some with tracking query strings or fragments; an article's
-    page_view also carries ``article_id``, as an int or as a string), and, for every page but the last,
-    the time until the next page as ``engagement_time_msec`` on a scroll (half) and on the
-    user_engagement sent as the page is left (the rest).  Some pages are sent again as consent-mode
-    pings without ``user_pseudo_id``.  With ``--content_param article_id`` the rows equal the GA360
-    sample's (tested).
+    page_view also carries ``article_id``, as an int or as a string), and, for every page but the last, the
+    time until the next page as ``engagement_time_msec`` on a scroll (half) and on the user_engagement sent as
+    the page is left (the rest).  Some pages are sent again as consent-mode pings without ``user_pseudo_id``.
+    With ``--content_param article_id`` the rows equal the GA360 sample's (tested).
     """
     import pyarrow as pa
 
-    r = _reading_process(scale, seed)
+    r = _reading_process(scale, seed, "ga4")
     rng = np.random.default_rng([seed, _GA4_STREAM])
     n_pages = len(r.page_visitor)
     page_us = (r.start[r.page_visitor] * 1000 + r.page_time) * 1000

@@ -42,16 +42,21 @@ from concurrent.futures import ThreadPoolExecutor
 from walsmf import flags
 from walsmf.errors import DEBUG_ENV, DataError, loads_json, run_cli
 from walsmf.instances import KEYS, SIGNATURES
+from walsmf.memory import check_available
 from walsmf.versions import BadRequest, Snapshots, Versions, poll_forever
 
 DEFAULT_PORT = 8080
 # Vertex AI's shared public endpoints take at most 1.5 MB a request.
 MAX_REQUEST_BYTES = 1536 * 1024
+MAX_REQUEST_BYTES_CEILING = 64 * 2 ** 20
 MODEL_NAME = "walsmf"
 # How often a worker looks for a newer export version (TF Serving polls its base path every second by default).
 POLL_SECONDS = 2.0
+MIN_POLL_SECONDS, MAX_POLL_SECONDS = 0.1, 86400.0  # shorter is a busy loop; longer, use 0 and restart
 # A worker's threads for requests of many instances (a few instances are answered on its event loop).
 THREADS = 2
+# A worker's memory: TensorFlow, uvicorn and a model (measured: 0.52 GB with the lab's 14 MB export).
+WORKER_BYTES = 0.6e9
 
 
 def routes(environ):
@@ -286,16 +291,17 @@ def main(argv=None):
     flags.add_model_dir(parser, "an export or a directory of exports, local or gs:// (default: $AIP_STORAGE_URI)",
                         default=os.environ.get("AIP_STORAGE_URI"))
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="port (default: $AIP_HTTP_PORT or 8080)")
-    parser.add_argument("--workers", type=int, help="worker processes, each with the model (default: one per core)")
-    parser.add_argument("--threads", type=int, default=THREADS,
+    parser.add_argument("--port", type=flags.integer, help="port (default: $AIP_HTTP_PORT or 8080)")
+    parser.add_argument("--workers", type=flags.integer,
+                        help="worker processes, each with the model (default: one per core)")
+    parser.add_argument("--threads", type=flags.integer, default=THREADS,
                         help="threads per worker for requests of more than {} instances (default {}; smaller ones are "
                              "answered on the worker's event loop)".format(INLINE_INSTANCES, THREADS))
     parser.add_argument("--poll_seconds", type=float, default=POLL_SECONDS,
                         help="how often each worker looks for a newer export version under --model-dir and moves to "
                              "it (TF Serving's file_system_poll_wait_seconds; 0: never; default {:g})".format(
                                  POLL_SECONDS))
-    parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
+    parser.add_argument("--max_request_bytes", type=flags.integer, default=MAX_REQUEST_BYTES,
                         help="largest request body answered; larger is a 413 (default: Vertex's 1.5 MB)")
     flags.add_verbosity(parser)
     args = parser.parse_args(argv)
@@ -306,19 +312,26 @@ def main(argv=None):
                         "directory of exports".format(args.model_dir))
     if args.workers is not None and args.workers < 1:
         raise DataError("--workers {} is not a number of processes: give 1 or more".format(args.workers))
+    workers = args.workers or default_workers()
+    check_available(workers * WORKER_BYTES, "{} worker processes".format(workers),
+                    "(TensorFlow and the model in each)", "give fewer --workers (default: one per core, {})".format(
+                        default_workers()))
     if args.threads < 1:
         raise DataError("--threads {} is not a number of threads: give 1 or more".format(args.threads))
     if args.port is None:
         args.port = environment_port(os.environ)
     elif not 1 <= args.port <= 65535:
         raise DataError("--port {} is not a TCP port: give 1 to 65535".format(args.port))
-    if args.max_request_bytes < 1:
-        raise DataError("--max_request_bytes {} answers no request: give 1 or more".format(args.max_request_bytes))
+    if not 1 <= args.max_request_bytes <= MAX_REQUEST_BYTES_CEILING:
+        raise DataError("--max_request_bytes {} {}: give 1 to {} (a body is held and parsed in memory, about ten "
+                        "times its size, for each request in flight)".format(
+                            args.max_request_bytes, "answers no request" if args.max_request_bytes < 1 else
+                            "is more than a worker should hold", MAX_REQUEST_BYTES_CEILING))
     check_port_free(args.host, args.port)
     check_model(args.model_dir)
-    if not args.poll_seconds >= 0:
-        raise DataError("--poll_seconds {} is not a number of seconds: give 0 (never) or more".format(
-            args.poll_seconds))
+    if not (args.poll_seconds == 0 or MIN_POLL_SECONDS <= args.poll_seconds <= MAX_POLL_SECONDS):
+        raise DataError("--poll_seconds {} is not a polling interval: give 0 (never) or {:g} to {:g} seconds".format(
+            args.poll_seconds, MIN_POLL_SECONDS, MAX_POLL_SECONDS))
     serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes, args.threads,
           args.poll_seconds, args.verbosity)
 

@@ -16,6 +16,7 @@ from typing import Optional
 from walsmf import flags
 from walsmf.errors import DataError, loads_json
 from walsmf.flags import integer
+from walsmf.memory import check_available
 
 PRESETS = {
     # The lab's settings: contrib's defaults, no regularization.
@@ -99,6 +100,9 @@ RANGE_REASONS = {"unobserved_weight": "a weight of 0 leaves WALS's solve singula
                  "popularity_days": "days of reads", "max_age_days": "days"}
 # A float32 Gramian of n² entries stays under protobuf's 2 GB while n² · 4 bytes < 2^31.
 MAX_EMBEDS = 23170
+# float32 copies of the factors a training holds at its peak, with a margin: the variables, a sweep's new values,
+# the export's and batch_pred's read-back.
+FACTOR_COPIES = 4
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
 
@@ -212,6 +216,13 @@ def validate(settings):
         raise DataError("--n_embeds {} is more factors than a graph holds: contrib keeps an n_embeds² Gramian, "
                         "which past {} passes protobuf's 2 GB; use fewer factors".format(settings.n_embeds,
                                                                                            MAX_EMBEDS))
+    if settings.topk > settings.nitems:
+        raise DataError("--topk {} is more recommendations than the {} items: give at most {}".format(
+            settings.topk, settings.nitems, settings.nitems))
+    check_available(4.0 * FACTOR_COPIES * settings.n_embeds * (settings.nusers + settings.nitems),
+                    "{:,} users' and {:,} items' factors of {}".format(settings.nusers, settings.nitems,
+                                                                     settings.n_embeds),
+                    "to train", "give fewer ids (leave --nusers and --nitems out: the data's counts) or --n_embeds")
     for flag, ids in (("num_row_shards", "nusers"), ("num_col_shards", "nitems")):
         if getattr(settings, flag) > getattr(settings, ids):
             raise DataError("--{} {} is more shards than the {} {} ids: use at most {}".format(
