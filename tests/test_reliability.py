@@ -256,7 +256,7 @@ def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
     with pytest.raises(DataError, match="not a readable SavedModel.*export it again"):
         predict.predict(str(export), [(4, -1)])
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(DataError, match="is a file: name a directory"):
+    with pytest.raises(DataError, match="is not a directory: name one"):
         trainer.resolve(trained.replace(output_dir=str(tmp_path / "a_file")))
     for scale in (0, -1, float("nan")):
         with pytest.raises(DataError, match="is not a size"):
@@ -490,3 +490,60 @@ def test_a_file_output_replaces_only_a_file_of_its_own_kind(tmp_path, module, ki
     check_writable(str(target), "--output", replaces=(kind, starts_with(ours[:4])))
     target.write_bytes(b"")
     check_writable(str(target), "--output", replaces=(kind, starts_with(ours[:4])))
+
+
+@pytest.mark.parametrize("module, flag, kind", [
+    ("walsmf.extract", "--output", "file"), ("walsmf.sample", "--output", "file"),
+    ("walsmf.best_trial", "--output", "file"), ("walsmf.preprocess", "--data_dir", "directory"),
+    ("walsmf.task", "--output_dir", "directory")])
+def test_an_output_that_is_a_pipe_is_refused_and_stays_a_pipe(tmp_path, small_data, module, flag, kind):
+    import importlib
+    import stat
+    pipe = tmp_path / "pipe"
+    os.mkfifo(str(pipe))
+    extra = ["--data_dir", small_data[0]] if module == "walsmf.task" else []
+    with pytest.raises(DataError, match="{} {} is (a device, pipe or socket, )?not a {}".format(flag, pipe, kind)):
+        importlib.import_module(module).main(extra + [flag, str(pipe)])
+    assert stat.S_ISFIFO(os.lstat(str(pipe)).st_mode) and os.listdir(str(tmp_path)) == ["pipe"]
+
+
+def test_a_device_is_never_an_output():
+    from walsmf.fileio import check_writable
+    for directory in (False, True):
+        with pytest.raises(DataError, match="--output /dev/null is a device, pipe or socket"):
+            check_writable("/dev/null", "--output", directory=directory)
+
+
+def test_an_output_through_a_symbolic_link_replaces_the_file_it_names_and_keeps_the_link(tmp_path):
+    from walsmf.fileio import atomic_write_text
+    (tmp_path / "elsewhere").mkdir()
+    target = tmp_path / "elsewhere" / "params.json"
+    target.write_text("old")
+    link = tmp_path / "params.json"
+    link.symlink_to(target)
+    atomic_write_text(str(link), "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(os.listdir(str(tmp_path / "elsewhere"))) == ["params.json"]
+
+
+def test_an_extracted_csv_read_from_a_pipe_is_read_once_whole(tmp_path):
+    import threading
+
+    from walsmf.extract import read_extracted_csv
+    pipe = tmp_path / "reads.csv"
+    os.mkfifo(str(pipe))
+    rows = ["v{},a{},{}".format(n, n % 7, 1000 + n) for n in range(5000)]
+    writer = threading.Thread(target=lambda: pipe.write_text("visitorId,contentId,session_duration\n" +
+                                                             "\n".join(rows) + "\n"))
+    writer.start()
+    extracted = read_extracted_csv(str(pipe))
+    writer.join()
+    assert len(extracted) == 5000 and extracted["session_duration"].sum() == sum(1000 + n for n in range(5000))
+
+
+def test_a_sessions_file_that_is_a_pipe_is_one_line_saying_save_it(tmp_path):
+    from walsmf.local_export import local_files
+    pipe = tmp_path / "events.parquet"
+    os.mkfifo(str(pipe))
+    with pytest.raises(DataError, match="--sessions_file {} is a pipe or device: .* save it to a file".format(pipe)):
+        local_files(str(pipe))

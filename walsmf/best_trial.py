@@ -55,7 +55,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_writable(args.output, "--output", replaces=("a params file (a JSON object)", starts_with(b"{")))
     source = "standard input" if args.job_json == "-" else args.job_json
-    if args.job_json != "-" and not os.path.isfile(args.job_json):
+    if args.job_json != "-" and (os.path.isdir(args.job_json) or not os.path.exists(args.job_json)):
         raise DataError("--job_json {} is not a file: give gcloud ai hp-tuning-jobs describe's JSON".format(
             args.job_json))
     with (sys.stdin if args.job_json == "-" else open(args.job_json)) as f:

@@ -36,7 +36,7 @@ def read_extracted_csv(path):
     if os.path.isdir(path):
         raise DataError("--extracted_csv {} is a directory: give the CSV file 'python -m walsmf.extract --output "
                         "FILE' wrote".format(path))
-    if not os.path.isfile(path):
+    if not os.path.exists(path):  # a pipe is read once, as a file
         raise DataError("extracted CSV {} does not exist (write one with 'python -m walsmf.extract "
                         "--output FILE')".format(path))
     try:

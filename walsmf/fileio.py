@@ -18,6 +18,9 @@ LOCK_FILE = ".walsmf.lock"
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary name beside ``path`` (local or gs://) to write; rename it to ``path`` on success."""
+    if "://" not in path:
+        path = os.path.realpath(path)  # through a symbolic link: the file it names is replaced, the link kept
+        check_regular(path, "output")
     tmp = "{}.tmp-{}".format(path, os.getpid())
     try:
         yield tmp
@@ -86,6 +89,7 @@ def check_writable(path, flag, directory=False, inputs=(), replaces=None):
     if owner:
         raise DataError("{} {} is inside the {} {}, which walsmf writes whole: write it elsewhere".format(
             flag, path, owner[1], owner[0]))
+    check_regular(path, flag, directory)
     if directory and os.path.isfile(path):
         raise DataError("{} {} is a file: name a directory".format(flag, path))
     if not directory and os.path.isdir(path):
@@ -105,6 +109,15 @@ def check_writable(path, flag, directory=False, inputs=(), replaces=None):
     except OSError as err:
         raise DataError("{} {} cannot be written ({}: {}): choose a place you can write".format(
             flag, path, err.strerror or type(err).__name__, existing))
+
+
+def check_regular(path, flag, directory=False):
+    """Refuse an output ``path`` (local) that is a device, a pipe or a socket: writing through a temporary name
+    would replace the device (/dev/null) with a file, and walsmf's outputs are files and directories."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise DataError("{} {} is a device, pipe or socket, not a {}".format(flag, path, "directory: name a directory"
+                        if directory else "file: give a file name (standard output: pipe the file, or --output - "
+                        "where the command takes it)"))
 
 
 def starts_with(prefix):
@@ -131,20 +144,7 @@ def staged_directory(final_dir, marker, owned):
     so is one holding an entry ``owned(name)`` says walsmf did not write there
     (a user's file, a model trained into it), which replacing it would delete.
     """
-    if os.path.lexists(final_dir):
-        if os.path.islink(final_dir) or not os.path.isdir(final_dir):
-            raise DataError("{} exists and is not a directory walsmf wrote: name another directory".format(final_dir))
-        if os.listdir(final_dir) and not os.path.exists(os.path.join(final_dir, marker)):
-            raise DataError("{} holds files walsmf did not write (it has no {}): name another directory, or "
-                            "empty it first".format(final_dir, marker))
-        foreign = sorted(name for name in os.listdir(final_dir) if not owned(name))
-        if foreign:
-            raise DataError("{} holds {} that walsmf did not write, and a new run replaces the directory whole: "
-                            "move {} out, or name another directory".format(
-                                final_dir, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""),
-                                "it" if len(foreign) == 1 else "them"))
-        with _replacing(final_dir, marker):  # refused now, before any work, if a run is reading it
-            pass
+    check_replaceable(final_dir, marker, owned)
     parent = os.path.dirname(os.path.abspath(final_dir))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -159,6 +159,27 @@ def staged_directory(final_dir, marker, owned):
             _replace_directory(staged, final_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def check_replaceable(final_dir, marker, owned):
+    """Refuse, in one line, a ``final_dir`` (local) that staged_directory would not replace: anything but a
+    directory, one without ``marker`` that is not empty, one holding an entry ``owned(name)`` says walsmf did
+    not write, or one a run is reading.  A command calls it before its costly work (a query, a training)."""
+    if not os.path.lexists(final_dir):
+        return
+    if os.path.islink(final_dir) or not os.path.isdir(final_dir):
+        raise DataError("{} exists and is not a directory walsmf wrote: name another directory".format(final_dir))
+    if os.listdir(final_dir) and not os.path.exists(os.path.join(final_dir, marker)):
+        raise DataError("{} holds files walsmf did not write (it has no {}): name another directory, or "
+                        "empty it first".format(final_dir, marker))
+    foreign = sorted(name for name in os.listdir(final_dir) if not owned(name))
+    if foreign:
+        raise DataError("{} holds {} that walsmf did not write, and a new run replaces the directory whole: "
+                        "move {} out, or name another directory".format(
+                            final_dir, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""),
+                            "it" if len(foreign) == 1 else "them"))
+    with _replacing(final_dir, marker):
+        pass
 
 
 @contextlib.contextmanager

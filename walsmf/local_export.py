@@ -34,9 +34,12 @@ def local_files(sessions_file: str) -> List[str]:
     if os.path.isdir(sessions_file):
         raise DataError("--sessions_file {} is a directory: give a file, or a glob of its daily files (e.g. "
                         "'{}')".format(sessions_file, os.path.join(sessions_file, "events_*.parquet")))
-    if not os.path.isfile(sessions_file):
+    if not os.path.exists(sessions_file):
         raise DataError("sessions file {} does not exist (run 'python -m walsmf.sample' "
                         "or leave --sessions_file out to use the embedded sample)".format(sessions_file))
+    if not os.path.isfile(sessions_file):
+        raise DataError("--sessions_file {} is a pipe or device: DuckDB reads an export by seeking in it; save it "
+                        "to a file and give that".format(sessions_file))
     return [sessions_file]
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from walsmf import datadir, flags, progress
 from walsmf import extract as extract_stage
 from walsmf.errors import DataError, run_cli
-from walsmf.fileio import inside, staged_directory
+from walsmf.fileio import check_regular, check_replaceable, inside, staged_directory
 from walsmf.ratings import add_ratings
 
 
@@ -117,6 +117,8 @@ def main(argv=None):
         if source and inside(source, args.data_dir):
             raise DataError("{} {} is inside --data_dir {}, which this run replaces whole: move it out, or write "
                             "the data to another directory".format(flag, source, args.data_dir))
+    check_regular(args.data_dir, "--data_dir", directory=True)  # refused before the query, not after
+    check_replaceable(args.data_dir, datadir.METADATA_FILE, datadir.written_here)
 
     def log(message):
         print("      " + message, flush=True)

@@ -29,7 +29,7 @@ def resolve(settings, trial=""):
     if trial:
         settings = settings.replace(output_dir=os.path.join(settings.output_dir, trial))
     if tf.io.gfile.exists(settings.output_dir) and not tf.io.gfile.isdir(settings.output_dir):
-        raise DataError("--output_dir {} is a file: name a directory (new, or one walsmf.task trained into)".format(
+        raise DataError("--output_dir {} is not a directory: name one (new, or one walsmf.task trained into)".format(
             settings.output_dir))
     refuse_inside(settings.output_dir, "--output_dir", settings.input_path, "--input_path", "a model")
     check_writable(settings.output_dir, "--output_dir", directory=True)
