@@ -319,7 +319,7 @@ def test_hyperparameter_trial_gets_its_own_output_dir(tmp_path):
     from walsmf import cluster
     me = cluster.role({"TF_CONFIG": json.dumps({"task": {"type": "master", "trial": "7"}})})
     args = trainer.resolve(settings.parse(["--input_path", "x", "--output_dir", str(tmp_path), "--nusers", "3",
-                                           "--nitems", "2", "--batch_size", "1"]), me.trial)
+                                           "--nitems", "2", "--batch_size", "1", "--topk", "2"]), me.trial)
     assert me.kind == cluster.SINGLE and args.output_dir == os.path.join(str(tmp_path), "7")
 
 
