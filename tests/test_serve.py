@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import ROOT, assert_same_answers, call, free_ports, run_module, runtime_python, start
 
-from walsmf import datadir, modeldir, predict, serve
+from walsmf import datadir, http_deadlines, modeldir, predict, serve
 from walsmf.errors import DataError
 
 
@@ -261,6 +261,9 @@ def test_slow_or_broken_clients_do_not_starve_health_or_predictions(served):
     import socket
 
     port = served[0]
+    silent = socket.create_connection(("127.0.0.1", port))  # says nothing: a 408 after the header deadline
+    silent.settimeout(http_deadlines.HEADER_SECONDS + 10)
+    opened = time.time()
     held = []
     for number in range(40):  # headers a byte at a time, bodies shorter than their length: held open
         connection = socket.create_connection(("127.0.0.1", port))
@@ -278,6 +281,8 @@ def test_slow_or_broken_clients_do_not_starve_health_or_predictions(served):
     for connection in held + [broken]:
         connection.close()
     assert call(port, "/health")[0] == 200
+    assert silent.recv(100).startswith(b"HTTP/1.1 408") and time.time() - opened >= http_deadlines.HEADER_SECONDS
+    silent.close()
 
 
 def workers_of(process):

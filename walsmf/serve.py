@@ -16,7 +16,8 @@ An instance is what walsmf.predict reads (walsmf.instances); Vertex's
 ``parameters`` (k, exclude, excludeRead) apply to every instance that does not
 set them.  A bad request is a 400 with one line {"error": "instance 2: ..."}
 naming the instance and the field; a body over --max_request_bytes (Vertex's
-1.5 MB) a 413; the server goes on serving.  Each worker process (one per core)
+1.5 MB) a 413; headers or a body that do not arrive in time a 408
+(walsmf.http_deadlines); the server goes on serving.  Each worker process (one per core)
 loads the model after the fork (TensorFlow does not survive a fork), so the
 port answers only once a worker holds the model.  SIGTERM (Vertex removing a
 replica) lets in-flight requests finish, then the server exits 0.
@@ -111,7 +112,7 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
                 raise BadRequest(404, "version {} of {} is not served: version {} is (GET {})".format(
                     asked.group(1), name, model.version, base))
             path = base + asked.group(2)
-        if method == "GET" and path in gets:
+        if method in ("GET", "HEAD") and path in gets:
             return 200, gets[path](model)
         if method == "POST" and path in posts:
             body = await _json_body(scope, receive, max_request_bytes)
@@ -135,9 +136,11 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
         except BadRequest as err:
             status, payload = err.status, {"error": str(err)}
         body = json.dumps(payload).encode("utf-8")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 408:  # the rest of the body may still come: this connection is done
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
     return app
 
 
@@ -164,16 +167,29 @@ def _instance_count(body):
 OVERSIZE_DRAINED = 8
 
 
+# A request's body must arrive within this long (its headers within walsmf.http_deadlines.HEADER_SECONDS).
+BODY_SECONDS = 30.0
+
+
+def late(what, seconds):
+    """The 408's line: the request's ``what`` did not arrive within ``seconds``."""
+    return "the request's {} did not arrive within {:g} s: send the whole request at once".format(what, seconds)
+
+
 async def _json_body(scope, receive, max_request_bytes):
-    """The request's JSON object, read only up to the limit."""
+    """The request's JSON object, read only up to the limit, within BODY_SECONDS (else a 408)."""
     length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
     if length.isdigit() and int(length) > max_request_bytes:
         await _drain(receive, min(int(length), OVERSIZE_DRAINED * max_request_bytes))
         raise BadRequest(413, "the request holds {} bytes, over this server's {}: send fewer instances per "
                               "request".format(length, max_request_bytes))
     chunks, size, more = [], 0, True
+    finish = asyncio.get_event_loop().time() + BODY_SECONDS
     while more and size <= max_request_bytes:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, finish - asyncio.get_event_loop().time()))
+        except asyncio.TimeoutError:
+            raise BadRequest(408, late("body", BODY_SECONDS))
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         more = message.get("more_body", False)
@@ -241,16 +257,6 @@ def default_workers():
     return os.cpu_count() or 1
 
 
-def worker_class():
-    """uvicorn's gunicorn worker: the uvicorn-worker package where installed (current Pythons), else the class
-    uvicorn itself ships (its last Python 3.7 release)."""
-    try:
-        import uvicorn_worker  # noqa: F401 (only whether it is there)
-        return "uvicorn_worker.UvicornWorker"
-    except ImportError:
-        return "uvicorn.workers.UvicornWorker"
-
-
 def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_request_bytes=MAX_REQUEST_BYTES,
           threads=THREADS, poll_seconds=POLL_SECONDS, verbosity="info"):
     """Run gunicorn with ``workers`` uvicorn processes (default: one per core), each loading the model after the
@@ -260,6 +266,8 @@ def serve(model_dir, host="0.0.0.0", port=DEFAULT_PORT, workers=None, max_reques
     import logging
 
     from gunicorn.app.base import BaseApplication
+
+    from walsmf.http_deadlines import worker_class
 
     class Server(BaseApplication):
         def load_config(self):
@@ -327,11 +335,11 @@ def main(argv=None):
                         "times its size, for each request in flight)".format(
                             args.max_request_bytes, "answers no request" if args.max_request_bytes < 1 else
                             "is more than a worker should hold", MAX_REQUEST_BYTES_CEILING))
-    check_port_free(args.host, args.port)
-    check_model(args.model_dir)
     if not (args.poll_seconds == 0 or MIN_POLL_SECONDS <= args.poll_seconds <= MAX_POLL_SECONDS):
         raise DataError("--poll_seconds {} is not a polling interval: give 0 (never) or {:g} to {:g} seconds".format(
             args.poll_seconds, MIN_POLL_SECONDS, MAX_POLL_SECONDS))
+    check_port_free(args.host, args.port)
+    check_model(args.model_dir)
     serve(args.model_dir, args.host, args.port, args.workers, args.max_request_bytes, args.threads,
           args.poll_seconds, args.verbosity)
 
