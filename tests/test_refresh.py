@@ -276,3 +276,30 @@ def test_a_refresh_killed_at_any_stage_leaves_a_whole_model_and_data_and_runs_ag
         assert open(os.path.join(trained.output_dir, name)).read() == open(str(reference / "model" / name)).read()
     for name in (datadir.USERS_FILE, datadir.ITEMS_FILE, datadir.MAPPED_FILE):
         assert open(os.path.join(trained.input_path, name)).read() == open(str(reference / "data" / name)).read()
+
+
+@pytest.mark.subprocess
+@pytest.mark.training
+def test_ctrl_c_after_the_merge_says_the_data_holds_the_new_reads_and_to_run_again(trained_copy, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    trained = trained_copy
+    new_reads(trained, str(tmp_path / "new.csv"))
+    command = [sys.executable, "-m", "walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
+               str(tmp_path / "new.csv")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    for line in process.stdout:
+        if REFRESH_STAGES["batch prediction"] in line:
+            process.send_signal(signal.SIGINT)
+            break
+    process.stdout.read()
+    said = process.stderr.read().strip().splitlines()
+    assert process.wait() == 130 and len(said) == 1
+    assert said[0] == ("error: interrupted after the new reads were merged into {}: run the same command again to "
+                       "finish the refresh (its checkpoint, export version and batch_pred.txt)".format(
+                           trained.input_path))

@@ -547,3 +547,19 @@ def test_a_sessions_file_that_is_a_pipe_is_one_line_saying_save_it(tmp_path):
     os.mkfifo(str(pipe))
     with pytest.raises(DataError, match="--sessions_file {} is a pipe or device: .* save it to a file".format(pipe)):
         local_files(str(pipe))
+
+
+def test_an_error_quoting_a_huge_value_keeps_its_start_and_its_remedy(tmp_path, capsys):
+    from walsmf import preprocess
+    from walsmf.errors import LONGEST_LINE, run_cli
+
+    reads = tmp_path / "reads.csv"  # a visitor id of a megabyte, in the row whose read_time is blank
+    reads.write_text("visitorId,contentId,session_duration,read_time\nv1,c1,100,1500000000000\n" +
+                     "v" * 10 ** 6 + ",c1,100,\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(preprocess.main, ["--extracted_csv", str(reads), "--data_dir", str(tmp_path / "data")])
+    said = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 1 and len(said) == 1 and len(said[0]) < LONGEST_LINE + 100
+    assert said[0].startswith("error: read_time is blank for visitor vvvv")
+    assert said[0].endswith("and content c1: give every row its time, or drop the column")
+    assert "[... 99" in said[0] and not (tmp_path / "data").exists()

@@ -86,3 +86,15 @@ def test_a_signal_in_a_commands_first_seconds_is_its_one_line_and_exit_130(tmp_p
     assert err.strip().splitlines() == ["error: interrupted; earlier outputs are as they were, run the same command "
                                         "again"], err
     assert not (tmp_path / "s.parquet").exists()
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_a_command_finished_exits_0_with_its_output_whole(signum):
+    # a refresh interrupted as Python tore down after "[refresh] done" exited 130 with no line
+    script = ("import os, signal, sys, time\nfrom walsmf.errors import run_cli\n"
+              "run_cli(lambda argv: print('done', flush=False))\n"
+              "os.kill(os.getpid(), {})\ntime.sleep(5)\nprint('after the signal')\n".format(int(signum)))
+    ended = subprocess.run([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=60)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (0, "done\n", "")

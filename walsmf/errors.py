@@ -46,6 +46,19 @@ def json_object(text, where, remedy):
     return value
 
 
+# An error line quoting a value (an id of a megabyte, a whole bad row) keeps this many characters of it.
+LONGEST_LINE = 2000
+
+
+def shortened(line):
+    """``line`` at most about LONGEST_LINE characters: its start and its end (where the remedy is), the middle
+    left out and said so."""
+    if len(line) <= LONGEST_LINE:
+        return line
+    head, tail = LONGEST_LINE * 2 // 3, LONGEST_LINE // 3
+    return "{} [... {:,} characters ...] {}".format(line[:head], len(line) - head - tail, line[-tail:])
+
+
 def first_line(text):
     """The first line of an error's text (a library's message may run to many)."""
     return str(text).strip().splitlines()[0] if str(text).strip() else "no message"
@@ -84,10 +97,17 @@ def _interrupted(err):
 
 
 INTERRUPTED = "error: interrupted; earlier outputs are as they were, run the same command again"
+_interrupted_line = [INTERRUPTED]
+
+
+def interrupted_line(line):
+    """From now on, Ctrl-C or SIGTERM prints ``line`` (what the command has changed so far and what to do), not
+    INTERRUPTED."""
+    _interrupted_line[0] = line
 
 
 def _exit_interrupted():
-    print(INTERRUPTED, file=sys.stderr)
+    print(_interrupted_line[0], file=sys.stderr)
     sys.exit(130)
 
 
@@ -95,6 +115,17 @@ def _exit_while_starting(signum, frame):
     """Ctrl-C or SIGTERM while a command still imports its modules: nothing written yet, the one line and 130."""
     os.write(2, (INTERRUPTED + "\n").encode())
     os._exit(130)
+
+
+def _exit_finished(signum, frame):
+    """Ctrl-C or SIGTERM once the command has finished (while Python and TensorFlow tear down): its work is whole
+    and said so, so the exit is 0, its output flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a pipe nobody reads
+            pass
+    os._exit(0)
 
 
 def exit_on_signals_while_starting():
@@ -107,20 +138,26 @@ def run_cli(main, argv=None):
     """Run ``main(argv)``; print any failure as one ``error:`` line on stderr and exit non-zero.
 
     DataError: walsmf's own check (exit 1).  Ctrl-C or SIGTERM: exit 130,
-    after the staging directories and temporary files are removed.  Anything
+    after the staging directories and temporary files are removed; once
+    ``main`` has returned (``argv`` None: the process is the command), exit 0:
+    the work is done.  Anything
     else (TensorFlow, DuckDB, the OS): its type and first line (exit 1); the
     traceback with WALSMF_DEBUG=1.
     """
     # Google's client libraries warn on import that they no longer update for Python 3.7; TF 1.15 needs it
     warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
     del _signalled[:]
+    interrupted_line(INTERRUPTED)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     try:
         main(argv)
         check_interrupted()
+        if argv is None:  # this process is the command (not a caller's run of it): its teardown is all that is left
+            signal.signal(signal.SIGTERM, _exit_finished)
+            signal.signal(signal.SIGINT, _exit_finished)
     except DataError as err:
-        print("error: {}".format(err), file=sys.stderr)
+        print("error: {}".format(shortened(str(err))), file=sys.stderr)
         sys.exit(1)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
@@ -132,6 +169,6 @@ def run_cli(main, argv=None):
         if os.environ.get(DEBUG_ENV):
             raise
         message = (str(getattr(err, "message", "") or err).strip().splitlines() or [""])[0]
-        print("error: {}: {} (set {}=1 for the traceback)".format(type(err).__name__, message, DEBUG_ENV),
+        print("error: {}: {} (set {}=1 for the traceback)".format(type(err).__name__, shortened(message), DEBUG_ENV),
               file=sys.stderr)
         sys.exit(1)

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from walsmf import datadir, flags, model, modeldir, progress, recommend
 from walsmf import settings as settings_module
-from walsmf.errors import DataError, run_cli
+from walsmf.errors import DataError, interrupted_line, run_cli
 from walsmf.export_graph import observed_values
 from walsmf.export_numpy import fold_in
 from walsmf.extract import (
@@ -272,6 +272,9 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
             fold_in_side(factors.rows, factors.cols, fitted.by_user, np.arange(grown.nusers), factors.row_weights,
                          factors.col_weights, grown)
             stage("sweep {} of {}".format(sweep + 1, sweeps))
+    interrupted_line("error: interrupted after the new reads were merged into {}: run the same command again "
+                     "to finish the refresh (its checkpoint, export version and batch_pred.txt)".format(
+                         settings.input_path))
     # The data directory is swapped in first: it is what the model is refreshed from.  Killed after the swap, the
     # same refresh run again folds in from the recorded checkpoint again; killed after the model is recorded, it
     # writes the export and batch prediction; the export serving meanwhile is the previous one (a new version

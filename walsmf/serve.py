@@ -41,7 +41,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from walsmf import flags
-from walsmf.errors import DEBUG_ENV, DataError, loads_json, run_cli
+from walsmf.errors import DEBUG_ENV, DataError, loads_json, run_cli, shortened
 from walsmf.instances import KEYS, SIGNATURES
 from walsmf.memory import check_available
 from walsmf.versions import BadRequest, Snapshots, Versions, poll_forever
@@ -134,7 +134,7 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
         try:
             status, payload = await respond(scope, receive)
         except BadRequest as err:
-            status, payload = err.status, {"error": str(err)}
+            status, payload = err.status, {"error": shortened(str(err))}
         body = json.dumps(payload).encode("utf-8")
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 408:  # the rest of the body may still come: this connection is done

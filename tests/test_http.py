@@ -1,6 +1,6 @@
-"""Read deadlines (walsmf.http_deadlines's headers, walsmf.serve's body) on a real uvicorn server on loopback,
-the deadlines shortened: headers or a body that do not arrive in time get a 408 and the connection closes; a
-pipelined request being answered and a prompt client are never cut."""
+"""walsmf.serve's HTTP on a real uvicorn server in this process, on loopback: read deadlines (walsmf.http_deadlines's
+headers, walsmf.serve's body; shortened here) close late requests with a 408 and never cut a prompt or pipelined
+one; HEAD answers GET routes; an error quoting a huge request stays short."""
 import asyncio
 import json
 import socket
@@ -101,3 +101,11 @@ def test_head_answers_a_get_route_without_its_body(port):
     assert b"content-length: %d" % len(json.dumps({"status": "ok", "version": "1"})) in head
     said, _ = exchange(port, [b"HEAD /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"])
     assert said.startswith(b"HTTP/1.1 405")
+
+
+def test_an_error_quoting_a_huge_request_is_kept_short(port):
+    said, _ = exchange(port, [b"GET /" + b"a" * 60000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"])
+    head, _, body = said.partition(b"\r\n\r\n")
+    error = json.loads(body.decode())["error"]
+    assert head.startswith(b"HTTP/1.1 404") and error.startswith("no route /aaaa") and len(error) < 2100
+    assert error.endswith("(see /v1/models/walsmf and /predict)")
