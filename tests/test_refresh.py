@@ -235,30 +235,39 @@ REFRESH_STAGES = {"merging": "checked ", "folding in": "merged: ", "writing the 
                   "batch prediction": "checkpoint and export "}
 
 
+def refresh_signalled(trained, tmp_path, stage, signum):
+    """Refresh ``trained`` with new reads, sending ``signum`` as ``stage`` begins: (the command, its exit code,
+    its stderr lines)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    new_reads(trained, str(tmp_path / "new.csv"))
+    command = [sys.executable, "-m", "walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
+               str(tmp_path / "new.csv")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    for line in process.stdout:
+        if REFRESH_STAGES[stage] in line:
+            process.send_signal(signum)
+            break
+    process.stdout.read()
+    said = process.stderr.read().strip().splitlines()
+    return command, process.wait(), said
+
+
 @pytest.mark.subprocess
 @pytest.mark.training
 @pytest.mark.parametrize("stage", [pytest.param(s, marks=() if s == "writing the model" else pytest.mark.slow)
                                    for s in REFRESH_STAGES])
 def test_a_refresh_killed_at_any_stage_leaves_a_whole_model_and_data_and_runs_again(trained_copy, tmp_path, stage):
     import signal
-    import subprocess
-    import sys
-
-    from helpers import ROOT
 
     trained = trained_copy
     reference = copy_model(trained, tmp_path / "reference")
-    new_reads(trained, str(tmp_path / "new.csv"))
-    command = [sys.executable, "-m", "walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
-               str(tmp_path / "new.csv")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               universal_newlines=True)
-    for line in process.stdout:
-        if REFRESH_STAGES[stage] in line:
-            process.send_signal(signal.SIGKILL)
-            break
-    process.stdout.read()
-    assert process.wait() == -signal.SIGKILL, "the refresh ended before {}".format(stage)
+    command, ended, _ = refresh_signalled(trained, tmp_path, stage, signal.SIGKILL)
+    assert ended == -signal.SIGKILL, "the refresh ended before {}".format(stage)
     # whole: the data directory reads with its own counts, the model's latest export answers, its factors load
     metadata = datadir.read_metadata(trained.input_path)
     interactions = datadir.read_interactions(trained.input_path, metadata["nusers"], metadata["nitems"])
@@ -282,24 +291,9 @@ def test_a_refresh_killed_at_any_stage_leaves_a_whole_model_and_data_and_runs_ag
 @pytest.mark.training
 def test_ctrl_c_after_the_merge_says_the_data_holds_the_new_reads_and_to_run_again(trained_copy, tmp_path):
     import signal
-    import subprocess
-    import sys
-
-    from helpers import ROOT
 
     trained = trained_copy
-    new_reads(trained, str(tmp_path / "new.csv"))
-    command = [sys.executable, "-m", "walsmf.refresh", "--model_dir", trained.output_dir, "--extracted_csv",
-               str(tmp_path / "new.csv")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True)
-    for line in process.stdout:
-        if REFRESH_STAGES["batch prediction"] in line:
-            process.send_signal(signal.SIGINT)
-            break
-    process.stdout.read()
-    said = process.stderr.read().strip().splitlines()
-    assert process.wait() == 130 and len(said) == 1
-    assert said[0] == ("error: interrupted after the new reads were merged into {}: run the same command again to "
-                       "finish the refresh (its checkpoint, export version and batch_pred.txt)".format(
-                           trained.input_path))
+    _, ended, said = refresh_signalled(trained, tmp_path, "batch prediction", signal.SIGINT)
+    assert ended == 130 and said == [
+        "error: interrupted after the new reads were merged into {}: run the same command again to finish the "
+        "refresh (its checkpoint, export version and batch_pred.txt)".format(trained.input_path)]
