@@ -136,6 +136,26 @@ def free_ports(n):
     return ports
 
 
+def free_port_run(n):
+    """The first of ``n`` consecutive TCP ports free on loopback now, below the kernel's ephemeral range: gcloud's
+    --start-port takes the next ones too, and a port of that range may be taken meanwhile by any connection or
+    bind to port 0 (a ps of a local distributed training failed to start on one)."""
+    import random
+    import socket
+
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral = int(ranges.read().split()[0])
+    for start in random.Random().sample(range(10000, ephemeral - n), 200):
+        try:
+            for port in range(start, start + n):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+    raise RuntimeError("no {} consecutive free ports below {}".format(n, ephemeral))
+
+
 def gcloud_env(tmp_path):
     """gcloud with its own config directory, running this project's Python first on PATH."""
     return dict(os.environ, CLOUDSDK_CONFIG=str(tmp_path / "gcloud-config"),

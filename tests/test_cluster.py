@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, free_ports, gcloud_env, needs_gcloud, run_module
+from helpers import ROOT, free_port_run, free_ports, gcloud_env, needs_gcloud, run_module
 
 from walsmf import cluster, modeldir, predict
 from walsmf.errors import DataError
@@ -143,7 +143,7 @@ def test_loopback_cluster_trains_exports_and_predicts_what_one_process_does(smal
                                                       marks=pytest.mark.slow)], ids=["default counts", "no workers"])
 def test_gcloud_local_distributed_training(small_data, single_process_model, tmp_path, counts):
     output_dir = tmp_path / "job"
-    start_port = str(free_ports(1)[0])
+    start_port = str(free_port_run(8))  # the master, the ps and the workers take the next ports
     result = subprocess.run(
         ["gcloud", "ai-platform", "local", "train", "--distributed", "--start-port", start_port] + counts +
         ["--module-name", "walsmf.task", "--package-path", "walsmf", "--"] +
