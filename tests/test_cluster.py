@@ -153,3 +153,18 @@ def test_gcloud_local_distributed_training(small_data, single_process_model, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "this process is the master 0 of a cluster with" in result.stdout + result.stderr
     assert_same_model(output_dir, single_process_model)
+
+
+def test_a_parameter_server_whose_port_is_taken_is_one_line_naming_it():
+    import socket
+
+    from walsmf.errors import DataError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = "localhost:{}".format(taken.getsockname()[1])
+        me = cluster.Role(cluster.PS, 0, primary=["localhost:{}".format(free_ports(1)[0])], ps=[address])
+        with pytest.raises(DataError, match="parameter server 0 cannot listen at {} \\(.*\\): free that port, or "
+                                            "start the job on other ports".format(address)):
+            cluster.serve_parameters(me)

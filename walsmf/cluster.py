@@ -19,7 +19,7 @@ Workers and evaluators have nothing to do for WALS: they say so and end.
 
 import tensorflow as tf
 
-from walsmf.errors import DataError, json_object
+from walsmf.errors import DataError, first_line, json_object
 
 PRIMARY, PS, WORKER, EVALUATOR, SINGLE = "master", "ps", "worker", "evaluator", "single"
 _ALIASES = {"master": PRIMARY, "chief": PRIMARY, "ps": PS, "worker": WORKER, "evaluator": EVALUATOR,
@@ -89,4 +89,10 @@ def serve_parameters(role):
     cluster = tf.train.ClusterSpec(role.estimator_tf_config()["cluster"])
     tf.compat.v1.logging.info("walsmf: parameter server %d of %d serving the factor shards at %s", role.index,
                               len(role.ps), role.ps[role.index])
-    tf.distribute.Server(cluster, job_name=PS, task_index=role.index, protocol="grpc").join()
+    try:
+        server = tf.distribute.Server(cluster, job_name=PS, task_index=role.index, protocol="grpc")
+    except tf.errors.UnknownError as err:  # gRPC's "Could not start gRPC server": the port is taken
+        raise DataError("parameter server {} cannot listen at {} ({}): free that port, or start the job on other "
+                        "ports (gcloud's --start-port)".format(role.index, role.ps[role.index],
+                                                               first_line(err.message)))
+    server.join()
