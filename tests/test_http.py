@@ -79,6 +79,10 @@ def test_slow_headers_and_bodies_get_a_408_and_are_closed(port):
     said, took = exchange(port, [request(body)[:-4]])  # four bytes of the body never come
     assert said.startswith(b"HTTP/1.1 408") and b"body did not arrive within 0.5 s" in said and took < 2.5
     assert said.count(b"HTTP/1.1") == 1
+    # a body announced over the limit is drained before its 413, but only until the body's deadline
+    said, took = exchange(port, [b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{" %
+                                 (2 * serve.MAX_REQUEST_BYTES)])
+    assert said.startswith(b"HTTP/1.1 413") and b"connection: close" in said and took < 2.5
 
 
 def test_prompt_and_pipelined_requests_are_answered_whole(port):

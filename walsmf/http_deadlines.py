@@ -3,7 +3,7 @@ opening, or from its previous answer on a kept-alive connection); past it, a 408
 
 uvicorn has no such deadline: a client sending a header a byte a second held its connection (and a file
 descriptor of the worker) for as long as it liked.  (The body's deadline is the application's, in walsmf.serve.)
-Imported by walsmf.serve's master only, where the serving extra is installed.
+Imported by walsmf.serve as it starts gunicorn, where the serving extra is installed.
 """
 import json
 

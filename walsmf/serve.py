@@ -137,7 +137,7 @@ def application(versions, max_request_bytes=MAX_REQUEST_BYTES, environ=os.enviro
             status, payload = err.status, {"error": shortened(str(err))}
         body = json.dumps(payload).encode("utf-8")
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 408:  # the rest of the body may still come: this connection is done
+        if status in (408, 413):  # the body may not have been read to its end: this connection is done
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
@@ -178,23 +178,22 @@ def late(what, seconds):
 
 async def _json_body(scope, receive, max_request_bytes):
     """The request's JSON object, read only up to the limit, within BODY_SECONDS (else a 408)."""
+    finish = asyncio.get_event_loop().time() + BODY_SECONDS
     length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
     if length.isdigit() and int(length) > max_request_bytes:
-        await _drain(receive, min(int(length), OVERSIZE_DRAINED * max_request_bytes))
+        await _drain(receive, min(int(length), OVERSIZE_DRAINED * max_request_bytes), finish)
         raise BadRequest(413, "the request holds {} bytes, over this server's {}: send fewer instances per "
                               "request".format(length, max_request_bytes))
     chunks, size, more = [], 0, True
-    finish = asyncio.get_event_loop().time() + BODY_SECONDS
     while more and size <= max_request_bytes:
-        try:
-            message = await asyncio.wait_for(receive(), max(0.0, finish - asyncio.get_event_loop().time()))
-        except asyncio.TimeoutError:
+        message = await _received_by(receive, finish)
+        if message is None:
             raise BadRequest(408, late("body", BODY_SECONDS))
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         more = message.get("more_body", False)
     if size > max_request_bytes:
-        await _drain(receive, OVERSIZE_DRAINED * max_request_bytes - size)
+        await _drain(receive, OVERSIZE_DRAINED * max_request_bytes - size, finish)
         raise BadRequest(413, "the request is over this server's {} bytes: send fewer instances per request".format(
             max_request_bytes))
     try:
@@ -208,10 +207,20 @@ async def _json_body(scope, receive, max_request_bytes):
     return body
 
 
-async def _drain(receive, most):
-    """Read and drop up to ``most`` bytes of the request body."""
+async def _received_by(receive, finish):
+    """The body's next message, or None when the event loop's clock passes ``finish`` first."""
+    try:
+        return await asyncio.wait_for(receive(), max(0.0, finish - asyncio.get_event_loop().time()))
+    except asyncio.TimeoutError:
+        return None
+
+
+async def _drain(receive, most, finish):
+    """Read and drop up to ``most`` bytes of the request body, until ``finish`` at the latest."""
     while most > 0:
-        message = await receive()
+        message = await _received_by(receive, finish)
+        if message is None:
+            return
         most -= len(message.get("body", b""))
         if not message.get("more_body", False):
             return
