@@ -297,3 +297,28 @@ def test_ctrl_c_after_the_merge_says_the_data_holds_the_new_reads_and_to_run_aga
     assert ended == 130 and said == [
         "error: interrupted after the new reads were merged into {}: run the same command again to finish the "
         "refresh (its checkpoint, export version and batch_pred.txt)".format(trained.input_path)]
+
+
+@pytest.mark.training
+def test_a_refresh_after_one_interrupted_past_its_merge_folds_in_the_ids_that_one_added(trained_copy, tmp_path):
+    trained = trained_copy
+    before = copy_model(trained, tmp_path / "before")
+    first = new_reads(trained, str(tmp_path / "first.csv"))
+    refresh.refresh(trained.output_dir, read_extracted_csv(str(tmp_path / "first.csv")), log=lambda _: None)
+    # what a refresh interrupted after its merge leaves: the data grown, the model as it was trained
+    shutil.rmtree(trained.output_dir)
+    shutil.copytree(str(before / "model"), trained.output_dir)
+    modeldir.record_training(trained, datadir.read_interactions(str(before / "data"), trained.nusers, trained.nitems))
+    # then a refresh of other reads, not the interrupted one again
+    visitors = list(datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE)))
+    contents = list(datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE)))
+    pd.DataFrame([(visitors[0], contents[0], 60000, 1700000009000)],
+                 columns=["visitorId", "contentId", "session_duration", "read_time"]).to_csv(
+        str(tmp_path / "second.csv"), index=False)
+    refresh.refresh(trained.output_dir, read_extracted_csv(str(tmp_path / "second.csv")), log=lambda _: None)
+    factors = modeldir.trained_factors(trained.output_dir)
+    added_visitors = sorted({row[0] for row in first} - set(visitors[:trained.nusers]))
+    added_articles = sorted({row[1] for row in first} - set(contents[:trained.nitems]))
+    assert added_visitors and added_articles
+    assert all(np.abs(factors.rows[visitors.index(v)]).sum() > 0 for v in added_visitors)
+    assert all(np.abs(factors.cols[contents.index(c)]).sum() > 0 for c in added_articles)

@@ -258,8 +258,12 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
         # from the checkpoint of the model as last trained or refreshed, not one a killed refresh left after it
         factors = grown_factors(modeldir.trained_factors(model_dir, modeldir.recorded_checkpoint(model_dir)), grown,
                                 data.interactions)
-        items = np.unique(extracted["contentId"].astype(str).map(item_of).values)
-        users = np.unique(extracted["visitorId"].astype(str).map(user_of).values)
+        # the new reads' ids, and every id the recorded model has no factor for: ids a refresh interrupted after
+        # its merge added, whether that refresh is run again or other reads come first
+        items = np.union1d(extracted["contentId"].astype(str).map(item_of).values,
+                           np.arange(settings.nitems, grown.nitems))
+        users = np.union1d(extracted["visitorId"].astype(str).map(user_of).values,
+                           np.arange(settings.nusers, grown.nusers))
         if not held:
             fold_in_side(factors.cols, factors.rows, fitted.by_item, items, factors.col_weights, factors.row_weights,
                          grown)
