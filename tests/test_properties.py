@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from walsmf import datadir, modeldir, settings, trainer
+from walsmf import datadir, modeldir, settings, tfexample, trainer
 from walsmf import instances as instances_module
 from walsmf.errors import DataError
 
@@ -156,11 +156,11 @@ def test_a_record_written_without_protobuf_is_protobufs_bytes(key, entries):
     values = np.array([v for _, v in entries], np.float32)
     feature = tf.train.Feature
     reference = tf.train.Example(features=tf.train.Features(feature={
-        datadir.KEY: feature(int64_list=tf.train.Int64List(value=[key])),
-        datadir.INDICES: feature(int64_list=tf.train.Int64List(value=indices)),
-        datadir.VALUES: feature(float_list=tf.train.FloatList(value=values)),
+        tfexample.KEY: feature(int64_list=tf.train.Int64List(value=[key])),
+        tfexample.INDICES: feature(int64_list=tf.train.Int64List(value=indices)),
+        tfexample.VALUES: feature(float_list=tf.train.FloatList(value=values)),
     })).SerializeToString(deterministic=True)
-    assert datadir.encode_example(key, indices, values) == reference
+    assert tfexample.encode_example(key, indices, values) == reference
     csr = datadir.CSR(np.array([0, 0, len(indices)]), np.array(indices, np.int64), values)
-    assert list(datadir.encoded_examples(csr, [1, 0])) == [datadir.encode_example(1, indices, values),
-                                                           datadir.encode_example(0, [], [])]
+    assert list(tfexample.encoded_examples(csr, [1, 0])) == [tfexample.encode_example(1, indices, values),
+                                                           tfexample.encode_example(0, [], [])]

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import low_rank_ratings, run_module, write_matrix
 
-from walsmf import datadir, model, modeldir, settings, trainer
+from walsmf import datadir, model, modeldir, settings, tfexample, trainer
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory
 
@@ -118,7 +118,7 @@ def test_settings_walsmf_cannot_train_are_refused(matrix_dir, tmp_path, flags, m
 def write_records(path, records):
     with tf.io.TFRecordWriter(str(path)) as writer:
         for key, indices, values in records:
-            writer.write(datadir.encode_example(key, indices, values))
+            writer.write(tfexample.encode_example(key, indices, values))
 
 
 def test_a_record_with_more_values_than_indices_is_named(matrix_dir):

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from walsmf import datadir, progress
+from walsmf import datadir, progress, tfexample
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory, temporary_directory
 from walsmf.local_export import run_local
@@ -142,7 +142,7 @@ def _example(key_and_entries):
     """The Example (key, indices ascending, values) of one user or item."""
     key, entries = key_and_entries
     entries = sorted(entries)
-    return datadir.encode_example(key, [i for i, _ in entries], np.array([v for _, v in entries], np.float32))
+    return tfexample.encode_example(key, [i for i, _ in entries], np.array([v for _, v in entries], np.float32))
 
 
 def build(pipeline, rows, data_dir, source, with_times):

@@ -13,6 +13,7 @@ A data directory (``walsmf.preprocess --data_dir``, a split from
     metadata.json        {"nusers", "nitems", "interactions", ...}
     times.csv            visitorId,contentId,time  (with a header; each pair's latest read, ms since the epoch)
     heldout.csv          userId,itemId,rating held out (split directories only)
+    reads.npz            the ledger of the pairs and records, for growing the directory (walsmf.growth)
 
 A TFRecord set is the named file or its shards ``NAME-*`` (as Beam writes
 them).  A model directory (``walsmf.task --output_dir``) is walsmf.modeldir's.  Every
@@ -29,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from walsmf.errors import DataError, json_object
+from walsmf.tfexample import INDICES, KEY, VALUES, encoded_examples
 
 RAW_FILE = "collab_raw.csv"
 USERS_FILE = "users.csv"
@@ -42,13 +44,13 @@ HELDOUT_FILE = "heldout.csv"
 # visitorId,contentId,time: each pair's latest read (ms since the epoch), where the export has times.
 TIMES_FILE = "times.csv"
 TIMES_COLUMNS = ("visitorId", "contentId", "time")
+LEDGER_FILE = "reads.npz"
 DATA_FILES = (RAW_FILE, USERS_FILE, ITEMS_FILE, MAPPED_FILE, ROWS_FILE, COLS_FILE, SUBSET_FILE, METADATA_FILE)
 SUBSET_USERS = 20
 
 HELDOUT_SUMMARY_DIR = "eval_heldout"
 
-# The lab's tf.train.Example: the row's id, its column ids and their ratings.
-KEY, INDICES, VALUES = "key", "indices", "values"
+# The lab's tf.train.Example (walsmf.tfexample): the row's id, its column ids and their ratings.
 EXAMPLE_FEATURES = {
     KEY: tf.io.FixedLenFeature([1], tf.int64),
     INDICES: tf.io.VarLenFeature(tf.int64),
@@ -61,7 +63,7 @@ _SCAN_BATCH = 8192
 
 def written_here(name):
     """Whether ``name`` is an entry walsmf writes into a data directory (its files, their shards)."""
-    return (name in DATA_FILES or name in (TIMES_FILE, HELDOUT_FILE)
+    return (name in DATA_FILES or name in (TIMES_FILE, HELDOUT_FILE, LEDGER_FILE)
             or any(name.startswith(prefix + "-") for prefix in (ROWS_FILE, COLS_FILE)))
 
 
@@ -244,82 +246,28 @@ def tfrecord_files(data_dir, name):
     return files
 
 
-def _varint(n):
-    """Protobuf's varint of an int64 (a negative one as its 64-bit two's complement: ten bytes)."""
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _varints(values):
-    """Protobuf's varints of int64s, concatenated, and where each one ends (numpy, no loop per value)."""
-    values = np.asarray(values, np.int64).view(np.uint64)
-    sizes = np.ones(len(values), np.int64)
-    for shift in range(7, 64, 7):
-        sizes += values >= np.uint64(1 << shift)
-    ends = np.cumsum(sizes)
-    out = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
-    starts = ends - sizes
-    for byte in range(int(sizes.max()) if len(sizes) else 0):
-        has = sizes > byte
-        part = (values[has] >> np.uint64(7 * byte)) & np.uint64(0x7F)
-        more = (sizes[has] > byte + 1).astype(np.uint64) << np.uint64(7)
-        out[starts[has] + byte] = (part | more).astype(np.uint8)
-    return out.tobytes(), ends
-
-
-def _field(number, payload):
-    """A length-delimited protobuf field: its tag, the payload's length, the payload."""
-    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
-
-
-def _feature_entry(name, list_field, packed):
-    """One entry of Features' map: the name, and a Feature holding one packed list (field ``list_field``)."""
-    values = _field(1, packed) if packed else b""
-    return _field(1, _field(1, name.encode()) + _field(2, _field(list_field, values)))
-
-
-def _example(key, index_varints, value_floats):
-    """The serialized Example of a key, its indices' varints and its values' little-endian float32s: the
-    bytes ``tf.train.Example.SerializeToString(deterministic=True)`` gives (map entries by name)."""
-    return _field(1, _feature_entry(INDICES, 3, index_varints) + _feature_entry(KEY, 3, _varint(key)) +
-                  _feature_entry(VALUES, 2, value_floats))
-
-
-def encode_example(key, indices, values):
-    """One serialized Example (key, indices, values), byte-for-byte the same for the same input."""
-    return _example(int(key), _varints(indices)[0], np.asarray(values, "<f4").tobytes())
-
-
-def encoded_examples(csr, keys):
-    """Yield encode_example of each row ``keys`` of ``csr``, its varints and floats made for all rows at
-    once: protobuf's objects cost 40–60 µs a record, these a few."""
-    index_bytes, index_ends = _varints(csr.indices)
-    index_ends = np.concatenate([[0], index_ends])
-    value_bytes = np.asarray(csr.values, "<f4").tobytes()
-    for key in np.asarray(keys, np.int64).tolist():
-        begin, end = int(csr.offsets[key]), int(csr.offsets[key + 1])
-        yield _example(key, index_bytes[index_ends[begin]:index_ends[end]], value_bytes[4 * begin:4 * end])
-
-
 def write_tfrecord(path, csr, keys=None):
-    """Write one Example per row of ``csr`` that has entries (or per row of ``keys``) to ``path``."""
+    """Write one Example per row of ``csr`` that has entries (or per row of ``keys``) to ``path``; return each
+    record's size in the file (the Example and TFRecord's 16 bytes of length and checksums)."""
     keys = np.flatnonzero(csr.counts) if keys is None else keys
+    sizes = np.empty(len(keys), np.int64)
     with tf.io.TFRecordWriter(path) as writer:
-        for record in encoded_examples(csr, keys):
+        for number, record in enumerate(encoded_examples(csr, keys)):
             writer.write(record)
+            sizes[number] = len(record) + 16
+    return sizes
 
 
 def write_interactions(data_dir, interactions):
-    """Write items_for_user, users_for_item and items_for_user_subset (the first 20 users)."""
-    write_tfrecord(os.path.join(data_dir, ROWS_FILE), interactions.by_user)
-    write_tfrecord(os.path.join(data_dir, COLS_FILE), interactions.by_item)
+    """Write items_for_user, users_for_item and items_for_user_subset (the first 20 users); return the first two's
+    (keys, record sizes) by name."""
+    records = {}
+    for name, csr in ((ROWS_FILE, interactions.by_user), (COLS_FILE, interactions.by_item)):
+        keys = np.flatnonzero(csr.counts)
+        records[name] = keys, write_tfrecord(os.path.join(data_dir, name), csr, keys)
     users = np.flatnonzero(interactions.by_user.counts[:SUBSET_USERS])
     write_tfrecord(os.path.join(data_dir, SUBSET_FILE), interactions.by_user, users)
+    return records
 
 
 def interactions_of(mapped, nusers=None, nitems=None):

@@ -1,0 +1,67 @@
+"""The lab's tf.train.Example (key, indices, values) serialized without protobuf's objects, byte for byte as
+``tf.train.Example.SerializeToString(deterministic=True)`` gives it: protobuf's objects cost 40–60 µs a record."""
+import numpy as np
+
+KEY, INDICES, VALUES = "key", "indices", "values"
+
+
+def _varint(n):
+    """Protobuf's varint of an int64 (a negative one as its 64-bit two's complement: ten bytes)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _varints(values):
+    """Protobuf's varints of int64s, concatenated, and where each one ends (numpy, no loop per value)."""
+    values = np.asarray(values, np.int64).view(np.uint64)
+    sizes = np.ones(len(values), np.int64)
+    for shift in range(7, 64, 7):
+        sizes += values >= np.uint64(1 << shift)
+    ends = np.cumsum(sizes)
+    out = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
+    starts = ends - sizes
+    for byte in range(int(sizes.max()) if len(sizes) else 0):
+        has = sizes > byte
+        part = (values[has] >> np.uint64(7 * byte)) & np.uint64(0x7F)
+        more = (sizes[has] > byte + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[has] + byte] = (part | more).astype(np.uint8)
+    return out.tobytes(), ends
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field: its tag, the payload's length, the payload."""
+    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
+
+
+def _feature_entry(name, list_field, packed):
+    """One entry of Features' map: the name, and a Feature holding one packed list (field ``list_field``)."""
+    values = _field(1, packed) if packed else b""
+    return _field(1, _field(1, name.encode()) + _field(2, _field(list_field, values)))
+
+
+def _example(key, index_varints, value_floats):
+    """The serialized Example of a key, its indices' varints and its values' little-endian float32s: the
+    bytes ``tf.train.Example.SerializeToString(deterministic=True)`` gives (map entries by name)."""
+    return _field(1, _feature_entry(INDICES, 3, index_varints) + _feature_entry(KEY, 3, _varint(key)) +
+                  _feature_entry(VALUES, 2, value_floats))
+
+
+def encode_example(key, indices, values):
+    """One serialized Example (key, indices, values), byte-for-byte the same for the same input."""
+    return _example(int(key), _varints(indices)[0], np.asarray(values, "<f4").tobytes())
+
+
+def encoded_examples(csr, keys):
+    """Yield encode_example of each row ``keys`` of ``csr``, its varints and floats made for all rows at
+    once: protobuf's objects cost 40–60 µs a record, these a few."""
+    index_bytes, index_ends = _varints(csr.indices)
+    index_ends = np.concatenate([[0], index_ends])
+    value_bytes = np.asarray(csr.values, "<f4").tobytes()
+    for key in np.asarray(keys, np.int64).tolist():
+        begin, end = int(csr.offsets[key]), int(csr.offsets[key + 1])
+        yield _example(key, index_bytes[index_ends[begin]:index_ends[end]], value_bytes[4 * begin:4 * end])
