@@ -38,13 +38,34 @@ def fold_in(other_factors: np.ndarray, gramian: np.ndarray, ids: np.ndarray, val
     solve_projection, in numpy and float64): minimizes Σ_read (w0 + o·c_j)(a_j − x·v_j)² + w0 Σ_unread (x·v_j)²
     + λ|x|² over the reads ``ids`` with ``values`` a_j, own weight o, the other side's weights c_j and
     ``gramian`` = Σ_all v_j v_jᵀ (float64)."""
-    v = other_factors[ids].astype(np.float64)
-    observed_weight = (np.float32(own_weight) * other_weights[ids]).astype(np.float64)
-    lhs = unobserved_weight * gramian + (v * observed_weight[:, None]).T @ v
-    if regularization:
-        lhs += regularization * np.eye(gramian.shape[0])
-    rhs = v.T @ ((unobserved_weight + observed_weight) * np.asarray(values, np.float64))
-    return np.linalg.solve(lhs, rhs).astype(np.float32)
+    return fold_in_many(other_factors, gramian, np.array([0, len(ids)]), np.asarray(ids, np.int64), values,
+                        other_weights, np.array([own_weight], np.float32), unobserved_weight, regularization)[0]
+
+
+# Reads summed at a time by fold_in_many: a d×d product each (800 bytes at 10 factors).
+_FOLD_IN_BLOCK = 65536
+
+
+def fold_in_many(other_factors: np.ndarray, gramian: np.ndarray, offsets: np.ndarray, ids: np.ndarray,
+                 values: np.ndarray, other_weights: np.ndarray, own_weights: np.ndarray, unobserved_weight: float,
+                 regularization: Optional[float]) -> np.ndarray:
+    """fold_in of many ids at once: id n's reads are ``ids``/``values`` [offsets[n]:offsets[n+1]] and its own weight
+    ``own_weights[n]``; its sums are taken a block of reads at a time and the solves batched."""
+    n, d = len(offsets) - 1, gramian.shape[0]
+    base = unobserved_weight * gramian + (regularization or 0.0) * np.eye(d)
+    lhs, rhs = np.repeat(base[None], n, axis=0), np.zeros((n, d))
+    owners = np.repeat(np.arange(n), np.diff(offsets))
+    values = np.asarray(values, np.float64)
+    for start in range(0, len(ids), _FOLD_IN_BLOCK):
+        block = slice(start, start + _FOLD_IN_BLOCK)
+        v = other_factors[ids[block]].astype(np.float64)
+        observed_weight = (np.asarray(own_weights, np.float32)[owners[block]] * other_weights[ids[block]]
+                           ).astype(np.float64)
+        firsts = np.flatnonzero(np.diff(owners[block], prepend=-1))
+        who = owners[block][firsts]
+        lhs[who] += np.add.reduceat(np.einsum("ni,nj->nij", v * observed_weight[:, None], v), firsts)
+        rhs[who] += np.add.reduceat(v * ((unobserved_weight + observed_weight) * values[block])[:, None], firsts)
+    return np.linalg.solve(lhs, rhs[..., None])[..., 0].astype(np.float32)
 
 
 class _Side:
