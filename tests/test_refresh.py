@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import assert_same_answers, closed_form, run_module
 
-from walsmf import datadir, model, modeldir, predict, refresh, settings
+from walsmf import datadir, model, modeldir, predict, recommend, refresh, settings
 from walsmf.errors import run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import read_extracted_csv
@@ -79,6 +79,8 @@ def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trai
     old_users = open(os.path.join(trained.input_path, datadir.USERS_FILE)).read()
     old_items = open(os.path.join(trained.input_path, datadir.ITEMS_FILE)).read()
     rows = new_reads(trained, str(tmp_path / "new.csv"))
+    old_pred = {name: open(os.path.join(trained.output_dir, name)).read().splitlines()
+                for name in (modeldir.BATCH_PRED_FILE, modeldir.ORIGINAL_IDS_PRED_FILE)}
     trained_export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
     export = refresh.refresh(trained.output_dir, read_extracted_csv(str(tmp_path / "new.csv")), log=lambda _: None)
     assert modeldir.latest_export(os.path.dirname(trained_export)) == export != trained_export
@@ -120,7 +122,19 @@ def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trai
     assert answers[0]["known_visitor"] and answers[1]["unknown_content_ids"] == 0
     assert_same_answers(ExportAnswers(export, info).answer([check_instance(i, "i", info) for i in instances]),
                         answers)
-    assert len(open(os.path.join(trained.output_dir, modeldir.BATCH_PRED_FILE)).read().splitlines()) == nusers
+    # batch prediction: the untouched visitors' lines as they were, the others' what ranking every visitor gives
+    for name in (modeldir.BATCH_PRED_FILE, modeldir.ORIGINAL_IDS_PRED_FILE):
+        lines = open(os.path.join(trained.output_dir, name)).read().splitlines()
+        assert len(lines) == nusers
+        assert [lines[u] for u in untouched_users] == [old_pred[name][u] for u in untouched_users]
+        everyone = str(tmp_path / "everyone")
+        shutil.copytree(trained.output_dir, everyone)
+        grown = trained.replace(output_dir=everyone, nusers=nusers, nitems=nitems)
+        recommend.batch_predict(grown, model.load_data(grown), log=lambda _: None)
+        ranked = open(os.path.join(everyone, name)).read().splitlines()
+        moved = sorted(set(touched_users) | set(range(trained.nusers, nusers)))
+        assert [lines[u] for u in moved] == [ranked[u] for u in moved]
+        shutil.rmtree(everyone)
 
 
 @pytest.mark.training

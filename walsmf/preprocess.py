@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from walsmf import datadir, flags, progress
+from walsmf import datadir, flags, growth, progress
 from walsmf import extract as extract_stage
 from walsmf.errors import DataError, run_cli
 from walsmf.fileio import check_regular, check_replaceable, inside, staged_directory
@@ -79,8 +79,11 @@ def write_data_dir(extracted, data_dir, source="local", log=progress.say):
         metadata = dict(datadir.counts(mapped), median_duration_ms=median, source=source)
         done("ids, the id maps, " + datadir.MAPPED_FILE)
         log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))
-        datadir.write_interactions(staged, datadir.interactions_of(mapped))
+        records = datadir.write_interactions(staged, datadir.interactions_of(mapped))
         datadir.write_metadata(staged, metadata)
+        times = extracted[extract_stage.TIME_COLUMN].values if extract_stage.TIME_COLUMN in extracted else None
+        growth.write_ledger(staged, growth.Ledger(mapped["userId"].values, mapped["itemId"].values,
+                                                  raw["rating"].values, times, records))
         done("TFRecords")
     return metadata
 

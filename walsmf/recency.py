@@ -7,6 +7,7 @@ latest read.
 import os
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from walsmf import datadir, splits
@@ -31,14 +32,21 @@ def fresh_items(data_dir, nitems, max_age_days):
     if max_age_days is None:
         return None
     mapped, times = _mapped_times(data_dir, "--max_age_days {}".format(max_age_days))
+    return fresh_of(mapped["itemId"].values, times, nitems, max_age_days, data_dir)
+
+
+def fresh_of(item_ids, times_ms, nitems, max_age_days, where):
+    """Which of ``nitems`` items were first read (their earliest of ``times_ms``) within ``max_age_days`` of the
+    newest read, of the reads of ``item_ids``; a DataError naming ``where`` if none was."""
     first = np.full(nitems, np.inf)
-    np.minimum.at(first, mapped["itemId"].values, times)
-    fresh = first >= np.max(times) - max_age_days * DAY_MS
+    earliest = pd.Series(np.asarray(times_ms, np.float64)).groupby(np.asarray(item_ids)).min()  # (ufunc.at: slow)
+    first[earliest.index.values] = earliest.values
+    fresh = first >= np.max(times_ms) - max_age_days * DAY_MS
     if not fresh.any():
-        youngest = (np.max(times) - first[np.isfinite(first)].max()) / DAY_MS
+        youngest = (np.max(times_ms) - first[np.isfinite(first)].max()) / DAY_MS
         raise DataError("--max_age_days {} leaves no article of {} to recommend: the youngest was first read {:.2f} "
                         "days before the newest read; give more days, or leave --max_age_days out".format(
-                            max_age_days, data_dir, youngest))
+                            max_age_days, where, youngest))
     return fresh
 
 

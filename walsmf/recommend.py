@@ -153,7 +153,7 @@ def _kept(names, qualifies):
     return rows
 
 
-def batch_predict(settings, data, log=progress.say):
+def batch_predict(settings, data, log=progress.say, users=None):
     """Write batch_pred.txt (top-k itemIds per userId 0..nusers−1) and the same in original ids.
 
     Streams: each block of users goes straight to the files (written under
@@ -163,38 +163,89 @@ def batch_predict(settings, data, log=progress.say):
     lab kept them).  A user without reads gets the most read items; an item
     without readers is never recommended.  ``data``: the training run's
     datadir.TrainingData.  Where fewer than k items qualify (``qualifying``), a line lists only those.
-    Returns the number of users written.
+    ``users``: rank only these (ascending; a refresh's visitors whose factors moved) and keep the other lines as
+    the files hold them, where the files hold a line for each user below the new ones; else every user.
+    Returns the number of users ranked.
     """
     user_factors = load_factors(settings.output_dir, "row")
     item_factors = load_factors(settings.output_dir, "col")
+    paths = [os.path.join(settings.output_dir, name) for name in (BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE)]
+    paths = paths if data.visitor_ids is not None else paths[:1]
+    olds = _line_per_user(paths, users, user_factors.shape[0]) if users is not None else None
+    users = np.arange(user_factors.shape[0]) if olds is None else np.asarray(users)
+    log("[batch_pred] top {} of {:,} items for {} -> {}".format(
+        settings.topk, item_factors.shape[0], "each of {:,} users".format(len(users)) if olds is None else
+        "{:,} of {:,} users (the other lines kept)".format(len(users), user_factors.shape[0]), paths[0]))
+    started = reported = time.time()
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(tf.io.gfile.GFile(stack.enter_context(atomic_output(path)), "wb"))
+                 for path in paths]
+        done, lines = 0, [[] for _ in paths]
+        for block, texts in _prediction_lines(settings, data, user_factors, item_factors, users, olds is None):
+            for f, kept, text in zip(files, lines, texts):
+                if olds is None:
+                    f.write(text.encode())
+                else:
+                    kept.extend(text)
+            done += len(block)
+            if time.time() - reported >= progress.PROGRESS_SECONDS or done == len(users):
+                reported = time.time()
+                log("      {:,} of {:,} users: {:.1f} s".format(done, len(users), reported - started))
+        for f, old, new in zip(files, olds or (), lines):
+            f.write(b"".join(_spliced(*old, users, new)))
+    return done
+
+
+def _line_per_user(paths, users, n_users):
+    """Each batch prediction file's (bytes, line ends) where each holds a line for every one of ``n_users`` users
+    not among ``users``; None if any does not (absent, from fewer users, or with an id holding a line break)."""
+    olds = []
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            return None
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read()
+        olds.append((text, np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n")) + 1))
+    lines = {len(ends) for _, ends in olds}
+    held = lines.pop() if len(lines) == 1 else n_users + 1
+    if held > n_users or not np.isin(np.arange(held, n_users), users).all():
+        return None
+    return olds
+
+
+def _spliced(old, ends, users, lines):
+    """The pieces of a file of a line per user: ``old``'s lines (ending at ``ends``) with those of ``users``
+    replaced by ``lines`` (one per user, ascending), users beyond them appended."""
+    view, pieces, at = memoryview(old), [], 0
+    for user, line in zip(users.tolist(), lines):
+        if user < len(ends):
+            pieces += [view[at:ends[user - 1] if user else 0], line.encode()]
+            at = ends[user]
+        else:
+            pieces += [view[at:], line.encode()]
+            at = len(old)
+    return pieces + [view[at:]]
+
+
+def _prediction_lines(settings, data, user_factors, item_factors, users, joined):
+    """Yield (a block of ``users``, (its batch_pred.txt lines, its original ids' lines)) in order: each as one text
+    (``joined``) or a text per user."""
     interactions = data.interactions
     seen = interactions.by_user if settings.exclude_seen else None
     originals = data.visitor_ids is not None
     # ids beyond users.csv / items.csv (--nusers larger than the data): no original id, an empty one
     visitors, contents = ((_padded(data.visitor_ids), _padded(data.content_ids)) if originals else (None, None))
     plain = originals and plain_ids(visitors) and plain_ids(contents)
-    n_users = user_factors.shape[0]
     item_names = np.array([str(item) for item in range(item_factors.shape[0])], dtype=object)
     offsets = cold_start(interactions, settings.popularity_weight, data.popularity, data.fresh)[2]
-    log("[batch_pred] top {} of {:,} items for each of {:,} users -> {}".format(
-        settings.topk, item_factors.shape[0], n_users, os.path.join(settings.output_dir, BATCH_PRED_FILE)))
-    started = reported = time.time()
-    with contextlib.ExitStack() as stack:
-        pred = stack.enter_context(tf.io.gfile.GFile(
-            stack.enter_context(atomic_output(os.path.join(settings.output_dir, BATCH_PRED_FILE))), "w"))
-        original = stack.enter_context(tf.io.gfile.GFile(
-            stack.enter_context(atomic_output(os.path.join(settings.output_dir, ORIGINAL_IDS_PRED_FILE))), "w")) \
-            if originals else None
-        done = 0
-        for users, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, reads=interactions,
-                                       popularity_weight=settings.popularity_weight, popularity=data.popularity,
-                                       fresh=data.fresh):
-            qualifies = qualifying(users, top, offsets, seen)
-            pred.write("\n".join(map(",".join, _kept(item_names[top], qualifies))) + "\n")
-            if original:
-                original.write(original_ids_lines(visitors[users], _kept(contents[top], qualifies), plain))
-            done += len(users)
-            if time.time() - reported >= progress.PROGRESS_SECONDS or done == n_users:
-                reported = time.time()
-                log("      {:,} of {:,} users: {:.1f} s".format(done, n_users, reported - started))
-    return done
+    for block, top in top_k_blocks(user_factors, item_factors, settings.topk, seen, users, reads=interactions,
+                                   popularity_weight=settings.popularity_weight, popularity=data.popularity,
+                                   fresh=data.fresh):
+        qualifies = qualifying(block, top, offsets, seen)
+        pred = [",".join(row) + "\n" for row in _kept(item_names[top], qualifies)]
+        texts = ("".join(pred),) if joined else (pred,)
+        if originals:
+            rows = _kept(contents[top], qualifies)
+            texts += ((original_ids_lines(visitors[block], rows, plain),) if joined else
+                      ([original_ids_lines([visitor], [row], plain) for visitor, row in zip(visitors[block], rows)],))
+        yield block, texts

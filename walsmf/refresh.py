@@ -13,7 +13,8 @@ directory it was trained on (training_settings.json); the refresh
    them into that data directory: old ids keep their numbers, new visitors
    and articles get the next ones (users.csv and items.csv only grow), a pair
    read again keeps its higher rating; the directory is rebuilt beside the
-   old one and swapped in whole, as preprocessing does;
+   old one and swapped in whole, as preprocessing does, the lines and records
+   the new reads leave unchanged copied as bytes (walsmf.growth);
 2. folds in: every article with a new read is solved against the visitors'
    factors (new visitors count with zero factors), then every visitor with a
    new read against the articles' factors so updated, each the closed-form
@@ -21,7 +22,9 @@ directory it was trained on (training_settings.json); the refresh
    other factor stays as it was;
 3. writes a checkpoint of the grown model, a new export version
    ``export/Servo/<version>/`` (complete before it appears) and
-   batch_pred.txt / batch_pred_original_ids.txt, printing each stage's time.
+   batch_pred.txt / batch_pred_original_ids.txt (the lines of the visitors
+   folded in; every line after sweeps, --keep_days, or where the blend's
+   popularity or --max_age_days moves every score), printing each stage's time.
 """
 import json
 import math
@@ -32,11 +35,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from walsmf import datadir, flags, model, modeldir, progress, recommend
+from walsmf import datadir, flags, growth, model, modeldir, progress, recommend
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, interrupted_line, run_cli
 from walsmf.export_graph import observed_values
-from walsmf.export_numpy import fold_in
+from walsmf.export_numpy import fold_in_many
 from walsmf.extract import (
     TIME_COLUMN,
     add_source_arguments,
@@ -48,7 +51,8 @@ from walsmf.extract import (
 )
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
 from walsmf.ratings import rating_of
-from walsmf.recency import DAY_MS
+from walsmf.recency import fresh_of, recent_counts
+from walsmf.topk import rows_items
 
 
 def trained_settings(model_dir):
@@ -65,73 +69,6 @@ def trained_settings(model_dir):
     served = {name: info.get(name) for name in ("topk", "exclude_seen", "popularity_weight", "popularity_days",
                                                  "max_age_days")}
     return settings_module.make(input_path=record["data_dir"], output_dir=model_dir, **trained, **served)
-
-
-def merged_reads(data_dir, extracted, keep_days=None):
-    """The data directory's reads (visitorId, contentId, rating) with the new ones merged (a pair read again keeps
-    its higher rating), the grown id maps, the times where both have them, and the directory's metadata; with
-    ``keep_days``, only the pairs read in the last ``keep_days`` days before the newest read (ids stay)."""
-    metadata = datadir.read_metadata(data_dir)
-    median = metadata.get("median_duration_ms")
-    if not median:
-        raise DataError("{} has no median read time (metadata.json): new reads' durations cannot be rated; "
-                        "preprocess the data again".format(data_dir))
-    old = pd.read_csv(os.path.join(data_dir, datadir.RAW_FILE), header=None, names=["visitorId", "contentId", "rating"],
-                      dtype={"visitorId": str, "contentId": str})
-    new = pd.DataFrame({"visitorId": extracted["visitorId"].astype(str).values,
-                        "contentId": extracted["contentId"].astype(str).values,
-                        "rating": rating_of(extracted["session_duration"].values.astype(np.float64), median)})
-    visitors = _grown(datadir.read_id_map(os.path.join(data_dir, datadir.USERS_FILE)), new["visitorId"])
-    contents = _grown(datadir.read_id_map(os.path.join(data_dir, datadir.ITEMS_FILE)), new["contentId"])
-    merged = pd.concat([old, new], ignore_index=True)
-    merged = merged.groupby(["visitorId", "contentId"], sort=False, as_index=False)["rating"].max()
-    times = None
-    times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
-    if tf.io.gfile.exists(times_csv):
-        if TIME_COLUMN not in extracted:
-            raise DataError("{} has read times ({}), the new reads have none: give the CSV its {} column".format(
-                data_dir, datadir.TIMES_FILE, TIME_COLUMN))
-        with tf.io.gfile.GFile(times_csv) as f:
-            old_times = pd.read_csv(f, dtype={"visitorId": str, "contentId": str})
-        new_times = pd.DataFrame({"visitorId": new["visitorId"], "contentId": new["contentId"],
-                                  "time": extracted[TIME_COLUMN].values})
-        times = pd.concat([old_times, new_times], ignore_index=True).groupby(
-            ["visitorId", "contentId"], sort=False, as_index=False)["time"].max()
-    if keep_days is not None:
-        if times is None:
-            raise DataError("--keep_days needs read times and {} has none ({}): preprocess reads with their {} "
-                            "column".format(data_dir, datadir.TIMES_FILE, TIME_COLUMN))
-        times = times[times["time"] >= times["time"].max() - keep_days * DAY_MS]
-        merged = merged.merge(times[["visitorId", "contentId"]], on=["visitorId", "contentId"], how="inner")
-    return merged, visitors, contents, times, metadata
-
-
-def _grown(known, ids):
-    """The original ids by internal id: ``known``'s, then the ids of ``ids`` not among them, in sorted order."""
-    have = set(known)
-    return list(known) + sorted({i for i in ids if i not in have})
-
-
-def write_grown_data(staged, merged, visitors, contents, times, metadata):
-    """Write the grown data directory into ``staged``; return its mapped reads (userId, itemId, rating) and the
-    id maps (visitorId → userId, contentId → itemId)."""
-    user_of = {v: n for n, v in enumerate(visitors)}
-    item_of = {c: n for n, c in enumerate(contents)}
-    mapped = pd.DataFrame({"userId": merged["visitorId"].map(user_of).values,
-                           "itemId": merged["contentId"].map(item_of).values,
-                           "rating": merged["rating"].round(2).values})
-    merged.to_csv(os.path.join(staged, datadir.RAW_FILE), index=False, header=False)
-    pd.DataFrame({"visitorId": visitors, "userId": np.arange(len(visitors))}).to_csv(
-        os.path.join(staged, datadir.USERS_FILE), index=False, header=False)
-    pd.DataFrame({"contentId": contents, "itemId": np.arange(len(contents))}).to_csv(
-        os.path.join(staged, datadir.ITEMS_FILE), index=False, header=False)
-    mapped.to_csv(os.path.join(staged, datadir.MAPPED_FILE), index=False, header=False)
-    if times is not None:
-        datadir.write_times(staged, times["visitorId"], times["contentId"], times["time"])
-    datadir.write_interactions(staged, datadir.interactions_of(mapped, len(visitors), len(contents)))
-    datadir.write_metadata(staged, dict(metadata, nusers=len(visitors), nitems=len(contents),
-                                        interactions=int(len(mapped)), source="refresh"))
-    return mapped, user_of, item_of
 
 
 def grown_factors(factors, settings, interactions):
@@ -151,10 +88,11 @@ def grown_factors(factors, settings, interactions):
 def fold_in_side(own, other, csr, ids, own_weights, other_weights, settings):
     """Solve the factors of ``ids`` (rows of ``own``, in place) against ``other``'s, from their reads in ``csr``."""
     gramian = other.astype(np.float64).T @ other.astype(np.float64)
-    for own_id in ids:
-        start, end = csr.offsets[own_id], csr.offsets[own_id + 1]
-        own[own_id] = fold_in(other, gramian, csr.indices[start:end], csr.values[start:end], other_weights,
-                              own_weights[own_id], settings.unobserved_weight, settings.regularization)
+    ids = np.asarray(ids, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(csr.counts[ids])])
+    own[ids] = fold_in_many(other, gramian, offsets, rows_items(csr.offsets, csr.indices, ids)[1],
+                            rows_items(csr.offsets, csr.values, ids)[1], other_weights, own_weights[ids],
+                            settings.unobserved_weight, settings.regularization)
 
 
 def write_checkpoint(model_dir, factors, settings):
@@ -193,18 +131,18 @@ def write_checkpoint(model_dir, factors, settings):
                 session, os.path.join(model_dir, "model.ckpt"), global_step=step, write_meta_graph=False)
 
 
-def check_new_reads(extracted, visitors, contents, data_dir):
+def check_new_reads(extracted, user_ids, item_ids, settings, ledger):
     """Refuse new reads a refresh cannot fold in: none of whose visitors or articles the model knows (another
     site's ids, or another schema's), or all older than the data's newest read (trained on already, or stale)."""
-    if not (extracted["visitorId"].astype(str).isin(set(visitors)).any()
-            or extracted["contentId"].astype(str).isin(set(contents)).any()):
+    if not ((user_ids < settings.nusers).any() or (item_ids < settings.nitems).any()):
         raise DataError("none of the {:,} new reads' visitors or articles is one the model knows: they are not this "
                         "site's reads of {} (another export, or --content_param); preprocess and train them "
-                        "instead".format(len(extracted), data_dir))
-    times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
-    if TIME_COLUMN in extracted and tf.io.gfile.exists(times_csv):
-        with tf.io.gfile.GFile(times_csv) as f:
-            newest = pd.read_csv(f, usecols=["time"])["time"].max()
+                        "instead".format(len(extracted), settings.input_path))
+    if ledger.time is not None:
+        if TIME_COLUMN not in extracted:
+            raise DataError("{} has read times ({}), the new reads have none: give the CSV its {} column".format(
+                settings.input_path, datadir.TIMES_FILE, TIME_COLUMN))
+        newest = ledger.time.max(initial=0)
         if extracted[TIME_COLUMN].max() < newest:
             raise DataError("all {:,} new reads are older than the newest read the model was trained on ({}): "
                             "they are in it already, or stale; give the reads since".format(len(extracted),
@@ -234,36 +172,67 @@ def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
     with exclusive_directory(model_dir, "walsmf.refresh"):
         modeldir.remove_unfinished_writes(model_dir)  # a killed or disk-full run's temporaries
         settings = trained_settings(model_dir)
-        merged, visitors, contents, times, metadata = merged_reads(settings.input_path, extracted, keep_days)
-        check_new_reads(extracted, visitors[:settings.nusers], contents[:settings.nitems], settings.input_path)
+        data_dir = settings.input_path
+        median = datadir.read_metadata(data_dir).get("median_duration_ms")
+        if not median:
+            raise DataError("{} has no median read time (metadata.json): new reads' durations cannot be rated; "
+                            "preprocess the data again".format(data_dir))
+        known = [datadir.read_id_map(os.path.join(data_dir, name)) for name in (datadir.USERS_FILE, datadir.ITEMS_FILE)]
+        ledger = growth.read_ledger(data_dir, *known)
+        visitors, user_ids = growth.grown_ids(known[0], extracted["visitorId"].astype(str).values)
+        contents, item_ids = growth.grown_ids(known[1], extracted["contentId"].astype(str).values)
+        check_new_reads(extracted, user_ids, item_ids, settings, ledger)
+        merged = growth.merge(ledger, user_ids, item_ids,
+                              rating_of(extracted["session_duration"].values.astype(np.float64), median),
+                              extracted[TIME_COLUMN].values if ledger.time is not None else None, len(contents),
+                              keep_days)
         stage("checked {:,} new reads".format(len(extracted)))
-        return _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage,
-                        sweeps)
-
-
-def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, metadata, stage, sweeps):
-    """The refresh's writing and solving, once the new reads are merged and checked (refresh's)."""
-    new_users, new_items = len(visitors) - settings.nusers, len(contents) - settings.nitems
-    grown = settings.replace(nusers=len(visitors), nitems=len(contents))
-    with staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
-        mapped, user_of, item_of = write_grown_data(staged, merged, visitors, contents, times, metadata)
-        stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(new_users, new_items,
-                                                                                      len(mapped)))
-        data = model.load_data(grown.replace(input_path=staged))
-        # the model already holds these reads where a refresh of them was killed after writing the model: then
-        # only its export and batch prediction are made again
-        held = datadir.reads_fingerprint(data.interactions) == modeldir.training_record(model_dir).get(
-            "reads_fingerprint")
-        fitted = observed_values(data.interactions, settings.target)
-        # from the checkpoint of the model as last trained or refreshed, not one a killed refresh left after it
-        factors = grown_factors(modeldir.trained_factors(model_dir, modeldir.recorded_checkpoint(model_dir)), grown,
-                                data.interactions)
+        grown = settings.replace(nusers=len(visitors), nitems=len(contents))
         # the new reads' ids, and every id the recorded model has no factor for: ids a refresh interrupted after
         # its merge added, whether that refresh is run again or other reads come first
-        items = np.union1d(extracted["contentId"].astype(str).map(item_of).values,
-                           np.arange(settings.nitems, grown.nitems))
-        users = np.union1d(extracted["visitorId"].astype(str).map(user_of).values,
-                           np.arange(settings.nusers, grown.nusers))
+        touched = (np.union1d(user_ids, np.arange(settings.nusers, grown.nusers)),
+                   np.union1d(item_ids, np.arange(settings.nitems, grown.nitems)))
+        return _refresh(model_dir, settings, grown, ledger, merged, (visitors, contents), touched,
+                        [len(ids) for ids in known], stage, sweeps, keep_days)
+
+
+def _recent(pairs, settings):
+    """(the blend's popularity, the items fresh enough to recommend) of the grown reads, as model.load_data finds
+    them in a data directory's files."""
+    flags_given = [flag for flag in ("popularity_days", "max_age_days") if getattr(settings, flag) is not None]
+    if flags_given and pairs.time is None:
+        raise DataError("--{} counts read times, and {} has no {}: preprocess an export with times, or retrain "
+                        "without it".format(flags_given[0], settings.input_path, datadir.TIMES_FILE))
+    return (None if settings.popularity_days is None else
+            recent_counts(pairs.item, pairs.time, settings.nitems, settings.popularity_days),
+            None if settings.max_age_days is None else
+            fresh_of(pairs.item, pairs.time, settings.nitems, settings.max_age_days, settings.input_path))
+
+
+def _refresh(model_dir, settings, grown, ledger, merged, ids, touched, old_counts, stage, sweeps, keep_days):
+    """The refresh's writing and solving, once the new reads are merged and checked (refresh's)."""
+    pairs = growth.grown_ledger(ledger, merged)
+    interactions = datadir.interactions_of(pd.DataFrame({"userId": pairs.user, "itemId": pairs.item,
+                                                         "rating": np.round(pairs.rating, 2)}),
+                                           grown.nusers, grown.nitems)
+    metadata = datadir.read_metadata(settings.input_path)
+    with staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
+        growth.write_grown(staged, settings.input_path, ledger, merged, pairs, *ids, interactions, old_counts)
+        datadir.write_metadata(staged, dict(metadata, nusers=grown.nusers, nitems=grown.nitems,
+                                            interactions=len(pairs.user), source="refresh"))
+        stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(
+            grown.nusers - settings.nusers, grown.nitems - settings.nitems, len(pairs.user)))
+        data = datadir.TrainingData(interactions, list(ids[0]), list(ids[1]), metadata["median_duration_ms"],
+                                    *_recent(pairs, grown))
+        # the model already holds these reads where a refresh of them was killed after writing the model: then
+        # only its export and batch prediction are made again
+        held = datadir.reads_fingerprint(interactions) == modeldir.training_record(model_dir).get(
+            "reads_fingerprint")
+        fitted = observed_values(interactions, settings.target)
+        # from the checkpoint of the model as last trained or refreshed, not one a killed refresh left after it
+        factors = grown_factors(modeldir.trained_factors(model_dir, modeldir.recorded_checkpoint(model_dir)), grown,
+                                interactions)
+        users, items = touched
         if not held:
             fold_in_side(factors.cols, factors.rows, fitted.by_item, items, factors.col_weights, factors.row_weights,
                          grown)
@@ -284,12 +253,16 @@ def _refresh(model_dir, extracted, settings, merged, visitors, contents, times, 
     # writes the export and batch prediction; the export serving meanwhile is the previous one (a new version
     # appears only complete).
     if not held:
-        modeldir.record_training(grown, data.interactions, write_checkpoint(model_dir, factors, grown))
+        modeldir.record_training(grown, interactions, write_checkpoint(model_dir, factors, grown))
     atomic_write_text(os.path.join(model_dir, modeldir.SERVING_INFO_FILE), json.dumps(modeldir.serving_info_of(grown)))
     export = model.export(factors, data, grown)
     stage("checkpoint and export {}".format(export))
-    recommend.batch_predict(grown, data, log=lambda _: None)
-    stage("batch prediction of {:,} visitors".format(grown.nusers))
+    # only the visitors whose factors moved are ranked again, unless anyone's ranking moved: after sweeps, with
+    # reads dropped (--keep_days: articles left unread), or with the blend's popularity or the fresh articles,
+    # which move with every hour's reads
+    moved = None if sweeps or keep_days or grown.popularity_weight or grown.max_age_days is not None else users
+    ranked = recommend.batch_predict(grown, data, log=lambda _: None, users=moved)
+    stage("batch prediction of {:,} visitors".format(ranked))
     return export
 
 
