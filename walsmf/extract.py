@@ -97,8 +97,11 @@ def normalize_extracted(df, source=None):
     if pair.duplicated().any():
         summed = {"session_duration": "sum"}
         summed.update({TIME_COLUMN: "max"} if TIME_COLUMN in out else {})
-        out = out.groupby(pair.to_numpy(), sort=False).agg(dict(summed, visitorId="first", contentId="first"))
-        out = out[list(out.columns[-2:]) + list(out.columns[:-2])].reset_index(drop=True)
+        groups = pair.to_numpy()
+        # each pair's ids from its first row (the numbers' group-by: "first" of categoricals runs in Python)
+        first = pd.Series(np.arange(len(out))).groupby(groups, sort=False).first().to_numpy()
+        out = pd.concat([out[["visitorId", "contentId"]].iloc[first].reset_index(drop=True),
+                         out.groupby(groups, sort=False).agg(summed).reset_index(drop=True)], axis=1)
     return out
 
 
