@@ -64,7 +64,7 @@ from walsmf.modeldir import (
     NO_ORIGINAL,
     POPULARITY_FILE,
     csr_asset_name,
-    encode_original,
+    encoded_originals,
 )
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
 from walsmf.solve import solve_projection
@@ -209,8 +209,8 @@ def write_serving_assets(directory, interactions, visitor_ids, content_ids):
                     tf.io.gfile.GFile(tmp, "wb") as f:
                 f.write(np.ascontiguousarray(getattr(interactions, side)._asdict()[part], dtype).tobytes())
     for side, originals in (("user", visitor_ids), ("item", content_ids)):
-        with atomic_output(os.path.join(directory, ID_FILES[side])) as tmp, tf.io.gfile.GFile(tmp, "w") as f:
-            f.write("".join(encode_original(original, n) + "\n" for n, original in enumerate(originals)))
+        with atomic_output(os.path.join(directory, ID_FILES[side])) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(encoded_originals(originals))
 
 
 def original_ids(directory, nusers, nitems):
