@@ -20,9 +20,7 @@ them).  A model directory (``walsmf.task --output_dir``) is walsmf.modeldir's.  
 file is read through ``tf.io.gfile``, so directories may be ``gs://`` paths.
 """
 import collections
-import csv
 import hashlib
-import io
 import json
 import os
 
@@ -173,11 +171,26 @@ def counts(mapped):
 
 def read_id_map(path):
     """The original ids of users.csv / items.csv, indexed by the mapped id (parsed as CSV: ids may hold commas)."""
+    import pandas as pd  # here only, as in write_times
+
     with tf.io.gfile.GFile(path) as f:
-        pairs = [row for row in csv.reader(io.StringIO(f.read())) if row]
+        try:
+            pairs = pd.read_csv(f, header=None, names=["original", "mapped"], dtype={"original": str},
+                                na_filter=False)
+        except pd.errors.EmptyDataError:
+            return np.empty(0, dtype=object)
+        except (ValueError, pd.errors.ParserError) as err:
+            raise DataError("{} is not a CSV of original id,mapped id ({}): regenerate the data directory (python "
+                            "-m walsmf.preprocess)".format(path, str(err).splitlines()[0]))
+    if not len(pairs):
+        return np.empty(0, dtype=object)
+    mapped = pairs["mapped"].values
+    if (pairs["mapped"].dtype.kind != "i" or mapped.min() < 0 or mapped.max() >= len(pairs) or (
+            np.bincount(mapped, minlength=len(pairs)) != 1).any()):
+        raise DataError("{}: the mapped ids are not 0..{}, each once: regenerate the data directory (python -m "
+                        "walsmf.preprocess)".format(path, len(pairs) - 1))
     original = np.empty(len(pairs), dtype=object)
-    for value, mapped in pairs:
-        original[int(mapped)] = value
+    original[mapped] = pairs["original"].values
     return original
 
 
