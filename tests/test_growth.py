@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from walsmf import datadir, growth, preprocess
+from walsmf.errors import DataError
 from walsmf.export_numpy import fold_in_many
 from walsmf.ratings import rating_of
 
@@ -93,7 +94,7 @@ def assert_holds(data_dir, expected):
     np.testing.assert_array_equal(times.reindex(expected.index).values, expected["time"].values)
 
 
-@pytest.mark.parametrize("ledger", ["current", "absent", "stale"])
+@pytest.mark.parametrize("ledger", ["current", "absent", "stale", "corrupt"])
 def test_a_grown_directory_holds_every_pair_once_with_its_highest_rating_and_latest_time(tmp_path, ledger):
     rng = np.random.RandomState(4)
     first, data_dir = first_data(tmp_path, rng)
@@ -103,6 +104,9 @@ def test_a_grown_directory_holds_every_pair_once_with_its_highest_rating_and_lat
     given = []
     if ledger == "absent":
         os.remove(os.path.join(data_dir, growth.LEDGER_FILE))
+    if ledger == "corrupt":  # cut short: read from the CSVs
+        with open(os.path.join(data_dir, growth.LEDGER_FILE), "r+b") as f:
+            f.truncate(100)
     if ledger == "stale":  # a pair added by hand: the ledger no longer describes the files, which are read instead
         given = [("v0", "hand", 0.5, START_MS + 1)]
         nitems = datadir.read_metadata(data_dir)["nitems"]
@@ -187,3 +191,13 @@ def test_the_batched_fold_in_is_each_ids_weighted_least_squares_solve(monkeypatc
         a = np.vstack([other * scale, np.sqrt(reg) * np.eye(4)])
         b = np.concatenate([target * scale[:, 0], np.zeros(4)])
         np.testing.assert_allclose(got[n], np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_a_ledger_listing_a_pair_twice_is_one_error_naming_it(tmp_path):
+    first, data_dir = first_data(tmp_path, np.random.RandomState(7))
+    known = [datadir.read_id_map(os.path.join(data_dir, name)) for name in (datadir.USERS_FILE, datadir.ITEMS_FILE)]
+    ledger = growth.read_ledger(data_dir, *known)
+    growth.write_ledger(data_dir, ledger._replace(**{name: np.append(getattr(ledger, name), getattr(ledger, name)[0])
+                                                     for name in ("user", "item", "rating", "time")}))
+    with pytest.raises(DataError, match="lists a pair twice"):
+        grow(data_dir, str(tmp_path / "grown"), first.iloc[:3])

@@ -12,6 +12,7 @@ import collections
 import csv
 import io
 import os
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -51,15 +52,17 @@ def write_ledger(data_dir, ledger):
 
 
 def read_ledger(data_dir, visitors, contents):
-    """The Ledger of ``data_dir``: its reads.npz where that is current (every file the size it recorded, one entry
-    per pair), else read from collab_raw.csv and times.csv (``visitors``/``contents``: the id maps) with no
-    records (every file to be written whole)."""
+    """The Ledger of ``data_dir``: its reads.npz where that is current (every file the size it recorded), else
+    read from collab_raw.csv and times.csv (``visitors``/``contents``: the id maps) with no records (every file to
+    be written whole)."""
     path = os.path.join(data_dir, LEDGER_FILE)
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path, "rb") as f:
-            arrays = dict(np.load(io.BytesIO(f.read())))
-        keys = arrays["user"] * (arrays["item"].max(initial=0) + 1) + arrays["item"]
-        if np.array_equal(arrays["sizes"], _sizes(data_dir)) and pd.Index(keys).is_unique:
+            try:
+                arrays = dict(np.load(io.BytesIO(f.read())))
+            except (ValueError, OSError, zipfile.BadZipFile):  # truncated or not ours: the CSVs say what it said
+                arrays = {"sizes": None}
+        if np.array_equal(arrays.get("sizes"), _sizes(data_dir)):
             return Ledger(arrays["user"], arrays["item"], arrays["rating"], arrays.get("time"),
                           {name: (arrays[name + "_keys"], arrays[name + "_sizes"]) for name in RECORD_FILES})
     return _ledger_of_csvs(data_dir, visitors, contents)
@@ -105,7 +108,11 @@ def merge(ledger, users, items, ratings, times, nitems, keep_days=None):
     if ledger.time is not None:
         new["time"] = np.asarray(times, np.int64)
     new = new.groupby("key", sort=False).max()
-    at = pd.Index(ledger.user * nitems + ledger.item).get_indexer(new.index)
+    index = pd.Index(ledger.user * nitems + ledger.item)
+    if not index.is_unique:  # (its hash table is get_indexer's too)
+        raise DataError("the data directory lists a pair twice ({} or {}): preprocess the reads again".format(
+            datadir.RAW_FILE, LEDGER_FILE))
+    at = index.get_indexer(new.index)
     found = at >= 0
     rating = new["rating"].values.copy()
     rating[found] = np.maximum(rating[found], ledger.rating[at[found]])
