@@ -170,6 +170,7 @@ def test_keep_days_drops_the_pairs_last_read_before_the_window(tmp_path):
 
 def test_the_batched_fold_in_is_each_ids_weighted_least_squares_solve(monkeypatch):
     monkeypatch.setattr("walsmf.export_numpy._FOLD_IN_BLOCK", 7)  # ids' reads spanning blocks
+    monkeypatch.setattr("walsmf.export_numpy._OWN_PRODUCT_READS", 10)  # and ids with their own products
     rng = np.random.RandomState(0)
     other = rng.normal(size=(30, 4)).astype(np.float32)
     other_weights = rng.uniform(0.5, 2, 30).astype(np.float32)

@@ -44,27 +44,40 @@ def fold_in(other_factors: np.ndarray, gramian: np.ndarray, ids: np.ndarray, val
 
 # Reads summed at a time by fold_in_many: a d×d product each (800 bytes at 10 factors).
 _FOLD_IN_BLOCK = 65536
+# An id with this many reads or more has its sums as two matrix products of its own (BLAS), not in the blocks.
+_OWN_PRODUCT_READS = 256
 
 
 def fold_in_many(other_factors: np.ndarray, gramian: np.ndarray, offsets: np.ndarray, ids: np.ndarray,
                  values: np.ndarray, other_weights: np.ndarray, own_weights: np.ndarray, unobserved_weight: float,
                  regularization: Optional[float]) -> np.ndarray:
     """fold_in of many ids at once: id n's reads are ``ids``/``values`` [offsets[n]:offsets[n+1]] and its own weight
-    ``own_weights[n]``; its sums are taken a block of reads at a time and the solves batched."""
+    ``own_weights[n]``; the sums of ids with few reads are taken a block of reads at a time, the solves batched."""
     n, d = len(offsets) - 1, gramian.shape[0]
     base = unobserved_weight * gramian + (regularization or 0.0) * np.eye(d)
     lhs, rhs = np.repeat(base[None], n, axis=0), np.zeros((n, d))
-    owners = np.repeat(np.arange(n), np.diff(offsets))
+    counts = np.diff(offsets)
+    owners = np.repeat(np.arange(n), counts)
+    own_weights = np.asarray(own_weights, np.float32)
     values = np.asarray(values, np.float64)
-    for start in range(0, len(ids), _FOLD_IN_BLOCK):
-        block = slice(start, start + _FOLD_IN_BLOCK)
-        v = other_factors[ids[block]].astype(np.float64)
-        observed_weight = (np.asarray(own_weights, np.float32)[owners[block]] * other_weights[ids[block]]
-                           ).astype(np.float64)
-        firsts = np.flatnonzero(np.diff(owners[block], prepend=-1))
-        who = owners[block][firsts]
-        lhs[who] += np.add.reduceat(np.einsum("ni,nj->nij", v * observed_weight[:, None], v), firsts)
-        rhs[who] += np.add.reduceat(v * ((unobserved_weight + observed_weight) * values[block])[:, None], firsts)
+
+    def sums(owner, reads):
+        """Σ o·c_j v_j v_jᵀ and Σ (w0 + o·c_j) a_j v_j over ``reads`` (positions in ids), each owner's."""
+        v = other_factors[ids[reads]].astype(np.float64)
+        observed_weight = (own_weights[owner] * other_weights[ids[reads]]).astype(np.float64)
+        return v * observed_weight[:, None], v, v * ((unobserved_weight + observed_weight) * values[reads])[:, None]
+    for own in np.flatnonzero(counts >= _OWN_PRODUCT_READS):
+        weighted, v, target = sums(own, np.arange(offsets[own], offsets[own + 1]))
+        lhs[own] += weighted.T @ v
+        rhs[own] += target.sum(axis=0)
+    few = np.flatnonzero(counts[owners] < _OWN_PRODUCT_READS)
+    for start in range(0, len(few), _FOLD_IN_BLOCK):
+        reads = few[start:start + _FOLD_IN_BLOCK]
+        weighted, v, target = sums(owners[reads], reads)
+        firsts = np.flatnonzero(np.diff(owners[reads], prepend=-1))
+        who = owners[reads][firsts]
+        lhs[who] += np.add.reduceat(np.einsum("ni,nj->nij", weighted, v), firsts)
+        rhs[who] += np.add.reduceat(target, firsts)
     return np.linalg.solve(lhs, rhs[..., None])[..., 0].astype(np.float32)
 
 
