@@ -10,6 +10,7 @@ its first day or two; a visitor mostly reads one topic; each day a quarter as
 many new visitors arrive as there were at the start.
 """
 import argparse
+import collections
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,13 @@ HALF_LIFE_MS = 36 * 3600 * 1000
 START_MS = 1_768_464_000_000  # 2026-01-15 08:00 UTC: past, as a real export's reads are
 
 
-def news_stream(days=4, visitors=20000, articles_per_day=300, reads_per_visitor_day=1.5, topics=12, seed=0):
-    """The reads of ``days`` days as a DataFrame (visitorId, contentId, session_duration, read_time)."""
-    rng = np.random.default_rng(seed)
+# The site behind a stream: each article's publication time, topic and appeal; each visitor's arrival, topic of
+# taste and activity (article n is contentId "a<n>", visitor n visitorId "v<n>").
+Site = collections.namedtuple("Site", "published article_topic appeal arrival taste activity")
+
+
+def news_site(rng, days=4, visitors=20000, articles_per_day=300, topics=12):
+    """The Site of a stream of ``days`` days, drawn from ``rng``."""
     n_articles = articles_per_day * (days + 1)  # a day's articles before the first read, to read from
     published = START_MS - DAY_MS + np.sort(rng.integers(0, (days + 1) * DAY_MS, n_articles))
     article_topic = rng.integers(0, topics, n_articles)
@@ -30,8 +35,16 @@ def news_stream(days=4, visitors=20000, articles_per_day=300, reads_per_visitor_
     n_visitors = visitors + new_per_day * days
     arrival = np.concatenate([np.full(visitors, START_MS), START_MS + rng.integers(0, days * DAY_MS,
                                                                                    n_visitors - visitors)])
-    taste = rng.integers(0, topics, n_visitors)
-    activity = rng.lognormal(0, 0.8, n_visitors)
+    return Site(published, article_topic, appeal, arrival, rng.integers(0, topics, n_visitors),
+                rng.lognormal(0, 0.8, n_visitors))
+
+
+def news_stream(days=4, visitors=20000, articles_per_day=300, reads_per_visitor_day=1.5, topics=12, seed=0):
+    """The reads of ``days`` days as a DataFrame (visitorId, contentId, session_duration, read_time)."""
+    rng = np.random.default_rng(seed)
+    published, article_topic, appeal, arrival, taste, activity = news_site(rng, days, visitors, articles_per_day,
+                                                                           topics)
+    n_articles = len(published)
     n_reads = int(reads_per_visitor_day * visitors * days)
     times = START_MS + np.sort(rng.integers(0, days * DAY_MS, n_reads))
     rows = []
