@@ -195,10 +195,12 @@ def test_the_batched_fold_in_is_each_ids_weighted_least_squares_solve(monkeypatc
 
 
 def test_a_ledger_listing_a_pair_twice_is_one_error_naming_it(tmp_path):
-    first, data_dir = first_data(tmp_path, np.random.RandomState(7))
+    _, data_dir = first_data(tmp_path, np.random.RandomState(7))
     known = [datadir.read_id_map(os.path.join(data_dir, name)) for name in (datadir.USERS_FILE, datadir.ITEMS_FILE)]
     ledger = growth.read_ledger(data_dir, *known)
     growth.write_ledger(data_dir, ledger._replace(**{name: np.append(getattr(ledger, name), getattr(ledger, name)[0])
                                                      for name in ("user", "item", "rating", "time")}))
+    again = pd.DataFrame({"visitorId": [known[0][ledger.user[0]]], "contentId": [known[1][ledger.item[0]]],
+                          "session_duration": [1000], "read_time": [START_MS + DAY_MS]})
     with pytest.raises(DataError, match="lists a pair twice"):
-        grow(data_dir, str(tmp_path / "grown"), first.iloc[:3])
+        grow(data_dir, str(tmp_path / "grown"), again)

@@ -86,13 +86,23 @@ def _ledger_of_csvs(data_dir, visitors, contents):
                   mapped["rating"].values.astype(np.float64), time, None)
 
 
+def found_in(haystack, needles):
+    """Each of the distinct ``needles``' position in ``haystack`` (−1: absent), and whether one is there twice: each
+    of the haystack looked up among the needles, so the table hashed is of the few new reads, not the history."""
+    where = pd.Index(needles).get_indexer(haystack)
+    hits = np.flatnonzero(where >= 0)
+    at = np.full(len(needles), -1, np.int64)
+    at[where[hits]] = hits
+    return at, len(hits) > len(np.unique(where[hits]))
+
+
 def grown_ids(known, new):
     """(``known`` then the ids of ``new`` not among them in sorted order, each of ``new``'s number among them)."""
-    index = pd.Index(known)
-    at = index.get_indexer(new)
-    unknown = np.unique(np.asarray(new, object)[at < 0]) if (at < 0).any() else np.empty(0, object)
-    at[at < 0] = len(known) + np.searchsorted(unknown, np.asarray(new, object)[at < 0])
-    return np.concatenate([np.asarray(known, object), unknown]), at.astype(np.int64)
+    distinct, inverse = np.unique(np.asarray(new, object), return_inverse=True)
+    at = found_in(np.asarray(known, object), distinct)[0]
+    unknown = distinct[at < 0]
+    at[at < 0] = len(known) + np.arange(len(unknown))
+    return np.concatenate([np.asarray(known, object), unknown]), at[inverse]
 
 
 # What merging new reads into a Ledger makes: the grown Ledger's pairs are the old ones ``kept`` then ``added``
@@ -108,11 +118,10 @@ def merge(ledger, users, items, ratings, times, nitems, keep_days=None):
     if ledger.time is not None:
         new["time"] = np.asarray(times, np.int64)
     new = new.groupby("key", sort=False).max()
-    index = pd.Index(ledger.user * nitems + ledger.item)
-    if not index.is_unique:  # (its hash table is get_indexer's too)
+    at, twice = found_in(ledger.user * nitems + ledger.item, new.index.values)
+    if twice:
         raise DataError("the data directory lists a pair twice ({} or {}): preprocess the reads again".format(
             datadir.RAW_FILE, LEDGER_FILE))
-    at = index.get_indexer(new.index)
     found = at >= 0
     rating = new["rating"].values.copy()
     rating[found] = np.maximum(rating[found], ledger.rating[at[found]])
