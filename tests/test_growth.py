@@ -204,3 +204,19 @@ def test_a_ledger_listing_a_pair_twice_is_one_error_naming_it(tmp_path):
                           "session_duration": [1000], "read_time": [START_MS + DAY_MS]})
     with pytest.raises(DataError, match="lists a pair twice"):
         grow(data_dir, str(tmp_path / "grown"), again)
+
+
+@pytest.mark.parametrize("text", ["a,0\nb,0\n", "a,0\nb,2\n", "a,0\nb,x\n", "a,-1\n"])
+def test_an_id_map_whose_mapped_ids_are_not_0_to_n_each_once_is_one_error_naming_it(tmp_path, text):
+    path = tmp_path / datadir.USERS_FILE
+    path.write_text(text)
+    with pytest.raises(DataError, match="{}.*regenerate the data directory".format(path)):
+        datadir.read_id_map(str(path))
+
+
+def test_an_id_map_is_read_as_csv_ids_holding_commas_quotes_and_line_breaks(tmp_path):
+    ids = ["plain", "a,b", 'say "hi"', "two\nlines", ""]
+    path = tmp_path / datadir.ITEMS_FILE
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(reversed(list(zip(ids, range(len(ids))))))
+    assert list(datadir.read_id_map(str(path))) == ids
