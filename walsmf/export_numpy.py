@@ -38,8 +38,23 @@ def fold_in(other_factors: np.ndarray, gramian: np.ndarray, ids: np.ndarray, val
     solve_projection, in numpy and float64): minimizes Σ_read (w0 + o·c_j)(a_j − x·v_j)² + w0 Σ_unread (x·v_j)²
     + λ|x|² over the reads ``ids`` with ``values`` a_j, own weight o, the other side's weights c_j and
     ``gramian`` = Σ_all v_j v_jᵀ (float64)."""
-    return fold_in_many(other_factors, gramian, np.array([0, len(ids)]), np.asarray(ids, np.int64), values,
-                        other_weights, np.array([own_weight], np.float32), unobserved_weight, regularization)[0]
+    products, target = _read_sums(other_factors, other_weights, np.float32(own_weight), ids, values,
+                                  unobserved_weight)
+    return np.linalg.solve(_unread_part(gramian, unobserved_weight, regularization) + products,
+                           target).astype(np.float32)
+
+
+def _unread_part(gramian, unobserved_weight, regularization):
+    """The left side's part every id shares: w0·Σ_all v_j v_jᵀ + λ·I."""
+    return unobserved_weight * gramian + (regularization or 0.0) * np.eye(gramian.shape[0])
+
+
+def _read_sums(other_factors, other_weights, own_weight, ids, values, unobserved_weight):
+    """One id's sums over its reads: Σ o·c_j v_j v_jᵀ (the left side's) and Σ (w0 + o·c_j) a_j v_j (the right)."""
+    v = other_factors[ids].astype(np.float64)
+    observed_weight = (own_weight * other_weights[ids]).astype(np.float64)
+    return ((v * observed_weight[:, None]).T @ v,
+            v.T @ ((unobserved_weight + observed_weight) * np.asarray(values, np.float64)))
 
 
 # Reads summed at a time by fold_in_many: a d×d product each (800 bytes at 10 factors).
@@ -53,31 +68,28 @@ def fold_in_many(other_factors: np.ndarray, gramian: np.ndarray, offsets: np.nda
                  regularization: Optional[float]) -> np.ndarray:
     """fold_in of many ids at once: id n's reads are ``ids``/``values`` [offsets[n]:offsets[n+1]] and its own weight
     ``own_weights[n]``; the sums of ids with few reads are taken a block of reads at a time, the solves batched."""
-    n, d = len(offsets) - 1, gramian.shape[0]
-    base = unobserved_weight * gramian + (regularization or 0.0) * np.eye(d)
-    lhs, rhs = np.repeat(base[None], n, axis=0), np.zeros((n, d))
+    n = len(offsets) - 1
+    lhs = np.repeat(_unread_part(gramian, unobserved_weight, regularization)[None], n, axis=0)
+    rhs = np.zeros((n, gramian.shape[0]))
     counts = np.diff(offsets)
-    owners = np.repeat(np.arange(n), counts)
     own_weights = np.asarray(own_weights, np.float32)
     values = np.asarray(values, np.float64)
-
-    def sums(owner, reads):
-        """Σ o·c_j v_j v_jᵀ and Σ (w0 + o·c_j) a_j v_j over ``reads`` (positions in ids), each owner's."""
-        v = other_factors[ids[reads]].astype(np.float64)
-        observed_weight = (own_weights[owner] * other_weights[ids[reads]]).astype(np.float64)
-        return v * observed_weight[:, None], v, v * ((unobserved_weight + observed_weight) * values[reads])[:, None]
     for own in np.flatnonzero(counts >= _OWN_PRODUCT_READS):
-        weighted, v, target = sums(own, np.arange(offsets[own], offsets[own + 1]))
-        lhs[own] += weighted.T @ v
-        rhs[own] += target.sum(axis=0)
+        reads = slice(offsets[own], offsets[own + 1])
+        products, target = _read_sums(other_factors, other_weights, own_weights[own], ids[reads], values[reads],
+                                      unobserved_weight)
+        lhs[own] += products
+        rhs[own] += target
+    owners = np.repeat(np.arange(n), counts)
     few = np.flatnonzero(counts[owners] < _OWN_PRODUCT_READS)
     for start in range(0, len(few), _FOLD_IN_BLOCK):
         reads = few[start:start + _FOLD_IN_BLOCK]
-        weighted, v, target = sums(owners[reads], reads)
+        v = other_factors[ids[reads]].astype(np.float64)
+        observed_weight = (own_weights[owners[reads]] * other_weights[ids[reads]]).astype(np.float64)
         firsts = np.flatnonzero(np.diff(owners[reads], prepend=-1))
         who = owners[reads][firsts]
-        lhs[who] += np.add.reduceat(np.einsum("ni,nj->nij", weighted, v), firsts)
-        rhs[who] += np.add.reduceat(target, firsts)
+        lhs[who] += np.add.reduceat(np.einsum("ni,nj->nij", v * observed_weight[:, None], v), firsts)
+        rhs[who] += np.add.reduceat(v * ((unobserved_weight + observed_weight) * values[reads])[:, None], firsts)
     return np.linalg.solve(lhs, rhs[..., None])[..., 0].astype(np.float32)
 
 
