@@ -123,18 +123,17 @@ def test_a_refresh_keeps_old_ids_and_folds_in_each_new_id_by_the_wals_solve(trai
     assert_same_answers(ExportAnswers(export, info).answer([check_instance(i, "i", info) for i in instances]),
                         answers)
     # batch prediction: the untouched visitors' lines as they were, the others' what ranking every visitor gives
+    everyone = str(tmp_path / "everyone")
+    shutil.copytree(trained.output_dir, everyone)
+    grown = trained.replace(output_dir=everyone, nusers=nusers, nitems=nitems)
+    recommend.batch_predict(grown, model.load_data(grown), log=lambda _: None)
+    moved = sorted(set(touched_users) | set(range(trained.nusers, nusers)))
     for name in (modeldir.BATCH_PRED_FILE, modeldir.ORIGINAL_IDS_PRED_FILE):
         lines = open(os.path.join(trained.output_dir, name)).read().splitlines()
         assert len(lines) == nusers
         assert [lines[u] for u in untouched_users] == [old_pred[name][u] for u in untouched_users]
-        everyone = str(tmp_path / "everyone")
-        shutil.copytree(trained.output_dir, everyone)
-        grown = trained.replace(output_dir=everyone, nusers=nusers, nitems=nitems)
-        recommend.batch_predict(grown, model.load_data(grown), log=lambda _: None)
         ranked = open(os.path.join(everyone, name)).read().splitlines()
-        moved = sorted(set(touched_users) | set(range(trained.nusers, nusers)))
         assert [lines[u] for u in moved] == [ranked[u] for u in moved]
-        shutil.rmtree(everyone)
 
 
 @pytest.mark.training
