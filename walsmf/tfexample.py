@@ -5,8 +5,13 @@ import numpy as np
 KEY, INDICES, VALUES = "key", "indices", "values"
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]  # the varints of 0..127, most lengths in an Example
+
+
 def _varint(n):
     """Protobuf's varint of an int64 (a negative one as its 64-bit two's complement: ten bytes)."""
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
     n &= (1 << 64) - 1
     out = bytearray()
     while n > 0x7F:
@@ -35,13 +40,16 @@ def _varints(values):
 
 def _field(number, payload):
     """A length-delimited protobuf field: its tag, the payload's length, the payload."""
-    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
+    return _ONE_BYTE[number << 3 | 2] + _varint(len(payload)) + payload
+
+
+_NAME_FIELDS = {name: _field(1, name.encode()) for name in (KEY, INDICES, VALUES)}
 
 
 def _feature_entry(name, list_field, packed):
     """One entry of Features' map: the name, and a Feature holding one packed list (field ``list_field``)."""
     values = _field(1, packed) if packed else b""
-    return _field(1, _field(1, name.encode()) + _field(2, _field(list_field, values)))
+    return _field(1, _NAME_FIELDS[name] + _field(2, _field(list_field, values)))
 
 
 def _example(key, index_varints, value_floats):
