@@ -95,7 +95,9 @@ def assert_holds(data_dir, expected):
 
 
 @pytest.mark.parametrize("ledger", ["current", "absent", "stale", "corrupt"])
-def test_a_grown_directory_holds_every_pair_once_with_its_highest_rating_and_latest_time(tmp_path, ledger):
+def test_a_grown_directory_holds_every_pair_once_with_its_highest_rating_and_latest_time(tmp_path, monkeypatch,
+                                                                                         ledger):
+    monkeypatch.setattr(growth, "_COPY_BLOCK", 101)
     rng = np.random.RandomState(4)
     first, data_dir = first_data(tmp_path, rng)
     median = datadir.read_metadata(data_dir)["median_duration_ms"]
@@ -136,7 +138,10 @@ def pair_of(line):
     return tuple(next(csv.reader([line]))[:2])
 
 
-def test_a_current_ledger_keeps_the_lines_and_records_of_the_unchanged_pairs_as_they_were(tmp_path):
+@pytest.mark.parametrize("block", [13, 64 << 20])
+def test_a_current_ledger_keeps_the_lines_and_records_of_the_unchanged_pairs_as_they_were(tmp_path, monkeypatch,
+                                                                                          block):
+    monkeypatch.setattr(growth, "_COPY_BLOCK", block)  # 13 bytes: kept lines and records cut across blocks
     rng = np.random.RandomState(5)
     first, data_dir = first_data(tmp_path, rng)
     later = reads(rng, 30, ["v1", "v2", "new"], ["c,3", "c,new"], START_MS + DAY_MS)

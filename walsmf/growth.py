@@ -28,8 +28,9 @@ RECORD_FILES = (datadir.ROWS_FILE, datadir.COLS_FILE)
 SIZED_FILES = TEXT_FILES + (datadir.USERS_FILE, datadir.ITEMS_FILE) + RECORD_FILES
 
 # The pairs of a data directory in its files' line order; ``time`` None without times; ``records``: per TFRecord set
-# (keys, sizes) in file order, None where the files are not the ledger's (then they are written whole).
-Ledger = collections.namedtuple("Ledger", "user item rating time records")
+# (keys, sizes) in file order, None where the files are not the ledger's (then they are written whole); ``lines``:
+# per text file its lines' sizes, None where not recorded (then its lines are found by reading it).
+Ledger = collections.namedtuple("Ledger", "user item rating time records lines", defaults=(None,))
 
 
 def _sizes(data_dir):
@@ -45,6 +46,8 @@ def write_ledger(data_dir, ledger):
         arrays["time"] = ledger.time
     for name, (keys, sizes) in ledger.records.items():
         arrays[name + "_keys"], arrays[name + "_sizes"] = keys, sizes
+    for name, sizes in (ledger.lines or {}).items():
+        arrays[name + "_lines"] = sizes
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with tf.io.gfile.GFile(os.path.join(data_dir, LEDGER_FILE), "wb") as f:
@@ -64,7 +67,8 @@ def read_ledger(data_dir, visitors, contents):
                 arrays = {"sizes": None}
         if np.array_equal(arrays.get("sizes"), _sizes(data_dir)):
             return Ledger(arrays["user"], arrays["item"], arrays["rating"], arrays.get("time"),
-                          {name: (arrays[name + "_keys"], arrays[name + "_sizes"]) for name in RECORD_FILES})
+                          {name: (arrays[name + "_keys"], arrays[name + "_sizes"]) for name in RECORD_FILES},
+                          {name: arrays[name + "_lines"] for name in TEXT_FILES if name + "_lines" in arrays})
     return _ledger_of_csvs(data_dir, visitors, contents)
 
 
@@ -166,20 +170,29 @@ def _line_sizes(data, lines, path):
     if len(ends) != lines or (lines and ends[-1] != len(data)):
         raise DataError("{} holds {} lines, its ledger {}: regenerate the data directory (python -m "
                         "walsmf.preprocess)".format(path, len(ends), lines))
-    return np.diff(np.concatenate([[0], ends]))
+    return np.diff(np.concatenate([[0], ends])).astype(np.uint32)
 
 
-def _kept_bytes(data, kept, sizes):
-    """The units of ``data`` (consecutive, ``sizes`` bytes each) where ``kept``, as pieces to join."""
-    ends = np.cumsum(sizes)
+# Bytes of a file read at a time when its kept lines or records are copied: memory holds one such block.
+_COPY_BLOCK = 64 << 20
+
+
+def _copy_kept(out, path, kept, sizes, skip=0):
+    """Write to ``out`` the units of ``path`` (consecutive, ``sizes`` bytes each, after ``skip`` bytes) where
+    ``kept``, reading the file a block at a time."""
+    ends = np.cumsum(sizes, dtype=np.int64) + skip
     runs = np.flatnonzero(np.diff(np.concatenate([[0], kept.astype(np.int8), [0]]))).reshape(-1, 2)
-    view = memoryview(data)
-    return [view[ends[first] - sizes[first]:ends[last - 1]] for first, last in runs.tolist()]
-
-
-def _write(path, pieces):
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(b"".join(pieces))
+    if not len(runs):
+        return
+    run_starts, run_ends = ends[runs[:, 0]] - sizes[runs[:, 0]], ends[runs[:, 1] - 1]
+    with tf.io.gfile.GFile(path, "rb") as source:
+        for block_start in range(0, int(run_ends[-1]), _COPY_BLOCK):
+            block = memoryview(source.read(_COPY_BLOCK))
+            block_end = block_start + len(block)
+            first = np.searchsorted(run_ends, block_start, side="right")
+            last = np.searchsorted(run_starts, block_end, side="left")
+            out.write(b"".join(block[max(start, block_start) - block_start:min(end, block_end) - block_start]
+                               for start, end in zip(run_starts[first:last].tolist(), run_ends[first:last].tolist())))
 
 
 def write_grown(staged, data_dir, ledger, merged, grown, visitors, contents, interactions, old_counts):
@@ -189,23 +202,33 @@ def write_grown(staged, data_dir, ledger, merged, grown, visitors, contents, int
     old_users, old_items = old_counts
     whole = ledger.records is None
     for name, known, old in ((datadir.USERS_FILE, visitors, old_users), (datadir.ITEMS_FILE, contents, old_items)):
-        with tf.io.gfile.GFile(os.path.join(data_dir, name), "rb") as f:
-            _write(os.path.join(staged, name), [f.read(), _csv_lines(known[old:], np.arange(old, len(known)))])
+        source = os.path.join(data_dir, name)
+        with tf.io.gfile.GFile(os.path.join(staged, name), "wb") as out:
+            _copy_kept(out, source, np.ones(1, bool), np.array([tf.io.gfile.stat(source).length]))
+            out.write(_csv_lines(known[old:], np.arange(old, len(known))))
     added = merged.added
-    lines = grown if whole else added  # every pair's line, or the lines after the kept ones
-    columns = {datadir.RAW_FILE: (visitors[lines.user], contents[lines.item], lines.rating),
-               datadir.MAPPED_FILE: (lines.user, lines.item, np.round(lines.rating, 2))}
+    rows = grown if whole else added  # every pair's line, or the lines after the kept ones
+    columns = {datadir.RAW_FILE: (visitors[rows.user], contents[rows.item], rows.rating),
+               datadir.MAPPED_FILE: (rows.user, rows.item, np.round(rows.rating, 2))}
     if ledger.time is not None:
-        columns[datadir.TIMES_FILE] = (visitors[lines.user], contents[lines.item], lines.time)
+        columns[datadir.TIMES_FILE] = (visitors[rows.user], contents[rows.item], rows.time)
+    lines = {}
     for name, new_columns in columns.items():
         path = os.path.join(data_dir, name)
         header = (",".join(datadir.TIMES_COLUMNS) + "\n").encode() if name == datadir.TIMES_FILE else b""
-        pieces = [header]
-        if not whole:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                data = f.read()[len(header):]
-            pieces += _kept_bytes(data, merged.kept, _line_sizes(data, len(merged.kept), path))
-        _write(os.path.join(staged, name), pieces + [_csv_lines(*new_columns)])
+        text = _csv_lines(*new_columns)
+        with tf.io.gfile.GFile(os.path.join(staged, name), "wb") as out:
+            out.write(header)
+            sizes = np.empty(0, np.uint32)
+            if not whole:
+                sizes = (ledger.lines or {}).get(name)
+                if sizes is None:
+                    with tf.io.gfile.GFile(path, "rb") as f:
+                        sizes = _line_sizes(f.read()[len(header):], len(merged.kept), path)
+                _copy_kept(out, path, merged.kept, sizes, len(header))
+                sizes = sizes[merged.kept]
+            out.write(text)
+        lines[name] = np.concatenate([sizes, _line_sizes(text, len(rows.user), name)])
     records = {}
     dropped = Ledger(*(None if c is None else c[~merged.kept] for c in ledger[:4]), None)
     for name, csr, touched in ((datadir.ROWS_FILE, interactions.by_user, np.union1d(added.user, dropped.user)),
@@ -219,11 +242,12 @@ def write_grown(staged, data_dir, ledger, merged, grown, visitors, contents, int
         new_keys = touched[csr.counts[touched] > 0]
         tail = os.path.join(staged, name + ".added")
         new_sizes = datadir.write_tfrecord(tail, csr, new_keys)
-        with tf.io.gfile.GFile(os.path.join(data_dir, name), "rb") as f, tf.io.gfile.GFile(tail, "rb") as g:
-            _write(os.path.join(staged, name), _kept_bytes(f.read(), kept, old_sizes) + [g.read()])
+        with tf.io.gfile.GFile(os.path.join(staged, name), "wb") as out, tf.io.gfile.GFile(tail, "rb") as g:
+            _copy_kept(out, os.path.join(data_dir, name), kept, old_sizes)
+            out.write(g.read())
         tf.io.gfile.remove(tail)
         records[name] = np.concatenate([old_keys[kept], new_keys]), np.concatenate([old_sizes[kept], new_sizes])
     users = np.flatnonzero(interactions.by_user.counts[:datadir.SUBSET_USERS])
     datadir.write_tfrecord(os.path.join(staged, datadir.SUBSET_FILE), interactions.by_user, users)
-    write_ledger(staged, grown._replace(records=records))
+    write_ledger(staged, grown._replace(records=records, lines=lines))
     return grown
