@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from walsmf.datadir import METADATA_FILE
@@ -126,6 +127,11 @@ def starts_with(prefix):
         with open(path, "rb") as f:
             return f.read(len(prefix)) == prefix
     return test
+
+
+def line_ends(data):
+    """Where each line of ``data`` (bytes) ends: the offsets just past its line feeds."""
+    return np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n")) + 1
 
 
 def atomic_write_text(path, text):

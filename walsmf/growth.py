@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from walsmf import datadir, splits
 from walsmf.errors import DataError
+from walsmf.fileio import line_ends
 from walsmf.recency import DAY_MS
 
 LEDGER_FILE = datadir.LEDGER_FILE
@@ -166,7 +167,7 @@ def _csv_lines(*columns):
 
 def _line_sizes(data, lines, path):
     """The size of each of ``lines`` lines of ``data``, or a DataError if it holds another number of lines."""
-    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n")) + 1
+    ends = line_ends(data)
     if len(ends) != lines or (lines and ends[-1] != len(data)):
         raise DataError("{} holds {} lines, its ledger {}: regenerate the data directory (python -m "
                         "walsmf.preprocess)".format(path, len(ends), lines))
@@ -230,9 +231,9 @@ def write_grown(staged, data_dir, ledger, merged, grown, visitors, contents, int
             out.write(text)
         lines[name] = np.concatenate([sizes, _line_sizes(text, len(rows.user), name)])
     records = {}
-    dropped = Ledger(*(None if c is None else c[~merged.kept] for c in ledger[:4]), None)
-    for name, csr, touched in ((datadir.ROWS_FILE, interactions.by_user, np.union1d(added.user, dropped.user)),
-                               (datadir.COLS_FILE, interactions.by_item, np.union1d(added.item, dropped.item))):
+    dropped = ~merged.kept  # pairs changed, or older than --keep_days: their rows' and columns' records change
+    for name, csr, touched in ((datadir.ROWS_FILE, interactions.by_user, np.union1d(added.user, ledger.user[dropped])),
+                               (datadir.COLS_FILE, interactions.by_item, np.union1d(added.item, ledger.item[dropped]))):
         if whole:
             keys = np.flatnonzero(csr.counts)
             records[name] = keys, datadir.write_tfrecord(os.path.join(staged, name), csr, keys)

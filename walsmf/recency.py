@@ -50,14 +50,29 @@ def fresh_of(item_ids, times_ms, nitems, max_age_days, where):
     return fresh
 
 
+def _no_times(flag, data_dir):
+    """The DataError of ``flag`` given for a data directory without read times."""
+    return DataError("{} counts read times, and {} has no {}: preprocess an export with times, or leave {} "
+                     "out".format(flag, data_dir, datadir.TIMES_FILE, flag.split()[0]))
+
+
 def _mapped_times(data_dir, flag):
     """(collab_mapped.csv, each row's time in ms) of ``data_dir``, or a DataError naming ``flag`` without times."""
     times_csv = os.path.join(data_dir, datadir.TIMES_FILE)
     if not tf.io.gfile.exists(times_csv):
-        raise DataError("{} counts read times, and {} has no {}: preprocess an export with times, or leave {} "
-                        "out".format(flag, data_dir, datadir.TIMES_FILE, flag.split()[0]))
+        raise _no_times(flag, data_dir)
     mapped = splits.read_mapped(data_dir)
     return mapped, splits.read_times(times_csv, data_dir, mapped)
+
+
+def of_reads(item_ids, times_ms, nitems, popularity_days, max_age_days, data_dir):
+    """(data_popularity, fresh_items) of reads held in memory (``times_ms`` None: reads without times) rather
+    than of ``data_dir``'s files."""
+    for flag, value in (("--popularity_days", popularity_days), ("--max_age_days", max_age_days)):
+        if value is not None and times_ms is None:
+            raise _no_times("{} {}".format(flag, value), data_dir)
+    return (None if popularity_days is None else recent_counts(item_ids, times_ms, nitems, popularity_days),
+            None if max_age_days is None else fresh_of(item_ids, times_ms, nitems, max_age_days, data_dir))
 
 
 def data_popularity(data_dir, nitems, days):

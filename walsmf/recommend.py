@@ -15,7 +15,7 @@ import threadpoolctl
 
 from walsmf import progress
 from walsmf.errors import check_interrupted
-from walsmf.fileio import atomic_output
+from walsmf.fileio import atomic_output, line_ends
 from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors, original_ids_lines, plain_ids
 from walsmf.topk import Ranking, item_offsets, rows_items
 
@@ -180,18 +180,18 @@ def batch_predict(settings, data, log=progress.say, users=None):
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(tf.io.gfile.GFile(stack.enter_context(atomic_output(path)), "wb"))
                  for path in paths]
-        done, lines = 0, [[] for _ in paths]
+        done, ranked = 0, [[] for _ in paths]  # with olds: each file's new lines, a text per user
         for block, texts in _prediction_lines(settings, data, user_factors, item_factors, users, olds is None):
-            for f, kept, text in zip(files, lines, texts):
+            for f, new_lines, text in zip(files, ranked, texts):
                 if olds is None:
                     f.write(text.encode())
                 else:
-                    kept.extend(text)
+                    new_lines.extend(text)
             done += len(block)
             if time.time() - reported >= progress.PROGRESS_SECONDS or done == len(users):
                 reported = time.time()
                 log("      {:,} of {:,} users: {:.1f} s".format(done, len(users), reported - started))
-        for f, old, new in zip(files, olds or (), lines):
+        for f, old, new in zip(files, olds or (), ranked):
             f.write(b"".join(_spliced(*old, users, new)))
     return done
 
@@ -205,7 +205,7 @@ def _line_per_user(paths, users, n_users):
             return None
         with tf.io.gfile.GFile(path, "rb") as f:
             text = f.read()
-        olds.append((text, np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n")) + 1))
+        olds.append((text, line_ends(text)))
     lines = {len(ends) for _, ends in olds}
     held = lines.pop() if len(lines) == 1 else n_users + 1
     if held > n_users or not np.isin(np.arange(held, n_users), users).all():

@@ -51,7 +51,7 @@ from walsmf.extract import (
 )
 from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
 from walsmf.ratings import rating_of
-from walsmf.recency import fresh_of, recent_counts
+from walsmf.recency import of_reads
 from walsmf.topk import rows_items
 
 
@@ -173,7 +173,8 @@ def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
         modeldir.remove_unfinished_writes(model_dir)  # a killed or disk-full run's temporaries
         settings = trained_settings(model_dir)
         data_dir = settings.input_path
-        median = datadir.read_metadata(data_dir).get("median_duration_ms")
+        metadata = datadir.read_metadata(data_dir)
+        median = metadata.get("median_duration_ms")
         if not median:
             raise DataError("{} has no median read time (metadata.json): new reads' durations cannot be rated; "
                             "preprocess the data again".format(data_dir))
@@ -192,30 +193,17 @@ def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
         # its merge added, whether that refresh is run again or other reads come first
         touched = (np.union1d(user_ids, np.arange(settings.nusers, grown.nusers)),
                    np.union1d(item_ids, np.arange(settings.nitems, grown.nitems)))
-        return _refresh(model_dir, settings, grown, ledger, merged, (visitors, contents), touched,
+        return _refresh(model_dir, settings, grown, metadata, ledger, merged, (visitors, contents), touched,
                         [len(ids) for ids in known], stage, sweeps, keep_days)
 
 
-def _recent(pairs, settings):
-    """(the blend's popularity, the items fresh enough to recommend) of the grown reads, as model.load_data finds
-    them in a data directory's files."""
-    flags_given = [flag for flag in ("popularity_days", "max_age_days") if getattr(settings, flag) is not None]
-    if flags_given and pairs.time is None:
-        raise DataError("--{} counts read times, and {} has no {}: preprocess an export with times, or retrain "
-                        "without it".format(flags_given[0], settings.input_path, datadir.TIMES_FILE))
-    return (None if settings.popularity_days is None else
-            recent_counts(pairs.item, pairs.time, settings.nitems, settings.popularity_days),
-            None if settings.max_age_days is None else
-            fresh_of(pairs.item, pairs.time, settings.nitems, settings.max_age_days, settings.input_path))
-
-
-def _refresh(model_dir, settings, grown, ledger, merged, ids, touched, old_counts, stage, sweeps, keep_days):
+def _refresh(model_dir, settings, grown, metadata, ledger, merged, ids, touched, old_counts, stage, sweeps,
+             keep_days):
     """The refresh's writing and solving, once the new reads are merged and checked (refresh's)."""
     pairs = growth.grown_ledger(ledger, merged)
     interactions = datadir.interactions_of(pd.DataFrame({"userId": pairs.user, "itemId": pairs.item,
                                                          "rating": np.round(pairs.rating, 2)}),
                                            grown.nusers, grown.nitems)
-    metadata = datadir.read_metadata(settings.input_path)
     with staged_directory(settings.input_path, datadir.METADATA_FILE, datadir.written_here) as staged:
         growth.write_grown(staged, settings.input_path, ledger, merged, pairs, *ids, interactions, old_counts)
         datadir.write_metadata(staged, dict(metadata, nusers=grown.nusers, nitems=grown.nitems,
@@ -223,7 +211,8 @@ def _refresh(model_dir, settings, grown, ledger, merged, ids, touched, old_count
         stage("merged: {:,} new visitors, {:,} new articles, {:,} reads in all".format(
             grown.nusers - settings.nusers, grown.nitems - settings.nitems, len(pairs.user)))
         data = datadir.TrainingData(interactions, list(ids[0]), list(ids[1]), metadata["median_duration_ms"],
-                                    *_recent(pairs, grown))
+                                    *of_reads(pairs.item, pairs.time, grown.nitems, grown.popularity_days,
+                                              grown.max_age_days, settings.input_path))
         # the model already holds these reads where a refresh of them was killed after writing the model: then
         # only its export and batch prediction are made again
         held = datadir.reads_fingerprint(interactions) == modeldir.training_record(model_dir).get(
