@@ -25,8 +25,8 @@ def blended(small_data, tmp_path_factory):
     ages = (times["time"].max() - times.groupby("contentId")["time"].min()) / (86400 * 1000)
     args = settings.make(input_path=data_dir, output_dir=str(tmp_path_factory.mktemp("blended") / "out"),
                          num_epochs=2, batch_size=64, nusers=metadata["nusers"], nitems=metadata["nitems"], seed=2,
-                         topk=4, exclude_seen=True, popularity_weight=0.3, target="read", regularization=0.5,
-                         unobserved_weight=0.2, max_age_days=float(ages.median()))
+                         topk=4, exclude_seen=True, popularity_weight=0.3, popularity_days=1.0, target="read",
+                         regularization=0.5, unobserved_weight=0.2, max_age_days=float(ages.median()))
     model.train_and_evaluate(args)
     return args
 

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from helpers import batch_pred, low_rank_ratings, run_module, write_matrix
 
-from walsmf import baselines, datadir, metrics, model, predict, recommend, settings, splits
+from walsmf import baselines, datadir, metrics, model, modeldir, predict, recommend, settings, splits
 from walsmf.errors import DataError
+from walsmf.export_numpy import ExportAnswers
+from walsmf.instances import check_instance
 
 
 def test_a_large_blend_ranks_by_popularity_and_none_leaves_the_factors_alone():
@@ -162,3 +164,32 @@ def test_a_blend_of_recent_reads_is_the_same_in_batch_pred_the_export_and_evalua
     served = predict.predict(os.path.join(trained.output_dir, "export", "Servo"),
                              [{"userId": n} for n in range(metadata["nusers"])])
     assert [s["top_k_ids"] for s in served] == batch_pred(trained.output_dir).tolist()
+    # a visitor without reads gets the most read of the last day (not of all time), in the graph and in numpy
+    readers = np.bincount(mapped["itemId"].values, minlength=metadata["nitems"])
+    assert (readers > 0).all()
+    most_read_lately = list(np.argsort(-counts, kind="stable"))
+    assert most_read_lately != list(np.argsort(-readers, kind="stable"))
+    export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
+    nobody = [{"visitorId": "nobody", "k": len(readers)}, {"userId": -1, "itemId": -1, "k": len(readers)}]
+    for answer in predict.predict(export, nobody) + ExportAnswers(export, modeldir.serving_info(export)).answer(
+            [check_instance(form, "instance", modeldir.serving_info(export)) for form in nobody]):
+        assert answer["top_k_ids"] == most_read_lately
+
+
+def test_a_user_without_reads_gets_the_blends_popularity_and_without_a_blend_the_readers():
+    rng = np.random.default_rng(1)
+    users, items = rng.standard_normal((6, 3)).astype(np.float32), rng.standard_normal((7, 3)).astype(np.float32)
+    readers = np.array([4, 1, 5, 0, 3, 2, 5])  # item i read by users 1..readers[i]: user 0 reads nothing
+    read = (np.arange(6)[:, None] >= 1) & (np.arange(6)[:, None] <= readers[None, :])
+    reads = datadir.interactions_of(pd.DataFrame({"userId": np.nonzero(read)[0], "itemId": np.nonzero(read)[1],
+                                                  "rating": 1.0}), 6, 7)
+    lately = np.array([0, 6, 1, 9, 2, 2, 0], np.float32)  # item 3 has no reader: never recommended
+    fresh = np.array([True, True, True, True, True, False, True])
+    blended = recommend.top_k_items(users, items, 3, users=np.array([0]), reads=reads, popularity_weight=0.5,
+                                    popularity=lately)
+    assert blended[0].tolist() == [1, 4, 5]  # equal counts: the lower id first
+    plain = recommend.top_k_items(users, items, 3, users=np.array([0]), reads=reads, popularity=lately)
+    assert plain[0].tolist() == [2, 6, 0]
+    blocks = recommend.top_k_blocks(users, items, 3, users=np.array([0]), reads=reads, popularity_weight=0.5,
+                                    popularity=lately, fresh=fresh)
+    assert next(blocks)[1][0].tolist() == [1, 4, 2]  # item 5 is not fresh

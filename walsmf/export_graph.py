@@ -102,16 +102,16 @@ def serving_predictions(model, params, features):
     allowed = {"user": readers["user"] > 0, "item": (readers["item"] > 0) & (features[FRESH] > 0)}
 
     def rank(factor, has_reads, other_factors, other_readers, other_allowed, left_out, k, blend=0.0):
-        """The other side's top-k for ``factor``: without reads the most read; never what is not
-        ``other_allowed`` nor what is left out; ``blend`` β adds β·log(1 + the items' popularity); padded to the
-        batch's width with id −1 and score 0."""
+        """The other side's top-k for ``factor``: without reads the most read (by the items' popularity where
+        ``blend`` β > 0: topk.cold_start_scores); never what is not ``other_allowed`` nor what is left out;
+        ``blend`` β adds β·log(1 + the items' popularity); padded to the batch's width with id −1 and score 0."""
         n_others = tf.shape(other_readers)[0]
 
         def scored():
             scores = tf.linalg.matvec(other_factors, factor)
             return scores + blend * tf.math.log1p(features[POPULARITY]) if blend else scores
 
-        scores = tf.cond(has_reads, scored, lambda: other_readers)
+        scores = tf.cond(has_reads, scored, lambda: features[POPULARITY] if blend else other_readers)
         excluded = tf.scatter_nd(left_out[:, None], tf.ones_like(left_out, tf.int32), [n_others]) > 0
         scores = tf.where(other_allowed & ~excluded, scores, tf.fill([n_others], -np.inf))
         top_scores, top_ids = tf.nn.top_k(scores, k=tf.minimum(width, n_others))

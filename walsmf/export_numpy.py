@@ -19,7 +19,7 @@ import numpy as np
 from walsmf import instances, modeldir
 from walsmf.errors import DataError
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
-from walsmf.topk import item_offsets, top_of_block
+from walsmf.topk import cold_start_scores, item_offsets, top_of_block
 
 # What serving_info.json must hold for the numpy answers: the fold-in's settings (older exports lack them and
 # are answered by their graph).
@@ -136,11 +136,18 @@ class ExportAnswers:
         self.items_gramian = items.astype(np.float64).T @ items.astype(np.float64)
         popularity = modeldir.read_asset(export_dir, modeldir.POPULARITY_FILE, np.dtype("<f4"))
         fresh = modeldir.read_asset(export_dir, modeldir.FRESH_FILE, np.dtype("<f4"), optional=True)
-        if fresh is not None:
-            fresh = fresh > 0  # an item too old to recommend (--max_age_days) is ranked as one nobody read
-            self.items.unread = np.flatnonzero((self.items.readers == 0) | ~fresh)
-        self.item_offsets = item_offsets(self.items.readers, info["popularity_weight"], popularity, fresh)
+        self.fresh = None if fresh is None else fresh > 0
+        if fresh is not None:  # an item too old to recommend (--max_age_days) is ranked as one nobody read
+            self.items.unread = np.flatnonzero((self.items.readers == 0) | ~self.fresh)
+        self.popularity = popularity
+        self.blend(info["popularity_weight"], popularity)
         self._buffers = threading.local()
+
+    def blend(self, popularity_weight: float, popularity: np.ndarray):
+        """Rank the items with this blend: β = ``popularity_weight`` times log(1 + ``popularity``) added to each
+        score, and a visitor without reads answered by ``popularity`` where β > 0 (topk.cold_start_scores)."""
+        self.item_offsets = item_offsets(self.items.readers, popularity_weight, popularity, self.fresh)
+        self.item_cold_start = cold_start_scores(self.items.readers, popularity_weight, popularity)
 
     def answer(self, checked: List[dict]) -> List[dict]:
         """One dict of JSON values per checked instance, as walsmf.predict answers them from the graph."""
@@ -164,15 +171,18 @@ class ExportAnswers:
         if user_id >= 0:
             factor = self.users.factors[user_id]
             dropped = left_out + (list(self.users.reads_of(user_id)) + list(visitor_items) if exclude_read else [])
-            top = self._rank(factor, self.users.readers[user_id] > 0, self.items, dropped, k, self.item_offsets)
+            top = self._rank(factor, self.users.readers[user_id] > 0, self.items, dropped, k, self.item_offsets,
+                             self.item_cold_start)
         elif item_id >= 0:
             factor = self.items.factors[item_id]
             dropped = list(self.items.reads_of(item_id)) if exclude_read else []
-            top = self._rank(factor, self.items.readers[item_id] > 0, self.users, dropped, k, None)
+            top = self._rank(factor, self.items.readers[item_id] > 0, self.users, dropped, k, None,
+                             self.users.readers)
         else:
             factor = self._fold_in(visitor_items, visitor_ratings)
             dropped = left_out + (list(visitor_items) if exclude_read else [])
-            top = self._rank(factor, len(visitor_items) > 0, self.items, dropped, k, self.item_offsets)
+            top = self._rank(factor, len(visitor_items) > 0, self.items, dropped, k, self.item_offsets,
+                             self.item_cold_start)
         ids, scores = top
         asks_item = user_id < 0 <= item_id
         originals = (self.users if asks_item else self.items).originals[ids]
@@ -202,16 +212,16 @@ class ExportAnswers:
         return fold_in(self.items.factors, self.items_gramian, items, ratings, self.item_weights, self.user_weight,
                        info["unobserved_weight"], info["regularization"])
 
-    def _rank(self, factor, has_reads, others, dropped, k, offsets):
+    def _rank(self, factor, has_reads, others, dropped, k, offsets, cold_start):
         """The other side's top-k ids and scores for ``factor``, padded with −1 and 0 to the answer's length:
-        without reads the most read; never what has no reader or is ``dropped``."""
+        without reads by ``cold_start`` (the most read); never what has no reader or is ``dropped``."""
         scores = self._scores_buffer(others.width)
         if has_reads:
             np.matmul(factor[None, :], others.transposed, out=scores)
             if offsets is not None:
                 scores[0, :others.count] += offsets
         else:
-            scores[0, :others.count] = others.readers
+            scores[0, :others.count] = cold_start
         scores[0, others.count:] = -np.inf
         scores[0, others.unread] = -np.inf
         if dropped:

@@ -17,7 +17,7 @@ from walsmf import progress
 from walsmf.errors import check_interrupted
 from walsmf.fileio import atomic_output, line_ends
 from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors, original_ids_lines, plain_ids
-from walsmf.topk import Ranking, item_offsets, rows_items
+from walsmf.topk import Ranking, cold_start_scores, item_offsets, rows_items
 
 # Users ranked at a time (topk.Ranking's unit): about four per thread over the users, within these bounds
 # (more users rank in tighter blocks of similar bound; fewer keep the threads busy to the end).
@@ -50,11 +50,13 @@ def find_top_k(user, item_factors, k, excluded=None, item_offsets=None):
 
 def cold_start(reads, popularity_weight=0.0, popularity=None, fresh=None):
     """What ids without interactions get, from the training ``reads`` (datadir.Interactions): (users without
-    reads, items by readers most first (the ``fresh`` ones first), offsets added to every item's score:
-    β·log(1 + popularity) with β = ``popularity_weight`` and ``popularity`` the readers (default) or the recent
-    reads, −inf for an item without readers or not ``fresh``; None where all would be 0)."""
+    reads, the items for them best first (topk.cold_start_scores; those with readers and ``fresh`` first),
+    offsets added to every item's score: β·log(1 + popularity) with β = ``popularity_weight`` and ``popularity``
+    the readers (default) or the recent reads, −inf for an item without readers or not ``fresh``; None where all
+    would be 0)."""
     readers = reads.by_item.counts
-    ranked = readers if fresh is None else np.where(fresh, readers, -1)
+    recommendable = readers > 0 if fresh is None else (readers > 0) & fresh
+    ranked = np.where(recommendable, cold_start_scores(readers, popularity_weight, popularity), -1)
     return (reads.by_user.counts == 0, np.argsort(-ranked, kind="stable"),
             item_offsets(readers, popularity_weight, popularity, fresh))
 
@@ -84,7 +86,7 @@ def top_k_blocks(user_factors, item_factors, k, seen=None, users=None, block_siz
     users_per_window).
     ``seen``: optional CSR by user (datadir.CSR) of items to leave out.
     ``reads``: the training Interactions, if some ids have none: a user
-    without reads gets the most read items, an item without readers is never
+    without reads gets the most read items (the blend's popularity), an item without readers is never
     recommended (``cold_start``); ``popularity_weight`` β adds β·log(1 + readers) to every item's score
     (``popularity``: other counts than the readers, such as the recent reads); an item not ``fresh``
     (--max_age_days) is never recommended.

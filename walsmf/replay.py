@@ -44,7 +44,6 @@ from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import TIME_COLUMN, read_extracted_csv
 from walsmf.recency import DAY_MS
-from walsmf.topk import item_offsets
 
 HOUR_MS = 3600 * 1000
 K = 10
@@ -151,14 +150,15 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
         end = begin + window
         lately = {"most read, last {} h".format(hours): most_read(reads, begin - hours * HOUR_MS, begin)
                   for hours in MOST_READ_HOURS}
-        offsets = {blend: refreshed.offsets(blend[0], reads_since(reads, begin - blend[1] * HOUR_MS, begin))
-                   for blend in blends or ()}
+        popularity = {blend: refreshed.popularity(reads_since(reads, begin - blend[1] * HOUR_MS, begin))
+                      for blend in blends or ()}
         for visitor, truth in next_reads(day, begin, end, history).items():
             side = "known" if visitor in known else "new"
             read = history[visitor]
             if blends:
                 for blend in blends:
-                    results[blend].append(hit_of(refreshed(visitor, today[visitor], offsets[blend]), read, truth)[0])
+                    results[blend].append(hit_of(refreshed(visitor, today[visitor], (blend[0], popularity[blend])),
+                                                 read, truth)[0])
                 continue
             ranked = dict(lately, **{"frozen": frozen(visitor, today[visitor]),
                                      "refreshed": refreshed(visitor, today[visitor]), "most popular": popular})
@@ -187,27 +187,25 @@ def reads_since(reads, begin, end):
 
 
 def _answers(model_dir):
-    """A function of (visitorId, what they read today[, the items' score offsets]) to the model's top-K contentIds
-    for them, their reads left out: a known visitor's factor, or a new one folded in from today's reads; its
-    ``offsets(popularity_weight, {contentId: reads})`` are a blend's offsets (walsmf.topk.item_offsets)."""
+    """A function of (visitorId, what they read today[, a blend (popularity_weight, the items' popularity)]) to
+    the model's top-K contentIds for them, their reads left out: a known visitor's factor, or a new one folded in
+    from today's reads; its ``popularity({contentId: reads})`` is the items' popularity of those counts."""
     export = modeldir.latest_export(os.path.join(model_dir, modeldir.EXPORTS_DIR))
     info = modeldir.serving_info(export)
     answers = ExportAnswers(export, info)
     known = set(answers.users.index)
-    exported = answers.item_offsets
-    fresh = None if exported is None else np.isfinite(exported)
+    exported = (info["popularity_weight"], answers.popularity)
 
-    def recommend(visitor, read_today, offsets=None):
+    def recommend(visitor, read_today, blend=None):
         instance = {"visitorId": visitor, "k": K, "excludeRead": True, "exclude": list(read_today)}
         if visitor not in known:
             instance["contentIds"] = list(read_today)
-        answers.item_offsets = exported if offsets is None else offsets
+        answers.blend(*(blend or exported))
         return [c for c in answers.answer([instance])[0]["top_k_content_ids"] if c]
 
-    def offsets(weight, counts):
-        popularity = np.array([counts.get(c, 0) for c in answers.items.originals[:-1]], np.float32)
-        return item_offsets(answers.items.readers, weight, popularity, fresh)
-    recommend.offsets = offsets
+    def popularity(counts):
+        return np.array([counts.get(c, 0) for c in answers.items.originals[:-1]], np.float32)
+    recommend.popularity = popularity
     return recommend
 
 

@@ -21,6 +21,14 @@ def item_offsets(readers: np.ndarray, popularity_weight: float = 0.0, popularity
     return np.where(recommendable, blend, -np.inf).astype(np.float32)
 
 
+def cold_start_scores(readers: np.ndarray, popularity_weight: float = 0.0,
+                      popularity: Optional[np.ndarray] = None) -> np.ndarray:
+    """What ranks the items for a visitor without reads: the blend's popularity where there is a blend (the
+    recent reads with --popularity_days: a news site's "most read" now), else the readers."""
+    chosen = popularity if popularity_weight and popularity is not None else readers
+    return np.asarray(chosen, np.float32)
+
+
 def top_of_block(scores: np.ndarray, k: int) -> np.ndarray:
     """Top-k column ids of each row of ``scores`` [b, width] (width a multiple of 8), best first, equal scores
     by lower id (tf.nn.top_k's order).
