@@ -177,6 +177,51 @@ def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_
     assert sorted(os.listdir(str(tmp_path))) == ["d", "s.parquet"]
 
 
+def _in_a_staged_directory(tmp_path):
+    with staged_directory(str(tmp_path / "d"), datadir.METADATA_FILE, datadir.written_here):
+        pass
+
+
+def _in_a_temporary_directory(tmp_path):
+    from walsmf.fileio import temporary_directory
+    with temporary_directory(".x-", str(tmp_path)):
+        pass
+
+
+def _serving_copies(tmp_path):
+    from walsmf.versions import Snapshots
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"")  # an export's marker: the copies' root is made first
+    Snapshots(str(tmp_path / "1"))
+
+
+@pytest.mark.parametrize("make", [_in_a_staged_directory, _in_a_temporary_directory, _serving_copies])
+def test_an_interrupt_as_a_temporary_directory_is_made_leaves_none_behind(tmp_path, monkeypatch, make):
+    import atexit
+    import signal
+    import tempfile
+
+    from walsmf import errors
+    made, at_exit, mkdtemp = [], [], tempfile.mkdtemp
+
+    def made_then_interrupted(*args, **kwargs):  # the worst moment: it exists, and its name is not yet returned
+        made.append(mkdtemp(*args, **kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made[-1]
+    monkeypatch.setattr(tempfile, "mkdtemp", made_then_interrupted)
+    monkeypatch.setattr(atexit, "register", lambda function, *args: at_exit.append((function, args)))
+    previous = signal.signal(signal.SIGTERM, errors._terminate)  # as run_cli sets it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            make(tmp_path)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        errors._signalled.clear()
+    for function, args in at_exit:  # what the process's exit runs
+        function(*args)
+    assert len(made) == 1 and not os.path.exists(made[0])
+
+
 @pytest.mark.training
 def test_a_second_training_into_a_busy_output_dir_refuses_naming_the_first(tmp_path):
     from walsmf.fileio import LOCK_FILE, exclusive_directory

@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import os
-import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -260,8 +259,7 @@ def preprocess(query, data_dir, runner, beam_args, extracted_csv=None, log=progr
         raise DataError("DataflowRunner's workers read from BigQuery (--source bigquery --project P) or a gs:// "
                         "--extracted_csv, not from this machine")
     query.check()
-    workdir = temporary_directory("walsmf-beam-")
-    try:
+    with temporary_directory("walsmf-beam-") as workdir:
         if extracted_csv:
             csv_path = extracted_csv
         elif query.source == "local":
@@ -288,8 +286,6 @@ def preprocess(query, data_dir, runner, beam_args, extracted_csv=None, log=progr
         else:
             with staged_directory(data_dir, datadir.METADATA_FILE, datadir.written_here) as staged:
                 run(staged, query.source, read_rows, beam_args, with_times, log)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     metadata = datadir.read_metadata(data_dir)
     log("{nitems} items, {nusers} users, {interactions} interactions".format(**metadata))
     return metadata

@@ -1,8 +1,10 @@
 """One error type for what the user must fix, and the CLI wrapper that shows every failure in one line."""
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import warnings
 
 # Set to see the traceback behind an unexpected failure's one line.
@@ -76,6 +78,26 @@ def _terminate(signum, frame):
     """
     _signalled.append(signum)
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM while the block runs, and deliver one that came as it ends: what the block makes
+    (a temporary directory) is named, so whoever removes it knows it, before an interrupt can stop the run.  Only
+    the main thread handles signals; in another the block just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            os.kill(os.getpid(), caught[0])
 
 
 def check_interrupted():

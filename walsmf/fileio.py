@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from walsmf.datadir import METADATA_FILE
-from walsmf.errors import DataError
+from walsmf.errors import DataError, signals_held
 
 LOCK_FILE = ".walsmf.lock"
 
@@ -152,19 +152,18 @@ def staged_directory(final_dir, marker, owned):
     """
     check_replaceable(final_dir, marker, owned)
     parent = os.path.dirname(os.path.abspath(final_dir))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staged = temporary_directory("." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", parent)
-    except OSError as err:
-        raise DataError("cannot write {} ({}: {}): name a directory in a place you can write".format(
-            final_dir, err.strerror or type(err).__name__, err.filename or parent))
-    try:
+    with contextlib.ExitStack() as temporary:
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staged = temporary.enter_context(temporary_directory(
+                "." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", parent))
+        except OSError as err:
+            raise DataError("cannot write {} ({}: {}): name a directory in a place you can write".format(
+                final_dir, err.strerror or type(err).__name__, err.filename or parent))
         os.chmod(staged, 0o755)  # mkdtemp makes it private; the data directory is not
         yield staged
         with _replacing(final_dir, marker):
             _replace_directory(staged, final_dir)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def check_replaceable(final_dir, marker, owned):
@@ -233,15 +232,24 @@ def _replacing(final_dir, marker):
         os.close(fd)
 
 
+@contextlib.contextmanager
 def temporary_directory(prefix, parent=None):
-    """A new directory ``<parent>/<prefix><pid>-<random>``; first removes the ones of processes that are
-    gone (a run killed with SIGKILL leaves its directory behind; SIGTERM and Ctrl-C clean up)."""
+    """Yield a new directory ``<parent>/<prefix><pid>-<random>``, removed when the block ends however it ends
+    (an interrupt too, even one that comes as it is made); first removes the ones of processes that are gone (a
+    run killed with SIGKILL leaves its directory behind)."""
     parent = parent or tempfile.gettempdir()
     for name in os.listdir(parent):
         pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
         if pid.isdigit() and not _running(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-    return tempfile.mkdtemp(prefix="{}{}-".format(prefix, os.getpid()), dir=parent)
+    made = None
+    try:
+        with signals_held():
+            made = tempfile.mkdtemp(prefix="{}{}-".format(prefix, os.getpid()), dir=parent)
+        yield made
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ import glob
 import gzip
 import os
 import re
-import shutil
 from typing import List
 
 from walsmf.duckdb_sql import LOCAL_VIEW, to_duckdb_sql
@@ -66,35 +65,35 @@ def run_local(query, sessions_file, csv_path=None):
     file_list = ", ".join("'{}'".format(f.replace("'", "''")) for f in files)
     sql = to_duckdb_sql(query.sql(local=True))
     con = duckdb.connect()
-    spill = temporary_directory("walsmf-duckdb-")
-    try:
-        # DuckDB spills past its limit: leave most of the memory to the preprocessing that follows
-        con.execute("SET memory_limit='{}MB'".format(max(512, int(DUCKDB_MEMORY_SHARE * total_memory_mb()))))
-        con.execute("SET temp_directory='{}'".format(spill.replace("'", "''")))
-        con.execute("SET preserve_insertion_order=false")  # the rows are ordered after the query
-        con.execute("CREATE VIEW {} AS SELECT * FROM {}([{}], union_by_name=true)".format(
-            LOCAL_VIEW, "read_json_auto" if json else "read_parquet", file_list))
-        _check_each_file_schema(con, query, files, json, sessions_file)
-        columns = _check_local_fields(con, query, sessions_file)
-        if json:
-            typed = ", ".join("'{}': '{}'".format(name, _JSON_TYPES[name]) for name in _JSON_TYPES if name in columns)
-            con.execute("CREATE OR REPLACE VIEW {} AS SELECT * FROM read_json([{}], columns={{{}}}, "
-                        "union_by_name=true)".format(LOCAL_VIEW, file_list, typed))
-        if csv_path is None:
-            table = con.execute(sql).arrow()
-            if table.num_rows == 0:
-                _explain_no_rows(con, query, sessions_file)
-            con.close()  # DuckDB's buffers go before the rows are preprocessed
-            check_fits_in_memory(table.num_rows)
-            return _rows_frame(table)
-        con.execute("COPY ({}) TO '{}' (HEADER, DELIMITER ',')".format(sql, csv_path.replace("'", "''")))
-        return csv_path
-    except duckdb.Error as err:
-        raise DataError("{} is not a {} export the query can read: {}".format(
-            sessions_file, _SCHEMA_NAMES[query.schema], first_line(err)))
-    finally:
-        con.close()
-        shutil.rmtree(spill, ignore_errors=True)
+    with temporary_directory("walsmf-duckdb-") as spill:
+        try:
+            # DuckDB spills past its limit: leave most of the memory to the preprocessing that follows
+            con.execute("SET memory_limit='{}MB'".format(max(512, int(DUCKDB_MEMORY_SHARE * total_memory_mb()))))
+            con.execute("SET temp_directory='{}'".format(spill.replace("'", "''")))
+            con.execute("SET preserve_insertion_order=false")  # the rows are ordered after the query
+            con.execute("CREATE VIEW {} AS SELECT * FROM {}([{}], union_by_name=true)".format(
+                LOCAL_VIEW, "read_json_auto" if json else "read_parquet", file_list))
+            _check_each_file_schema(con, query, files, json, sessions_file)
+            columns = _check_local_fields(con, query, sessions_file)
+            if json:
+                typed = ", ".join("'{}': '{}'".format(name, _JSON_TYPES[name]) for name in _JSON_TYPES
+                                  if name in columns)
+                con.execute("CREATE OR REPLACE VIEW {} AS SELECT * FROM read_json([{}], columns={{{}}}, "
+                            "union_by_name=true)".format(LOCAL_VIEW, file_list, typed))
+            if csv_path is None:
+                table = con.execute(sql).arrow()
+                if table.num_rows == 0:
+                    _explain_no_rows(con, query, sessions_file)
+                con.close()  # DuckDB's buffers go before the rows are preprocessed
+                check_fits_in_memory(table.num_rows)
+                return _rows_frame(table)
+            con.execute("COPY ({}) TO '{}' (HEADER, DELIMITER ',')".format(sql, csv_path.replace("'", "''")))
+            return csv_path
+        except duckdb.Error as err:
+            raise DataError("{} is not a {} export the query can read: {}".format(
+                sessions_file, _SCHEMA_NAMES[query.schema], first_line(err)))
+        finally:
+            con.close()
 
 
 _SCHEMA_NAMES = {"ga360": "GA360 sessions", "ga4": "GA4 events"}

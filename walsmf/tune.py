@@ -214,23 +214,23 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         write_validation_split(input_path, split_dir, seed, log=lambda line: log("validation split: " + line),
                                held_out=held_out, nusers=nusers, nitems=nitems)
         metadata = read_metadata(split_dir)
-        workdir = temporary_directory(".walsmf-tune-", staged)
         rows, done, rng = [], [], np.random.default_rng(seed)
         epochs = recipe_epochs(metadata["nusers"], metadata["nitems"])
         recent = recent_window(split_dir, metadata, seed)
         if recent:
             log("the blend's popularity: the reads of the last {:g} days (most read recently's window on the "
                 "validation split)".format(recent))
-        for trial in range(1, max_trials + 1):
-            point = dict(next_point(done, max_trials, rng, epochs), **({"popularity_days": recent} if recent else {}))
-            result = run_trial(split_dir, point, metadata, seed, workdir)
-            done.append((point, result))
-            rows.append(dict(trial=trial, **point, **result))
-            log("trial {}/{}: {} -> recall@10 {:.4f} ± {:.4f}, NDCG@10 {:.4f} ± {:.4f} at popularity_weight {} "
-                "({:.1f} s)".format(trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()),
-                                    result["recall"], result["recall_se"], result["ndcg"], result["ndcg_se"],
-                                    result["popularity_weight"], result["train_seconds"]))
-        shutil.rmtree(workdir)
+        with temporary_directory(".walsmf-tune-", staged) as workdir:
+            for trial in range(1, max_trials + 1):
+                point = dict(next_point(done, max_trials, rng, epochs),
+                             **({"popularity_days": recent} if recent else {}))
+                result = run_trial(split_dir, point, metadata, seed, workdir)
+                done.append((point, result))
+                rows.append(dict(trial=trial, **point, **result))
+                log("trial {}/{}: {} -> recall@10 {:.4f} ± {:.4f}, NDCG@10 {:.4f} ± {:.4f} at popularity_weight {} "
+                    "({:.1f} s)".format(trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()),
+                                        result["recall"], result["recall_se"], result["ndcg"], result["ndcg_se"],
+                                        result["popularity_weight"], result["train_seconds"]))
         shutil.rmtree(split_dir)
         trials = pd.DataFrame(rows)
         trials.to_csv(os.path.join(staged, TRIALS_FILE), index=False)

@@ -4,6 +4,7 @@ versions, moving to a newer one as it appears.
 Each worker loads after the fork (TensorFlow does not survive a fork).
 """
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import threading
 import time
 
 from walsmf import progress
-from walsmf.errors import DataError
+from walsmf.errors import DataError, signals_held
 from walsmf.instances import K, check_instance
 
 # Vertex's parameters that apply to every instance of a request.
@@ -155,22 +156,26 @@ def poll_forever(versions, seconds):
     threading.Thread(target=loop, name="walsmf-versions", daemon=True).start()
 
 
+@contextlib.contextmanager
 def local_model_dir(model_dir):
-    """A local copy of a gs:// export directory (its newest export), or ``model_dir`` itself when local."""
+    """Yield a local copy of a gs:// export directory (its newest export), removed when the block ends, or
+    ``model_dir`` itself when local."""
     if "://" not in model_dir:
-        return model_dir
+        yield model_dir
+        return
     import tensorflow as tf
 
     from walsmf import modeldir
+    from walsmf.fileio import temporary_directory
 
     source = modeldir.latest_export(model_dir)
-    target = tempfile.mkdtemp(prefix="walsmf-model-")
-    for root, _, files in tf.io.gfile.walk(source):
-        relative = os.path.relpath(root, source) if root != source else ""
-        os.makedirs(os.path.join(target, relative), exist_ok=True)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, relative, name), overwrite=True)
-    return target
+    with temporary_directory("walsmf-model-") as target:
+        for root, _, files in tf.io.gfile.walk(source):
+            relative = os.path.relpath(root, source) if root != source else ""
+            os.makedirs(os.path.join(target, relative), exist_ok=True)
+            for name in files:
+                tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, relative, name), overwrite=True)
+        yield target
 
 
 def local_versions(directory):
@@ -198,8 +203,9 @@ class Snapshots:
         single = os.path.isfile(os.path.join(model_dir, "saved_model.pb"))
         self.base = None if single else model_dir if local_versions(model_dir) else os.path.join(model_dir,
                                                                                                 "export", "Servo")
-        self.root = tempfile.mkdtemp(prefix="walsmf-serve-")
-        atexit.register(self._remove, os.getpid())
+        with signals_held():  # the copies' root is made and its removal registered before an interrupt lands
+            self.root = tempfile.mkdtemp(prefix="walsmf-serve-")
+            atexit.register(self._remove, os.getpid())
         if single:
             _copy_export(model_dir, os.path.join(self.root, os.path.basename(model_dir.rstrip("/")) if
                                                  os.path.basename(model_dir.rstrip("/")).isdigit() else "1"))
@@ -246,9 +252,5 @@ def _copy_export(source, target):
 
 def load_model(model_dir):
     """The Model of ``model_dir`` (local or gs://), a gs:// one copied to local disk for the load."""
-    copied = local_model_dir(model_dir)
-    try:
-        return Model(copied)
-    finally:
-        if copied != model_dir:
-            shutil.rmtree(copied, ignore_errors=True)  # loaded: the arrays are in memory
+    with local_model_dir(model_dir) as copied:
+        return Model(copied)  # loaded: the arrays are in memory, the copy can go
