@@ -19,7 +19,7 @@ import numpy as np
 from walsmf import instances, modeldir
 from walsmf.errors import DataError
 from walsmf.ratings import MEDIAN_READ_RATING, rating_of
-from walsmf.topk import cold_start_scores, item_offsets, top_of_block
+from walsmf.topk import cold_start_scores, item_offsets, recommendable_items, top_of_block
 
 # What serving_info.json must hold for the numpy answers: the fold-in's settings (older exports lack them and
 # are answered by their graph).
@@ -138,7 +138,7 @@ class ExportAnswers:
         fresh = modeldir.read_asset(export_dir, modeldir.FRESH_FILE, np.dtype("<f4"), optional=True)
         self.fresh = None if fresh is None else fresh > 0
         if fresh is not None:  # an item too old to recommend (--max_age_days) is ranked as one nobody read
-            self.items.unread = np.flatnonzero((self.items.readers == 0) | ~self.fresh)
+            self.items.unread = np.flatnonzero(~recommendable_items(self.items.readers, self.fresh))
         self.popularity = popularity
         self.blend(info["popularity_weight"], popularity)
         self._buffers = threading.local()

@@ -17,7 +17,7 @@ from walsmf import progress
 from walsmf.errors import check_interrupted
 from walsmf.fileio import atomic_output, line_ends
 from walsmf.modeldir import BATCH_PRED_FILE, ORIGINAL_IDS_PRED_FILE, load_factors, original_ids_lines, plain_ids
-from walsmf.topk import Ranking, cold_start_scores, item_offsets, rows_items
+from walsmf.topk import Ranking, cold_start_scores, item_offsets, recommendable_items, rows_items
 
 # Users ranked at a time (topk.Ranking's unit): about four per thread over the users, within these bounds
 # (more users rank in tighter blocks of similar bound; fewer keep the threads busy to the end).
@@ -55,8 +55,8 @@ def cold_start(reads, popularity_weight=0.0, popularity=None, fresh=None):
     the readers (default) or the recent reads, −inf for an item without readers or not ``fresh``; None where all
     would be 0)."""
     readers = reads.by_item.counts
-    recommendable = readers > 0 if fresh is None else (readers > 0) & fresh
-    ranked = np.where(recommendable, cold_start_scores(readers, popularity_weight, popularity), -1)
+    ranked = np.where(recommendable_items(readers, fresh), cold_start_scores(readers, popularity_weight, popularity),
+                      -1)
     return (reads.by_user.counts == 0, np.argsort(-ranked, kind="stable"),
             item_offsets(readers, popularity_weight, popularity, fresh))
 

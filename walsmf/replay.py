@@ -150,16 +150,14 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
         end = begin + window
         lately = {"most read, last {} h".format(hours): most_read(reads, begin - hours * HOUR_MS, begin)
                   for hours in MOST_READ_HOURS}
-        popularity = {blend: refreshed.popularity(reads_since(reads, begin - blend[1] * HOUR_MS, begin))
-                      for blend in blends or ()}
-        for visitor, truth in next_reads(day, begin, end, history).items():
+        nexts = next_reads(day, begin, end, history)
+        for blend in blends or ():  # a blend at a time: its offsets made once for the window
+            chosen = (blend[0], refreshed.popularity(reads_since(reads, begin - blend[1] * HOUR_MS, begin)))
+            for visitor, truth in nexts.items():
+                results[blend].append(hit_of(refreshed(visitor, today[visitor], chosen), history[visitor], truth)[0])
+        for visitor, truth in () if blends else nexts.items():
             side = "known" if visitor in known else "new"
             read = history[visitor]
-            if blends:
-                for blend in blends:
-                    results[blend].append(hit_of(refreshed(visitor, today[visitor], (blend[0], popularity[blend])),
-                                                 read, truth)[0])
-                continue
             ranked = dict(lately, **{"frozen": frozen(visitor, today[visitor]),
                                      "refreshed": refreshed(visitor, today[visitor]), "most popular": popular})
             for method, items in ranked.items():
@@ -195,12 +193,16 @@ def _answers(model_dir):
     answers = ExportAnswers(export, info)
     known = set(answers.users.index)
     exported = (info["popularity_weight"], answers.popularity)
+    applied = [exported]  # the blend answers ranks with (ExportAnswers made the exported one)
 
     def recommend(visitor, read_today, blend=None):
         instance = {"visitorId": visitor, "k": K, "excludeRead": True, "exclude": list(read_today)}
         if visitor not in known:
             instance["contentIds"] = list(read_today)
-        answers.blend(*(blend or exported))
+        blend = blend or exported
+        if blend is not applied[0]:
+            answers.blend(*blend)
+            applied[0] = blend
         return [c for c in answers.answer([instance])[0]["top_k_content_ids"] if c]
 
     def popularity(counts):

@@ -9,11 +9,16 @@ from typing import Optional
 import numpy as np
 
 
+def recommendable_items(readers: np.ndarray, fresh: Optional[np.ndarray] = None) -> np.ndarray:
+    """Which items may be recommended: those someone read and, with ``fresh`` (--max_age_days), fresh."""
+    return readers > 0 if fresh is None else (readers > 0) & fresh
+
+
 def item_offsets(readers: np.ndarray, popularity_weight: float = 0.0, popularity: Optional[np.ndarray] = None,
                  fresh: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """The offset of each item's score: β·log(1 + popularity) (the blend; popularity: ``readers`` unless given),
     −inf for an item no one read or not ``fresh`` (never recommended); None when every offset is 0."""
-    recommendable = readers > 0 if fresh is None else (readers > 0) & fresh
+    recommendable = recommendable_items(readers, fresh)
     if not popularity_weight and recommendable.all():
         return None
     popularity = readers if popularity is None else popularity
