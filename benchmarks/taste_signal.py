@@ -11,6 +11,9 @@ are preprocessed and walsmf.task trains on them.  Scores, each with an article's
 * co-reads: Σ over the visitor's articles j of co-readers(i, j)/√(readers(i)·readers(j));
 * true topics: the posterior of the visitor's topic from the topics of what they read (which no model is given),
   the ceiling of what their reads say.
+
+Each AUC over every article, and over the articles published on the stream's last day (those a refresh then
+recommends: the taste that can lift a fresh recommendation above the most read).
 """
 import argparse
 import os
@@ -24,7 +27,7 @@ from scipy import sparse, stats
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from news_stream import news_site, news_stream  # noqa: E402 (a sibling script)
+from news_stream import DAY_MS, news_site, news_stream  # noqa: E402 (a sibling script)
 
 from walsmf import datadir, model, modeldir, preprocess, settings  # noqa: E402
 from walsmf.errors import json_object  # noqa: E402
@@ -91,8 +94,11 @@ def main():
             "true topics": posterior[scored][:, item_topic]}
     print("seed {}: {:,} reads by {:,} visitors ({:.1f} each) of {:,} articles; AUC over {:,} visitors".format(
         args.seed, len(mapped), len(visitors), len(mapped) / len(visitors), len(contents), len(scored)))
+    published = site.published[[int(c[1:]) for c in contents]]
+    last_day = published >= published.max() - DAY_MS  # what a refresh on the last day would recommend
     for name, scores in rows.items():
-        print("  {:<12} AUC {:.3f} ± {:.3f}".format(name, *auc(scores, own)))
+        print("  {:<12} AUC {:.3f} ± {:.3f}; among the last day's {:,} articles {:.3f} ± {:.3f}".format(
+            name, *auc(scores, own), last_day.sum(), *auc(scores[:, last_day], own[:, last_day])))
 
 
 if __name__ == "__main__":
