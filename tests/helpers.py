@@ -1,4 +1,7 @@
 """Helpers the tests import: hand-built export tables, running a module, small matrices, gcloud's environment."""
+import contextlib
+import importlib
+import io
 import json
 import os
 import shutil
@@ -80,6 +83,19 @@ def run_module(module, *args, env=None, cwd=None, runtime="tf1"):
     return subprocess.run([runtime_python(runtime), "-m", module] + [str(a) for a in args], cwd=cwd or ROOT,
                           env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True)
+
+
+def run_in_process(module, *args):
+    """Run ``python -m module args`` in this process, through walsmf.errors.run_cli as the command runs (a
+    subprocess costs seconds of imports); return its CompletedProcess (exit code, stdout and stderr)."""
+    from walsmf.errors import run_cli
+    argv, err, out, code = [str(a) for a in args], io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            run_cli(importlib.import_module(module).main, argv)
+        except SystemExit as exit:
+            code = exit.code
+    return subprocess.CompletedProcess([module] + argv, code or 0, out.getvalue(), err.getvalue())
 
 
 def write_matrix(data_dir, ratings):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import batch_pred, run_module
+from helpers import batch_pred, run_in_process, run_module
 
 from walsmf import datadir
 
@@ -55,12 +55,11 @@ def test_beam_writes_the_in_process_records(beam_data, small_data):
     assert datadir.tfrecord_files(beam_data, datadir.ROWS_FILE)[0].endswith("-of-00001")
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_the_trainer_reads_beams_shards(beam_data, tmp_path, small_data):
     for name, data_dir in (("beam", beam_data), ("in-process", small_data[0])):
-        result = run_module("walsmf.task", "--input_path", data_dir, "--output_dir", tmp_path / name,
-                            "--num_epochs", 1, "--batch_size", 256, "--seed", 2)
+        result = run_in_process("walsmf.task", "--input_path", data_dir, "--output_dir", tmp_path / name,
+                                "--num_epochs", 1, "--batch_size", 256, "--seed", 2)
         assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_array_equal(batch_pred(tmp_path / "beam"), batch_pred(tmp_path / "in-process"))
 
@@ -78,8 +77,7 @@ def test_exact_median_in_two_passes_is_pandas_median(values):
         assert_that(median, equal_to([float(np.median(values))]))
 
 
-@pytest.mark.subprocess
 def test_dataflow_cannot_read_this_machines_files(tmp_path):
-    result = run_module("walsmf.preprocess", "--runner", "DataflowRunner", "--data_dir", tmp_path / "d")
+    result = run_in_process("walsmf.preprocess", "--runner", "DataflowRunner", "--data_dir", tmp_path / "d")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: DataflowRunner's workers read from BigQuery")

@@ -1,7 +1,7 @@
 """A Vertex AI tuning job's best trial read back into best_params.json."""
 import json
 
-from helpers import run_module
+from helpers import run_in_process, run_module
 
 from walsmf import best_trial, settings
 
@@ -45,7 +45,7 @@ def test_a_job_without_a_succeeded_trial_or_with_foreign_parameters_is_refused(t
                           ("[1, 2]", "holds no JSON object")):
         path = tmp_path / "job.json"
         path.write_text(job if isinstance(job, str) else json.dumps(job))
-        result = run_module("walsmf.best_trial", "--job_json", path, "--output", out)
+        result = run_in_process("walsmf.best_trial", "--job_json", path, "--output", out)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and expected in lines[0], result.stderr
         assert out.read_text() == '{"n_embeds": 30}'

@@ -4,7 +4,7 @@ from http.server import HTTPServer
 
 import pandas as pd
 import pytest
-from helpers import HAND_EXPECTED, HAND_SESSIONS, FakeBigQuery, client_for, run_module, write_sessions
+from helpers import HAND_EXPECTED, HAND_SESSIONS, FakeBigQuery, client_for, run_in_process, write_sessions
 
 from walsmf import duckdb_sql, extract, queries
 from walsmf.errors import DataError
@@ -106,12 +106,12 @@ def test_bigquery_table_references_are_taken(table):
     assert "FROM `{}`".format(table) in queries.lab_sql(table)
 
 
-@pytest.mark.subprocess
-def test_a_bad_or_misplaced_table_is_one_line_before_any_network_call(tmp_path):
+def test_a_bad_or_misplaced_table_is_one_line_before_any_network_call(tmp_path, monkeypatch):
     # no credentials and no network here: a check that reached the client would say so instead
-    bad = run_module("walsmf.extract", "--source", "bigquery", "--project", "p", "--table", "p.d.t;x",
-                     env={"NO_GCE_CHECK": "True", "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none")})
-    local = run_module("walsmf.extract", "--table", "my-project.ga360.ga_sessions_*", "--scale", "0.001",
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none"))
+    bad = run_in_process("walsmf.extract", "--source", "bigquery", "--project", "p", "--table", "p.d.t;x")
+    local = run_in_process("walsmf.extract", "--table", "my-project.ga360.ga_sessions_*", "--scale", "0.001",
                        "--output", tmp_path / "rows.csv")
     for result, message in ((bad, "not a BigQuery table reference"), (local, "--source local reads")):
         lines = result.stderr.strip().splitlines()

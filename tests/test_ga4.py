@@ -10,7 +10,17 @@ from http.server import HTTPServer
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from helpers import HAND_SESSIONS, FakeBigQuery, client_for, event, page, run_module, write_events, write_sessions
+from helpers import (
+    HAND_SESSIONS,
+    FakeBigQuery,
+    client_for,
+    event,
+    page,
+    run_in_process,
+    run_module,
+    write_events,
+    write_sessions,
+)
 
 from walsmf import duckdb_sql, extract, sample
 from walsmf.errors import DataError
@@ -267,7 +277,6 @@ def test_print_sql_shows_the_ga4_query_and_its_duckdb_form():
     assert "IGNORE NULLS" in duckdb and duckdb_sql.LOCAL_VIEW in duckdb
 
 
-@pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
     (["--schema", "ga4", "--sessions_file", "{ga360}"], "holds GA360 sessions, not GA4 events: use --schema ga360"),
     (["--sessions_file", "{ga4}"], "holds GA4 events, not GA360 sessions: use --schema ga4"),
@@ -293,7 +302,7 @@ def test_bad_input_is_one_true_line_and_the_data_dir_stays(tmp_path, small_data,
     data_dir = tmp_path / "data"
     shutil.copytree(small_data[0], str(data_dir))
     before = {name: (data_dir / name).read_bytes() for name in os.listdir(str(data_dir))}
-    result = run_module("walsmf.preprocess", *[a.format(**files) for a in args], "--data_dir", data_dir)
+    result = run_in_process("walsmf.preprocess", *[a.format(**files) for a in args], "--data_dir", data_dir)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert re.search(message, lines[0]), lines[0]

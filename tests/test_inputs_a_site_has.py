@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import HAND_SESSIONS, event, run_module, write_events, write_sessions
+from helpers import HAND_SESSIONS, event, run_in_process, run_module, write_events, write_sessions
 
 from walsmf import datadir, extract, modeldir, predict, splits
 from walsmf.errors import DataError
@@ -125,13 +125,12 @@ def test_a_corrupt_serving_info_is_one_line(trained, tmp_path):
         predict.predict(str(export), [{"userId": 1}])
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_users_beyond_users_csv_train_and_get_the_most_read(small_data, tmp_path):
     data_dir, metadata = small_data
     out = tmp_path / "model"
-    result = run_module("walsmf.task", "--input_path", data_dir, "--output_dir", out, "--num_epochs", 1,
-                        "--batch_size", 256, "--nusers", metadata["nusers"] + 3, "--seed", 1)
+    result = run_in_process("walsmf.task", "--input_path", data_dir, "--output_dir", out, "--num_epochs", 1,
+                            "--batch_size", 256, "--nusers", metadata["nusers"] + 3, "--seed", 1)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (out / modeldir.BATCH_PRED_FILE).read_text().splitlines()
     original = modeldir.read_original_ids_pred(str(out / modeldir.ORIGINAL_IDS_PRED_FILE))
@@ -154,15 +153,14 @@ def test_many_visitors_and_articles_are_never_taken_for_duplicates():
         zip(rows["visitorId"], rows["contentId"], rows["session_duration"]))
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_a_model_of_other_settings_is_not_continued_and_unfinished_exports_are_swept(small_data, tmp_path):
     data_dir = small_data[0]
     out = tmp_path / "model"
     common = ["--input_path", data_dir, "--output_dir", out, "--batch_size", 256, "--seed", 1]
-    assert run_module("walsmf.task", *common, "--num_epochs", 1).returncode == 0
+    assert run_in_process("walsmf.task", *common, "--num_epochs", 1).returncode == 0
     before = {name: (out / name).read_bytes() for name in (modeldir.BATCH_PRED_FILE,)}
-    other = run_module("walsmf.task", *common, "--num_epochs", 1, "--regularization", 10, "--target", "read")
+    other = run_in_process("walsmf.task", *common, "--num_epochs", 1, "--regularization", 10, "--target", "read")
     lines = other.stderr.strip().splitlines()
     assert other.returncode == 1 and lines[-1].startswith("error: ") and "trained with other settings" in lines[-1]
     assert "regularization None (now 10.0)" in lines[-1] and "target 'rating' (now 'read')" in lines[-1]
@@ -171,7 +169,7 @@ def test_a_model_of_other_settings_is_not_continued_and_unfinished_exports_are_s
     stale = out / "export" / "Servo" / "temp-123"
     stale.mkdir(parents=True)
     (stale / "saved_model.pb").write_bytes(b"half")
-    more = run_module("walsmf.task", *common, "--num_epochs", 2)
+    more = run_in_process("walsmf.task", *common, "--num_epochs", 2)
     assert more.returncode == 0, more.stderr[-2000:]
     assert not stale.exists()
 
@@ -206,18 +204,16 @@ def test_a_truncated_export_asset_is_an_error_naming_it(trained, tmp_path):
         predict.predict(str(export), [{"userId": 1}])
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_weights_that_leave_wals_singular_are_one_line_with_what_to_change(small_data, tmp_path):
     # an unobserved weight float32 loses beside the observed ones: a user with fewer reads than factors is undetermined
-    result = run_module("walsmf.task", "--input_path", small_data[0], "--output_dir", tmp_path / "m", "--num_epochs",
-                        2, "--batch_size", 256, "--unobserved_weight", 1e-30, "--seed", 0)
+    result = run_in_process("walsmf.task", "--input_path", small_data[0], "--output_dir", tmp_path / "m",
+                            "--num_epochs", 2, "--batch_size", 256, "--unobserved_weight", 1e-30, "--seed", 0)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and lines[-1].startswith("error: WALS's equations became singular")
     assert "--regularization" in lines[-1] and "Traceback" not in result.stderr
 
 
-@pytest.mark.subprocess
 def test_re_preprocessing_never_deletes_what_the_user_keeps_in_the_data_dir(small_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_data[0], str(data))
@@ -225,7 +221,7 @@ def test_re_preprocessing_never_deletes_what_the_user_keeps_in_the_data_dir(smal
     (data / "model" / "checkpoint").write_text("mine")
     (data / "notes.txt").write_text("mine too")
     before = sorted(os.listdir(str(data)))
-    result = run_module("walsmf.preprocess", "--scale", "0.001", "--data_dir", data)
+    result = run_in_process("walsmf.preprocess", "--scale", "0.001", "--data_dir", data)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and lines[-1].startswith("error: ") and "model, notes.txt" in lines[-1]
     assert "that walsmf did not write" in lines[-1] and sorted(os.listdir(str(data))) == before

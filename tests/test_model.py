@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from helpers import batch_pred, closed_form, low_rank_ratings, run_module, write_matrix
+from helpers import batch_pred, closed_form, low_rank_ratings, run_in_process, run_module, write_matrix
 
 from walsmf import datadir, inputs, model, modeldir, progress, recommend, settings, trainer
 
@@ -284,29 +284,27 @@ def test_item_weights_from_popularity():
     assert [len(s) for s in model.shard(np.arange(7), 3)] == [3, 2, 2]
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_small_vocabularies_stop_before_training(tmp_path):
     ratings = low_rank_ratings(np.random.default_rng(2), nusers=20, nitems=9)
     write_matrix(str(tmp_path / "d"), ratings)
     base = ["--input_path", tmp_path / "d", "--output_dir", tmp_path / "out", "--batch_size", 8]
-    small = run_module("walsmf.task", *(base + ["--nusers", 20, "--nitems", 5]))
+    small = run_in_process("walsmf.task", *(base + ["--nusers", 20, "--nitems", 5]))
     assert small.returncode == 1
     assert small.stderr.strip().splitlines()[-1] == (
         "error: --nitems 5 is fewer than the 9 items of {} (metadata.json): leave --nitems out, or give at least "
         "9".format(tmp_path / "d"))
     assert not (tmp_path / "out").exists()
-    missing = run_module("walsmf.task", "--input_path", tmp_path / "nothing", "--output_dir", tmp_path / "o2")
+    missing = run_in_process("walsmf.task", "--input_path", tmp_path / "nothing", "--output_dir", tmp_path / "o2")
     assert missing.returncode == 1 and "metadata.json does not exist" in missing.stderr
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_a_model_of_another_shape_in_output_dir_is_refused(trained, tmp_path):
     import shutil
     output_dir = str(tmp_path / "old")
     shutil.copytree(trained.output_dir, output_dir)
-    result = run_module("walsmf.task", "--input_path", trained.input_path, "--output_dir", output_dir,
+    result = run_in_process("walsmf.task", "--input_path", trained.input_path, "--output_dir", output_dir,
                         "--n_embeds", 4)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (

@@ -24,10 +24,10 @@ def test_notebook_runs_offline_at_small_scale(tmp_path):
     (tmp_path / "wals_trained_module").mkdir()
     (tmp_path / "wals_trained_module" / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-9"\n')
     notebook = execute_notebook.execute(
-        str(tmp_path / "wals.ipynb"), {"SCALE": 0.01, "NUM_EPOCHS": 2, "BATCH_SIZE": 64, "TUNE_TRIALS": 3},
+        str(tmp_path / "wals.ipynb"), {"SCALE": 0.01, "NUM_EPOCHS": 2, "BATCH_SIZE": 64, "TUNE_TRIALS": 2},
         cwd=str(tmp_path))
     assert errors(notebook) == []
-    assert len((tmp_path / "tuned" / "trials.csv").read_text().splitlines()) == 1 + 3
+    assert len((tmp_path / "tuned" / "trials.csv").read_text().splitlines()) == 1 + 2
     metadata = json.loads((tmp_path / "data" / "metadata.json").read_text())
     lines = (tmp_path / "wals_trained" / "batch_pred.txt").read_text().splitlines()
     assert len(lines) == metadata["nusers"] and all(len(set(line.split(","))) == 3 for line in lines)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from helpers import HAND_SESSIONS, run_module, write_sessions
+from helpers import HAND_SESSIONS, run_in_process, run_module, write_sessions
 
 from walsmf import datadir, memory, ratings
 from walsmf.errors import DataError
@@ -90,7 +90,6 @@ def snapshot(directory):
     return {name: (directory / name).read_bytes() for name in os.listdir(str(directory))}
 
 
-@pytest.mark.subprocess
 @pytest.mark.parametrize("make_input, message", [
     (lambda tmp: str(tmp / "missing.parquet"), "does not exist"),
     (lambda tmp: pd.DataFrame({"x": [1]}).to_parquet(str(tmp / "flat.parquet")) or str(tmp / "flat.parquet"),
@@ -104,7 +103,7 @@ def test_bad_input_is_one_line_and_leaves_the_data_dir_untouched(tmp_path, small
     data_dir = tmp_path / "data"
     shutil.copytree(small_data[0], str(data_dir))
     before = snapshot(data_dir)
-    result = run_module("walsmf.preprocess", "--sessions_file", make_input(tmp_path), "--data_dir", data_dir)
+    result = run_in_process("walsmf.preprocess", "--sessions_file", make_input(tmp_path), "--data_dir", data_dir)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and re.search(message, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1

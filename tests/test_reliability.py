@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import low_rank_ratings, run_module, write_matrix
+from helpers import low_rank_ratings, run_in_process, run_module, write_matrix
 
 from walsmf import datadir, model, modeldir, settings, tfexample, trainer
 from walsmf.errors import DataError
@@ -127,7 +127,6 @@ def test_a_record_with_more_values_than_indices_is_named(matrix_dir):
         datadir.read_interactions(matrix_dir, 2, 9)
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_a_truncated_tfrecord_is_one_line_saying_regenerate(matrix_dir, tmp_path):
     path = os.path.join(matrix_dir, datadir.COLS_FILE)
@@ -135,7 +134,8 @@ def test_a_truncated_tfrecord_is_one_line_saying_regenerate(matrix_dir, tmp_path
         data = f.read()
     with open(path, "wb") as f:
         f.write(data[:len(data) // 2])
-    result = run_module("walsmf.task", "--input_path", matrix_dir, "--output_dir", tmp_path / "o", "--batch_size", 8)
+    result = run_in_process("walsmf.task", "--input_path", matrix_dir, "--output_dir", tmp_path / "o", "--batch_size",
+                            8)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: {} is truncated or corrupt".format(path)) and "walsmf.preprocess" in last

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_module
+from helpers import run_in_process, run_module
 
 from walsmf import model, recency, settings, splits, tune
 
@@ -69,7 +69,6 @@ def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_d
     assert sorted(p.name for p in out.iterdir()) == sorted([tune.TRIALS_FILE, tune.BEST_PARAMS_FILE])
 
 
-@pytest.mark.subprocess
 @pytest.mark.training
 def test_tune_refuses_bad_input_in_one_line_and_keeps_the_users_files(small_data, tmp_path):
     data_dir, _ = small_data
@@ -77,7 +76,8 @@ def test_tune_refuses_bad_input_in_one_line_and_keeps_the_users_files(small_data
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     for args, expected in (((mine, 2), "walsmf did not write"), ((tmp_path / "new", 0), "--max_trials 0")):
-        result = run_module("walsmf.tune", "--input_path", data_dir, "--output_dir", args[0], "--max_trials", args[1])
+        result = run_in_process("walsmf.tune", "--input_path", data_dir, "--output_dir", args[0], "--max_trials",
+                                args[1])
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and lines[-1].startswith("error: ") and expected in lines[-1]
     assert (mine / "notes.txt").read_text() == "keep me" and not (tmp_path / "new").exists()
