@@ -3,22 +3,15 @@ non-zero exit, and every file the user has (data, model, their own files) exactl
 
 The commands run in this process through walsmf.errors.run_cli, the path `python -m walsmf.<cli>` takes
 (one subprocess each would cost minutes); random files go through the same path (hypothesis)."""
-import contextlib
-import io
 import os
 import shutil
 import socket
 
 import pytest
+from helpers import run_in_process
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-
-from walsmf import evaluate, extract, predict, preprocess, refresh, sample, serve, task, tune
-from walsmf.errors import run_cli
-
-CLIS = {"sample": sample, "extract": extract, "preprocess": preprocess, "task": task, "predict": predict,
-        "evaluate": evaluate, "tune": tune, "serve": serve, "refresh": refresh}
 
 
 def snapshot(top):
@@ -43,20 +36,20 @@ def site(tmp_path_factory, small_sample, small_data, trained):
                        "blankids.csv": b"visitorId,contentId,session_duration\n,x,100\na,,200\n",
                        "file.txt": b"hi\n", "i.json": b'{"userId": 1}\n', "empty.json": b"",
                        "bin.json": b"\xff\xfe{}", "params.json": b'{"num_epochs": "many"}',
-                       "times.csv": b"visitorId,contentId,time\nnobody,nothing,yesterday\n"}.items():
+                       "times.csv": b"visitorId,contentId,time\nnobody,nothing,yesterday\n",
+                       # 2023-11-14 01:46 UTC; then reads on 2023-11-14, -15 and -16
+                       "untimed.csv": b"visitorId,contentId,session_duration\na,x,100\n",
+                       "oneday.csv": b"visitorId,contentId,session_duration,read_time\na,x,100,1700000000000\n",
+                       "days.csv": b"visitorId,contentId,session_duration,read_time\na,x,100,1700000000000\n"
+                                   b"b,x,100,1700090000000\nc,y,100,1700180000000\n"}.items():
         (own / name).write_bytes(data)
     return top
 
 
 def run(cli, argv):
     """(exit code, stderr lines, stdout) of one CLI run, as `python -m walsmf.<cli>` gives them."""
-    err, out, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            run_cli(CLIS[cli].main, argv)
-        except SystemExit as exit:
-            code = exit.code
-    return code, [line for line in err.getvalue().splitlines() if line.strip()], out.getvalue()
+    result = run_in_process("walsmf." + cli, *argv)
+    return result.returncode, [line for line in result.stderr.splitlines() if line.strip()], result.stdout
 
 
 # (cli, arguments, what the one line must say); {W}: the user's files, {D}: data, {M}: model, {E}: its exports
@@ -167,6 +160,16 @@ CASES = [
                                                                   r"worker should hold: give 1 to"),
     ("serve", "--model-dir {E} --poll_seconds inf", r"--poll_seconds inf is not a polling interval: give 0 \(never\)"),
     ("serve", "--model-dir {E} --poll_seconds 1e-9", r"--poll_seconds 1e-09 is not a polling interval"),
+    ("replay", "--extracted_csv {W}/days.csv --workdir {W}/r --window_hours 0", r"--window_hours 0.0 is not a "
+                                                                                r"window of the day"),
+    ("replay", "--extracted_csv {W}/cols.csv --workdir {W}/r", r"{W}/cols.csv .*visitorId"),
+    ("replay", "--extracted_csv {W}/untimed.csv --workdir {W}/r", r"{W}/untimed.csv has no read_time column"),
+    ("replay", "--extracted_csv {W}/oneday.csv --workdir {W}/r", r"{W}/oneday.csv holds reads of 1 UTC day\(s\) "
+                                                                 r"\(2023-11-14 to 2023-11-14\): the replay needs 3"),
+    ("replay", "--extracted_csv {W}/oneday.csv --workdir {W}/r --blend_as_given", r"holds reads of 1 UTC day\(s\) "
+                                                                                  r".*: the replay needs 2"),
+    ("replay", "--extracted_csv {W}/days.csv --workdir {D}", r"--workdir {D} is not empty: .* give a new directory"),
+    ("replay", "--extracted_csv {W}/days.csv --workdir {W}/r --params_file {W}/params.json", r"num_epochs"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --sweeps -1", r"--sweeps -1 is not a number of sweeps"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --keep_days nan", r"--keep_days nan is not a number of "
                                                                                 r"days: give more than 0"),

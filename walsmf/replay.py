@@ -42,7 +42,7 @@ from walsmf import datadir, flags, model, modeldir, preprocess, progress, refres
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
-from walsmf.extract import TIME_COLUMN, read_extracted_csv
+from walsmf.extract import TIME_COLUMN, read_extracted_csv, utc_text
 from walsmf.recency import DAY_MS
 
 HOUR_MS = 3600 * 1000
@@ -100,10 +100,14 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
     reads = reads.assign(visitorId=reads["visitorId"].astype(str), contentId=reads["contentId"].astype(str))
     cut = int(reads[TIME_COLUMN].max()) // DAY_MS * DAY_MS
     days_before = 2 if choose_blend else 1
-    if not (reads[TIME_COLUMN] < cut - (days_before - 1) * DAY_MS).any():
-        raise DataError("{} holds reads of {} day(s) only: the replay trains on the days before the last{}".format(
-            extracted_csv, days_before, ", and chooses the blend on the day before it (or give --blend_as_given)"
-            if choose_blend else ""))
+    first = int(reads[TIME_COLUMN].min())
+    days = cut // DAY_MS - first // DAY_MS + 1  # the UTC days the reads fall on, first to last
+    if days <= days_before:
+        raise DataError("{} holds reads of {} UTC day(s) ({} to {}): the replay needs {} (it trains on the days before "
+                        "the last{}); give reads of more days".format(
+                            extracted_csv, days, utc_text(first)[:10], utc_text(cut)[:10], days_before + 1,
+                            ", and chooses the blend on the day before it, or give --blend_as_given"
+                            if choose_blend else ""))
     if os.path.isdir(workdir) and os.listdir(workdir):
         raise DataError("--workdir {} is not empty: the replay writes a data directory and a model there; give a "
                         "new directory".format(workdir))
