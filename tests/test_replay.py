@@ -7,13 +7,21 @@ import sys
 
 import pandas as pd
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_module
 
 from walsmf import modeldir, replay
-from walsmf.errors import DataError
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from news_stream import news_stream  # noqa: E402 (the benchmarks' generator)
+
+
+def test_the_table_gives_each_method_and_visitors_hr_and_ndcg_with_their_standard_errors():
+    results = {("frozen", "known"): [(1, 0.5, False), (0, 0.0, True)], ("frozen", "new"): [(1, 1.0, True)] * 3}
+    header, known, new = replay.format_results(results).splitlines()
+    assert header.split() == ["method", "visitors", "reads", "HR@10", "±", "NDCG@10", "±"]
+    # HR 1/2, its standard error √(1/2 / 2) = 0.5 (sample variance over 2 reads); NDCG 0.25 ± 0.25
+    assert known.split() == ["frozen", "known", "2", "0.5000", "0.5000", "0.2500", "0.2500"]
+    assert new.split() == ["frozen", "new", "3", "1.0000", "0.0000", "1.0000", "0.0000"]
 
 
 def test_hit_and_ndcg_at_10_by_hand():
@@ -50,5 +58,6 @@ def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_a
     assert all(len(c) == 1 for c in counts.values()) and counts["known"].pop() > 50
     assert any(young for _, _, young in results["frozen", "known"])
     assert not any(hit for hit, _, young in results["frozen", "known"] + results["frozen", "new"] if young)
-    with pytest.raises(DataError, match="--workdir .* is not empty"):  # its data and models stay as they are
-        replay.replay(str(tmp_path / "news.csv"), str(tmp_path / "work"))
+    # the command refuses a used --workdir: its data and models stay as they are
+    done = run_module("walsmf.replay", "--extracted_csv", tmp_path / "news.csv", "--workdir", tmp_path / "work")
+    assert done.returncode == 1 and re.fullmatch(r"error: --workdir .* is not empty: .*\n", done.stderr), done.stderr
