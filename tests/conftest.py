@@ -1,6 +1,19 @@
 """Shared fixtures: a small sample, a small data directory, a small trained model (helpers: helpers.py)."""
 import pytest
 
+# Fixtures that train a model, as what they cost: a test using one (itself or through another fixture) is marked
+# training, and subprocess where the model is trained by a walsmf command.
+TRAINING_FIXTURES = {"trained": ("training",), "gappy": ("training", "subprocess")}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test that uses a training fixture as the fixture costs (pytest.ini's markers)."""
+    for item in items:
+        for fixture, marks in TRAINING_FIXTURES.items():
+            if fixture in item.fixturenames:
+                for mark in marks:
+                    item.add_marker(mark)
+
 
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory):

@@ -178,9 +178,12 @@ def gcloud_env(tmp_path):
                 PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
 
 
-needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None,
-                                  reason="gcloud is not installed; walsmf.predict and python -m walsmf.task "
-                                         "are the offline equivalents tested here")
+def needs_gcloud(test):
+    """Mark ``test`` as driving the real gcloud CLI: the gcloud marker, and skipped with a reason where it is not
+    installed."""
+    return pytest.mark.gcloud(pytest.mark.skipif(
+        shutil.which("gcloud") is None, reason="gcloud is not installed; walsmf.predict and python -m walsmf.task "
+                                               "are the offline equivalents tested here")(test))
 
 
 def batch_pred(output_dir):

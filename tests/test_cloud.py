@@ -155,7 +155,6 @@ def gcloud(env, *args):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.gcloud
 @needs_gcloud
 def test_vertex_train_script_sends_primary_empty_workers_and_parameter_servers(vertex):
     env, requests = vertex
@@ -169,7 +168,6 @@ def test_vertex_train_script_sends_primary_empty_workers_and_parameter_servers(v
     assert flag_names(args) <= set(FLAGS) and "--output_dir=gs://b/wals/model" in args
 
 
-@pytest.mark.gcloud
 @needs_gcloud
 def test_vertex_single_machine_job_config_is_accepted_by_gcloud(vertex, tmp_path):
     env, requests = vertex
@@ -180,7 +178,6 @@ def test_vertex_single_machine_job_config_is_accepted_by_gcloud(vertex, tmp_path
     assert flag_names(primary["containerSpec"]["args"]) <= set(FLAGS)
 
 
-@pytest.mark.gcloud
 @pytest.mark.training
 @needs_gcloud
 def test_vertex_tuning_job_is_accepted_by_gcloud(vertex, tmp_path):

@@ -135,7 +135,6 @@ def test_loopback_cluster_trains_exports_and_predicts_what_one_process_does(smal
     assert_same_model(output_dir, single_process_model)
 
 
-@pytest.mark.gcloud
 @pytest.mark.subprocess
 @pytest.mark.training
 @needs_gcloud

@@ -147,7 +147,6 @@ def test_bad_new_visitor_instances_are_named(trained, tmp_path, line, message):
     assert message in str(refused.value) and ("line 2" in str(refused.value) or "instance 2" in str(refused.value))
 
 
-@pytest.mark.gcloud
 @pytest.mark.subprocess
 @pytest.mark.training
 @needs_gcloud

@@ -81,7 +81,6 @@ def run(env, *args):
     return result.stdout
 
 
-@pytest.mark.gcloud
 @pytest.mark.subprocess
 @pytest.mark.training
 @needs_gcloud
@@ -122,7 +121,6 @@ def test_deploy_to_an_endpoint_and_gcloud_predict_returns_walsmf_serves_recommen
     assert new["top_k_content_ids"] == expected["top_k_content_ids"] and not new["known_visitor"]
 
 
-@pytest.mark.gcloud
 @needs_gcloud
 def test_the_prebuilt_tf_serving_container_is_uploaded_with_the_export(vertex):
     run(dict(vertex, EXPORT="gs://b/e/1", REGION="us-central1"), "bash", "cloud/vertex_deploy.sh", "prebuilt")

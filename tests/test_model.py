@@ -249,6 +249,7 @@ def step0_checkpoint(small_data, model_dir, estimator_class):
                               checkpoint_path=os.path.join(model_dir, "model.ckpt-0"))
 
 
+@pytest.mark.training
 def test_step0_checkpoint_evaluates(small_data, tmp_path):
     assert np.isfinite(step0_checkpoint(small_data, str(tmp_path / "w"), model.WALSRecommender)["loss"])
     # what the lab's estimator does with the same checkpoint

@@ -178,7 +178,6 @@ def test_answers_come_a_batch_at_a_time_and_print_as_one_table_or_json_document(
         "  ".join(cell + " " * (width - len(cell)) for cell, width in zip(row, widths)).rstrip() for row in cells]
 
 
-@pytest.mark.gcloud
 @pytest.mark.subprocess
 @pytest.mark.training
 @needs_gcloud
@@ -197,7 +196,6 @@ def test_gcloud_local_predict_returns_what_walsmf_predict_returns(trained, tmp_p
         np.testing.assert_allclose(a["projection"], b["projection"], rtol=1e-6)
 
 
-@pytest.mark.gcloud
 @pytest.mark.subprocess
 @pytest.mark.training
 @needs_gcloud
