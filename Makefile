@@ -31,7 +31,7 @@ run: data
 	$(PY) -m walsmf.task --input_path $(DATA_DIR) --output_dir $(OUTPUT_DIR) --num_epochs $(NUM_EPOCHS)
 
 # Three workers on the machines' two cores: many tests wait on a subprocess, a server or a poll, and a third
-# worker fills those waits (the suite: 331 s on three, 385-400 s on two, 397 s on four).
+# worker fills those waits (the suite, run back to back: 357 s on three, 420 s on two; 397 s on four).
 TEST_WORKERS ?= 3
 
 # The server's tests run on both runtimes: the lab's (.venv) and the serving environment (.venv-serve).
