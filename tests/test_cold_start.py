@@ -74,7 +74,6 @@ def fitted_history(data_dir, user):
     return [int(i) for i in items], [float(r) for r in values]
 
 
-@pytest.mark.training
 def test_a_known_visitor_gets_online_what_batch_pred_holds_by_userId_or_visitorId(trained):
     export = os.path.join(trained.output_dir, "export", "Servo")
     visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
@@ -97,7 +96,6 @@ def test_a_known_visitor_gets_online_what_batch_pred_holds_by_userId_or_visitorI
     np.testing.assert_allclose(new["projection"], same["projection"], rtol=1e-6)
 
 
-@pytest.mark.training
 def test_k_and_exclusions_shape_the_answer(trained):
     export = os.path.join(trained.output_dir, "export", "Servo")
     contents = datadir.read_id_map(os.path.join(trained.input_path, datadir.ITEMS_FILE))
@@ -114,7 +112,6 @@ def test_k_and_exclusions_shape_the_answer(trained):
     assert plain["top_k_content_ids"] == [contents[i] for i in ranked[:3]] and len(plain["top_k_scores"]) == 3
 
 
-@pytest.mark.training
 def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_most_read(trained):
     assert MEDIAN_READ_RATING == rating_of(1000.0, 1000.0)
     export = os.path.join(trained.output_dir, "export", "Servo")
@@ -129,7 +126,6 @@ def test_a_new_visitors_ratings_default_to_a_median_read_and_no_reads_get_the_mo
     assert nothing["top_k_ids"] == list(np.argsort(-readers, kind="stable")[:len(nothing["top_k_ids"])])
 
 
-@pytest.mark.training
 @pytest.mark.parametrize("line, message", [
     ('{"userId": 4, "itemId": -1, "items": [1]}', "items describe a new visitor's reads, userId 4 asks for a known "
                                                   "user's articles"),
@@ -148,7 +144,6 @@ def test_bad_new_visitor_instances_are_named(trained, tmp_path, line, message):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 @needs_gcloud
 def test_gcloud_local_predict_answers_a_new_visitor_as_walsmf_predict_does(trained, tmp_path):
     items, ratings = fitted_history(trained.input_path, 4)
@@ -169,7 +164,6 @@ def test_gcloud_local_predict_answers_a_new_visitor_as_walsmf_predict_does(train
     np.testing.assert_allclose(theirs[0]["projection"], ours["projection"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.training
 def test_a_new_visitors_durations_are_rated_by_the_labs_rule_with_the_training_median(trained):
     export = os.path.join(trained.output_dir, "export", "Servo")
     median = datadir.read_metadata(trained.input_path)["median_duration_ms"]

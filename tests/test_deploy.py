@@ -82,7 +82,6 @@ def run(env, *args):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 @needs_gcloud
 def test_deploy_to_an_endpoint_and_gcloud_predict_returns_walsmf_serves_recommendations(vertex, trained, tmp_path):
     export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))

@@ -251,7 +251,6 @@ def test_bench_prints_a_table_of_every_method_on_a_ratings_file_split_by_time(tm
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_a_model_that_saw_the_held_out_reads_is_refused_in_one_line(trained, split):
     """The session's model was trained on the whole small data: the split's held-out reads were in it."""
     listing = sorted(os.listdir(trained.output_dir))

@@ -1,6 +1,5 @@
 """The notebook's tables: the WALS objective against a dense numpy computation."""
 import numpy as np
-import pytest
 
 from walsmf import datadir, explore
 
@@ -20,7 +19,6 @@ def test_wals_objective_equals_the_dense_sum():
     assert np.isclose(got, dense, rtol=1e-10)
 
 
-@pytest.mark.training
 def test_training_lowers_the_objective(trained):
     table = explore.objective_by_checkpoint(trained.output_dir, trained.input_path)
     assert list(table["step"]) == sorted(table["step"]) and len(table) >= 3

@@ -68,7 +68,6 @@ def test_the_numpy_answers_are_the_graphs_on_every_instance_form(which, request)
     assert_same_answers(ExportAnswers(export, info).answer(checked), predict.predict(export, forms))
 
 
-@pytest.mark.training
 def test_a_k_past_the_ids_answers_at_most_the_ids_in_numpy_and_in_the_graph(trained):
     export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
     info = modeldir.serving_info(export)
@@ -90,7 +89,6 @@ def test_a_known_visitors_answer_is_their_batch_pred_line(which, request):
     assert [answer["top_k_ids"] for answer in answers] == batch_pred(trained.output_dir).tolist()
 
 
-@pytest.mark.training
 def test_an_export_without_the_fold_in_settings_is_answered_by_its_graph(trained, tmp_path):
     export = modeldir.latest_export(os.path.join(trained.output_dir, modeldir.EXPORTS_DIR))
     older = str(tmp_path / "1500000000")

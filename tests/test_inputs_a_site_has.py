@@ -116,7 +116,6 @@ def test_a_tfrecord_set_both_whole_and_sharded_is_named(small_data, tmp_path):
         datadir.tfrecord_files(str(data), datadir.ROWS_FILE)
 
 
-@pytest.mark.training
 def test_a_corrupt_serving_info_is_one_line(trained, tmp_path):
     export = tmp_path / "export"
     shutil.copytree(modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo")), str(export))
@@ -192,7 +191,6 @@ def test_settings_past_what_a_graph_holds_or_an_output_dir_nobody_can_write_are_
     assert (resolved.nusers, resolved.nitems) == (metadata["nusers"], metadata["nitems"])
 
 
-@pytest.mark.training
 def test_a_truncated_export_asset_is_an_error_naming_it(trained, tmp_path):
     import tensorflow as tf
 

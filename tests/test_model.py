@@ -143,7 +143,6 @@ def test_low_rank_matrix_is_learned_and_sweeps_are_exact_with_batches_larger_tha
     assert ranks[fitted != 0].mean() < 0.25
 
 
-@pytest.mark.training
 def test_batch_pred_is_numpys_top_k_of_the_checkpoint_factors(trained):
     u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
     expected = np.argsort(-(u @ v.T), axis=1, kind="stable")[:, :3]
@@ -196,7 +195,6 @@ def test_plain_ids_are_written_as_the_csv_module_writes_them():
     assert not any(modeldir.plain_ids([odd]) for odd in ("a,b", 'say "hi"', "tab\there", "line\nbreak", "cr\r"))
 
 
-@pytest.mark.training
 def test_batch_pred_in_original_ids_follows_the_mappings(trained):
     data_dir = trained.input_path
     visitors = [line.split(",")[0] for line in open(os.path.join(data_dir, "users.csv")).read().splitlines()]
@@ -209,7 +207,6 @@ def test_batch_pred_in_original_ids_follows_the_mappings(trained):
         assert items.split(",") == [contents[int(i)] for i in mapped[user].split(",")]
 
 
-@pytest.mark.training
 def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"), exclude_seen=True)
@@ -222,7 +219,6 @@ def test_exclude_seen_leaves_out_what_users_read(trained, tmp_path):
     assert mapped["u"].nunique() == trained.nusers
 
 
-@pytest.mark.training
 def test_runs_past_mid_training_evaluations_with_the_labs_defaults(trained):
     """The lab's trap: evaluation every epoch (here 13 steps) of 52, no regularization."""
     steps = set()
@@ -300,7 +296,6 @@ def test_small_vocabularies_stop_before_training(tmp_path):
     assert missing.returncode == 1 and "metadata.json does not exist" in missing.stderr
 
 
-@pytest.mark.training
 def test_a_model_of_another_shape_in_output_dir_is_refused(trained, tmp_path):
     import shutil
     output_dir = str(tmp_path / "old")
@@ -336,7 +331,6 @@ def test_a_training_run_reads_each_tfrecord_set_once(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(args.output_dir, modeldir.BATCH_PRED_FILE))
 
 
-@pytest.mark.training
 def test_batch_prediction_streams_blocks_with_progress(trained, tmp_path, monkeypatch):
     import shutil
     args = trained.replace(output_dir=str(tmp_path / "m"))

@@ -287,7 +287,6 @@ def test_a_killed_training_resumes_to_the_same_final_step_with_an_export(small_d
     assert batch_pred(out).shape == (metadata["nusers"], 3)
 
 
-@pytest.mark.training
 def test_odd_files_and_values_are_one_line_saying_what_to_do(trained, tmp_path):
     from walsmf import predict, sample
     bad = tmp_path / "bad.json"
@@ -460,7 +459,6 @@ def test_a_users_temp_directory_under_export_servo_is_not_an_unfinished_export(t
     assert sorted(p.name for p in servo.iterdir()) == ["1500000001", "temp-mywork"]
 
 
-@pytest.mark.training
 def test_the_temporaries_a_disk_full_or_killed_run_left_go_with_the_next_run(trained, tmp_path):
     import shutil
 

@@ -70,7 +70,6 @@ def _answers(port, instances, per_request=400):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_both_runtimes_answer_every_known_visitor_as_batch_pred_says_and_new_visitors_alike(trained, tmp_path):
     export = os.path.join(trained.output_dir, "export", "Servo")
     visitors = datadir.read_id_map(os.path.join(trained.input_path, datadir.USERS_FILE))
@@ -143,7 +142,6 @@ def test_a_bad_request_is_a_4xx_with_one_line_and_the_server_goes_on(served, pat
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_vertex_contract_routes_port_storage_uri_and_parameters(trained, runtime):
     export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     port = free_ports(1)[0]
@@ -163,7 +161,6 @@ def test_vertex_contract_routes_port_storage_uri_and_parameters(trained, runtime
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_sigterm_finishes_in_flight_requests_and_exits_0(trained, runtime):
     export = os.path.join(trained.output_dir, "export", "Servo")
     port = free_ports(1)[0]
@@ -194,7 +191,6 @@ def test_no_model_is_one_line_naming_what_to_give(monkeypatch, tmp_path):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_an_export_that_cannot_load_is_one_error_line_and_exit_1(trained, runtime, tmp_path):
     export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     damaged = tmp_path / "Servo" / "1500000000"
@@ -209,7 +205,6 @@ def test_an_export_that_cannot_load_is_one_error_line_and_exit_1(trained, runtim
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_reported(trained, runtime, tmp_path):
     export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     servo = tmp_path / "Servo"
@@ -308,7 +303,6 @@ def wait_for_workers(process, port, count=2):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_restarted_workers_load_the_servers_version_even_when_the_export_was_removed(trained, tmp_path):
     export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     servo = tmp_path / "Servo"

@@ -34,7 +34,6 @@ def dense_ratings(trained):
     return ratings, observed
 
 
-@pytest.mark.training
 def test_export_lives_where_the_lab_puts_it(trained):
     path = export_dir(trained)
     assert os.path.dirname(path) == os.path.join(trained.output_dir, "export", "Servo")
@@ -42,7 +41,6 @@ def test_export_lives_where_the_lab_puts_it(trained):
     assert modeldir.serving_info(path)["nusers"] == trained.nusers
 
 
-@pytest.mark.training
 def test_known_ids_are_answered_with_their_trained_factors_and_new_visitors_by_the_closed_form(trained):
     users, items = [0, 4, 5, trained.nusers - 1], [0, 4, trained.nitems - 1]
     u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
@@ -66,7 +64,6 @@ def test_known_ids_are_answered_with_their_trained_factors_and_new_visitors_by_t
     assert not np.allclose(out[1]["projection"], out[2]["projection"])
 
 
-@pytest.mark.training
 def test_closed_form_is_what_contribs_projection_computes_with_a_prepared_gramian(trained):
     """Grounds the numpy reference in TF's own WALS code (walsmf's formula is tested against it)."""
     u, v = exported(trained, "row_factors_shard_0"), exported(trained, "col_factors_shard_0")
@@ -94,7 +91,6 @@ def write_instances(tmp_path, lines):
     return path
 
 
-@pytest.mark.training
 @pytest.mark.parametrize("line, message", [
     ('{"userId": 4, "visitorId": "x"}', "name the visitor once: userId or visitorId"),
     ('{"userId": 4, "k": 0}', "k must be 1 to 2147483647"),
@@ -120,7 +116,6 @@ def test_bad_instances_are_named(trained, tmp_path, line, message):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_the_cli_says_a_bad_instance_in_one_error_line(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 1, "itemId": -1}', '{"userId": 4, "k": "3"}'])
     result = run_module("walsmf.predict", "--model-dir", export_dir(trained), "--json-instances", path)
@@ -129,7 +124,6 @@ def test_the_cli_says_a_bad_instance_in_one_error_line(trained, tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-@pytest.mark.training
 def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
     """A client that skips walsmf.predict's checks (gcloud) gets the graph's assertion."""
     from tensorflow.contrib import predictor
@@ -139,7 +133,6 @@ def test_out_of_range_ids_are_refused_by_the_graph_too(trained):
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}'])
     result = run_module("walsmf.predict", "--model-dir", os.path.join(trained.output_dir, "export", "Servo"),
@@ -151,7 +144,6 @@ def test_predict_cli_prints_gclouds_table(trained, tmp_path):
     assert result.stderr == ""  # no TensorFlow notice above the answer
 
 
-@pytest.mark.training
 def test_answers_come_a_batch_at_a_time_and_print_as_one_table_or_json_document(trained):
     export = modeldir.latest_export(export_dir(trained))
     info, predict_fn = modeldir.serving_info(export), predict.load(export)
@@ -179,7 +171,6 @@ def test_answers_come_a_batch_at_a_time_and_print_as_one_table_or_json_document(
 
 
 @pytest.mark.subprocess
-@pytest.mark.training
 @needs_gcloud
 def test_gcloud_local_predict_returns_what_walsmf_predict_returns(trained, tmp_path):
     path = write_instances(tmp_path, ['{"userId": 4, "itemId": -1}', '{"userId": -1, "itemId": 4}',
@@ -240,7 +231,6 @@ def test_the_docs_instance_table_is_the_schema():
         assert instances.schema_table() in f.read(), "print instances.schema_table() into docs/serving.md"
 
 
-@pytest.mark.training
 def test_the_exports_inputs_are_the_schemas_keys_with_their_types(trained):
     session = predict.load(export_dir(trained))
     kinds = {"int": tf.int64, "string": tf.string, "bool": tf.bool, "number": tf.float32}
@@ -248,7 +238,6 @@ def test_the_exports_inputs_are_the_schemas_keys_with_their_types(trained):
         key.name: (kinds[key.kind], 2 if key.is_list else 1) for key in instances.SCHEMA}
 
 
-@pytest.mark.training
 def test_instances_piped_on_standard_input_are_answered_as_a_files_are(trained, tmp_path, capsys):
     import threading
 

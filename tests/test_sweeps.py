@@ -86,7 +86,6 @@ def test_the_final_steps_loss_is_the_final_models_objective(small_data, tmp_path
     assert final_loss == pytest.approx(objective, rel=1e-5)
 
 
-@pytest.mark.training
 def test_training_log_and_summaries_keep_the_loss(trained):
     events = tf.io.gfile.glob(trained.output_dir + "/events.out.tfevents.*")
     losses = [value.simple_value for path in events for event in tf.compat.v1.train.summary_iterator(path)
@@ -114,7 +113,6 @@ def test_checkpoints_at_the_start_the_first_epoch_the_pace_and_the_end(monkeypat
     assert saved == [0, 19, 65, 91]
 
 
-@pytest.mark.training
 def test_a_short_run_keeps_the_start_the_first_epoch_and_the_end(trained):
     steps = sorted(int(path.rsplit("-", 1)[1])
                    for path in tf.train.get_checkpoint_state(trained.output_dir).all_model_checkpoint_paths)

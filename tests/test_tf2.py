@@ -33,7 +33,6 @@ def listed(feed):
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-@pytest.mark.training
 def test_tensorflow_2_answers_every_instance_form_as_tensorflow_1_does(trained, tmp_path):
     export = modeldir.latest_export(os.path.join(trained.output_dir, "export", "Servo"))
     info = modeldir.serving_info(export)
