@@ -12,8 +12,8 @@ are preprocessed and walsmf.task trains on them.  Scores, each with an article's
 * true topics: the posterior of the visitor's topic from the topics of what they read (which no model is given),
   the ceiling of what their reads say.
 
-Each AUC over every article, and over the articles published on the stream's last day (those a refresh then
-recommends: the taste that can lift a fresh recommendation above the most read).
+Each AUC over every article, and over the articles published in the stream's last 24 hours (the newest a refresh
+adds: the taste that can lift a fresh recommendation above the most read).
 """
 import argparse
 import os
@@ -95,9 +95,9 @@ def main():
     print("seed {}: {:,} reads by {:,} visitors ({:.1f} each) of {:,} articles; AUC over {:,} visitors".format(
         args.seed, len(mapped), len(visitors), len(mapped) / len(visitors), len(contents), len(scored)))
     published = site.published[[int(c[1:]) for c in contents]]
-    last_day = published >= published.max() - DAY_MS  # what a refresh on the last day would recommend
+    last_day = published >= published.max() - DAY_MS
     for name, scores in rows.items():
-        print("  {:<12} AUC {:.3f} ± {:.3f}; among the last day's {:,} articles {:.3f} ± {:.3f}".format(
+        print("  {:<12} AUC {:.3f} ± {:.3f}; among the last 24 hours' {:,} articles {:.3f} ± {:.3f}".format(
             name, *auc(scores, own), last_day.sum(), *auc(scores[:, last_day], own[:, last_day])))
 
 
