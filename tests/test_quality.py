@@ -83,6 +83,23 @@ def test_most_read_recently_counts_the_window_its_validation_chose():
     assert set(np.argsort(-counts)[:2]) == {1, 2}
 
 
+def test_a_rate_counts_each_article_over_the_hours_it_was_there_to_be_read_in_the_window():
+    from walsmf import recency
+
+    hour = 3600 * 1000
+    now = 100 * 24 * hour
+    # article 0: read 48 h ago, then 4 times in the last day; article 1: first read 3 h ago, 3 reads since;
+    # article 2: read 30 h ago only; article 3: never read
+    items = [0, 0, 0, 0, 0, 1, 1, 1, 2]
+    times = [now - 48 * hour, now - 20 * hour, now - 9 * hour, now - 5 * hour, now, now - 3 * hour, now - 2 * hour,
+             now - hour, now - 30 * hour]
+    np.testing.assert_allclose(recency.recent_counts(items, times, 4, 1.0), [4, 3, 0, 0])
+    # a day's window: article 0 was there all 24 hours (4 · 24/25), article 1 its 3 (3 · 24/4)
+    np.testing.assert_allclose(recency.recent_counts(items, times, 4, 1.0, rate=True), [4 * 24 / 25, 18, 0, 0])
+    # half a day: article 0's reads of the last 12 hours only, over all 12 of them
+    np.testing.assert_allclose(recency.recent_counts(items, times, 4, 0.5, rate=True), [3 * 12 / 13, 3 * 12 / 4, 0, 0])
+
+
 def lab_files_only(small_data, tmp_path):
     """A copy of the small data directory without metadata.json and times.csv: the lab's files alone."""
     lab = tmp_path / "lab"
@@ -147,17 +164,22 @@ def test_a_split_with_no_user_to_evaluate_is_refused(tmp_path):
 
 
 @pytest.mark.training
-def test_a_blend_of_recent_reads_is_the_same_in_batch_pred_the_export_and_evaluation(small_data, tmp_path):
+@pytest.mark.parametrize("rate", [False, True])
+def test_a_blend_of_recent_reads_is_the_same_in_batch_pred_the_export_and_evaluation(small_data, tmp_path, rate):
     data_dir, metadata = small_data
     trained = settings.make(input_path=data_dir, output_dir=str(tmp_path / "out"), num_epochs=2, batch_size=256,
                             nusers=metadata["nusers"], nitems=metadata["nitems"], seed=0, target="read",
-                            popularity_weight=0.3, popularity_days=1.0)
+                            popularity_weight=0.3, popularity_days=1.0, popularity_rate=rate)
     model.train_and_evaluate(trained)
     mapped = splits.read_mapped(data_dir)
     times = splits.read_times(os.path.join(data_dir, datadir.TIMES_FILE), data_dir, mapped)
-    recent = mapped["itemId"].values[times >= times.max() - 86400 * 1000.0]
+    day = 86400 * 1000.0
+    recent = mapped["itemId"].values[times >= times.max() - day]
     counts = np.bincount(recent, minlength=metadata["nitems"]).astype(np.float32)
     assert 0 < counts.sum() < len(mapped)  # the last day is a part of the reads
+    if rate:  # each article's reads over the hours since its first read, at most the day's 24, plus one
+        hours = np.minimum((times.max() - pd.Series(times).groupby(mapped["itemId"]).min()) / 3.6e6, 24)
+        counts = (counts * 24 / (hours.reindex(range(metadata["nitems"])).values + 1)).astype(np.float32)
     u, v = recommend.load_factors(trained.output_dir, "row"), recommend.load_factors(trained.output_dir, "col")
     expected = np.argsort(-(u @ v.T + np.float32(0.3) * np.log1p(counts)), axis=1, kind="stable")[:, :3]
     assert (batch_pred(trained.output_dir) == expected).mean() > 0.99  # up to float ties

@@ -243,6 +243,28 @@ def test_keep_days_drops_the_older_reads_and_their_articles_are_no_longer_recomm
     assert not recommended & set(gone)
 
 
+@pytest.mark.training
+def test_a_refresh_moves_the_blends_window_to_the_new_reads_each_counted_at_its_articles_rate(trained_copy, tmp_path):
+    hours = 6
+    blended = trained_copy.replace(output_dir=str(tmp_path / "blended"), popularity_weight=1.0,
+                                   popularity_days=hours / 24, popularity_rate=True)
+    model.train_and_evaluate(blended)
+    new_reads(blended, str(tmp_path / "new.csv"))
+    export = refresh.refresh(blended.output_dir, read_extracted_csv(str(tmp_path / "new.csv")), log=lambda _: None)
+    # by hand from the grown data's times.csv: each article's reads of the last 6 hours times 6 over (the hours
+    # since its first read, at most 6, plus one)
+    times = pd.read_csv(os.path.join(blended.input_path, datadir.TIMES_FILE), dtype={"contentId": str})
+    contents = list(datadir.read_id_map(os.path.join(blended.input_path, datadir.ITEMS_FILE)))
+    newest = times["time"].max()
+    recent = times[times["time"] >= newest - hours * 3.6e6]["contentId"].value_counts()
+    since = np.minimum((newest - times.groupby("contentId")["time"].min()) / 3.6e6, hours)
+    expected = (recent * hours / (since + 1)).reindex(contents).fillna(0).values
+    assert 0 < (expected > 0).sum() < len(contents)
+    np.testing.assert_allclose(modeldir.read_asset(export, modeldir.POPULARITY_FILE, np.dtype("<f4")), expected,
+                               rtol=1e-6)
+    assert modeldir.serving_info(export)["popularity_rate"] is True
+
+
 # The line each stage of walsmf.refresh prints as it ends: the process is killed there, in the next stage.
 REFRESH_STAGES = {"merging": "checked ", "folding in": "merged: ", "writing the model": "folded in ",
                   "batch prediction": "checkpoint and export "}

@@ -94,6 +94,7 @@ def test_params_file_booleans_and_nulls_where_the_setting_takes_them(tmp_path):
     ({"col_weight": 0.0}, r"--col_weight 0 is outside \(0, 1e\+06\]"),
     ({"regularization": -1.0}, r"--regularization -1 is outside \[0, 1e\+06\]"),
     ({"col_weight_exp": float("nan")}, r"--col_weight_exp nan is outside \[-4, 4\]"),
+    ({"popularity_rate": True}, r"--popularity_rate scales the reads of --popularity_days' window, and none is given"),
 ])
 def test_validate_refuses_what_wals_cannot_train(changes, message):
     good = settings.make(input_path="d", output_dir="o", nusers=8, nitems=4, batch_size=4)

@@ -121,7 +121,8 @@ def evaluate_model(model_dir, data_dir, k=10):
                                             *datadir.data_counts(data_dir).values()))
     check_trained_on(model_dir, data_dir)
     info = modeldir.serving_info(model_dir)
-    popularity = data_popularity(data_dir, item_factors.shape[0], info.get("popularity_days"))
+    popularity = data_popularity(data_dir, item_factors.shape[0], info.get("popularity_days"),
+                                 bool(info.get("popularity_rate")))
     return evaluate_factors(user_factors, item_factors, train, test, user_factors.shape[0], k,
                             (float(info.get("popularity_weight", 0.0)),), popularity)
 

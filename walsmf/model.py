@@ -239,7 +239,8 @@ def load_data(settings):
     """The TrainingData of ``settings.input_path``, read once: its reads, ids, median, the blend's popularity and
     the items fresh enough to recommend."""
     return datadir.load(settings.input_path, settings.nusers, settings.nitems,
-                        data_popularity(settings.input_path, settings.nitems, settings.popularity_days),
+                        data_popularity(settings.input_path, settings.nitems, settings.popularity_days,
+                                        settings.popularity_rate),
                         fresh_items(settings.input_path, settings.nitems, settings.max_age_days))
 
 

@@ -334,7 +334,7 @@ def serving_info_of(settings) -> dict:
     return {"nusers": settings.nusers, "nitems": settings.nitems, "topk": settings.topk,
             "n_embeds": settings.n_embeds, "exclude_seen": bool(settings.exclude_seen),
             "popularity_weight": settings.popularity_weight, "popularity_days": settings.popularity_days,
-            "max_age_days": settings.max_age_days,
+            "popularity_rate": bool(settings.popularity_rate), "max_age_days": settings.max_age_days,
             "rates_durations": median is not None, "median_duration_ms": median,
             "unobserved_weight": settings.unobserved_weight, "regularization": settings.regularization,
             "target": settings.target}

@@ -68,6 +68,7 @@ def trained_settings(model_dir):
     trained = {name: record[name] for name in modeldir.TRAINING_SETTINGS}
     served = {name: info.get(name) for name in ("topk", "exclude_seen", "popularity_weight", "popularity_days",
                                                  "max_age_days")}
+    served["popularity_rate"] = bool(info.get("popularity_rate"))  # an export from before the rate has none
     return settings_module.make(input_path=record["data_dir"], output_dir=model_dir, **trained, **served)
 
 
@@ -212,7 +213,7 @@ def _refresh(model_dir, settings, grown, metadata, ledger, merged, ids, touched,
             grown.nusers - settings.nusers, grown.nitems - settings.nitems, len(pairs.user)))
         data = datadir.TrainingData(interactions, list(ids[0]), list(ids[1]), metadata["median_duration_ms"],
                                     *of_reads(pairs.item, pairs.time, grown.nitems, grown.popularity_days,
-                                              grown.max_age_days, settings.input_path))
+                                              grown.max_age_days, settings.input_path, grown.popularity_rate))
         # the model already holds these reads where a refresh of them was killed after writing the model: then
         # only its export and batch prediction are made again
         held = datadir.reads_fingerprint(interactions) == modeldir.training_record(model_dir).get(

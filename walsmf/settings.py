@@ -64,6 +64,9 @@ class Settings:
     popularity_days: Optional[float] = _flag(None, "with --popularity_weight: the blend's popularity is the reads "
                                                    "of the data's last N days (its times.csv), not all reads",
                                              float)
+    popularity_rate: bool = _flag(False, "with --popularity_days: an article first read within those days counts "
+                                         "at its rate since, reads × the window's hours / (its hours + 1), so an "
+                                         "hour-old article is not outranked for being young", bool)
     max_age_days: Optional[float] = _flag(None, "fresh first: an article first read more than N days before the "
                                                 "data's newest read (its times.csv) is not recommended, in "
                                                 "batch_pred.txt, the export and so serving (default: any age)",
@@ -234,6 +237,9 @@ def validate(settings):
             raise DataError("--{} {:g} is outside {}{:g}, {:g}]: give a value in that range ({})".format(
                 flag, value, "[" if low_allowed else "(", low, high, RANGE_REASONS.get(flag, "WALS solves in float32, "
                                                                                          "where more overflows")))
+    if settings.popularity_rate and settings.popularity_days is None:
+        raise DataError("--popularity_rate scales the reads of --popularity_days' window, and none is given: give "
+                        "--popularity_days N, or leave --popularity_rate out")
     if training_schedule(settings)[0] < 1:
         raise DataError("--num_epochs {} is less than one training step ({} users in batches of {}): use at "
                         "least {:.3g}".format(settings.num_epochs, settings.nusers, settings.batch_size,
