@@ -17,7 +17,7 @@ import pandas as pd
 
 DAY_MS = 86400 * 1000
 HALF_LIFE_MS = 36 * 3600 * 1000
-START_MS = 1_768_464_000_000  # 2026-01-15 08:00 UTC: past, as a real export's reads are
+START_MS = 1_768_435_200_000  # 2026-01-15 00:00 UTC: past, as a real export's reads are; whole UTC days
 
 
 # The site behind a stream: each article's publication time, topic and appeal; each visitor's arrival, topic of

@@ -40,16 +40,17 @@ def test_each_visitors_next_read_is_their_first_unread_one_in_the_window():
 @pytest.mark.subprocess
 @pytest.mark.training
 def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_article(tmp_path):
-    news_stream(days=2, visitors=600, articles_per_day=60).to_csv(tmp_path / "news.csv", index=False)
+    news_stream(days=3, visitors=600, articles_per_day=60).to_csv(tmp_path / "news.csv", index=False)
     lines = []
     results = replay.replay(str(tmp_path / "news.csv"), str(tmp_path / "work"), window_hours=12, log=lines.append)
     # the blend was chosen on the day before, by the refreshed model's hits there, and the last day's model has it
     chosen = re.match(r"blend chosen on the day before \(([\d,]+) scored reads\): popularity_weight ([\d.]+) with "
-                      r"the last ([\d.]+) hours' reads", lines[0])
-    weight, hours = float(chosen.group(2)), float(chosen.group(3))
-    assert (weight, hours) in replay.BLENDS and int(chosen.group(1).replace(",", "")) > 50
+                      r"the last ([\d.]+) hours' reads( as rates)?", lines[0])
+    weight, hours, rate = float(chosen.group(2)), float(chosen.group(3)), bool(chosen.group(4))
+    assert (weight, hours, rate) in replay.BLENDS and int(chosen.group(1).replace(",", "")) > 50
     info = modeldir.serving_info(str(tmp_path / "work" / "model"))
-    assert (info["popularity_weight"], info["popularity_days"]) == (weight, pytest.approx(hours / 24))
+    assert (info["popularity_weight"], info["popularity_days"], info["popularity_rate"]) == (
+        weight, pytest.approx(hours / 24), rate)
     assert os.path.isdir(str(tmp_path / "work" / "validation" / "model"))
     methods = {method for method, _ in results}
     assert methods == {"frozen", "refreshed", "most popular", "most read, last 1 h", "most read, last 3 h",

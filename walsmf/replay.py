@@ -25,10 +25,11 @@ share of the scored reads on articles nobody read before the cut says how
 much a frozen model cannot see.
 
 The blend with the recent reads (score + weight·log(1 + reads in the last
-hours)) is chosen first on the day before the last, replayed the same way
-with the refreshed model: among BLENDS, the best HR@10 of every visitor's
-next read that day; the last day is then replayed with it (``--blend_as_given``:
-the settings' own blend).
+hours), the reads counted as they are or at each article's rate since its
+first read: --popularity_rate) is chosen first on the day before the last,
+replayed the same way with the refreshed model: among BLENDS, the best HR@10
+of every visitor's next read that day; the last day is then replayed with it
+(``--blend_as_given``: the settings' own blend).
 """
 import collections
 import itertools
@@ -37,20 +38,22 @@ import os
 import time
 
 import numpy as np
+import pandas as pd
 
 from walsmf import datadir, flags, model, modeldir, preprocess, progress, refresh
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import TIME_COLUMN, read_extracted_csv, utc_text
-from walsmf.recency import DAY_MS
+from walsmf.recency import DAY_MS, recent_counts
 
 HOUR_MS = 3600 * 1000
 K = 10
 MOST_READ_HOURS = (1, 3, 24)
-# The blends the day before the last chooses among: (popularity_weight, the hours of reads counted), the
-# first none; score + weight·log(1 + reads) ranks fresh popular articles up, the weight saying how far.
-BLENDS = ((0.0, 1),) + tuple((weight, hours) for weight in (0.1, 0.3, 1.0, 3.0) for hours in MOST_READ_HOURS)
+# The blends the day before the last chooses among: (popularity_weight, the hours of reads counted, whether as
+# rates), the first none; score + weight·log(1 + reads) ranks fresh popular articles up, the weight saying how far.
+BLENDS = ((0.0, 1, False),) + tuple((weight, hours, rate) for weight in (1.0, 3.0, 10.0, 30.0, 100.0)
+                                    for hours in (3, 6, 12, 24) for rate in (False, True))
 
 
 def scores(ranked, truth):
@@ -76,7 +79,8 @@ def summary(values):
 
 def most_read(reads, begin, end):
     """The articles of ``reads`` read in [begin, end), the most read first."""
-    return list(reads_since(reads, begin, end))
+    window = reads[(reads[TIME_COLUMN] >= begin) & (reads[TIME_COLUMN] < end)]
+    return list(window["contentId"].value_counts().index)
 
 
 def next_reads(day, begin, end, history):
@@ -92,7 +96,8 @@ def next_reads(day, begin, end, history):
 def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, choose_blend=True, log=progress.say):
     """Run the replay (see the module's docstring); return {(method, "known" or "new"): [(hit, ndcg, whether the
     article read was new since the cut), ...]}, a tuple per scored read.  With ``choose_blend``, the blend with
-    the recent reads (--popularity_weight, --popularity_days) is first chosen on the day before the last."""
+    the recent reads (--popularity_weight, --popularity_days, --popularity_rate) is first chosen on the day before
+    the last."""
     reads = read_extracted_csv(extracted_csv)
     if TIME_COLUMN not in reads:
         raise DataError("{} has no {} column: the replay steps through the reads' times".format(
@@ -115,18 +120,19 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
     if choose_blend:
         scored = replay_day(reads, cut - DAY_MS, os.path.join(workdir, "validation"), window_hours, preset, params,
                             log=lambda _: None, blends=BLENDS)
-        (weight, hours), hits = max(scored.items(), key=lambda item: (float(np.mean(item[1])), -item[0][0]))
-        params.update(popularity_weight=weight, popularity_days=hours / 24.0)
+        (weight, hours, rate), hits = max(scored.items(), key=lambda item: (float(np.mean(item[1])), -item[0][0]))
+        params.update(popularity_weight=weight, popularity_days=hours / 24.0, popularity_rate=rate)
         log("blend chosen on the day before ({:,} scored reads): popularity_weight {:g} with the last {:g} hours' "
-            "reads, HR@10 {:.4f} ± {:.4f} (without a blend: {:.4f})".format(
-                len(hits), weight, hours, *summary(hits), float(np.mean(scored[0.0, BLENDS[0][1]]))))
+            "reads{}, HR@10 {:.4f} ± {:.4f} (without a blend: {:.4f})".format(
+                len(hits), weight, hours, " as rates" if rate else "", *summary(hits),
+                float(np.mean(scored[BLENDS[0]]))))
     return replay_day(reads, cut, workdir, window_hours, preset, params, log)
 
 
 def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.say, blends=None):
     """Train on ``reads`` before ``cut`` into ``workdir``, then step through the day after it (the module's
     docstring): replay's results; with ``blends`` [(popularity_weight, hours)], instead each blend's hits of the
-    refreshed model (known and new visitors) as {blend: [hit, ...]}."""
+    refreshed model (known and new visitors) as {blend: [hit, ...]} (blends: BLENDS' triples)."""
     before, day = reads[reads[TIME_COLUMN] < cut], reads[(reads[TIME_COLUMN] >= cut) &
                                                          (reads[TIME_COLUMN] < cut + DAY_MS)]
     data_dir, model_dir = os.path.join(workdir, "data"), os.path.join(workdir, "model")
@@ -156,7 +162,7 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
                   for hours in MOST_READ_HOURS}
         nexts = next_reads(day, begin, end, history)
         for blend in blends or ():  # a blend at a time: its offsets made once for the window
-            chosen = (blend[0], refreshed.popularity(reads_since(reads, begin - blend[1] * HOUR_MS, begin)))
+            chosen = (blend[0], refreshed.popularity(reads[reads[TIME_COLUMN] < begin], *blend[1:]))
             for visitor, truth in nexts.items():
                 results[blend].append(hit_of(refreshed(visitor, today[visitor], chosen), history[visitor], truth)[0])
         for visitor, truth in () if blends else nexts.items():
@@ -182,16 +188,11 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
     return results
 
 
-def reads_since(reads, begin, end):
-    """How often each contentId was read in [begin, end), the most read first."""
-    window = reads[(reads[TIME_COLUMN] >= begin) & (reads[TIME_COLUMN] < end)]
-    return window["contentId"].value_counts().to_dict()
-
-
 def _answers(model_dir):
     """A function of (visitorId, what they read today[, a blend (popularity_weight, the items' popularity)]) to
     the model's top-K contentIds for them, their reads left out: a known visitor's factor, or a new one folded in
-    from today's reads; its ``popularity({contentId: reads})`` is the items' popularity of those counts."""
+    from today's reads; its ``popularity(reads, hours, rate)`` is the items' popularity of those reads (an
+    extracted frame) as a refresh of them counts it with --popularity_days hours/24 and --popularity_rate."""
     export = modeldir.latest_export(os.path.join(model_dir, modeldir.EXPORTS_DIR))
     info = modeldir.serving_info(export)
     answers = ExportAnswers(export, info)
@@ -209,8 +210,12 @@ def _answers(model_dir):
             applied[0] = blend
         return [c for c in answers.answer([instance])[0]["top_k_content_ids"] if c]
 
-    def popularity(counts):
-        return np.array([counts.get(c, 0) for c in answers.items.originals[:-1]], np.float32)
+    def popularity(reads, hours, rate):
+        contents = answers.items.originals[:-1]
+        items = pd.Index(contents).get_indexer(reads["contentId"])
+        held = items >= 0
+        return recent_counts(items[held], reads[TIME_COLUMN].values[held], len(contents), hours / 24.0,
+                             rate).astype(np.float32)
     recommend.popularity = popularity
     return recommend
 
@@ -241,8 +246,8 @@ def main(argv=None):
     parser.add_argument("--params_file", help="a JSON object of walsmf.task settings over the preset "
                                               "(best_params.json, or e.g. {\"max_age_days\": 2})")
     parser.add_argument("--blend_as_given", action="store_true",
-                        help="use --params_file's blend (popularity_weight, popularity_days) as it is, rather than "
-                             "choosing it on the day before the last")
+                        help="use --params_file's blend (popularity_weight, popularity_days, popularity_rate) as "
+                             "it is, rather than choosing it on the day before the last")
     args = parser.parse_args(argv)
     if not 0 < args.window_hours <= 24:
         raise DataError("--window_hours {} is not a window of the day: give more than 0 and at most 24".format(
