@@ -50,9 +50,12 @@ def test_tune_writes_trials_and_the_best_params_that_walsmf_task_applies(small_d
     blends = best["popularity_weight"] > 0
     # the trials were scored on articles the user had not read: the model is to recommend those
     assert params.pop("exclude_seen") is True
-    assert params == {flag: None if pd.isna(best[flag]) else best[flag].item() if hasattr(best[flag], "item")
-                      else best[flag] for flag in list(tune.SEARCH_SPACE) + ["popularity_weight"] + (
-                          ["popularity_days"] if blends else [])}
+    # counted as rates where that blend won (--popularity_rate), a flag left out where it did not
+    assert set(trials["popularity_rate"]) <= {True, False}
+    rates = blends and bool(best["popularity_rate"])
+    assert params == dict({flag: None if pd.isna(best[flag]) else best[flag].item() if hasattr(best[flag], "item")
+                           else best[flag] for flag in list(tune.SEARCH_SPACE) + ["popularity_weight"] + (
+                               ["popularity_days"] if blends else [])}, **({"popularity_rate": True} if rates else {}))
     assert not blends or params["popularity_days"] in [d for d in recency.RECENT_DAYS if d]
     command = result.stdout.strip().splitlines()[-1].split()
     assert command[:3] == ["python", "-m", "walsmf.task"] and command[-1] == str(out / tune.BEST_PARAMS_FILE)

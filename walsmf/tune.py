@@ -16,7 +16,9 @@ factors at the best recipe point; two random draws from SEARCH_SPACE (the
 space hptuning_config.yaml and cloud/vertex_hptuning.yaml name); then points
 near the best so far, every third a random draw.  Each trial is ranked with
 and without a blend with popularity (score + β·log(1 + readers), β among
-POPULARITY_WEIGHTS; ranking only) and keeps its best β.  The choice, of β as
+POPULARITY_WEIGHTS; where the data has times, the readers of most read
+recently's window, counted as they are and as rates: --popularity_rate;
+ranking only) and keeps its best blend.  The choice, of the blend as
 of trials (metrics.choose): the best NDCG@10 among those within one standard
 error of the best recall@10.  One progress line per trial, with standard
 errors.  Writes DIR/trials.csv and DIR/best_params.json ({walsmf.task flag:
@@ -171,14 +173,21 @@ def run_trial(split_dir, point, metadata, seed, workdir):
     train, test = splits.read_mapped(split_dir), splits.read_mapped(split_dir, HELDOUT_FILE)
     # a point that names its blend (a chosen one, or the lab's 0) is scored at it; else each is tried
     weights = (point["popularity_weight"],) if "popularity_weight" in point else POPULARITY_WEIGHTS
-    popularity = data_popularity(split_dir, metadata["nitems"], point.get("popularity_days"))
-    blends = metrics.evaluate_factors(load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col"),
-                                      train, test, metadata["nusers"], popularity_weights=weights,
-                                      popularity=popularity)
-    blends = blends if len(weights) > 1 else [blends]
+    # with a window of recent reads, the blend counts them as they are and as rates (--popularity_rate)
+    rates = ([point["popularity_rate"]] if "popularity_rate" in point
+             else [False, True] if point.get("popularity_days") else [False])
+    factors = load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col")
+    blends, chosen_from = [], []
+    for rate in rates:
+        popularity = data_popularity(split_dir, metadata["nitems"], point.get("popularity_days"), rate)
+        scored = metrics.evaluate_factors(*factors, train, test, metadata["nusers"], popularity_weights=weights,
+                                          popularity=popularity)
+        blends += scored if len(weights) > 1 else [scored]
+        chosen_from += [(weight, rate) for weight in weights]
     shutil.rmtree(trial.output_dir)
     chosen = metrics.choose(blends)
-    return dict(blends[chosen], popularity_weight=weights[chosen], train_seconds=round(seconds, 2))
+    weight, rate = chosen_from[chosen]
+    return dict(blends[chosen], popularity_weight=weight, popularity_rate=rate, train_seconds=round(seconds, 2))
 
 
 def recent_window(split_dir, metadata, seed=0):
@@ -227,10 +236,11 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
                 result = run_trial(split_dir, point, metadata, seed, workdir)
                 done.append((point, result))
                 rows.append(dict(trial=trial, **point, **result))
-                log("trial {}/{}: {} -> recall@10 {:.4f} ± {:.4f}, NDCG@10 {:.4f} ± {:.4f} at popularity_weight {} "
+                log("trial {}/{}: {} -> recall@10 {:.4f} ± {:.4f}, NDCG@10 {:.4f} ± {:.4f} at popularity_weight {}{} "
                     "({:.1f} s)".format(trial, max_trials, " ".join("{}={}".format(k, v) for k, v in point.items()),
                                         result["recall"], result["recall_se"], result["ndcg"], result["ndcg_se"],
-                                        result["popularity_weight"], result["train_seconds"]))
+                                        result["popularity_weight"], " as rates" if result["popularity_rate"] else "",
+                                        result["train_seconds"]))
         shutil.rmtree(split_dir)
         trials = pd.DataFrame(rows)
         trials.to_csv(os.path.join(staged, TRIALS_FILE), index=False)
@@ -238,6 +248,8 @@ def tune(input_path, output_dir, max_trials=12, seed=0, nusers=None, nitems=None
         params = {flag: plain(best[flag]) for flag in list(SEARCH_SPACE) + ["popularity_weight"]}
         if recent and params["popularity_weight"]:
             params["popularity_days"] = recent
+            if best["popularity_rate"]:
+                params["popularity_rate"] = True
         params["exclude_seen"] = True  # the trials were scored on unread articles, as a news site recommends them
         with open(os.path.join(staged, BEST_PARAMS_FILE), "w") as f:
             json.dump(params, f, indent=1, sort_keys=True)
