@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from helpers import ROOT, run_module
 
-from walsmf import modeldir, replay
+from walsmf import modeldir, replay, settings
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from news_stream import news_stream  # noqa: E402 (the benchmarks' generator)
@@ -50,6 +50,11 @@ def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_a
     assert (weight, hours, rate) in replay.BLENDS and int(chosen.group(1).replace(",", "")) > 50
     info = modeldir.serving_info(str(tmp_path / "work" / "model"))
     assert (info["popularity_weight"], info["popularity_days"], info["popularity_rate"]) == (
+        weight, pytest.approx(hours / 24), rate)
+    # the flags it names train that blend
+    named = settings.parse(["--input_path", "d", "--output_dir", "o"] + lines[0].split("walsmf.task ")[1].split(
+        " (each")[0].split())
+    assert (named.popularity_weight, named.popularity_days, named.popularity_rate) == (
         weight, pytest.approx(hours / 24), rate)
     assert os.path.isdir(str(tmp_path / "work" / "validation" / "model"))
     methods = {method for method, _ in results}

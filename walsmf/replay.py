@@ -123,9 +123,10 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
         (weight, hours, rate), hits = max(scored.items(), key=lambda item: (float(np.mean(item[1])), -item[0][0]))
         params.update(popularity_weight=weight, popularity_days=hours / 24.0, popularity_rate=rate)
         log("blend chosen on the day before ({:,} scored reads): popularity_weight {:g} with the last {:g} hours' "
-            "reads{}, HR@10 {:.4f} ± {:.4f} (without a blend: {:.4f})".format(
+            "reads{}, HR@10 {:.4f} ± {:.4f} (without a blend: {:.4f}); train with it: walsmf.task "
+            "--popularity_weight {:g} --popularity_days {:g}{} (each refresh keeps it)".format(
                 len(hits), weight, hours, " as rates" if rate else "", *summary(hits),
-                float(np.mean(scored[BLENDS[0]]))))
+                float(np.mean(scored[BLENDS[0]])), weight, hours / 24.0, " --popularity_rate" if rate else ""))
     return replay_day(reads, cut, workdir, window_hours, preset, params, log)
 
 
