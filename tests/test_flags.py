@@ -89,3 +89,50 @@ def test_a_flag_error_is_one_error_line_naming_it_and_exit_1_and_help_keeps_the_
     assert stopped.value.code == 1 and out == "" and len(lines) == 1, err
     assert re.match("error: " + named, lines[0]) and lines[0].endswith(
         "(python -m walsmf.{} --help lists the flags)".format(module))
+
+
+def shown_commands():
+    """(page, module, its words) for each `python -m walsmf.X ...` the README and docs show: in shell blocks
+    (whole commands, ``whole`` True) and in inline code (often a part: optional [...] parts and "..." dropped)."""
+    import glob
+    import shlex
+
+    found = []
+    for page in ["README.md"] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        with open(os.path.join(ROOT, page)) as f:
+            text = f.read()
+        blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+        lines = [re.sub(r"(^|\s)#.*", "", line) for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+        spans = re.findall(r"`([^`]*python -m walsmf\.[^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S).replace(
+            "\n", " "))
+        for whole, commands in ((True, lines), (False, spans)):
+            for command in commands:
+                match = re.search(r"python -m (walsmf\.\w+)(.*)", command)
+                if match:
+                    words = shlex.split(re.sub(r"\[[^\]]*\]|\.\.\.", " ", match.group(2)))
+                    found.append((os.path.basename(page), match.group(1), words, whole))
+    return found
+
+
+def spelled(flag):
+    """A flag's name as its parser's dest spells it: --model-dir → model_dir."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def test_every_command_the_docs_show_takes_the_flags_it_is_shown_with():
+    shown = shown_commands()
+    assert len(shown) > 40 and {"walsmf.refresh", "walsmf.replay", "walsmf.serve"} <= {m for _, m, _, _ in shown}
+    parsers = {}
+    for page, module, words, whole in shown:
+        if module not in parsers:
+            parsers[module] = flags_doc().parser_of(module)
+        parser = parsers[module]
+        known = {spelled(o) for o in parser._option_string_actions}
+        if module == "walsmf.preprocess" and "--runner" in words:  # the rest are Beam's pipeline options
+            from apache_beam.options.pipeline_options import PipelineOptions
+
+            known |= set(PipelineOptions([]).get_all_options())
+        unknown = [w for w in words if w.startswith("--") and spelled(w.split("=")[0]) not in known]
+        assert not unknown, "{} shows python -m {} with {}, which it does not take".format(page, module, unknown)
+        if whole:  # a whole command parses: its values fit their flags, nothing required lacks
+            parser.parse_known_args(words)
