@@ -150,6 +150,7 @@ def test_a_negative_id_is_not_called_a_small_vocabulary(matrix_dir):
 
 @pytest.mark.subprocess
 def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_is_swept(tmp_path, small_data):
+    import shutil
     import signal
     import subprocess
     import sys
@@ -159,13 +160,26 @@ def test_sigterm_mid_preprocess_removes_the_staging_directory_and_a_killed_runs_
 
     from walsmf.sample import write_sample
     sample = write_sample(str(tmp_path / "s.parquet"), scale=0.3, seed=0)
-    process = subprocess.Popen([sys.executable, "-m", "walsmf.preprocess", "--sessions_file", sample, "--data_dir",
-                                str(tmp_path / "d")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True)
-    deadline = time.time() + 120
-    while not [p for p in os.listdir(str(tmp_path)) if p.startswith(".d.tmp-")] and time.time() < deadline:
-        time.sleep(0.05)
+
+    def staging():
+        return [p for p in os.listdir(str(tmp_path)) if p.startswith(".d.tmp-")]
+    for _ in range(3):  # the staging directory lives about 2 s: a run stopped after it is run again
+        process = subprocess.Popen([sys.executable, "-m", "walsmf.preprocess", "--sessions_file", sample,
+                                    "--data_dir", str(tmp_path / "d")], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True)
+        deadline = time.time() + 120
+        while not staging() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGSTOP)  # held where it is, so the SIGTERM lands while the directory is staged
+        if staging():
+            break
+        process.send_signal(signal.SIGCONT)
+        process.communicate(timeout=120)
+        shutil.rmtree(str(tmp_path / "d"), ignore_errors=True)
+    else:
+        pytest.fail("three runs of preprocess were each past their staging directory when stopped")
     process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
