@@ -236,6 +236,10 @@ def test_window_on_daily_bigquery_tables_filters_table_suffix():
         # without a window the daily tables are still bounded: intraday_* suffixes are left out
         assert "BETWEEN '00000000' AND '99999999'" in extract.Query(source="bigquery", project="p", schema=schema,
                                                                       table=table).sql()
+    # today's reads, as an hourly refresh takes them: GA4's intraday tables by the same window
+    today = extract.Query(source="bigquery", project="p", schema="ga4", table="p.analytics_1.events_intraday_*",
+                          start_date="20240107", end_date="20240107").check().sql()
+    assert "`p.analytics_1.events_intraday_*`" in today and "_TABLE_SUFFIX BETWEEN '20240107' AND '20240107'" in today
     one_table = extract.Query(source="bigquery", project="p", schema="ga4", table="p.analytics_1.events_20240101",
                               start_date="20240101").sql()
     assert "event_date >= '20240101'" in one_table and "_TABLE_SUFFIX" not in one_table
