@@ -28,6 +28,8 @@ def site(tmp_path_factory, small_sample, small_data, trained):
     shutil.copytree(trained.output_dir, str(top / "M"))
     own = top / "w"
     (own / "adir").mkdir(parents=True)
+    shutil.copytree(small_data[0], str(own / "untimed_data"))  # a data directory of reads without times
+    os.remove(str(own / "untimed_data" / "times.csv"))
     shutil.copy(small_sample, str(own / "in.parquet"))
     for name, data in {"bin.parquet": b"\x00\x01garbage", "empty.csv": b"", "cols.csv": b"a,b\n1,2\n",
                        "header.csv": b"visitorId,contentId,session_duration\n",
@@ -170,6 +172,13 @@ CASES = [
                                                                                   r".*: the replay needs 2"),
     ("replay", "--extracted_csv {W}/days.csv --workdir {D}", r"--workdir {D} is not empty: .* give a new directory"),
     ("replay", "--extracted_csv {W}/days.csv --workdir {W}/r --params_file {W}/params.json", r"num_epochs"),
+    ("replay", "--data_dir {W}/adir --workdir {W}/r", r"--data_dir {W}/adir holds no data directory \(no "
+                                                       r"metadata.json\): give one walsmf.preprocess wrote"),
+    ("replay", "--data_dir {W}/none --workdir {W}/r", r"--data_dir {W}/none holds no data directory"),
+    ("replay", "--data_dir {W}/untimed_data --workdir {W}/r", r"{W}/untimed_data has no read times \(times.csv\): "
+                                                               r"the replay steps through the reads' times"),
+    ("replay", "--data_dir {D} --extracted_csv {W}/days.csv --workdir {W}/r", r"not allowed with argument"),
+    ("replay", "--data_dir {D} --workdir {D}", r"--workdir {D} is not empty: .* give a new directory"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --sweeps -1", r"--sweeps -1 is not a number of sweeps"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --keep_days nan", r"--keep_days nan is not a number of "
                                                                                 r"days: give more than 0"),

@@ -5,11 +5,13 @@ import os
 import re
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import ROOT, run_module
 
 from walsmf import modeldir, replay, settings
+from walsmf.extract import read_extracted_csv
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from news_stream import news_stream  # noqa: E402 (the benchmarks' generator)
@@ -37,12 +39,28 @@ def test_each_visitors_next_read_is_their_first_unread_one_in_the_window():
     assert replay.next_reads(day, 0, 10, {"v": {"b"}}) == {"v": "a", "w": "c"}
 
 
+def test_a_data_directorys_reads_are_its_pairs_with_their_times_and_durations_that_rate_as_its_ratings(tmp_path):
+    from walsmf import preprocess
+
+    stream = news_stream(days=2, visitors=300, articles_per_day=30)
+    preprocess.write_data_dir(stream, str(tmp_path / "data"), log=lambda _: None)
+    reads = replay.reads_of_data_dir(str(tmp_path / "data"))
+    both = stream.merge(reads, on=["visitorId", "contentId"], suffixes=("", "_back"))
+    assert len(both) == len(stream) == len(reads)  # a row per pair, as the stream has
+    assert (both["read_time"] == both["read_time_back"]).all()
+    # the lab's rule by hand, 0.3·(1 + (d − median)/median) at most 1: each duration rates as the stream's did
+    median = stream["session_duration"].median()
+    np.testing.assert_allclose(np.minimum(0.3 * both["session_duration_back"] / median, 1),
+                               np.minimum(0.3 * both["session_duration"] / median, 1), rtol=1e-9)
+
+
 @pytest.mark.subprocess
 @pytest.mark.training
 def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_article(tmp_path):
     news_stream(days=3, visitors=600, articles_per_day=60).to_csv(tmp_path / "news.csv", index=False)
     lines = []
-    results = replay.replay(str(tmp_path / "news.csv"), str(tmp_path / "work"), window_hours=12, log=lines.append)
+    results = replay.replay(read_extracted_csv(str(tmp_path / "news.csv")), "news.csv", str(tmp_path / "work"),
+                            window_hours=12, log=lines.append)
     # the blend was chosen on the day before, by the refreshed model's hits there, and the last day's model has it
     chosen = re.match(r"blend chosen on the day before \(([\d,]+) scored reads\): popularity_weight ([\d.]+) with "
                       r"the last ([\d.]+) hours' reads( as rates)?", lines[0])

@@ -20,6 +20,12 @@ def rating_of(duration, median, minimum=np.minimum):
     return minimum(RATING_SCALE * (1 + (duration - median) / median), MAX_RATING)
 
 
+def duration_of(rating, median):
+    """A duration that rates ``rating`` given the median duration (rating_of's inverse; a rating of 1 comes back as
+    the shortest duration that rates 1, 3.33× the median)."""
+    return rating * median / RATING_SCALE
+
+
 def add_ratings(df):
     """(visitorId, contentId, rating) rows of extracted (visitorId, contentId, session_duration) rows,
     and the median duration."""

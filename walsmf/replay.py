@@ -2,9 +2,11 @@
 came next.
 
     python -m walsmf.replay --extracted_csv reads.csv --workdir replay [--window_hours 1]
+    python -m walsmf.replay --data_dir data --workdir replay
 
 The reads (visitorId,contentId,session_duration,read_time: what
-``walsmf.extract --output`` writes) are cut at the midnight (UTC) before the
+``walsmf.extract --output`` writes; or a data directory's, with read times,
+each pair's duration taken back from its rating) are cut at the midnight (UTC) before the
 newest read: a model is trained on what came before (the lab's settings, or
 ``--preset``), then the following day is stepped through in windows.  As a
 window opens, each visitor who reads in it is recommended 10 articles, and
@@ -39,12 +41,14 @@ import time
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
-from walsmf import datadir, flags, model, modeldir, preprocess, progress, refresh
+from walsmf import datadir, flags, growth, model, modeldir, preprocess, progress, refresh
 from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import TIME_COLUMN, read_extracted_csv, utc_text
+from walsmf.ratings import duration_of
 from walsmf.recency import DAY_MS, recent_counts
 
 HOUR_MS = 3600 * 1000
@@ -93,15 +97,38 @@ def next_reads(day, begin, end, history):
     return out
 
 
-def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, choose_blend=True, log=progress.say):
-    """Run the replay (see the module's docstring); return {(method, "known" or "new"): [(hit, ndcg, whether the
-    article read was new since the cut), ...]}, a tuple per scored read.  With ``choose_blend``, the blend with
-    the recent reads (--popularity_weight, --popularity_days, --popularity_rate) is first chosen on the day before
-    the last."""
-    reads = read_extracted_csv(extracted_csv)
+def reads_of_data_dir(data_dir):
+    """The reads of a data directory with read times as walsmf.extract returns them: a row per pair, its duration
+    the one its rating was given for (ratings.duration_of, by the directory's median), its latest read time."""
+    if not tf.io.gfile.exists(os.path.join(data_dir, datadir.METADATA_FILE)):
+        raise DataError("--data_dir {} holds no data directory (no {}): give one walsmf.preprocess wrote, or the "
+                        "reads themselves with --extracted_csv".format(data_dir, datadir.METADATA_FILE))
+    metadata = datadir.read_metadata(data_dir)
+    median = metadata.get("median_duration_ms")
+    if not median:
+        raise DataError("{} records no median read time (metadata.json), so its ratings cannot be taken back to "
+                        "durations: replay the reads themselves (--extracted_csv, from python -m walsmf.extract "
+                        "--output)".format(data_dir))
+    visitors, contents = (datadir.read_id_map(os.path.join(data_dir, name))
+                          for name in (datadir.USERS_FILE, datadir.ITEMS_FILE))
+    ledger = growth.read_ledger(data_dir, visitors, contents)
+    if ledger.time is None:
+        raise DataError("{} has no read times ({}): the replay steps through the reads' times; preprocess reads "
+                        "with their {} column".format(data_dir, datadir.TIMES_FILE, TIME_COLUMN))
+    return pd.DataFrame({"visitorId": np.asarray(visitors, object)[ledger.user],
+                         "contentId": np.asarray(contents, object)[ledger.item],
+                         "session_duration": duration_of(ledger.rating, median), TIME_COLUMN: ledger.time})
+
+
+def replay(reads, source, workdir, window_hours=1.0, preset="lab", params=None, choose_blend=True,
+           log=progress.say):
+    """Run the replay (see the module's docstring) on ``reads`` (rows as walsmf.extract returns them, from
+    ``source``, named in errors); return {(method, "known" or "new"): [(hit, ndcg, whether the article read was
+    new since the cut), ...]}, a tuple per scored read.  With ``choose_blend``, the blend with the recent reads
+    (--popularity_weight, --popularity_days, --popularity_rate) is first chosen on the day before the last."""
     if TIME_COLUMN not in reads:
         raise DataError("{} has no {} column: the replay steps through the reads' times".format(
-            extracted_csv, TIME_COLUMN))
+            source, TIME_COLUMN))
     reads = reads.assign(visitorId=reads["visitorId"].astype(str), contentId=reads["contentId"].astype(str))
     cut = int(reads[TIME_COLUMN].max()) // DAY_MS * DAY_MS
     days_before = 2 if choose_blend else 1
@@ -110,7 +137,7 @@ def replay(extracted_csv, workdir, window_hours=1.0, preset="lab", params=None, 
     if days <= days_before:
         raise DataError("{} holds reads of {} UTC day(s) ({} to {}): the replay needs {} (it trains on the days before "
                         "the last{}); give reads of more days".format(
-                            extracted_csv, days, utc_text(first)[:10], utc_text(cut)[:10], days_before + 1,
+                            source, days, utc_text(first)[:10], utc_text(cut)[:10], days_before + 1,
                             ", and chooses the blend on the day before it, or give --blend_as_given"
                             if choose_blend else ""))
     if os.path.isdir(workdir) and os.listdir(workdir):
@@ -236,10 +263,13 @@ def format_results(results):
 
 
 def main(argv=None):
-    """CLI: replay the last day of an extracted CSV."""
+    """CLI: replay the last day of an extracted CSV or a data directory."""
     parser = flags.Parser(prog="python -m walsmf.replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--extracted_csv", required=True,
-                        help="the reads: visitorId,contentId,session_duration,read_time (the last day is replayed)")
+    reads = parser.add_mutually_exclusive_group(required=True)
+    reads.add_argument("--extracted_csv",
+                       help="the reads: visitorId,contentId,session_duration,read_time (the last day is replayed)")
+    reads.add_argument("--data_dir", help="or a data directory with read times (walsmf.preprocess's): its reads, "
+                                          "each pair's duration the one its rating was given for")
     parser.add_argument("--workdir", required=True, help="where the model and its data are written")
     parser.add_argument("--window_hours", type=float, default=1.0, help="window length (default 1 hour)")
     parser.add_argument("--preset", default="lab", choices=sorted(settings_module.PRESETS),
@@ -256,8 +286,9 @@ def main(argv=None):
     progress.set_verbosity()
     params = settings_module.params_as_settings(settings_module.read_params_file(args.params_file),
                                                 args.params_file) if args.params_file else None
-    print(format_results(replay(args.extracted_csv, args.workdir, args.window_hours, args.preset, params,
-                                not args.blend_as_given)))
+    reads = read_extracted_csv(args.extracted_csv) if args.extracted_csv else reads_of_data_dir(args.data_dir)
+    print(format_results(replay(reads, args.extracted_csv or args.data_dir, args.workdir, args.window_hours,
+                                args.preset, params, not args.blend_as_given)))
 
 
 if __name__ == "__main__":
