@@ -159,8 +159,8 @@ def replay(reads, source, workdir, window_hours=1.0, preset="lab", params=None, 
 
 def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.say, blends=None):
     """Train on ``reads`` before ``cut`` into ``workdir``, then step through the day after it (the module's
-    docstring): replay's results; with ``blends`` [(popularity_weight, hours)], instead each blend's hits of the
-    refreshed model (known and new visitors) as {blend: [hit, ...]} (blends: BLENDS' triples)."""
+    docstring): replay's results; with ``blends`` [(popularity_weight, hours, whether as rates)], instead each
+    blend's hits of the refreshed model (known and new visitors) as {blend: [hit, ...]}."""
     before, day = reads[reads[TIME_COLUMN] < cut], reads[(reads[TIME_COLUMN] >= cut) &
                                                          (reads[TIME_COLUMN] < cut + DAY_MS)]
     data_dir, model_dir = os.path.join(workdir, "data"), os.path.join(workdir, "model")
