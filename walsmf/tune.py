@@ -173,9 +173,8 @@ def run_trial(split_dir, point, metadata, seed, workdir):
     train, test = splits.read_mapped(split_dir), splits.read_mapped(split_dir, HELDOUT_FILE)
     # a point that names its blend (a chosen one, or the lab's 0) is scored at it; else each is tried
     weights = (point["popularity_weight"],) if "popularity_weight" in point else POPULARITY_WEIGHTS
-    # with a window of recent reads, the blend counts them as they are and as rates (--popularity_rate)
-    rates = ([point["popularity_rate"]] if "popularity_rate" in point
-             else [False, True] if point.get("popularity_days") else [False])
+    # with a window of recent reads and a weight to blend them with, counted as they are and as rates
+    rates = [False, True] if point.get("popularity_days") and any(weights) else [False]
     factors = load_factors(trial.output_dir, "row"), load_factors(trial.output_dir, "col")
     blends, chosen_from = [], []
     for rate in rates:
