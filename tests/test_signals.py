@@ -71,6 +71,29 @@ def test_a_signal_during_a_tuning_trial_ends_it_with_exit_130_and_no_staging(sma
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_package_loads_its_error_handling_is_the_one_line_and_exit_130(signum):
+    # `python -m walsmf.<command>` as the package sees it (argv[0] "-m"), the signal sent from inside the
+    # first import walsmf.errors makes: before its handlers can exist
+    starting = ("import builtins, os, sys\n"
+                "sys.argv[:1] = ['-m']\n"
+                "load = builtins.__import__\n"
+                "def signalled(name, *args, **kwargs):\n"
+                "    if name == 'json':\n"
+                "        builtins.__import__ = load\n"
+                "        os.kill(os.getpid(), {})\n"
+                "    return load(name, *args, **kwargs)\n"
+                "builtins.__import__ = signalled\n"
+                "import walsmf\n"
+                "print('not reached')\n").format(int(signum))
+    done = subprocess.run([sys.executable, "-c", starting], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    assert done.returncode == 130 and done.stdout == "", done.stderr
+    assert done.stderr.strip().splitlines() == ["error: interrupted; earlier outputs are as they were, run the same "
+                                                "command again"], done.stderr
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("after", [0.1, 0.5, 1.5])
 def test_a_signal_in_a_commands_first_seconds_is_its_one_line_and_exit_130(tmp_path, signum, after):
     import time

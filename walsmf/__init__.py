@@ -10,8 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # `python -m walsmf.<command>` imports this package first (with sys.argv[0] "-m" until the command's module runs):
-# a Ctrl-C or SIGTERM while the command still imports TensorFlow ends it in one line, as later in run_cli.
+# a Ctrl-C or SIGTERM while the command still imports TensorFlow ends it in one line, as later in run_cli.  The
+# two are held while walsmf.errors itself loads, and one that came meanwhile reaches its handler.
 if sys.argv[:1] == ["-m"]:
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     from walsmf.errors import exit_on_signals_while_starting
 
     exit_on_signals_while_starting()

@@ -151,9 +151,11 @@ def _exit_finished(signum, frame):
 
 
 def exit_on_signals_while_starting():
-    """From a command's first instruction until run_cli takes over: Ctrl-C and SIGTERM end it in one line."""
+    """From a command's first instruction until run_cli takes over: Ctrl-C and SIGTERM end it in one line (one
+    held while this module loaded is delivered as they are let through)."""
     signal.signal(signal.SIGINT, _exit_while_starting)
     signal.signal(signal.SIGTERM, _exit_while_starting)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def run_cli(main, argv=None):
