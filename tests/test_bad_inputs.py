@@ -35,6 +35,7 @@ def site(tmp_path_factory, small_sample, small_data, trained):
                        "header.csv": b"visitorId,contentId,session_duration\n",
                        "neg.csv": b"visitorId,contentId,session_duration\na,x,-5\nb,y,0\n",
                        "text.csv": b"visitorId,contentId,session_duration\na,x,abc\n",
+                       "texttime.csv": b"visitorId,contentId,session_duration,read_time\na,x,100,yesterday\n",
                        "blankids.csv": b"visitorId,contentId,session_duration\n,x,100\na,,200\n",
                        "file.txt": b"hi\n", "i.json": b'{"userId": 1}\n', "empty.json": b"",
                        "bin.json": b"\xff\xfe{}", "params.json": b'{"num_epochs": "many"}',
@@ -106,8 +107,12 @@ CASES = [
                                                                         r"article\) row"),
     ("preprocess", "--extracted_csv {W}/neg.csv --data_dir {W}/d", r"{W}/neg.csv holds no \(visitor, article\)"),
     ("preprocess", "--extracted_csv {W}/blankids.csv --data_dir {W}/d", r"row with both ids"),
-    ("preprocess", "--extracted_csv {W}/text.csv --data_dir {W}/d", r"session_duration is not numeric \(e.g. "
-                                                                      r"'abc'\)"),
+    ("preprocess", "--extracted_csv {W}/text.csv --data_dir {W}/d", r"{W}/text.csv: session_duration 'abc' is "
+                                                                      r"not a number: give session_duration as "
+                                                                      r"numbers \(milliseconds read\)"),
+    ("preprocess", "--extracted_csv {W}/texttime.csv --data_dir {W}/d", r"{W}/texttime.csv: read_time 'yesterday' "
+                                                                          r"is not a number: give read_time as "
+                                                                          r"numbers \(ms since the epoch\)"),
     ("preprocess", "--scale 0.02 --data_dir {W}", r"{W} holds files walsmf did not write"),
     ("preprocess", "--scale 0.02 --data_dir {W}/file.txt", r"{W}/file.txt exists and is not a directory"),
     ("preprocess", "--scale 0.02 --data_dir {M}", r"{M} holds files walsmf did not write"),
@@ -179,6 +184,10 @@ CASES = [
                                                                r"the replay steps through the reads' times"),
     ("replay", "--data_dir {D} --extracted_csv {W}/days.csv --workdir {W}/r", r"not allowed with argument"),
     ("replay", "--data_dir {D} --workdir {D}", r"--workdir {D} is not empty: .* give a new directory"),
+    ("refresh", "--model-dir {M} --extracted_csv {W}/text.csv", r"{W}/text.csv: session_duration 'abc' is not a "
+                                                                  r"number: give session_duration as numbers"),
+    ("refresh", "--model-dir {M} --extracted_csv {W}/texttime.csv", r"{W}/texttime.csv: read_time 'yesterday' is not "
+                                                                      r"a number"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --sweeps -1", r"--sweeps -1 is not a number of sweeps"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --keep_days nan", r"--keep_days nan is not a number of "
                                                                                 r"days: give more than 0"),

@@ -9,6 +9,8 @@ import tensorflow as tf
 from helpers import batch_pred, run_in_process, run_module
 
 from walsmf import datadir
+from walsmf.errors import DataError
+from walsmf.extract import read_extracted_csv
 
 beam = pytest.importorskip("apache_beam")
 from walsmf import beam_pipeline  # noqa: E402 (needs apache_beam)
@@ -81,3 +83,17 @@ def test_dataflow_cannot_read_this_machines_files(tmp_path):
     result = run_in_process("walsmf.preprocess", "--runner", "DataflowRunner", "--data_dir", tmp_path / "d")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: DataflowRunner's workers read from BigQuery")
+
+
+@pytest.mark.parametrize("line, column, text", [("a,x,abc", "session_duration", "abc"),
+                                                ("a,x,100,yesterday", "read_time", "yesterday")])
+def test_beam_refuses_a_value_that_is_no_number_in_the_in_process_paths_words(tmp_path, line, column, text):
+    header = "visitorId,contentId,session_duration" + (",read_time" if line.count(",") == 3 else "")
+    path = tmp_path / "reads.csv"
+    path.write_text(header + "\n" + line + "\n")
+    with pytest.raises(DataError) as in_beam:
+        beam_pipeline.parse_extracted(line, line.count(",") + 1)
+    with pytest.raises(DataError) as in_process:
+        read_extracted_csv(str(path))
+    assert str(in_process.value) == "{}: {}".format(path, in_beam.value)
+    assert str(in_beam.value).startswith("{} {!r} is not a number: give {} as numbers (".format(column, text, column))

@@ -125,7 +125,8 @@ def test_normalize_drops_what_the_lab_drops_and_refuses_the_rest():
     assert rows_of(extract.normalize_extracted(df)) == [("1", "9", 10)]
     with pytest.raises(DataError, match="the query.s result had no column contentId"):
         extract.normalize_extracted(df.drop(columns=["contentId"]))
-    with pytest.raises(DataError, match="not numeric"):
+    with pytest.raises(DataError, match=r"^session_duration 'abc' is not a number: give session_duration as numbers "
+                                        r"\(milliseconds read\)$"):
         extract.normalize_extracted(df.assign(session_duration=["10", "abc", "1", "2"]))
     with pytest.raises(DataError, match="no \\(visitor, article\\) rows"):
         extract.normalize_extracted(df.iloc[2:])

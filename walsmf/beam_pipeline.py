@@ -28,7 +28,7 @@ from walsmf import datadir, progress, tfexample
 from walsmf.errors import DataError
 from walsmf.fileio import staged_directory, temporary_directory
 from walsmf.local_export import run_local
-from walsmf.queries import TIME_COLUMN
+from walsmf.queries import TIME_COLUMN, not_numeric
 from walsmf.ratings import rating_of
 from walsmf.sample import ensure_sample
 
@@ -57,7 +57,7 @@ def parse_extracted(line, n_fields=3):
         try:
             numbers.append(_number(text))
         except ValueError:
-            raise DataError("{} is not numeric (e.g. {!r})".format(name, text))
+            raise not_numeric(name, text)
     return _kept(fields[0], fields[1], numbers[0], numbers[1] if len(numbers) > 1 else None)
 
 

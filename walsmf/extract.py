@@ -26,7 +26,7 @@ from walsmf.duckdb_sql import to_duckdb_sql
 from walsmf.errors import DataError, first_line, run_cli
 from walsmf.fileio import atomic_output, check_writable, starts_with
 from walsmf.local_export import local_files, run_local
-from walsmf.queries import COLUMNS, TIME_COLUMN, Query, add_source_arguments, query_of
+from walsmf.queries import COLUMNS, TIME_COLUMN, Query, add_source_arguments, not_numeric, query_of
 from walsmf.sample import ensure_sample
 from walsmf.splits import in_milliseconds
 
@@ -63,11 +63,11 @@ def normalize_extracted(df, source=None):
         raise DataError("{} {} no column{} {} (expected {})".format(
             source or "the query's result", "has" if source else "had", "s" if len(missing) > 1 else "",
             ", ".join(missing), ", ".join(COLUMNS)))
-    duration = _numbers(df, "session_duration")
+    duration = _numbers(df, "session_duration", source)
     if not np.isfinite(duration.fillna(0)).all() or (duration.abs() >= 2.0 ** 63).any():
         bad = duration[~np.isfinite(duration.fillna(0)) | (duration.abs() >= 2.0 ** 63)].iloc[0]
-        raise DataError("session_duration {!r} is not a reading time: durations are milliseconds, finite and "
-                        "below 2^63 (check the export's units)".format(bad))
+        raise DataError("{}session_duration {!r} is not a reading time: durations are milliseconds, finite and "
+                        "below 2^63 (check the export's units)".format("{}: ".format(source) if source else "", bad))
     keep = (df["contentId"].notna() & df["visitorId"].notna() & (duration > 0)).fillna(False).to_numpy(bool)
     if not keep.any():
         raise DataError("{} holds no (visitor, article) row with both ids and a positive duration".format(source)
@@ -85,7 +85,7 @@ def normalize_extracted(df, source=None):
         "session_duration": (kept.astype("int64") if integral else kept)[order],
     })
     if TIME_COLUMN in df.columns:
-        times = _numbers(df, TIME_COLUMN)[keep]
+        times = _numbers(df, TIME_COLUMN, source)[keep]
         if times.isna().any():
             raise DataError("{} is blank for visitor {} and content {}: give every row its time, or drop the "
                             "column".format(TIME_COLUMN, *df[keep][times.isna().to_numpy()].iloc[0][COLUMNS[:2]]))
@@ -131,12 +131,12 @@ def utc_text(ms):
         if -6.2e13 < ms < 2.5e14 else "a year past 9999"
 
 
-def _numbers(df, column):
-    """``df[column]`` as numbers (blank cells NaN); a value that is not a number is an error."""
+def _numbers(df, column, source):
+    """``df[column]`` as numbers (blank cells NaN); a value that is not a number is an error naming ``source``."""
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() & df[column].notna()
     if bad.any():
-        raise DataError("{} is not numeric (e.g. {!r})".format(column, df[column][bad].iloc[0]))
+        raise not_numeric(column, df[column][bad].iloc[0], source)
     return values
 
 

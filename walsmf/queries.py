@@ -18,6 +18,7 @@ EXAMPLE_GA4_TABLE = "your-project.analytics_123456789.events_*"
 COLUMNS = ["visitorId", "contentId", "session_duration"]
 # Each (visitor, content) pair's latest time, ms since the epoch (UTC): the times file's source.
 TIME_COLUMN = "read_time"
+UNITS = {"session_duration": "milliseconds read", TIME_COLUMN: "ms since the epoch"}
 SCHEMAS = ("ga360", "ga4")
 DEFAULT_CONTENT_INDEX = 10          # the lab's custom dimension holding the article id
 DEFAULT_CONTENT_PARAM = "page_location"
@@ -309,3 +310,9 @@ def add_source_arguments(parser):
     parser.add_argument("--visitor", choices=VISITOR_FIELDS, default=VISITOR_FIELDS[0],
                         help="ga4: the visitor id (user_id: the signed-in id where set, else user_pseudo_id)")
     flags.add_sample_arguments(parser)
+
+
+def not_numeric(column, example, source=None):
+    """The DataError for a ``column`` value that is no number, naming where it came from and what it should be."""
+    return DataError("{}{} {!r} is not a number: give {} as numbers ({})".format(
+        "{}: ".format(source) if source else "", column, example, column, UNITS[column]))
