@@ -170,6 +170,8 @@ CASES = [
     ("replay", "--extracted_csv {W}/days.csv --workdir {W}/r --window_hours 0", r"--window_hours 0.0 is not a "
                                                                                 r"window of the day"),
     ("replay", "--extracted_csv {W}/cols.csv --workdir {W}/r", r"{W}/cols.csv .*visitorId"),
+    ("replay", "--extracted_csv {W}/days.csv --workdir {W}/file.txt", r"--workdir {W}/file.txt exists and is not a "
+                                                                        r"directory: name a new or empty directory"),
     ("replay", "--extracted_csv {W}/untimed.csv --workdir {W}/r", r"{W}/untimed.csv has no read_time column"),
     ("replay", "--extracted_csv {W}/oneday.csv --workdir {W}/r", r"{W}/oneday.csv holds reads of 1 UTC day\(s\) "
                                                                  r"\(2023-11-14 to 2023-11-14\): the replay needs 3"),
@@ -188,6 +190,10 @@ CASES = [
                                                                   r"number: give session_duration as numbers"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/texttime.csv", r"{W}/texttime.csv: read_time 'yesterday' is not "
                                                                       r"a number"),
+    ("refresh", "--model-dir {W}/none --extracted_csv {W}/text.csv", r"--model_dir {W}/none does not exist: give the "
+                                                                       r"--output_dir of a walsmf.task training"),
+    ("refresh", "--model-dir {W}/file.txt --extracted_csv {W}/text.csv", r"--model_dir {W}/file.txt is not a "
+                                                                           r"directory"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --sweeps -1", r"--sweeps -1 is not a number of sweeps"),
     ("refresh", "--model-dir {M} --extracted_csv {W}/neg.csv --keep_days nan", r"--keep_days nan is not a number of "
                                                                                 r"days: give more than 0"),

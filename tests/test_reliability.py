@@ -251,6 +251,13 @@ def test_a_second_training_into_a_busy_output_dir_refuses_naming_the_first(tmp_p
             with exclusive_directory(str(tmp_path), "walsmf.task training"):
                 pass
     assert not (tmp_path / LOCK_FILE).exists()
+    # a file where the directory belongs is refused and left as it was
+    (tmp_path / "model").write_text("mine\n")
+    with pytest.raises(DataError, match=r"^{} exists and is not a directory: walsmf.refresh needs a directory "
+                                        r"there".format(tmp_path / "model")):
+        with exclusive_directory(str(tmp_path / "model"), "walsmf.refresh"):
+            pass
+    assert (tmp_path / "model").read_text() == "mine\n"
 
 
 @pytest.mark.subprocess

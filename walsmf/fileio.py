@@ -262,6 +262,9 @@ def exclusive_directory(directory, what):
     if "://" in directory:
         yield
         return
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise DataError("{} exists and is not a directory: {} needs a directory there; name another".format(
+            directory, what))
     created = not os.path.exists(directory)
     os.makedirs(directory, exist_ok=True)
     lock = os.path.join(directory, LOCK_FILE)

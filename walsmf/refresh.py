@@ -58,6 +58,9 @@ from walsmf.topk import rows_items
 def trained_settings(model_dir):
     """The Settings a model directory was trained with (training_settings.json, serving_info.json), its data
     directory as input_path and itself as output_dir."""
+    if not tf.io.gfile.isdir(model_dir):
+        raise DataError("--model_dir {} {}: give the --output_dir of a walsmf.task training".format(
+            model_dir, "is not a directory" if tf.io.gfile.exists(model_dir) else "does not exist"))
     record, info = modeldir.training_record(model_dir), modeldir.serving_info(model_dir)
     if not record.get("data_dir") or not info:
         raise DataError("{} does not record the data directory it was trained on: train it with python -m "
@@ -278,6 +281,7 @@ def main(argv=None):
     if not (args.extracted_csv or args.sessions_file or args.source == "bigquery"):
         raise DataError("no new reads: give --extracted_csv FILE, --sessions_file EXPORT or --source bigquery "
                         "(the embedded sample holds no new reads)")
+    trained_settings(args.model_dir)  # a model that cannot be refreshed is refused before any reads are read
     print("[refresh] {} with {}".format(args.model_dir, args.extracted_csv or query.describe()), flush=True)
     extracted = read_extracted_csv(args.extracted_csv) if args.extracted_csv else extract(query)
     check_times_past(extracted, args.extracted_csv or query.describe())

@@ -140,6 +140,8 @@ def replay(reads, source, workdir, window_hours=1.0, preset="lab", params=None, 
                             source, days, utc_text(first)[:10], utc_text(cut)[:10], days_before + 1,
                             ", and chooses the blend on the day before it, or give --blend_as_given"
                             if choose_blend else ""))
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise DataError("--workdir {} exists and is not a directory: name a new or empty directory".format(workdir))
     if os.path.isdir(workdir) and os.listdir(workdir):
         raise DataError("--workdir {} is not empty: the replay writes a data directory and a model there; give a "
                         "new directory".format(workdir))
