@@ -116,6 +116,13 @@ CASES = [
     ("preprocess", "--scale 0.02 --data_dir {W}", r"{W} holds files walsmf did not write"),
     ("preprocess", "--scale 0.02 --data_dir {W}/file.txt", r"{W}/file.txt exists and is not a directory"),
     ("preprocess", "--scale 0.02 --data_dir {M}", r"{M} holds files walsmf did not write"),
+    # a directory written inside one walsmf writes whole (replacing that one would delete it)
+    ("preprocess", "--scale 0.02 --data_dir {D}/sub", r"{D}/sub is inside the data directory {D}, which walsmf "
+                                                        r"writes whole: name a directory elsewhere"),
+    ("task", "--input_path {D} --output_dir {M}/sub", r"--output_dir {M}/sub is inside the model directory {M}"),
+    ("evaluate", "--split_from {D} --data_dir {M}/split", r"{M}/split is inside the model directory {M}"),
+    ("tune", "--input_path {D} --output_dir {M}/tuned", r"{M}/tuned is inside the model directory {M}"),
+    ("replay", "--extracted_csv {W}/days.csv --workdir {D}/r", r"--workdir {D}/r is inside the data directory {D}"),
     ("task", "--input_path {W}/none --output_dir {W}/o", r"{W}/none/metadata.json does not exist"),
     ("task", "--input_path {D} --output_dir {D}", r"--output_dir {D} is --input_path {D} or inside it"),
     ("task", "--input_path {D} --output_dir {D}/model", r"--output_dir {D}/model is --input_path {D} or inside"),

@@ -185,6 +185,21 @@ def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(t
     code, err = refused("--extracted_csv", tmp_path / "new.csv")
     assert code == 1 and err.count("\n") == 1
     assert "holds no data directory now" in err and err.startswith("error: ")
+    # the data preprocessed again since, its visitors numbered otherwise (two swapped, as many as before; then
+    # fewer visitors than the model has): the model's factors are not theirs
+    shutil.copytree(moved, trained.input_path)
+    users = os.path.join(trained.input_path, datadir.USERS_FILE)
+    lines = open(users).read().splitlines(keepends=True)
+    first, second = (line.split(",")[0] for line in lines[:2])
+    renumbered = [second + lines[0][len(first):], first + lines[1][len(second):]] + lines[2:]
+    for users_lines, metadata in ((renumbered, {}), (lines[:-1], {"nusers": trained.nusers - 1})):
+        open(users, "w").write("".join(users_lines))
+        datadir.write_metadata(trained.input_path, dict(datadir.read_metadata(moved), **metadata))
+        code, err = refused("--extracted_csv", tmp_path / "new.csv")
+        assert code == 1 and err.count("\n") == 1, err
+        assert err.startswith("error: {} is no longer the data {} was trained on (".format(
+            trained.input_path, trained.output_dir)) and "python -m walsmf.task --input_path" in err, err
+    shutil.rmtree(trained.input_path)
     shutil.move(moved, trained.input_path)
     assert listing() == before
 

@@ -153,6 +153,39 @@ def reads_fingerprint(interactions):
     return digest.hexdigest()
 
 
+# Bytes of an id map hashed at a time.
+_DIGEST_BLOCK = 16 << 20
+
+
+def id_maps_digest(data_dir):
+    """{users.csv / items.csv: [its size, the sha256 of its bytes]} for the id maps ``data_dir`` has: what a model
+    records of the ids its factors are in (the maps only grow, so they stay the first bytes of the maps)."""
+    digests = {}
+    for name in (USERS_FILE, ITEMS_FILE):
+        path = os.path.join(data_dir, name)
+        if tf.io.gfile.exists(path):
+            size = tf.io.gfile.stat(path).length
+            digests[name] = [size, _prefix_digest(path, size)]
+    return digests
+
+
+def _prefix_digest(path, size):
+    """The sha256 of the first ``size`` bytes of ``path``, None where it is shorter or absent."""
+    if not tf.io.gfile.exists(path) or tf.io.gfile.stat(path).length < size:
+        return None
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for start in range(0, size, _DIGEST_BLOCK):
+            digest.update(f.read(min(_DIGEST_BLOCK, size - start)))
+    return digest.hexdigest()
+
+
+def changed_id_maps(data_dir, digests):
+    """The id maps of ``data_dir`` that no longer begin with the bytes ``digests`` (id_maps_digest's) recorded."""
+    return [name for name, (size, digest) in sorted(digests.items())
+            if _prefix_digest(os.path.join(data_dir, name), size) != digest]
+
+
 def write_times(data_dir, visitors, contents, times):
     """Write times.csv: each (visitorId, contentId) pair's latest read time, as walsmf.evaluate reads it."""
     import pandas as pd  # here only: the serving modules import this module where pandas is not installed

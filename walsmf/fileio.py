@@ -74,6 +74,15 @@ def owning_directory(path):
         directory = os.path.dirname(directory)
 
 
+def refuse_nested(directory, flag=None):
+    """Refuse a ``directory`` (local) a command writes that is inside another directory walsmf writes whole:
+    replacing that one would delete it, and it would be a stranger's file there."""
+    owner = None if "://" in directory else owning_directory(os.path.dirname(os.path.abspath(directory)))
+    if owner:
+        raise DataError("{}{} is inside the {} {}, which walsmf writes whole: name a directory elsewhere".format(
+            flag + " " if flag else "", directory, owner[1], owner[0]))
+
+
 def check_writable(path, flag, directory=False, inputs=(), replaces=None):
     """Refuse, before any work, an output ``path`` (local) that cannot be written, in one line naming ``flag``:
     a file where a directory belongs or the reverse, a place where nothing can be created, one of the
@@ -86,6 +95,8 @@ def check_writable(path, flag, directory=False, inputs=(), replaces=None):
         if source and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
             raise DataError("{} {} is this command's input {}: write the output to another file".format(
                 flag, path, source))
+    if directory:
+        refuse_nested(path, flag)
     owner = None if directory else owning_directory(os.path.dirname(os.path.abspath(path)))
     if owner:
         raise DataError("{} {} is inside the {} {}, which walsmf writes whole: write it elsewhere".format(
@@ -169,7 +180,9 @@ def staged_directory(final_dir, marker, owned):
 def check_replaceable(final_dir, marker, owned):
     """Refuse, in one line, a ``final_dir`` (local) that staged_directory would not replace: anything but a
     directory, one without ``marker`` that is not empty, one holding an entry ``owned(name)`` says walsmf did
-    not write, or one a run is reading.  A command calls it before its costly work (a query, a training)."""
+    not write, one inside another directory walsmf writes whole, or one a run is reading.  A command calls it
+    before its costly work (a query, a training)."""
+    refuse_nested(final_dir)
     if not os.path.lexists(final_dir):
         return
     if os.path.islink(final_dir) or not os.path.isdir(final_dir):

@@ -279,9 +279,9 @@ def record_training(settings, interactions: datadir.Interactions, checkpoint: st
 
 def trained_on(data_dir: str, interactions: datadir.Interactions) -> dict:
     """What a model trained on ``data_dir``'s ``interactions`` records of its data: the directory (absolute where
-    local) and the fingerprint of its reads (datadir.reads_fingerprint)."""
+    local), the fingerprint of its reads (datadir.reads_fingerprint) and of its id maps (datadir.id_maps_digest)."""
     return {"data_dir": data_dir if "://" in data_dir else os.path.abspath(data_dir),
-            "reads_fingerprint": datadir.reads_fingerprint(interactions)}
+            "reads_fingerprint": datadir.reads_fingerprint(interactions), "id_maps": datadir.id_maps_digest(data_dir)}
 
 
 def record_checkpoint(model_dir: str) -> None:

@@ -68,6 +68,13 @@ def trained_settings(model_dir):
     if not tf.io.gfile.exists(os.path.join(record["data_dir"], datadir.METADATA_FILE)):
         raise DataError("{} was trained on {}, which holds no data directory now: refresh needs the data the model "
                         "was trained on".format(model_dir, record["data_dir"]))
+    metadata = datadir.read_metadata(record["data_dir"])
+    changed = datadir.changed_id_maps(record["data_dir"], record.get("id_maps", {}))
+    if changed or metadata.get("nusers", 0) < record["nusers"] or metadata.get("nitems", 0) < record["nitems"]:
+        raise DataError("{} is no longer the data {} was trained on ({} renumbered: preprocessed again since): "
+                        "train a model on it as it is (python -m walsmf.task --input_path {} --output_dir NEW), then "
+                        "refresh that one".format(record["data_dir"], model_dir, " and ".join(changed) or "its ids",
+                                                  record["data_dir"]))
     trained = {name: record[name] for name in modeldir.TRAINING_SETTINGS}
     served = {name: info.get(name) for name in ("topk", "exclude_seen", "popularity_weight", "popularity_days",
                                                  "max_age_days")}

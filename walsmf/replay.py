@@ -48,6 +48,7 @@ from walsmf import settings as settings_module
 from walsmf.errors import DataError, run_cli
 from walsmf.export_numpy import ExportAnswers
 from walsmf.extract import TIME_COLUMN, read_extracted_csv, utc_text
+from walsmf.fileio import refuse_nested
 from walsmf.ratings import duration_of
 from walsmf.recency import DAY_MS, recent_counts
 
@@ -142,6 +143,7 @@ def replay(reads, source, workdir, window_hours=1.0, preset="lab", params=None, 
                             if choose_blend else ""))
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise DataError("--workdir {} exists and is not a directory: name a new or empty directory".format(workdir))
+    refuse_nested(workdir, "--workdir")
     if os.path.isdir(workdir) and os.listdir(workdir):
         raise DataError("--workdir {} is not empty: the replay writes a data directory and a model there; give a "
                         "new directory".format(workdir))
