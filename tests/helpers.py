@@ -98,6 +98,22 @@ def run_in_process(module, *args):
     return subprocess.CompletedProcess([module] + argv, code or 0, out.getvalue(), err.getvalue())
 
 
+@contextlib.contextmanager
+def held_for_writing(directory):
+    """Another process holding ``directory`` for writing (walsmf.fileio.writing_directory, as a preprocess or a
+    refresh into it does) while the block runs; yields that process's id."""
+    holder = subprocess.Popen([runtime_python("tf1"), "-c", "import sys\nfrom walsmf.fileio import writing_directory\n"
+                               "with writing_directory(sys.argv[1]):\n    print('held', flush=True)\n"
+                               "    sys.stdin.read()\n", str(directory)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
 def write_matrix(data_dir, ratings):
     """Write a dense ratings matrix (0 = unobserved) as the lab's TFRecords and metadata."""
     from walsmf import datadir

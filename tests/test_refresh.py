@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_same_answers, closed_form, run_module
+from helpers import assert_same_answers, closed_form, held_for_writing, run_module
 
 from walsmf import datadir, model, modeldir, predict, recommend, refresh, settings
 from walsmf.errors import run_cli
@@ -180,6 +180,12 @@ def test_reads_a_refresh_cannot_fold_in_are_one_error_line_and_nothing_changes(t
     with exclusive_directory(trained.output_dir, "another walsmf.refresh"):
         code, err = refused("--extracted_csv", tmp_path / "new.csv")
     assert code == 1 and "another walsmf.refresh" in err and err.count("\n") == 1
+    # its data directory being written by another run (a preprocess into it, a refresh of another model on it)
+    with held_for_writing(trained.input_path) as holder:
+        code, err = refused("--extracted_csv", tmp_path / "new.csv")
+    assert code == 1 and err == "error: {} is being written by another walsmf run (process {} walsmf; its lock {}): " \
+        "wait for it to end, or write to another directory\n".format(
+            trained.input_path, holder, os.path.join(os.path.dirname(trained.input_path), ".data.walsmf-lock")), err
     moved = str(tmp_path / "moved")
     shutil.move(trained.input_path, moved)
     code, err = refused("--extracted_csv", tmp_path / "new.csv")

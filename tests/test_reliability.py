@@ -1,10 +1,11 @@
 """Careless and hostile input: one error line, and nothing of the user's deleted or corrupted."""
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import low_rank_ratings, run_in_process, run_module, write_matrix
+from helpers import held_for_writing, low_rank_ratings, run_in_process, run_module, write_matrix
 
 from walsmf import datadir, model, modeldir, settings, tfexample, trainer
 from walsmf.errors import DataError
@@ -627,3 +628,26 @@ def test_an_error_quoting_a_huge_value_keeps_its_start_and_its_remedy(tmp_path, 
     assert said[0].startswith("error: read_time is blank for visitor vvvv")
     assert said[0].endswith("and content c1: give every row its time, or drop the column")
     assert "[... 99" in said[0] and not (tmp_path / "data").exists()
+
+
+@pytest.mark.subprocess
+def test_a_directory_another_run_is_writing_is_refused_to_every_writer_before_its_work(small_data, tmp_path):
+    """A preprocess, a split and a tuning into a directory another run writes each refuse in one line, naming
+    that run, and leave it as it was; once it ends, the same preprocess runs."""
+    data, split, tuned = tmp_path / "data", tmp_path / "split", tmp_path / "tuned"
+    shutil.copytree(small_data[0], str(data))
+    before = sorted((p.name, p.read_bytes()) for p in data.iterdir())
+    commands = [(data, "walsmf.preprocess", "--scale", "0.01", "--data_dir", data),
+                (split, "walsmf.evaluate", "--split_from", data, "--data_dir", split),
+                (tuned, "walsmf.tune", "--input_path", data, "--output_dir", tuned, "--max_trials", "1")]
+    for target, module, *argv in commands:
+        with held_for_writing(target) as holder:
+            result = run_in_process(module, *argv)
+        assert result.returncode == 1 and result.stderr == (
+            "error: {} is being written by another walsmf run (process {} walsmf; its lock {}): wait for it to end, "
+            "or write to another directory\n".format(target, holder, tmp_path / ".{}.walsmf-lock".format(
+                target.name))), result.stderr
+    assert sorted((p.name, p.read_bytes()) for p in data.iterdir()) == before
+    assert sorted(os.listdir(str(tmp_path))) == ["data"]  # no lock, split or tuning left
+    assert run_in_process("walsmf.preprocess", "--scale", "0.01", "--data_dir", data).returncode == 0
+

@@ -1,10 +1,12 @@
 """Writing outputs so that a failed run never leaves a half-written file or directory."""
+import collections
 import contextlib
 import ctypes
 import errno
 import fcntl
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -161,11 +163,13 @@ def staged_directory(final_dir, marker, owned):
     so is one holding an entry ``owned(name)`` says walsmf did not write there
     (a user's file, a model trained into it), which replacing it would delete.
     """
-    check_replaceable(final_dir, marker, owned)
     parent = os.path.dirname(os.path.abspath(final_dir))
     with contextlib.ExitStack() as temporary:
         try:
+            refuse_nested(final_dir)
             os.makedirs(parent, exist_ok=True)
+            temporary.enter_context(writing_directory(final_dir))
+            check_replaceable(final_dir, marker, owned)
             staged = temporary.enter_context(temporary_directory(
                 "." + os.path.basename(os.path.abspath(final_dir)) + ".tmp-", parent))
         except OSError as err:
@@ -180,9 +184,12 @@ def staged_directory(final_dir, marker, owned):
 def check_replaceable(final_dir, marker, owned):
     """Refuse, in one line, a ``final_dir`` (local) that staged_directory would not replace: anything but a
     directory, one without ``marker`` that is not empty, one holding an entry ``owned(name)`` says walsmf did
-    not write, one inside another directory walsmf writes whole, or one a run is reading.  A command calls it
-    before its costly work (a query, a training)."""
+    not write, one inside another directory walsmf writes whole, or one another run is writing or reading.  A
+    command calls it before its costly work (a query, a training)."""
     refuse_nested(final_dir)
+    if os.path.isdir(os.path.dirname(os.path.abspath(final_dir))):
+        with writing_directory(final_dir):
+            pass
     if not os.path.lexists(final_dir):
         return
     if os.path.islink(final_dir) or not os.path.isdir(final_dir):
@@ -268,10 +275,8 @@ def temporary_directory(prefix, parent=None):
 @contextlib.contextmanager
 def exclusive_directory(directory, what):
     """Hold ``directory`` (local) for this process while the block runs: a second run into it refuses at
-    once, naming the first and the lock file.  The hold is an flock on ``LOCK_FILE``, which the kernel
-    releases when the holder ends however it ends (a lock left by a killed run is free, whatever process
-    has its id since).  gs:// paths are not locked (Cloud Storage has no atomic create-if-absent through
-    tf.io.gfile)."""
+    once, naming the first and the lock file.  The hold is an flock on ``LOCK_FILE`` in it (_lock_held).
+    gs:// paths are not locked (Cloud Storage has no atomic create-if-absent through tf.io.gfile)."""
     if "://" in directory:
         yield
         return
@@ -281,6 +286,21 @@ def exclusive_directory(directory, what):
     created = not os.path.exists(directory)
     os.makedirs(directory, exist_ok=True)
     lock = os.path.join(directory, LOCK_FILE)
+    try:
+        with _lock_held(lock, what, lambda holder: DataError(
+                "{} is in use by another {} ({}; its lock {}): wait for it to end or choose another directory".format(
+                    directory, what, "process " + holder if holder else "starting", lock))):
+            yield
+    finally:
+        if created and not os.listdir(directory):  # a run that failed before writing leaves nothing
+            os.rmdir(directory)
+
+
+@contextlib.contextmanager
+def _lock_held(lock, what, refusal):
+    """Hold an flock on the file ``lock`` while the block runs, "<pid> <what>" written in it, removed after; where
+    another process holds it, raise ``refusal(what it wrote)``.  The kernel releases the flock when its holder ends
+    however it ends (a lock left by a killed run is free, whatever process has its id since)."""
     while True:
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
@@ -288,9 +308,7 @@ def exclusive_directory(directory, what):
         except BlockingIOError:
             holder = os.read(fd, 200).decode("utf-8", "replace").strip()
             os.close(fd)
-            raise DataError("{} is in use by another {} ({}; its lock {}): wait for it to end or choose another "
-                            "directory".format(directory, what, "process " + holder if holder else "starting",
-                                               lock))
+            raise refusal(holder)
         try:  # the lock file replaced meanwhile (its holder ended and removed it): hold the one there now
             same = os.path.samestat(os.fstat(fd), os.stat(lock))
         except FileNotFoundError:
@@ -305,8 +323,41 @@ def exclusive_directory(directory, what):
     finally:
         os.remove(lock)
         os.close(fd)
-        if created and not os.listdir(directory):  # a run that failed before writing leaves nothing
-            os.rmdir(directory)
+
+
+# The directories this process holds for writing (writing_directory), and how many times over.
+_writing = collections.Counter()
+
+
+@contextlib.contextmanager
+def writing_directory(final_dir):
+    """Hold ``final_dir`` (local; its parent exists), a directory walsmf replaces whole, for this process's writing
+    while the block runs: another walsmf run writing it refuses at once, naming this one.  The lock file is beside
+    it (``.<name>.walsmf-lock``: the directory itself is swapped away); the hold is re-entrant, so a refresh holds
+    its data directory from its first read to its swap."""
+    path = os.path.realpath(final_dir)
+    if "://" in final_dir or _writing[path]:
+        _writing[path] += 1
+        try:
+            yield
+        finally:
+            _writing[path] -= 1
+        return
+    lock = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".walsmf-lock")
+    with _lock_held(lock, command_name(), lambda holder: DataError(
+            "{} is being written by another walsmf run ({}; its lock {}): wait for it to end, or write to another "
+            "directory".format(final_dir, "process " + holder if holder else "starting", lock))):
+        _writing[path] += 1
+        try:
+            yield
+        finally:
+            _writing[path] -= 1
+
+
+def command_name():
+    """The walsmf module this process runs (``python -m walsmf.refresh``: walsmf.refresh), else "walsmf"."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec and spec.name.startswith("walsmf.") else "walsmf"
 
 
 def _running(pid):

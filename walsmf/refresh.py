@@ -26,6 +26,7 @@ directory it was trained on (training_settings.json); the refresh
    folded in; every line after sweeps, --keep_days, or where the blend's
    popularity or --max_age_days moves every score), printing each stage's time.
 """
+import contextlib
 import json
 import math
 import os
@@ -49,7 +50,7 @@ from walsmf.extract import (
     read_extracted_csv,
     utc_text,
 )
-from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory
+from walsmf.fileio import atomic_write_text, exclusive_directory, staged_directory, writing_directory
 from walsmf.ratings import rating_of
 from walsmf.recency import of_reads
 from walsmf.topk import rows_items
@@ -180,8 +181,11 @@ def refresh(model_dir, extracted, log=progress.say, sweeps=0, keep_days=None):
         nonlocal start
         log("      {}: {:.1f}s".format(name, time.time() - start))
         start = time.time()
-    with exclusive_directory(model_dir, "walsmf.refresh"):
+    with exclusive_directory(model_dir, "walsmf.refresh"), contextlib.ExitStack() as held:
         modeldir.remove_unfinished_writes(model_dir)  # a killed or disk-full run's temporaries
+        recorded = modeldir.training_record(model_dir).get("data_dir")
+        if recorded and tf.io.gfile.isdir(recorded):  # no other run replaces it from its first read to its swap
+            held.enter_context(writing_directory(recorded))
         settings = trained_settings(model_dir)
         data_dir = settings.input_path
         metadata = datadir.read_metadata(data_dir)
