@@ -15,6 +15,9 @@ import collections
 import numpy as np
 import pandas as pd
 
+from walsmf.errors import DataError, run_cli
+from walsmf.fileio import atomic_output, check_writable, starts_with
+
 DAY_MS = 86400 * 1000
 HALF_LIFE_MS = 36 * 3600 * 1000
 START_MS = 1_768_435_200_000  # 2026-01-15 00:00 UTC: past, as a real export's reads are; whole UTC days
@@ -72,18 +75,24 @@ def news_stream(days=4, visitors=20000, articles_per_day=300, reads_per_visitor_
                          "session_duration": frame["session_duration"], "read_time": frame["read_time"]})
 
 
-def main():
+def main(argv=None):
+    """CLI: write a news stream."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--days", type=int, default=4)
-    parser.add_argument("--visitors", type=int, default=20000)
+    parser.add_argument("--output", required=True, help="the CSV to write (replaces only an extracted CSV)")
+    parser.add_argument("--days", type=int, default=4, help="days of reads (the replay needs 3 or more)")
+    parser.add_argument("--visitors", type=int, default=20000, help="visitors at the start")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for flag, value in (("--days", args.days), ("--visitors", args.visitors)):
+        if value < 1:
+            raise DataError("{} {} is not a count: give 1 or more".format(flag, value))
+    check_writable(args.output, "--output", replaces=("an extracted CSV", starts_with(b"visitorId,contentId,")))
     reads = news_stream(args.days, args.visitors, seed=args.seed)
-    reads.to_csv(args.output, index=False)
+    with atomic_output(args.output) as tmp:
+        reads.to_csv(tmp, index=False)
     print("{:,} reads by {:,} visitors of {:,} articles over {} days -> {}".format(
         len(reads), reads["visitorId"].nunique(), reads["contentId"].nunique(), args.days, args.output))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -8,13 +8,29 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, run_module
+from helpers import ROOT, run_in_process, run_module
 
 from walsmf import modeldir, replay, settings
 from walsmf.extract import read_extracted_csv
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from news_stream import news_stream  # noqa: E402 (the benchmarks' generator)
+
+
+def test_the_stream_generator_writes_an_extracted_csv_and_replaces_nothing_else(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for argv, message in ((["--output", notes], "--output {} exists and is not an extracted CSV".format(notes)),
+                          (["--output", tmp_path / "s.csv", "--days", "0"], "--days 0 is not a count: give 1 or more")):
+        result = run_in_process("news_stream", *argv)
+        assert result.returncode == 1 and result.stderr.startswith("error: " + message), result.stderr
+    assert notes.read_text() == "mine\n" and sorted(os.listdir(str(tmp_path))) == ["notes.txt"]
+    for seed in (1, 2):  # its own output it replaces, whole
+        assert run_in_process("news_stream", "--output", tmp_path / "s.csv", "--days", "2", "--visitors", "50",
+                              "--seed", seed).returncode == 0
+        written = pd.read_csv(tmp_path / "s.csv", dtype={"visitorId": str, "contentId": str})
+        expected = news_stream(days=2, visitors=50, seed=seed)
+        assert written.astype(str).values.tolist() == expected.astype(str).values.tolist()
 
 
 def test_the_table_gives_each_method_and_visitors_hr_and_ndcg_with_their_standard_errors():
