@@ -77,16 +77,25 @@ def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_a
     lines = []
     results = replay.replay(read_extracted_csv(str(tmp_path / "news.csv")), "news.csv", str(tmp_path / "work"),
                             window_hours=12, log=lines.append)
+    # a line per stage and window: the day before's (where the blend is chosen), the blend, then the last day's
+    windows = [re.match(r"(the day before: )?  window (\d)/2 \((\d\d:\d\d) to (\d\d:\d\d) UTC\): [\d,]+ next reads "
+                        r"scored, ([\d,]+) reads folded in", line).groups()
+               for line in lines if re.search(r"window \d", line)]
+    assert [w[:4] for w in windows] == [(day, n, begin, end) for day in ("the day before: ", None)
+                                        for n, begin, end in (("1", "00:00", "12:00"), ("2", "12:00", "00:00"))]
+    assert [w[4] != "0" for w in windows] == [True, False, True, False]  # the last window is not folded in
+    chosen_line = next(line for line in lines if line.startswith("blend chosen"))
+    assert lines.index(chosen_line) == 3 and lines[0].startswith("the day before: trained on")
     # the blend was chosen on the day before, by the refreshed model's hits there, and the last day's model has it
     chosen = re.match(r"blend chosen on the day before \(([\d,]+) scored reads\): popularity_weight ([\d.]+) with "
-                      r"the last ([\d.]+) hours' reads( as rates)?", lines[0])
+                      r"the last ([\d.]+) hours' reads( as rates)?", chosen_line)
     weight, hours, rate = float(chosen.group(2)), float(chosen.group(3)), bool(chosen.group(4))
     assert (weight, hours, rate) in replay.BLENDS and int(chosen.group(1).replace(",", "")) > 50
     info = modeldir.serving_info(str(tmp_path / "work" / "model"))
     assert (info["popularity_weight"], info["popularity_days"], info["popularity_rate"]) == (
         weight, pytest.approx(hours / 24), rate)
     # the flags it names train that blend
-    named = settings.parse(["--input_path", "d", "--output_dir", "o"] + lines[0].split("walsmf.task ")[1].split(
+    named = settings.parse(["--input_path", "d", "--output_dir", "o"] + chosen_line.split("walsmf.task ")[1].split(
         " (each")[0].split())
     assert (named.popularity_weight, named.popularity_days, named.popularity_rate) == (
         weight, pytest.approx(hours / 24), rate)

@@ -150,7 +150,7 @@ def replay(reads, source, workdir, window_hours=1.0, preset="lab", params=None, 
     params = dict(params or {})
     if choose_blend:
         scored = replay_day(reads, cut - DAY_MS, os.path.join(workdir, "validation"), window_hours, preset, params,
-                            log=lambda _: None, blends=BLENDS)
+                            log=lambda line: log("the day before: " + line), blends=BLENDS)
         (weight, hours, rate), hits = max(scored.items(), key=lambda item: (float(np.mean(item[1])), -item[0][0]))
         params.update(popularity_weight=weight, popularity_days=hours / 24.0, popularity_rate=rate)
         log("blend chosen on the day before ({:,} scored reads): popularity_weight {:g} with the last {:g} hours' "
@@ -188,8 +188,9 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
     results = collections.defaultdict(list)
     window = int(window_hours * HOUR_MS)
     popular = most_read(before, 0, cut)
-    for begin in range(cut, cut + DAY_MS, window):
-        end = begin + window
+    windows = range(cut, cut + DAY_MS, window)
+    for number, begin in enumerate(windows, 1):
+        end, start = begin + window, time.time()
         lately = {"most read, last {} h".format(hours): most_read(reads, begin - hours * HOUR_MS, begin)
                   for hours in MOST_READ_HOURS}
         nexts = next_reads(day, begin, end, history)
@@ -212,6 +213,9 @@ def replay_day(reads, cut, workdir, window_hours, preset, params, log=progress.s
             with progress.quiet():
                 refresh.refresh(model_dir, arrived)
             refreshed = _answers(model_dir)
+        log("  window {}/{} ({} to {} UTC): {:,} next reads scored, {:,} reads folded in ({:.1f} s)".format(
+            number, len(windows), utc_text(begin)[11:16], utc_text(end)[11:16], len(nexts),
+            len(arrived) if end < cut + DAY_MS else 0, time.time() - start))
     if blends:
         return results
     young = [entry[2] for method, side in results if method == "frozen" for entry in results[method, side]]
