@@ -76,13 +76,13 @@ def owning_directory(path):
         directory = os.path.dirname(directory)
 
 
-def refuse_nested(directory, flag=None):
-    """Refuse a ``directory`` (local) a command writes that is inside another directory walsmf writes whole:
-    replacing that one would delete it, and it would be a stranger's file there."""
-    owner = None if "://" in directory else owning_directory(os.path.dirname(os.path.abspath(directory)))
+def refuse_nested(path, flag=None, remedy="name a directory elsewhere"):
+    """Refuse an output ``path`` (local) inside a directory walsmf writes whole: replacing that one would delete
+    it, and it would be a stranger's file there."""
+    owner = None if "://" in path else owning_directory(os.path.dirname(os.path.abspath(path)))
     if owner:
-        raise DataError("{}{} is inside the {} {}, which walsmf writes whole: name a directory elsewhere".format(
-            flag + " " if flag else "", directory, owner[1], owner[0]))
+        raise DataError("{}{} is inside the {} {}, which walsmf writes whole: {}".format(
+            flag + " " if flag else "", path, owner[1], owner[0], remedy))
 
 
 def check_writable(path, flag, directory=False, inputs=(), replaces=None):
@@ -97,12 +97,7 @@ def check_writable(path, flag, directory=False, inputs=(), replaces=None):
         if source and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
             raise DataError("{} {} is this command's input {}: write the output to another file".format(
                 flag, path, source))
-    if directory:
-        refuse_nested(path, flag)
-    owner = None if directory else owning_directory(os.path.dirname(os.path.abspath(path)))
-    if owner:
-        raise DataError("{} {} is inside the {} {}, which walsmf writes whole: write it elsewhere".format(
-            flag, path, owner[1], owner[0]))
+    refuse_nested(path, flag, "name a directory elsewhere" if directory else "write it elsewhere")
     check_regular(path, flag, directory)
     if directory and os.path.isfile(path):
         raise DataError("{} {} is a file: name a directory".format(flag, path))
