@@ -42,6 +42,23 @@ def test_the_table_gives_each_method_and_visitors_hr_and_ndcg_with_their_standar
     assert new.split() == ["frozen", "new", "3", "1.0000", "0.0000", "1.0000", "0.0000"]
 
 
+def test_the_refreshed_model_is_compared_with_each_method_read_by_read():
+    hits = {"refreshed": [1, 1, 0, 1], "most read, last 3 h": [1, 0, 0, 0], "frozen": [1, 1, 0, 1]}
+    results = {(method, "known"): [(hit, 0.0, False) for hit in values] for method, values in hits.items()}
+    results["refreshed", "new"] = [(1, 1.0, True)]
+    results["frozen", "new"] = [(0, 0.0, True)]
+    title, header, *rows = replay.format_paired(results).splitlines()
+    assert title.startswith("refreshed against each, read by read")
+    assert header.split() == ["method", "visitors", "reads", "HR@10", "±", "SEs"]
+    # differences 0, 1, 0, 1: mean 0.5, sample deviation √(1/3), standard error √(1/3)/2 = 0.2887, 1.7 of them; the
+    # same hits throughout differ by nothing; one read has no spread to divide by
+    assert [row.rsplit(None, 5) for row in rows] == [
+        ["most read, last 3 h", "known", "4", "+0.5000", "0.2887", "+1.7"],
+        ["frozen", "known", "4", "+0.0000", "0.0000", "-"],
+        ["frozen", "new", "1", "+1.0000", "0.0000", "-"]]
+    assert replay.format_paired({("frozen", "known"): [(1, 1.0, False)]}) == ""
+
+
 def test_hit_and_ndcg_at_10_by_hand():
     assert replay.scores(["a", "b", "c"], "a") == (1.0, 1.0)
     assert replay.scores(["a", "b", "c"], "c") == (1.0, 0.5)  # 1 / log2(2 + 2)
@@ -107,6 +124,13 @@ def test_a_replay_scores_every_method_and_the_frozen_model_never_names_a_newer_a
     assert all(len(c) == 1 for c in counts.values()) and counts["known"].pop() > 50
     assert any(young for _, _, young in results["frozen", "known"])
     assert not any(hit for hit, _, young in results["frozen", "known"] + results["frozen", "new"] if young)
+    # read by read, the refreshed model's lead over each method is the difference of their HR@10s
+    rows = [row.rsplit(None, 5) for row in replay.format_paired(results).splitlines()[2:]]
+    assert len(rows) == 2 * (len(methods) - 1)
+    for method, side, reads, difference, _, _ in rows:
+        assert int(reads.replace(",", "")) == len(results[method, side])
+        assert float(difference) == pytest.approx(np.mean([h for h, *_ in results["refreshed", side]])
+                                                  - np.mean([h for h, *_ in results[method, side]]), abs=6e-5)
     # the command refuses a used --workdir: its data and models stay as they are
     done = run_module("walsmf.replay", "--extracted_csv", tmp_path / "news.csv", "--workdir", tmp_path / "work")
     assert done.returncode == 1 and re.fullmatch(r"error: --workdir .* is not empty: .*\n", done.stderr), done.stderr

@@ -22,9 +22,11 @@ their first read in the window of an article they had not read is scored
   popular (every read before the cut);
 
 leaving out what the visitor read before.  Known visitors (who read before
-the cut) and new ones are scored apart, each with its standard error; the
-share of the scored reads on articles nobody read before the cut says how
-much a frozen model cannot see.
+the cut) and new ones are scored apart, each with its standard error; then
+the refreshed model against each other method read by read, the standard
+error of the differences (both score the same reads, so what they share
+cancels).  The share of the scored reads on articles nobody read before the
+cut says how much a frozen model cannot see.
 
 The blend with the recent reads (score + weight·log(1 + reads in the last
 hours), the reads counted as they are or at each article's rate since its
@@ -270,6 +272,27 @@ def format_results(results):
     return "\n".join(lines)
 
 
+def format_paired(results, against="refreshed"):
+    """The ``against`` method's HR@10 minus each other method's, read by read on the same reads (so the standard
+    error is of the differences: what the two share cancels), known and new visitors apart; "" without it."""
+    lines = []
+    for side in ("known", "new"):
+        if (against, side) not in results:
+            continue
+        ours = np.array([hit for hit, *_ in results[against, side]])
+        for (method, which), values in results.items():
+            if which == side and method != against:
+                difference, error = summary(ours - np.array([hit for hit, *_ in values]))
+                lines.append("{:<24}{:<7}{:>8,}{:>+10.4f}{:>8.4f}{:>8}".format(
+                    method, side, len(values), difference, error,
+                    "{:+.1f}".format(difference / error) if error else "-"))
+    if not lines:
+        return ""
+    return "\n".join(["{} against each, read by read (HR@10 difference, its standard error, and their ratio):".format(
+        against), "{:<24}{:<7}{:>8}{:>10}{:>8}{:>8}".format("method", "visitors", "reads", "HR@10", "±", "SEs")]
+        + lines)
+
+
 def main(argv=None):
     """CLI: replay the last day of an extracted CSV or a data directory."""
     parser = flags.Parser(prog="python -m walsmf.replay", description=__doc__.split("\n\n")[0])
@@ -295,8 +318,10 @@ def main(argv=None):
     params = settings_module.params_as_settings(settings_module.read_params_file(args.params_file),
                                                 args.params_file) if args.params_file else None
     reads = read_extracted_csv(args.extracted_csv) if args.extracted_csv else reads_of_data_dir(args.data_dir)
-    print(format_results(replay(reads, args.extracted_csv or args.data_dir, args.workdir, args.window_hours,
-                                args.preset, params, not args.blend_as_given)))
+    results = replay(reads, args.extracted_csv or args.data_dir, args.workdir, args.window_hours, args.preset, params,
+                     not args.blend_as_given)
+    print(format_results(results))
+    print(format_paired(results))
 
 
 if __name__ == "__main__":
