@@ -92,11 +92,13 @@ def run_scale(scale, workdir):
 def floors(data_dir, model_dir, visitors):
     """(seconds to copy ``data_dir`` whole beside itself with cp -r, seconds to score ``visitors`` of
     ``model_dir``'s visitors against every article: float32 products in blocks, no top-k)."""
-    copy = data_dir + "-floor-copy"
-    start = time.perf_counter()
-    subprocess.run(["cp", "-r", data_dir, copy], check=True)
-    copied = time.perf_counter() - start
-    shutil.rmtree(copy)
+    copy = tempfile.mkdtemp(prefix="floor-copy-", dir=os.path.dirname(data_dir))  # on the data's disk
+    try:
+        start = time.perf_counter()
+        subprocess.run(["cp", "-r", data_dir, os.path.join(copy, "data")], check=True)
+        copied = time.perf_counter() - start
+    finally:
+        shutil.rmtree(copy)
     factors = modeldir.trained_factors(model_dir, modeldir.recorded_checkpoint(model_dir))
     rows = factors.rows[np.random.default_rng(0).choice(len(factors.rows), visitors)]
     start = time.perf_counter()
